@@ -1,0 +1,157 @@
+"""Parse the waits servers suggest: Retry-After, retry-after-ms, x-ratelimit-*, retryDelay.
+
+Pure functions over header mappings and bodies; every header is optional.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_TRY_AGAIN_RE = re.compile(r"(?:try again|retry) in (\d+(?:\.\d+)?)\s*(ms|s|seconds?)\b", re.I)
+
+
+def _get(headers: Mapping[str, str] | None, name: str) -> str | None:
+    if not headers:
+        return None
+    value = headers.get(name)
+    if value is None:
+        value = headers.get(name.title())
+    if value is None:
+        lowered = name.lower()
+        for k, v in headers.items():
+            if k.lower() == lowered:
+                return v
+    return value
+
+
+def parse_duration(value: str | None) -> float | None:
+    """Seconds in a Go-style duration (``6m0s``, ``120ms``, ``1h2m3.5s``) or a bare number."""
+    if value is None:
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    parts = _DURATION_RE.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text.replace(" ", ""):
+        return None
+    return sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds from a Retry-After value: delay-seconds (int or float) or an HTTP-date."""
+    if value is None:
+        return None
+    text = value.strip()
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    wall = time.time() if now is None else now
+    return max(0.0, when.timestamp() - wall)
+
+
+@dataclass(frozen=True, slots=True)
+class RateInfo:
+    """What a response said about the caller's remaining budget; every field is optional."""
+
+    limit_requests: float | None = None
+    remaining_requests: float | None = None
+    reset_requests: float | None = None
+    limit_tokens: float | None = None
+    remaining_tokens: float | None = None
+    reset_tokens: float | None = None
+    retry_after: float | None = None
+
+    @property
+    def empty(self) -> bool:
+        return all(getattr(self, f) is None for f in self.__slots__)
+
+
+def _num(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def retry_after_from_headers(
+    headers: Mapping[str, str] | None, now: float | None = None
+) -> float | None:
+    """The server's wait in seconds: ``retry-after-ms`` wins over ``Retry-After``."""
+    ms = _num(_get(headers, "retry-after-ms"))
+    if ms is not None and ms >= 0:
+        return ms / 1000.0
+    return parse_retry_after(_get(headers, "retry-after"), now)
+
+
+def rate_info_from_headers(headers: Mapping[str, str] | None) -> RateInfo:
+    """Read OpenAI-style ``x-ratelimit-*`` (and Azure's hyphenated variant) and Retry-After."""
+    if not headers:
+        return RateInfo()
+
+    def pick(*names: str) -> str | None:
+        for n in names:
+            v = _get(headers, n)
+            if v is not None:
+                return v
+        return None
+
+    return RateInfo(
+        limit_requests=_num(pick("x-ratelimit-limit-requests")),
+        remaining_requests=_num(pick("x-ratelimit-remaining-requests")),
+        reset_requests=parse_duration(
+            pick("x-ratelimit-reset-requests", "x-rate-limit-reset-requests")
+        ),
+        limit_tokens=_num(pick("x-ratelimit-limit-tokens")),
+        remaining_tokens=_num(pick("x-ratelimit-remaining-tokens")),
+        reset_tokens=parse_duration(pick("x-ratelimit-reset-tokens", "x-rate-limit-reset-tokens")),
+        retry_after=retry_after_from_headers(headers),
+    )
+
+
+def retry_delay_from_body(body: Any) -> float | None:
+    """Gemini's ``RetryInfo.retryDelay`` (``"53s"``) from an error body or its ``details``."""
+    details: Any = body
+    if isinstance(details, Mapping):
+        inner = details.get("error", details)
+        details = inner.get("details") if isinstance(inner, Mapping) else None
+    if not isinstance(details, list):
+        return None
+    for d in details:
+        if isinstance(d, Mapping) and str(d.get("@type", "")).endswith("RetryInfo"):
+            delay = d.get("retryDelay")
+            if isinstance(delay, str):
+                return parse_duration(delay.strip())
+            if isinstance(delay, Mapping):
+                return float(delay.get("seconds", 0)) + float(delay.get("nanos", 0)) / 1e9
+    return None
+
+
+def retry_delay_from_message(message: str | None) -> float | None:
+    """The "Please try again in 644ms" / "retry in 53.0s" hint inside an error message."""
+    if not message:
+        return None
+    m = _TRY_AGAIN_RE.search(message)
+    if not m:
+        return None
+    value = float(m.group(1))
+    return value / 1000.0 if m.group(2) == "ms" else value

@@ -1,0 +1,165 @@
+"""What a run produces: one :class:`Outcome` per item, gathered in a :class:`BatchResult`."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class Status(str, enum.Enum):
+    """Where an item ended up."""
+
+    OK = "ok"
+    FAILED = "failed"
+    NOT_ATTEMPTED = "not_attempted"
+
+
+class Source(str, enum.Enum):
+    """Where an outcome's value came from."""
+
+    CALL = "call"
+    CHECKPOINT = "checkpoint"
+    CACHE = "cache"
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Tokens a call consumed, as the server reported them."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(slots=True)
+class Outcome(Generic[T]):
+    """An item's final value or error, with the attempts and time it took."""
+
+    index: int
+    item: Any
+    status: Status
+    value: T | None = None
+    error: BaseException | None = None
+    attempts: int = 0
+    latency: float = 0.0
+    usage: Usage | None = None
+    source: Source = Source.CALL
+    key: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status is Status.OK
+
+
+@dataclass(slots=True)
+class RunStats:
+    """Counters of one run; the runner updates them, progress displays read them."""
+
+    total: int | None = None
+    done: int = 0
+    failed: int = 0
+    not_attempted: int = 0
+    in_flight: int = 0
+    retrying: int = 0
+    calls: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    rate_limit_wait: float = 0.0
+    breaker_trips: int = 0
+    cache_hits: int = 0
+    from_checkpoint: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    started: float = 0.0
+    wall_time: float = 0.0
+
+    @property
+    def finished(self) -> int:
+        """Items with a final outcome, successful or not."""
+        return self.done + self.failed
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+@dataclass
+class BatchResult(Generic[T]):
+    """Outcomes of a run, in input order."""
+
+    outcomes: list[Outcome[T]]
+    stats: RunStats = field(default_factory=RunStats)
+    run_id: str | None = None
+    stopped: BaseException | None = None
+    interrupted: bool = False
+
+    @property
+    def results(self) -> list[T | None]:
+        """Each item's value, or None where it failed; in input order."""
+        return [o.value for o in self.outcomes]
+
+    @property
+    def errors(self) -> list[BaseException | None]:
+        """Each item's error, or None where it succeeded; in input order."""
+        return [o.error for o in self.outcomes]
+
+    @property
+    def success_count(self) -> int:
+        return sum(1 for o in self.outcomes if o.status is Status.OK)
+
+    @property
+    def error_count(self) -> int:
+        return len(self.outcomes) - self.success_count
+
+    @property
+    def all_succeeded(self) -> bool:
+        return all(o.status is Status.OK for o in self.outcomes)
+
+    def get_successful(self) -> list[T]:
+        """The values of the items that succeeded, in input order."""
+        return [o.value for o in self.outcomes if o.status is Status.OK]  # type: ignore[misc]
+
+    def failed(self) -> list[Outcome[T]]:
+        """Outcomes that did not succeed (failed or never attempted)."""
+        return [o for o in self.outcomes if o.status is not Status.OK]
+
+    def raise_first(self) -> None:
+        """Raise the first error in input order, if any."""
+        for o in self.outcomes:
+            if o.error is not None:
+                raise o.error
+
+    def __len__(self) -> int:
+        return len(self.outcomes)
+
+    def __iter__(self) -> Iterator[Outcome[T]]:
+        return iter(self.outcomes)
+
+    def __getitem__(self, index: int) -> Outcome[T]:
+        return self.outcomes[index]
+
+    def summary(self) -> str:
+        """One line for logs: counts, retries, 429s and throughput."""
+        s = self.stats
+        rate = s.finished / s.wall_time if s.wall_time > 0 else 0.0
+        return (
+            f"{self.success_count} ok, {self.error_count} failed of {len(self.outcomes)}; "
+            f"{s.calls} calls, {s.retries} retries, {s.rate_limited} rate-limited; "
+            f"{s.wall_time:.2f}s ({rate:.1f} items/s)"
+        )
+
+
+def values_or_raise(outcomes: Sequence[Outcome[T]]) -> list[T]:
+    """Values in order; raises the first error in input order."""
+    out: list[T] = []
+    for o in outcomes:
+        if o.error is not None:
+            raise o.error
+        out.append(o.value)  # type: ignore[arg-type]
+    return out
