@@ -43,3 +43,16 @@ class Store(Protocol):
     def close(self) -> None:
         """Flush and release the database."""
         ...
+
+
+@runtime_checkable
+class Cache(Protocol):
+    """Response cache keyed by item key; a hit costs no call and no rate-limit budget."""
+
+    def get(self, key: str) -> tuple[bool, Any]:
+        """``(True, value)`` on a fresh hit, ``(False, None)`` otherwise."""
+        ...
+
+    def put(self, key: str, value: Any) -> None:
+        """Remember a successful value under ``key``."""
+        ...
