@@ -18,7 +18,7 @@ from .errors import CallTimeout
 from .hints import retry_after_from_headers
 
 
-class ErrorKind(str, enum.Enum):
+class ErrorKind(enum.StrEnum):
     """How the runner treats an error."""
 
     RATE_LIMITED = "rate_limited"  # retry; a server hint pauses all dispatch

@@ -10,7 +10,7 @@ from typing import Any, Generic, TypeVar
 T = TypeVar("T")
 
 
-class Status(str, enum.Enum):
+class Status(enum.StrEnum):
     """Where an item ended up."""
 
     OK = "ok"
@@ -18,7 +18,7 @@ class Status(str, enum.Enum):
     NOT_ATTEMPTED = "not_attempted"
 
 
-class Source(str, enum.Enum):
+class Source(enum.StrEnum):
     """Where an outcome's value came from."""
 
     CALL = "call"

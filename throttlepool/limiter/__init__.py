@@ -1,0 +1,41 @@
+"""Rate limiters: an exact sliding-window log (default) and a token bucket, over one mechanism."""
+
+from __future__ import annotations
+
+from ..clock import Clock
+from .bucket import TokenBucket
+from .core import Permit, RateLimiter
+from .limits import ONE_REQUEST, REQUESTS, TOKENS, Cost, Limit, build_limits
+from .sliding import SlidingWindowLog
+from .ticket import LimiterBackend, Ticket
+
+
+class TokenBucketLimiter(RateLimiter):
+    """Token bucket with burst (seed 001's ``RateLimiter(requests_per_second, burst_size)``)."""
+
+    def __init__(
+        self,
+        requests_per_second: float,
+        burst_size: float | None = None,
+        *,
+        unit: str = REQUESTS,
+        clock: Clock | None = None,
+    ) -> None:
+        super().__init__(backend=TokenBucket(requests_per_second, burst_size, unit), clock=clock)
+
+
+__all__ = [
+    "ONE_REQUEST",
+    "REQUESTS",
+    "TOKENS",
+    "Cost",
+    "Limit",
+    "LimiterBackend",
+    "Permit",
+    "RateLimiter",
+    "SlidingWindowLog",
+    "Ticket",
+    "TokenBucket",
+    "TokenBucketLimiter",
+    "build_limits",
+]

@@ -1,0 +1,176 @@
+"""The exact sliding-window log: no window of a limit's period ever admits more than its amount.
+
+Reservations are scheduled ahead in FIFO order: each gets the earliest time at which admitting
+it keeps every window within every limit, given all earlier reservations. Because admission
+times never decrease, checking the one window that ends at the candidate time is enough: any
+later window that contains the candidate holds a subset of the same entries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import deque
+from collections.abc import Iterable, Sequence
+
+from ..errors import CostExceedsLimit
+from .limits import Cost, Limit
+from .ticket import Ticket
+
+# Float sums of token weights drift; a freed amount within this of the need counts as enough.
+_EPSILON = 1e-9
+
+
+class _Window:
+    """The log of one limit: admitted tickets in time order and their summed weight."""
+
+    __slots__ = ("limit", "log", "used")
+
+    def __init__(self, limit: Limit) -> None:
+        self.limit = limit
+        self.log: deque[Ticket] = deque()
+        self.used = 0.0
+
+    def weight(self, ticket: Ticket) -> float:
+        return ticket.cost.of(self.limit.unit)
+
+    def expire(self, now: float) -> None:
+        horizon = now - self.limit.period
+        log = self.log
+        while log and log[0].admit_at <= horizon:
+            self.used -= self.weight(log.popleft())
+        if not log:
+            self.used = 0.0
+
+    def earliest(self, w: float, start: float) -> float:
+        """Earliest t >= start at which w more units fit in (t - period, t]."""
+        need = self.used + w - self.limit.amount
+        if need <= _EPSILON:
+            return start
+        freed = 0.0
+        for entry in self.log:
+            freed += self.weight(entry)
+            if freed >= need - _EPSILON:
+                return max(start, entry.admit_at + self.limit.period)
+        return start  # unreachable while w <= amount: freeing everything always suffices
+
+
+class SlidingWindowLog:
+    """In-memory backend: exact sliding-window logs for any number of limits."""
+
+    def __init__(self, limits: Sequence[Limit]) -> None:
+        self.limits = list(limits)
+        self._windows = [_Window(lim) for lim in self.limits]
+        self._pending: deque[Ticket] = deque()
+        self._last_admit = float("-inf")
+        self._paused_until = float("-inf")
+
+    def _check(self, cost: Cost) -> None:
+        for win in self._windows:
+            w = cost.of(win.limit.unit)
+            if w > win.limit.amount:
+                raise CostExceedsLimit(w, str(win.limit))
+
+    def _place(self, ticket: Ticket, now: float) -> None:
+        t = max(now, self._last_admit, self._paused_until)
+        for win in self._windows:
+            win.expire(now)
+            w = win.weight(ticket)
+            if w > 0:
+                t = max(t, win.earliest(w, t))
+        ticket.admit_at = t
+        self._last_admit = t
+        for win in self._windows:
+            w = win.weight(ticket)
+            if w > 0:
+                win.log.append(ticket)
+                win.used += w
+        if t > now:
+            self._pending.append(ticket)
+
+    def reserve(self, cost: Cost, now: float) -> Ticket:
+        self._check(cost)
+        ticket = Ticket(cost, now)
+        self._place(ticket, now)
+        return ticket
+
+    def _remove(self, ticket: Ticket) -> None:
+        for win in self._windows:
+            w = win.weight(ticket)
+            if w > 0:
+                try:
+                    win.log.remove(ticket)
+                except ValueError:
+                    continue  # already expired out of this window
+                win.used -= w
+
+    def _reschedule(self, now: float) -> list[Ticket]:
+        """Re-place every not-yet-admitted ticket in FIFO order; return those moved earlier."""
+        pending = self._pending
+        while pending and pending[0].admit_at <= now:
+            pending.popleft()
+        if not pending:
+            return []
+        queued = list(pending)
+        pending.clear()
+        for ticket in reversed(queued):
+            for win in self._windows:
+                w = win.weight(ticket)
+                if w > 0 and win.log and win.log[-1] is ticket:
+                    win.log.pop()
+                    win.used -= w
+        self._last_admit = max(
+            (win.log[-1].admit_at for win in self._windows if win.log), default=float("-inf")
+        )
+        moved: list[Ticket] = []
+        for ticket in queued:
+            before = ticket.admit_at
+            self._place(ticket, now)
+            if ticket.admit_at < before:
+                moved.append(ticket)
+        return moved
+
+    def settle(self, ticket: Ticket, actual: Cost, now: float) -> Iterable[Ticket]:
+        self._check(actual)
+        for win in self._windows:
+            win.expire(now)
+            old, new = win.weight(ticket), actual.of(win.limit.unit)
+            if old == new or ticket.admit_at <= now - win.limit.period:
+                continue  # unchanged, or already out of this window
+            if old > 0:
+                win.used += new - old
+            else:
+                # The estimate had no weight in this unit, yet the call used some.
+                _insert_sorted(win.log, ticket)
+                win.used += new
+        ticket.cost = actual
+        return self._reschedule(now)
+
+    def cancel(self, ticket: Ticket, now: float) -> Iterable[Ticket]:
+        self._remove(ticket)
+        with contextlib.suppress(ValueError):
+            self._pending.remove(ticket)
+        return self._reschedule(now)
+
+    def pause_until(self, until: float, now: float) -> Iterable[Ticket]:
+        if until <= self._paused_until:
+            return []
+        self._paused_until = until
+        return self._reschedule(now)
+
+    @property
+    def paused_until(self) -> float:
+        return self._paused_until
+
+    def usage(self, now: float) -> list[tuple[Limit, float]]:
+        """Units currently counted in each limit's window."""
+        for win in self._windows:
+            win.expire(now)
+        return [(win.limit, win.used) for win in self._windows]
+
+
+def _insert_sorted(log: deque[Ticket], ticket: Ticket) -> None:
+    for i, entry in enumerate(log):
+        if entry.admit_at > ticket.admit_at:
+            log.insert(i, ticket)
+            return
+    log.append(ticket)
