@@ -1,0 +1,218 @@
+"""What the provider adapters share: error bodies to verdicts, server hints, JSON-able values.
+
+Classification reads structured fields only (status, headers, the error body's ``code``,
+``type``, ``message`` and ``details``), never ``str(exc)``, whose format changes between SDK
+versions.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime
+import enum
+import importlib
+import re
+from collections.abc import Callable, Mapping
+from types import ModuleType
+from typing import Any
+
+from ..classify import ErrorKind, Verdict, classify_status, is_connection_error, is_timeout
+from ..errors import MissingExtra
+from ..hints import (
+    RateInfo,
+    rate_info_from_headers,
+    retry_after_from_headers,
+    retry_delay_from_body,
+    retry_delay_from_message,
+)
+
+#: OpenAI 429 codes/types that mean billing or spend limits: no retry can succeed.
+QUOTA_CODES = frozenset({
+    "insufficient_quota", "credit_balance_exhausted", "organization_spend_limit_exceeded",
+    "project_spend_limit_exceeded", "organization_usage_limit_exceeded",
+})
+
+Extract = str | Callable[[Any], Any] | None
+
+_ZERO_LIMIT_RE = re.compile(r"\blimit: 0(?![\d.])")
+
+
+def header(headers: Mapping[str, str] | None, name: str) -> str | None:
+    """A header by case-insensitive name from any mapping (plain dicts included)."""
+    if not headers:
+        return None
+    value = headers.get(name)
+    if value is not None:
+        return value
+    lowered = name.lower()
+    return next((v for k, v in headers.items() if k.lower() == lowered), None)
+
+
+def require(module: str, package: str, extra: str) -> ModuleType:
+    """Import an optional SDK or raise :class:`MissingExtra` with the pip command."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingExtra(package, extra) from exc
+
+
+def error_object(body: Any) -> Mapping[str, Any]:
+    """The inner ``error`` object of an OpenAI or Google error body (or the body itself)."""
+    if isinstance(body, Mapping):
+        inner = body.get("error", body)
+        if isinstance(inner, Mapping):
+            return inner
+    return {}
+
+
+def _daily_quota(err: Mapping[str, Any]) -> bool:
+    """Gemini: a per-day quota, or a quota of zero (free tier switched off) was hit."""
+    details = err.get("details")
+    for d in details if isinstance(details, list) else ():
+        if not isinstance(d, Mapping) or not str(d.get("@type", "")).endswith("QuotaFailure"):
+            continue
+        for v in d.get("violations") or ():
+            if not isinstance(v, Mapping):
+                continue
+            if "PerDay" in str(v.get("quotaId", "")) or str(v.get("quotaValue", "")) == "0":
+                return True
+    message = err.get("message")
+    return isinstance(message, str) and _ZERO_LIMIT_RE.search(message) is not None
+
+
+def server_hint(
+    headers: Mapping[str, str] | None, body: Any = None, message: str | None = None
+) -> float | None:
+    """The server's suggested wait, by PROVIDERS.md §8 precedence; None when it gave none."""
+    hint = retry_after_from_headers(headers)
+    if hint is not None:
+        return hint
+    info = rate_info_from_headers(headers)
+    resets = [
+        reset for remaining, reset in (
+            (info.remaining_requests, info.reset_requests),
+            (info.remaining_tokens, info.reset_tokens),
+        ) if remaining is not None and remaining <= 0 and reset is not None
+    ]
+    if resets:
+        return max(resets)
+    hint = retry_delay_from_body(body)
+    if hint is not None:
+        return hint
+    err = error_object(body)
+    text = err.get("message") if isinstance(err.get("message"), str) else message
+    return retry_delay_from_message(text)
+
+
+def classify_http(
+    status: int,
+    headers: Mapping[str, str] | None = None,
+    body: Any = None,
+    *,
+    message: str | None = None,
+    code: Any = None,
+    type_: Any = None,
+) -> Verdict:
+    """The verdict for an HTTP error response, reading OpenAI and Gemini error bodies."""
+    err = error_object(body)
+    code = code if code is not None else err.get("code")
+    type_ = type_ if type_ is not None else err.get("type")
+    text = err.get("message") if isinstance(err.get("message"), str) else message or ""
+    if status in (401, 403):
+        return Verdict(ErrorKind.FATAL, None, f"{status} not authorized")
+    if code in QUOTA_CODES or type_ in QUOTA_CODES:
+        return Verdict(ErrorKind.FATAL, None, f"{status} quota exhausted ({code or type_})")
+    if status == 429 and str(text).lstrip().startswith("Request too large"):
+        return Verdict(ErrorKind.PERMANENT, None, "429 request too large for the token limit")
+    if status == 429 and _daily_quota(err):
+        return Verdict(ErrorKind.FATAL, None, "429 daily quota exhausted")
+    hint = server_hint(headers, body, text)
+    verdict = classify_status(status, hint)
+    should_retry = header(headers, "x-should-retry")
+    if should_retry == "false" and verdict.retryable:
+        return Verdict(ErrorKind.PERMANENT, None, f"{status} and the server said not to retry")
+    if should_retry == "true" and verdict.kind is ErrorKind.PERMANENT:
+        return Verdict(ErrorKind.TRANSIENT, hint, f"{status} and the server said to retry")
+    return verdict
+
+
+def classify_transport(exc: BaseException) -> Verdict | None:
+    """Timeouts, connection errors and exhausted inner retries; None if ``exc`` is none of them."""
+    if is_timeout(exc):
+        return Verdict(ErrorKind.TRANSIENT, None, "timeout")
+    if is_connection_error(exc):
+        return Verdict(ErrorKind.TRANSIENT, None, "connection error")
+    if any(cls.__name__ == "RetryError" for cls in type(exc).__mro__):
+        # google.api_core / urllib3 retries ran out inside the client: the cause was transient.
+        return Verdict(ErrorKind.TRANSIENT, None, "client retries exhausted")
+    return None
+
+
+def rate_info_with_hint(headers: Mapping[str, str] | None, hint: float | None) -> RateInfo | None:
+    """Rate headers plus the best hint (which may come from the body); None when empty."""
+    info = rate_info_from_headers(headers)
+    if hint is not None and info.retry_after is None:
+        info = dataclasses.replace(info, retry_after=hint)
+    return None if info.empty else info
+
+
+def to_jsonable(value: Any) -> Any:
+    """A JSON-serialisable copy of an SDK response or plain value (for checkpoints)."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, enum.Enum):
+        return to_jsonable(value.value)
+    if isinstance(value, (bytes, bytearray)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, (datetime.datetime, datetime.date)):
+        return value.isoformat()
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):  # pydantic: openai and google-genai responses
+        # google-genai keeps the raw HTTP headers on the response; they are not the answer.
+        exclude = {"sdk_http_response"} if hasattr(value, "sdk_http_response") else None
+        return to_jsonable(dump(mode="json", exclude_none=True, exclude=exclude))
+    to_dict = getattr(value, "to_dict", None)
+    if callable(to_dict):  # google-generativeai responses
+        return to_jsonable(to_dict())
+    to_dict = getattr(type(value), "to_dict", None)
+    if callable(to_dict):  # proto-plus messages
+        return to_jsonable(to_dict(value))
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return to_jsonable(dataclasses.asdict(value))
+    tolist = getattr(value, "tolist", None)
+    if callable(tolist):  # numpy arrays
+        return to_jsonable(tolist())
+    raise TypeError(f"cannot convert a {type(value).__name__} to JSON; pass extract=")
+
+
+def make_extractor(
+    extract: Extract, named: Mapping[str, Callable[[Any], Any]]
+) -> Callable[[Any], Any] | None:
+    """Resolve ``extract=``: None (the SDK value), a callable, ``"json"`` or a named field."""
+    if extract is None:
+        return None
+    if callable(extract):
+        return extract
+    if extract == "json":
+        return to_jsonable
+    try:
+        return named[extract]
+    except KeyError:
+        choices = ", ".join(sorted({*named, "json"}))
+        raise ValueError(f"unknown extract {extract!r}; choose one of {choices}") from None
+
+
+def jsonable_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Parameters for ``identity()``: JSON-able, with unconvertible values named by type."""
+    out: dict[str, Any] = {}
+    for key, value in sorted(params.items()):
+        try:
+            out[key] = to_jsonable(value)
+        except TypeError:
+            out[key] = f"<{type(value).__name__}>"
+    return out

@@ -1,0 +1,155 @@
+"""The ``google-genai`` SDK (``from google import genai``) as an adapter.
+
+google-genai does not retry unless the client was built with ``retry_options``; each call
+passes per-request ``http_options`` with one attempt, so a user's retrying client is made
+single-shot for throttlepool without touching the client itself.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ..classify import Verdict, default_classifier
+from ..hints import RateInfo
+from ..limiter.limits import Cost
+from .base import CallResult
+from .common import (
+    Extract,
+    classify_http,
+    classify_transport,
+    jsonable_params,
+    make_extractor,
+    rate_info_with_hint,
+    require,
+    server_hint,
+)
+from .tokens import DEFAULT_OUTPUT_RESERVE, Tokenizer, count_tokens, first_number, usage_from
+
+_METHODS = ("generate_content", "embed_content", "count_tokens")
+
+
+def _text(value: Any) -> Any:
+    return value.text
+
+
+def _embedding(value: Any) -> Any:
+    vectors = [e.values for e in value.embeddings or ()]
+    return vectors[0] if len(vectors) == 1 else vectors
+
+
+def _config_dict(config: Any) -> dict[str, Any]:
+    if config is None:
+        return {}
+    if isinstance(config, Mapping):
+        return dict(config)
+    dump = getattr(config, "model_dump", None)
+    if callable(dump):
+        return dict(dump(exclude_none=True))
+    raise TypeError(f"config must be a dict or a google.genai config, got {type(config).__name__}")
+
+
+def response_headers(value: Any) -> Mapping[str, str] | None:
+    """The HTTP headers google-genai keeps on a response (``sdk_http_response.headers``)."""
+    headers = getattr(getattr(value, "sdk_http_response", None), "headers", None)
+    return headers if isinstance(headers, Mapping) else None
+
+
+class GenAIAdapter:
+    """Wraps a ``google.genai.Client`` calling ``client.models.<method>`` for one model.
+
+    A string item is the ``contents``; a dict item may give ``contents``, ``config`` (dict or
+    ``types.GenerateContentConfig``) and ``model``. ``default_config`` is merged under each
+    item's config.
+    """
+
+    name = "gemini"
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        model: str,
+        method: str = "generate_content",
+        extract: Extract = None,
+        output_reserve: int = DEFAULT_OUTPUT_RESERVE,
+        tokenizer: Tokenizer | None = None,
+        **default_config: Any,
+    ) -> None:
+        require("google.genai", "google-genai", "gemini")
+        if method not in _METHODS:
+            raise ValueError(f"method must be one of {', '.join(_METHODS)}, got {method!r}")
+        self._client = client
+        self.model = model
+        self.method = method
+        self.default_config = dict(default_config)
+        self.output_reserve = output_reserve
+        self._tokenizer = tokenizer
+        named: dict[str, Callable[[Any], Any]] = {"text": _text, "embedding": _embedding}
+        self._extract = make_extractor(extract, named)
+
+    def identity(self) -> Mapping[str, Any]:
+        """Provider, method, model and default config; never the key or the client's options."""
+        return {
+            "provider": self.name,
+            "method": self.method,
+            "model": self.model,
+            "params": jsonable_params(self.default_config),
+        }
+
+    def request(self, item: Any) -> dict[str, Any]:
+        """The keyword arguments one call sends for ``item`` (config as a dict)."""
+        request = dict(item) if isinstance(item, Mapping) else {"contents": item}
+        config = {**self.default_config, **_config_dict(request.get("config"))}
+        request["config"] = config
+        request.setdefault("model", self.model)
+        return request
+
+    def estimate(self, item: Any) -> Cost:
+        """Prompt tokens plus ``max_output_tokens`` times ``candidate_count``."""
+        request = self.request(item)
+        config = request["config"]
+        prompt = count_tokens(
+            [request.get("contents"), config.get("system_instruction")],
+            tokenizer=self._tokenizer,
+        )
+        if self.method != "generate_content":
+            return Cost(1.0, float(prompt))
+        output = first_number(config, "max_output_tokens", "maxOutputTokens")
+        n = first_number(config, "candidate_count", "candidateCount") or 1.0
+        return Cost(1.0, prompt + (output if output is not None else self.output_reserve) * n)
+
+    def call(self, item: Any, timeout: float | None) -> CallResult[Any]:
+        """One HTTP attempt through ``client.models``; the value is the SDK response."""
+        request = self.request(item)
+        config = request["config"]
+        http_options = _config_dict(config.get("http_options"))
+        # A per-call retry_options=None does not override the client's; one attempt does.
+        http_options["retry_options"] = {"attempts": 1}
+        if timeout is not None:
+            http_options["timeout"] = max(1, math.ceil(timeout * 1000))  # milliseconds
+        config["http_options"] = http_options
+        method = getattr(self._client.models, self.method)
+        result = method(**request)
+        headers = response_headers(result)
+        rate = rate_info_with_hint(headers, None) if headers else None
+        value = self._extract(result) if self._extract is not None else result
+        return CallResult(value, usage_from(result), rate)
+
+    def classify(self, exc: BaseException) -> Verdict:
+        """``errors.APIError`` by code and body; raw httpx/httpx2 transport errors retry."""
+        errors = require("google.genai.errors", "google-genai", "gemini")
+        if isinstance(exc, errors.APIError) and isinstance(exc.code, int):
+            response = getattr(exc, "response", None)
+            return classify_http(
+                exc.code, getattr(response, "headers", None), exc.details, message=exc.message
+            )
+        return classify_transport(exc) or default_classifier(exc)
+
+    def rate_info(self, exc: BaseException) -> RateInfo | None:
+        """Headers of a failed call, with Gemini's ``RetryInfo`` as the hint when no header."""
+        headers = getattr(getattr(exc, "response", None), "headers", None)
+        details = getattr(exc, "details", None)
+        hint = server_hint(headers, details, getattr(exc, "message", None))
+        return rate_info_with_hint(headers, hint)

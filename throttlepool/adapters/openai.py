@@ -1,0 +1,211 @@
+"""The ``openai`` SDK as an adapter: chat completions, embeddings, responses, or any method.
+
+The user's client is kept (base URL, key, headers, organisation); the adapter only takes a
+copy with ``max_retries=0`` so that every HTTP attempt passes through throttlepool's limiter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ..classify import ErrorKind, Verdict, default_classifier
+from ..hints import RateInfo, rate_info_from_headers
+from ..limiter.limits import Cost
+from .base import CallResult
+from .callable import callable_name
+from .common import (
+    Extract,
+    classify_http,
+    classify_transport,
+    jsonable_params,
+    make_extractor,
+    rate_info_with_hint,
+    require,
+    server_hint,
+)
+from .tokens import (
+    DEFAULT_OUTPUT_RESERVE,
+    Tokenizer,
+    cached_tokenizer,
+    count_tokens,
+    encoding_name_for,
+    first_number,
+    usage_from,
+)
+
+# method name -> (client attribute path, parameter a string item goes to, prompt fields)
+_METHODS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "chat": ("chat.completions.create", "messages", ("messages", "tools")),
+    "embeddings": ("embeddings.create", "input", ("input",)),
+    "responses": ("responses.create", "input", ("input", "instructions", "tools")),
+    "completions": ("completions.create", "prompt", ("prompt", "suffix")),
+}
+_OUTPUT_FIELDS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
+
+OpenAIMethod = Callable[..., Any]
+
+
+def _chat_text(value: Any) -> Any:
+    return value.choices[0].message.content
+
+
+def _completion_text(value: Any) -> Any:
+    return value.choices[0].text
+
+
+def _responses_text(value: Any) -> Any:
+    return value.output_text
+
+
+def _embedding(value: Any) -> Any:
+    vectors = [d.embedding for d in value.data]
+    return vectors[0] if len(vectors) == 1 else vectors
+
+
+_TEXT = {"chat": _chat_text, "completions": _completion_text, "responses": _responses_text}
+
+
+def _is_raw(result: Any) -> bool:
+    return callable(getattr(result, "parse", None)) and hasattr(result, "headers")
+
+
+class OpenAIAdapter:
+    """Wraps an ``openai.OpenAI`` client (or Azure / compatible client) for one method.
+
+    ``method`` is ``"chat"``, ``"embeddings"``, ``"responses"``, ``"completions"``, a dotted
+    path on the client (``"moderations.create"``), or a callable ``fn(client, **params)`` that
+    receives the retry-free client. A string item becomes the method's prompt parameter; a dict
+    item is the request's parameters, merged over ``default_params``.
+    """
+
+    name = "openai"
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        model: str | None = None,
+        method: str | OpenAIMethod = "chat",
+        extract: Extract = None,
+        prompt_param: str | None = None,
+        output_reserve: int = DEFAULT_OUTPUT_RESERVE,
+        tokenizer: Tokenizer | None = None,
+        **default_params: Any,
+    ) -> None:
+        require("openai", "openai", "openai")
+        self._client: Any = client.with_options(max_retries=0)
+        self.model = model
+        self.default_params = dict(default_params)
+        self.output_reserve = output_reserve
+        self._fn: OpenAIMethod | None = None
+        self._prompt_fields: tuple[str, ...]
+        if callable(method):
+            self._fn = method
+            self.method = callable_name(method)
+            self._path, self._prompt_param, self._prompt_fields = "", "input", ("input",)
+        elif method in _METHODS:
+            self.method = method
+            self._path, self._prompt_param, self._prompt_fields = _METHODS[method]
+        else:
+            self.method = method
+            self._path, self._prompt_param, self._prompt_fields = method, "input", ("input",)
+            self._resolve(method)  # fail now on a typo, not on the first item
+        self._prompt_param = prompt_param or self._prompt_param
+        self._tokenizer = tokenizer
+        named: dict[str, Callable[[Any], Any]] = {"embedding": _embedding}
+        if self.method in _TEXT:
+            named["text"] = _TEXT[self.method]
+        self._extract = make_extractor(extract, named)
+
+    def _resolve(self, path: str) -> tuple[Any, str]:
+        *parents, leaf = path.split(".")
+        target = self._client
+        for part in parents:
+            target = getattr(target, part)
+        if not callable(getattr(target, leaf, None)):
+            raise ValueError(f"the openai client has no method {path!r}")
+        return target, leaf
+
+    def identity(self) -> Mapping[str, Any]:
+        """Provider, method, model and default parameters; never the key, URL or headers."""
+        return {
+            "provider": self.name,
+            "method": self.method,
+            "model": self.model,
+            "params": jsonable_params(self.default_params),
+        }
+
+    def params(self, item: Any) -> dict[str, Any]:
+        """The keyword arguments one call sends for ``item``."""
+        params: dict[str, Any] = {}
+        if self.model is not None:
+            params["model"] = self.model
+        params.update(self.default_params)
+        if isinstance(item, Mapping):
+            params.update(item)
+        elif self._prompt_param == "messages":
+            params["messages"] = [{"role": "user", "content": str(item)}]
+        else:
+            params[self._prompt_param] = item
+        return params
+
+    def _count(self, obj: Any, model: Any) -> int:
+        tokenizer = self._tokenizer or cached_tokenizer(encoding_name_for(str(model or "")))
+        return count_tokens(obj, tokenizer=tokenizer)
+
+    def estimate(self, item: Any) -> Cost:
+        """Prompt tokens plus the output limit times ``n``, as OpenAI reserves (§2.5)."""
+        params = self.params(item)
+        prompt = self._count([params.get(f) for f in self._prompt_fields], params.get("model"))
+        if self.method == "embeddings":
+            return Cost(1.0, float(prompt))
+        output = first_number(params, *_OUTPUT_FIELDS)
+        if output is None:
+            output = float(self.output_reserve)
+        n = first_number(params, "n", "best_of") or 1.0
+        return Cost(1.0, float(prompt) + output * n)
+
+    def call(self, item: Any, timeout: float | None) -> CallResult[Any]:
+        """One HTTP attempt; the value is what the SDK method returns (or ``extract`` of it)."""
+        params = self.params(item)
+        if timeout is not None:
+            params["timeout"] = timeout
+        if self._fn is not None:
+            result = self._fn(self._client, **params)
+        else:
+            target, leaf = self._resolve(self._path)
+            raw_target = getattr(target, "with_raw_response", None)
+            method = getattr(raw_target, leaf, None) if raw_target is not None else None
+            result = (method or getattr(target, leaf))(**params)
+        rate: RateInfo | None = None
+        if _is_raw(result):
+            info = rate_info_from_headers(result.headers)
+            rate = None if info.empty else info
+            result = result.parse()
+        value = self._extract(result) if self._extract is not None else result
+        return CallResult(value, usage_from(result), rate)
+
+    def classify(self, exc: BaseException) -> Verdict:
+        """Per PROVIDERS.md §1: 429 vs quota vs too large, auth, 4xx, 5xx, timeouts."""
+        openai = require("openai", "openai", "openai")
+        if isinstance(exc, openai.APIStatusError):
+            return classify_http(
+                exc.status_code, exc.response.headers, exc.body,
+                message=exc.message, code=exc.code, type_=exc.type,
+            )
+        if isinstance(exc, openai.APITimeoutError):
+            return Verdict(ErrorKind.TRANSIENT, None, "timeout")
+        if isinstance(exc, openai.APIConnectionError):
+            return Verdict(ErrorKind.TRANSIENT, None, "connection error")
+        if isinstance(exc, openai.APIResponseValidationError):
+            return Verdict(ErrorKind.PERMANENT, None, "response did not match the schema")
+        return classify_transport(exc) or default_classifier(exc)
+
+    def rate_info(self, exc: BaseException) -> RateInfo | None:
+        """Rate-limit headers (and the body's hint) of a failed call."""
+        response = getattr(exc, "response", None)
+        headers = getattr(response, "headers", None)
+        if headers is None:
+            return None
+        return rate_info_with_hint(headers, server_hint(headers, getattr(exc, "body", None)))
