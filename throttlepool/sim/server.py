@@ -1,0 +1,248 @@
+"""The HTTP side of the simulator: a threaded stdlib server, `Simulator` and `serve`."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+
+from throttlepool.sim.config import SimConfig
+from throttlepool.sim.state import Plan, SimState
+
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    409: "Conflict",
+    413: "Payload Too Large",
+    422: "Unprocessable Entity",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+_QUIET_ERRORS = (ConnectionError, TimeoutError, OSError)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in one write anyway
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.track(self.connection, True)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.track(self.connection, False)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # one line per request would dominate the hot path and flood the terminal
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    def do_POST(self) -> None:
+        self._serve()
+
+    do_PUT = do_DELETE = do_PATCH = do_POST
+
+    def _serve(self) -> None:
+        state = self.server.state
+        length = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(length) if length > 0 else b""
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        try:
+            plan = state.handle(self.command, self.path, headers, body)
+        except Exception as exc:  # a simulator bug must still answer, not hang the client
+            print(f"throttlepool sim: internal error: {exc!r}", file=sys.stderr)
+            plan = Plan(
+                500,
+                {"content-type": "application/json"},
+                b'{"error":{"message":"internal simulator error","type":"server_error"}}',
+                counted=False,
+            )
+        # Counted before the write, so a client that reads /__stats right after its
+        # response already sees it.
+        stopped = plan.delay > 0.0 and state.stop_event.wait(plan.delay)
+        state.done(plan)
+        if stopped:
+            self.close_connection = True
+        elif plan.reset:
+            self._reset()
+        else:
+            self._write(plan)
+
+    def _reset(self) -> None:
+        # SO_LINGER 0 makes close() send RST: the client sees a dropped connection, no reply.
+        self.close_connection = True
+        try:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+
+    def _write(self, plan: Plan) -> None:
+        lines = [f"HTTP/1.1 {plan.status} {_REASONS.get(plan.status, 'Status')}"]
+        lines.extend(f"{k}: {v}" for k, v in plan.headers.items())
+        lines.append(f"content-length: {len(plan.body)}")
+        if self.close_connection:
+            lines.append("connection: close")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        self.wfile.write(head + plan.body)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], state: SimState) -> None:
+        self.state = state
+        self._conns: set[socket.socket] = set()
+        self._conns_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def track(self, conn: socket.socket, alive: bool) -> None:
+        with self._conns_lock:
+            if alive:
+                self._conns.add(conn)
+            else:
+                self._conns.discard(conn)
+
+    def drop_connections(self) -> None:
+        # Idle keep-alive threads block in recv() until the peer goes; wake them on stop.
+        with self._conns_lock:
+            conns = list(self._conns)
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], _QUIET_ERRORS):
+            return  # clients that time out or hang up are part of the simulation
+        super().handle_error(request, client_address)
+
+
+class Simulator:
+    """A rate-limited OpenAI/Gemini-compatible API server on loopback, run in a thread."""
+
+    def __init__(
+        self, config: SimConfig | None = None, *, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
+        self.state = SimState(config or SimConfig())
+        self._host, self._port = host, port
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def config(self) -> SimConfig:
+        """The current configuration."""
+        return self.state.config
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. http://127.0.0.1:PORT (also the Gemini base URL / api_endpoint)."""
+        if self._server is None:
+            raise RuntimeError("the simulator is not running; call start() first")
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    @property
+    def openai_base_url(self) -> str:
+        """Base URL for the openai SDK: url + "/v1"."""
+        return self.url + "/v1"
+
+    def start(self) -> Simulator:
+        """Bind and serve in a background thread; returns self."""
+        if self._server is not None:
+            return self
+        self.state.stop_event.clear()
+        self._server = _Server((self._host, self._port), self.state)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"throttlepool-sim-{self._server.server_address[1]}",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, wake hanging handlers, close every connection."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        self.state.stop_event.set()
+        server.shutdown()
+        server.drop_connections()
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> Simulator:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def stats(self) -> dict[str, Any]:
+        """Counters and exact window maxima; the same JSON as GET /__stats."""
+        return self.state.stats()
+
+    def reset(self) -> None:
+        """Clear windows, stats and scripts (POST /__reset)."""
+        self.state.reset()
+
+    def configure(self, **changes: Any) -> SimConfig:
+        """Change the config at runtime (POST /__config); returns the new config."""
+        return self.state.configure(changes)
+
+    def script(self, steps: Sequence[Mapping[str, Any]]) -> int:
+        """Queue scripted responses for the next API requests (POST /__script)."""
+        return self.state.script(steps)
+
+
+def banner(url: str) -> str:
+    """The lines `serve` prints: where each SDK should point."""
+    return "\n".join(
+        [
+            f"throttlepool simulator listening on {url}",
+            f"  OpenAI base_url:         {url}/v1",
+            f"  Gemini base_url/endpoint: {url}   (google-genai: api_version 'v1' or 'v1beta')",
+            f"  requests JSON endpoint:  POST {url}/echo",
+            f"  stats: GET {url}/__stats   reset: POST {url}/__reset",
+        ]
+    )
+
+
+def serve(host: str = "127.0.0.1", port: int = 8080, config: SimConfig | None = None) -> None:
+    """Run the simulator in the foreground until Ctrl-C."""
+    sim = Simulator(config, host=host, port=port).start()
+    print(banner(sim.url), flush=True)
+    try:
+        sim.state.stop_event.wait()  # set only by stop(); Ctrl-C raises out of wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sim.stop()

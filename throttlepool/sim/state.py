@@ -1,0 +1,405 @@
+"""The simulator's brain: routing, limits, faults, scripts and statistics, with no socket code."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs
+
+from throttlepool.sim import errors
+from throttlepool.sim.config import SimConfig
+from throttlepool.sim.formats import (
+    ECHO,
+    GEMINI,
+    OPENAI,
+    BadRequest,
+    Request,
+    parse_echo,
+    parse_gemini,
+    parse_openai_chat,
+    parse_openai_embeddings,
+    success_body,
+)
+from throttlepool.sim.window import AdmissionLog, Windows
+
+_GEMINI_PATH = re.compile(r"^/(v1beta|v1|v1alpha)/models/([^/:]+):generateContent$")
+_FAULT_TAG = re.compile(rb"\[\[fault:([a-z0-9]+)\]\]")
+_FIXED = {"/v1/chat/completions": "chat", "/v1/embeddings": "embeddings", "/echo": "echo"}
+_API_OF = {"chat": OPENAI, "embeddings": OPENAI, "echo": ECHO}
+_FAULT_ORDER = ("500", "503", "reset", "hang")
+_PRE_FAULTS = frozenset({"400", "401", "quota"})
+_POST_FAULTS = frozenset({"500", "503", "reset", "hang"})
+_SCRIPT_FIELDS = frozenset({"status", "headers", "body", "delay", "reset"})
+
+
+@dataclass(slots=True)
+class Plan:
+    """What to send back for one request, decided before any sleeping is done."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    delay: float = 0.0
+    reset: bool = False  # close the socket without answering
+    digest: bytes = b""  # identifies the request body, for duplicate counting
+    counted: bool = True  # an API request (admin endpoints are not counted)
+
+
+def _encode(status: int, headers: dict[str, str], body: Any) -> Plan:
+    if isinstance(body, bytes | str):
+        raw = body.encode() if isinstance(body, str) else body
+        ctype = "text/html; charset=utf-8" if raw.lstrip().startswith(b"<") else "text/plain"
+    else:
+        raw = json.dumps(body, separators=(",", ":")).encode()
+        ctype = "application/json"
+    hdrs = {"content-type": ctype}
+    hdrs.update(headers)
+    return Plan(status, hdrs, raw)
+
+
+def _key_label(key: str) -> str:
+    # Stats are printed and served over HTTP; never echo a long (possibly real) key in full.
+    return key if len(key) <= 16 else f"{key[:3]}...{key[-4:]}"
+
+
+def _validate_step(step: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = set(step) - _SCRIPT_FIELDS
+    if unknown:
+        raise ValueError(f"unknown script step fields {sorted(unknown)}")
+    status = step.get("status", 200)
+    if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+        raise ValueError(f"script status must be an HTTP status code, got {status!r}")
+    headers = step.get("headers") or {}
+    if not isinstance(headers, Mapping):
+        raise ValueError("script headers must be a mapping")
+    delay = step.get("delay", 0.0)
+    if not isinstance(delay, int | float) or delay < 0:
+        raise ValueError(f"script delay must be a number >= 0, got {delay!r}")
+    out = dict(step)
+    out.update(
+        status=status,
+        headers={str(k).lower(): str(v) for k, v in headers.items()},
+        delay=float(delay),
+    )
+    return out
+
+
+class SimState:
+    """Shared state of one simulator; every method is thread-safe."""
+
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+        self._wall_offset = time.time() - time.monotonic()
+        self.stop_event = threading.Event()
+        self._lock = threading.Lock()  # the admission window; held for the check only
+        self._stats_lock = threading.Lock()  # counters, scripts, the random generator
+        self._windows = Windows()
+        self._log = AdmissionLog()
+        self._clear()
+
+    def _clear(self) -> None:
+        self._rng = random.Random(self.config.seed)
+        self._scripts: deque[dict[str, Any]] = deque()
+        self._seq = 0
+        self._total = 0
+        self._in_flight = 0
+        self._peak = 0
+        self._by_status: dict[int, int] = {}
+        self._by_path: dict[str, int] = {}
+        self._faults: dict[str, int] = {}
+        self._limited = 0
+        self._scripted = 0
+        self._tokens = 0  # guarded by _lock, like the admission log
+        self._seen: set[bytes] = set()
+        self._duplicates = 0
+
+    def reset(self) -> None:
+        """Clear windows, statistics and pending scripts; reseed the fault generator."""
+        with self._lock, self._stats_lock:
+            self._windows.clear()
+            self._log.clear()
+            self._clear()
+
+    def configure(self, changes: Mapping[str, Any]) -> SimConfig:
+        """Apply config changes at runtime; windows and stats are kept."""
+        with self._lock, self._stats_lock:
+            self.config = self.config.updated(changes)
+            if "seed" in changes:
+                self._rng = random.Random(self.config.seed)
+            return self.config
+
+    def script(self, steps: Sequence[Mapping[str, Any]]) -> int:
+        """Queue scripted responses for the next API requests; returns the queue length."""
+        checked = [_validate_step(s) for s in steps]
+        with self._stats_lock:
+            self._scripts.extend(checked)
+            return len(self._scripts)
+
+    # -- the hot path -------------------------------------------------------------------
+
+    def handle(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> Plan:
+        """Decide the response to one request (admin endpoints included)."""
+        path, _, query = target.partition("?")
+        if path.startswith("/__"):
+            return self._admin(method, path, body)
+        endpoint = _FIXED.get(path)
+        model = ""
+        if endpoint is None:
+            m = _GEMINI_PATH.match(path)
+            if m is None:
+                return self._admin_reply(
+                    404,
+                    {
+                        "error": {
+                            "code": 404,
+                            "status": "NOT_FOUND",
+                            "message": f"Unknown path {path}",
+                        }
+                    },
+                )
+            endpoint, model = "generate", m.group(2)
+        api = _API_OF.get(endpoint, GEMINI)
+        if method != "POST":
+            plan = _encode(*errors.fault(api, 404, f"{method} {path} is not supported"))
+            plan.counted = False
+            return plan
+
+        cfg = self.config
+        with self._stats_lock:
+            self._seq += 1
+            seq = self._seq
+            self._total += 1
+            self._in_flight += 1
+            if self._in_flight > self._peak:
+                self._peak = self._in_flight
+            self._by_path[path] = self._by_path.get(path, 0) + 1
+            step = self._scripts.popleft() if self._scripts else None
+            if step is not None:
+                self._scripted += 1
+            u_fault = self._rng.random()
+            u_jitter = self._rng.random()
+
+        digest = hashlib.blake2b(path.encode() + b"\0" + body, digest_size=16).digest()
+        if step is not None:
+            return self._scripted_plan(step, api, endpoint, model, body, seq, digest)
+
+        tag = _FAULT_TAG.search(body) if b"[[fault:" in body else None
+        content_fault = tag.group(1).decode() if tag else ""
+        if content_fault in _PRE_FAULTS:
+            if content_fault == "quota":
+                return _encode(*errors.quota_exceeded(api))
+            return _encode(*errors.fault(api, int(content_fault)))
+
+        try:
+            req = self._parse(api, endpoint, model, body)
+        except BadRequest as exc:
+            return _encode(*errors.fault(api, 400, str(exc)))
+
+        key = self._api_key(headers, query) if cfg.per_key else "*"
+        charge = req.charge
+        with self._lock:
+            now = time.monotonic()
+            decision = self._windows.admit(key, charge, now, cfg.rpm, cfg.tpm, cfg.window)
+            if decision.admitted:
+                self._log.add(key, now, charge)
+                self._tokens += charge
+
+        if not decision.admitted:
+            if decision.too_large and cfg.tpm is not None:
+                return _encode(
+                    *errors.too_large(api, req.model, decision, cfg.rpm, cfg.tpm, charge)
+                )
+            with self._stats_lock:
+                self._limited += 1
+            return _encode(
+                *errors.rate_limited(
+                    api, req.model, decision, cfg.rpm, cfg.tpm, charge, cfg.gemini_headers
+                )
+            )
+
+        delay = max(0.0, cfg.latency + cfg.jitter * (2.0 * u_jitter - 1.0))
+        kind = content_fault if content_fault in _POST_FAULTS else self._draw(u_fault)
+        if kind:
+            with self._stats_lock:
+                self._faults[kind] = self._faults.get(kind, 0) + 1
+        if kind in ("500", "503"):
+            plan = _encode(*errors.fault(api, int(kind)))
+            plan.delay = delay
+            return plan
+        rl_headers = {}
+        if api != GEMINI or cfg.gemini_headers:
+            rl_headers = errors.ratelimit_headers(decision, cfg.rpm, cfg.tpm)
+        if api == OPENAI:
+            rl_headers["x-request-id"] = f"req_sim{seq:x}"
+        plan = _encode(200, rl_headers, success_body(req, seq, int(time.time())))
+        plan.delay = delay + (cfg.hang_seconds if kind == "hang" else 0.0)
+        plan.reset = kind == "reset"
+        plan.digest = digest
+        return plan
+
+    def done(self, plan: Plan) -> None:
+        """Record that a planned response was sent (or the connection dropped)."""
+        if not plan.counted:
+            return
+        with self._stats_lock:
+            self._in_flight -= 1
+            if plan.reset:
+                return
+            self._by_status[plan.status] = self._by_status.get(plan.status, 0) + 1
+            if plan.status == 200 and plan.digest:
+                if plan.digest in self._seen:
+                    self._duplicates += 1
+                else:
+                    self._seen.add(plan.digest)
+
+    # -- helpers ----------------------------------------------------------------------
+
+    def _draw(self, u: float) -> str:
+        rates = self.config.fail_rate
+        if not rates:
+            return ""
+        acc = 0.0
+        for kind in _FAULT_ORDER:
+            acc += rates.get(kind, 0.0)
+            if u < acc:
+                return kind
+        return ""
+
+    @staticmethod
+    def _parse(api: str, endpoint: str, model: str, body: bytes) -> Request:
+        try:
+            data = json.loads(body) if body else {}
+        except ValueError as exc:
+            raise BadRequest(f"Invalid JSON payload received: {exc}") from None
+        if not isinstance(data, dict):
+            raise BadRequest("Invalid JSON payload received: expected an object")
+        if endpoint == "chat":
+            return parse_openai_chat(data)
+        if endpoint == "embeddings":
+            return parse_openai_embeddings(data)
+        if endpoint == "echo":
+            return parse_echo(data)
+        return parse_gemini(model, data)
+
+    @staticmethod
+    def _api_key(headers: Mapping[str, str], query: str) -> str:
+        auth = headers.get("authorization")
+        if auth:
+            return auth[7:].strip() if auth[:7].lower() == "bearer " else auth.strip()
+        goog = headers.get("x-goog-api-key")
+        if goog:
+            return goog.strip()
+        if query and "key=" in query:
+            keys = parse_qs(query).get("key")
+            if keys:
+                return keys[0]
+        return "anonymous"
+
+    def _scripted_plan(
+        self,
+        step: dict[str, Any],
+        api: str,
+        endpoint: str,
+        model: str,
+        body: bytes,
+        seq: int,
+        digest: bytes,
+    ) -> Plan:
+        status: int = step["status"]
+        if "body" in step:
+            payload = step["body"]
+        elif 200 <= status < 300:
+            try:
+                payload = success_body(
+                    self._parse(api, endpoint, model, body), seq, int(time.time())
+                )
+            except BadRequest as exc:
+                status, _, payload = errors.fault(api, 400, str(exc))
+        elif api == GEMINI:
+            payload = errors.gemini_error(status, f"Scripted error {status}")[2]
+        else:
+            payload = errors.openai_error(status, f"Scripted error {status}", "api_error", None)[2]
+        plan = _encode(status, step["headers"], payload)
+        plan.delay = step["delay"]
+        plan.reset = bool(step.get("reset", False))
+        plan.digest = digest
+        return plan
+
+    def _admin(self, method: str, path: str, body: bytes) -> Plan:
+        try:
+            data: Any = json.loads(body) if body.strip() else None
+        except ValueError:
+            return self._admin_reply(400, {"error": "invalid JSON"})
+        try:
+            if path == "/__stats" and method == "GET":
+                return self._admin_reply(200, self.stats())
+            if path == "/__reset" and method == "POST":
+                self.reset()
+                return self._admin_reply(200, {"ok": True})
+            if path == "/__config" and method == "POST":
+                if not isinstance(data, dict):
+                    raise ValueError("expected a JSON object of config fields")
+                return self._admin_reply(200, self.configure(data).to_dict())
+            if path == "/__config" and method == "GET":
+                return self._admin_reply(200, self.config.to_dict())
+            if path == "/__script" and method == "POST":
+                steps = data.get("steps") if isinstance(data, dict) else data
+                if not isinstance(steps, list) or not all(isinstance(s, dict) for s in steps):
+                    raise ValueError("expected a JSON array of steps")
+                return self._admin_reply(200, {"pending": self.script(steps)})
+        except (TypeError, ValueError) as exc:
+            return self._admin_reply(400, {"error": str(exc)})
+        return self._admin_reply(404, {"error": f"no admin endpoint {method} {path}"})
+
+    @staticmethod
+    def _admin_reply(status: int, body: Any) -> Plan:
+        plan = _encode(status, {}, body)
+        plan.counted = False
+        return plan
+
+    def stats(self) -> dict[str, Any]:
+        """Counters since the last reset, and exact per-window maxima from the admission log."""
+        with self._lock:
+            window = self.config.window
+            (max_req, max_tok), per_key = self._log.maxima(window)
+            first, last = self._log.first_last()
+            accepted = len(self._log)
+            per_key_counts = self._log.counts()
+            tokens = self._tokens
+        with self._stats_lock:
+            return {
+                "requests": self._total,
+                "by_status": {str(k): v for k, v in sorted(self._by_status.items())},
+                "rate_limited": self._by_status.get(429, 0),
+                "limiter_rejections": self._limited,
+                "accepted": accepted,
+                "tokens_charged": tokens,
+                "window": window,
+                "max_requests_in_window": max_req,
+                "max_tokens_in_window": max_tok,
+                "per_key": {
+                    _key_label(k): {
+                        "accepted": per_key_counts[k],
+                        "max_requests_in_window": v[0],
+                        "max_tokens_in_window": v[1],
+                    }
+                    for k, v in per_key.items()
+                },
+                "peak_concurrency": self._peak,
+                "in_flight": self._in_flight,
+                "duplicates": self._duplicates,
+                "requests_by_path": dict(self._by_path),
+                "faults": dict(self._faults),
+                "scripted": self._scripted,
+                "script_pending": len(self._scripts),
+                "first_admission": None if first is None else first + self._wall_offset,
+                "last_admission": None if last is None else last + self._wall_offset,
+            }
