@@ -122,7 +122,7 @@ class OpenAIAdapter:
         *parents, leaf = path.split(".")
         target = self._client
         for part in parents:
-            target = getattr(target, part)
+            target = getattr(target, part, None)
         if not callable(getattr(target, leaf, None)):
             raise ValueError(f"the openai client has no method {path!r}")
         return target, leaf
