@@ -150,7 +150,7 @@ class RecordingProgress:
     """A progress sink that records every event it receives."""
 
     def __init__(self) -> None:
-        self.started: int | None | str = "never"
+        self.started: int | str | None = "never"
         self.updates: list[dict[str, Any]] = []
         self.outcomes: list[int] = []
         self.closed = False

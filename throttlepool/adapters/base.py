@@ -12,7 +12,6 @@ from ..limiter.limits import Cost
 from ..outcome import Usage
 
 V = TypeVar("V")
-V_co = TypeVar("V_co", covariant=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +24,7 @@ class CallResult(Generic[V]):
 
 
 @runtime_checkable
-class Adapter(Protocol[V_co]):
+class Adapter(Protocol[V]):
     """Wraps one client call. ``call`` runs on a worker thread; the rest are cheap and pure."""
 
     name: str
@@ -38,7 +37,7 @@ class Adapter(Protocol[V_co]):
         """The cost to reserve before the call: one request and an estimate of its tokens."""
         ...
 
-    def call(self, item: Any, timeout: float | None) -> CallResult[V_co]:
+    def call(self, item: Any, timeout: float | None) -> CallResult[V]:
         """Make one attempt. Raise the client's own exception on failure."""
         ...
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..clock import Clock
 from .bucket import TokenBucket
 from .core import Permit, RateLimiter
-from .limits import ONE_REQUEST, REQUESTS, TOKENS, Cost, Limit, build_limits
+from .limits import ONE_REQUEST, REQUESTS, TOKENS, Cost, Limit, LimitSpec, build_limits
 from .sliding import SlidingWindowLog
 from .ticket import LimiterBackend, Ticket
 
@@ -30,6 +30,7 @@ __all__ = [
     "TOKENS",
     "Cost",
     "Limit",
+    "LimitSpec",
     "LimiterBackend",
     "Permit",
     "RateLimiter",

@@ -85,9 +85,23 @@ class RateLimiter:
     def acquire(self, cost: Cost = ONE_REQUEST) -> Permit:
         """Block the calling thread until ``cost`` is admitted; returns the permit."""
         permit = self.reserve(cost)
-        delay = permit.admit_at - self.clock.now()
-        if delay <= 0 and not permit.provisional:
-            return permit
+        self.wait(permit)
+        return permit
+
+    async def aacquire(self, cost: Cost = ONE_REQUEST) -> Permit:
+        """Suspend the calling task until ``cost`` is admitted; returns the permit."""
+        permit = self.reserve(cost)
+        await self.wait_async(permit)
+        return permit
+
+    def admitted(self, permit: Permit) -> bool:
+        """True when ``permit`` may proceed now (no wait needed)."""
+        return not permit.provisional and permit.admit_at <= self.clock.now()
+
+    def wait(self, permit: Permit) -> None:
+        """Block until a reserved ``permit`` is admitted; if interrupted, withdraw it."""
+        if self.admitted(permit):
+            return
         event = threading.Event()
         permit.waker = event
         try:
@@ -95,7 +109,7 @@ class RateLimiter:
                 event.clear()
                 delay = self._check(permit)
                 if delay <= 0 and not permit.provisional:
-                    return permit
+                    return
                 self.clock.wait(event, max(delay, 0.0))
         except BaseException:
             self.cancel(permit)
@@ -103,12 +117,10 @@ class RateLimiter:
         finally:
             permit.waker = None
 
-    async def aacquire(self, cost: Cost = ONE_REQUEST) -> Permit:
-        """Suspend the calling task until ``cost`` is admitted; returns the permit."""
-        permit = self.reserve(cost)
-        delay = permit.admit_at - self.clock.now()
-        if delay <= 0 and not permit.provisional:
-            return permit
+    async def wait_async(self, permit: Permit) -> None:
+        """Suspend until a reserved ``permit`` is admitted; on cancellation it is withdrawn."""
+        if self.admitted(permit):
+            return
         event = asyncio.Event()
         permit.waker = (asyncio.get_running_loop(), event)
         try:
@@ -116,7 +128,7 @@ class RateLimiter:
                 event.clear()
                 delay = self._check(permit)
                 if delay <= 0 and not permit.provisional:
-                    return permit
+                    return
                 await self.clock.await_event(event, max(delay, 0.0))
         except BaseException:
             self.cancel(permit)

@@ -1,0 +1,415 @@
+"""The async core: one run of items through adapter, limiter, retries, breaker and store.
+
+Every public entry point (``run``, ``arun``, ``imap``, ``as_completed``, ``generate_batch``)
+drives this one engine; the sync ones run it on an event loop of their own.
+``batch_size`` worker coroutines each take the next item, wait for the limiter, hand the
+call to the runner's thread pool and deliver the outcome; nothing else holds items, so
+memory is bounded by ``batch_size`` plus the re-order window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable, Iterable, Iterator, Sized
+from dataclasses import dataclass, field
+from typing import Any
+
+from .adapters.base import Adapter, CallResult
+from .breaker import CircuitBreaker
+from .classify import ErrorKind
+from .clock import Clock
+from .errors import CallTimeout, NotAttempted, RetryHintTooLong, RunStopped
+from .limiter import Cost, RateLimiter
+from .outcome import Outcome, RunStats, Source, Status
+from .pacing import Pacer
+from .pool import LoopHandoff, WorkerPool
+from .progress import ProgressSink
+from .retry import Retry
+from .store.base import Cache, Store
+from .store.keys import item_key
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs, resolved by the runner."""
+
+    adapter: Adapter[Any]
+    batch_size: int
+    limiter: RateLimiter
+    retry: Retry
+    pool: WorkerPool
+    clock: Clock
+    rng: random.Random
+    timeout: float | None = None
+    runner_enforces_timeout: bool = True
+    deadline: float | None = None
+    breaker: CircuitBreaker | None = None
+    store: Store | None = None
+    run_name: str | None = None
+    retry_failed: bool = True
+    cache: Cache | None = None
+    pacer: Pacer | None = None
+    token_limited: bool = False
+    window: int = 4096
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+class Engine:
+    """Runs one batch; ``emit`` receives outcomes (in input order when ``ordered``)."""
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        items: Iterable[Any],
+        emit: Callable[[Outcome[Any]], None],
+        *,
+        ordered: bool = True,
+        fill_remaining: bool = False,
+        progress: ProgressSink | None = None,
+        has_space: Callable[[], bool] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.stats = RunStats(total=len(items) if isinstance(items, Sized) else None)
+        self.run_id: str | None = None
+        self.stop_reason: BaseException | None = None
+        self.interrupted = False
+        self._items: Iterator[Any] = iter(items)
+        self._emit = emit
+        self._ordered = ordered
+        self._fill = fill_remaining
+        self._progress = progress
+        self._has_space = has_space
+        self._next_index = 0
+        self._emit_next = 0
+        self._buffer: dict[int, Outcome[Any]] = {}
+        self._exhausted = False
+        self._input_error: BaseException | None = None
+        self._stopping = False
+        self._changed = asyncio.Event()  # set (and replaced) whenever waiters should re-check
+        self._waiting: set[asyncio.Task[Any]] = set()
+        self._watchers = 0
+        self._identity = cfg.adapter.identity() if (cfg.store or cfg.cache) else {}
+        self._breaker_trips = cfg.breaker.trips if cfg.breaker else 0
+        self._handoff: LoopHandoff | None = None
+
+    # ---- control -------------------------------------------------------------------------
+
+    def request_stop(self, reason: BaseException, *, interrupted: bool = False) -> None:
+        """Stop dispatching; calls in flight finish and are delivered. Loop thread only."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self.stop_reason = reason
+        self.interrupted = self.interrupted or interrupted
+        for task in list(self._waiting):
+            task.cancel()
+        self._notify()
+
+    def notify_space(self) -> None:
+        """The consumer took outcomes; workers blocked on a full output may go on."""
+        self._notify()
+
+    def _notify(self) -> None:
+        if self._watchers:
+            self._changed.set()
+            self._changed = asyncio.Event()
+
+    async def _wait_changed(self) -> None:
+        self._watchers += 1
+        try:
+            await self._changed.wait()
+        finally:
+            self._watchers -= 1
+
+    async def _pause(self, awaitable: Any) -> bool:
+        """Await a wait that a stop may cut short; False if the run stopped meanwhile."""
+        if self._stopping:
+            if asyncio.iscoroutine(awaitable):
+                awaitable.close()
+            return False
+        task = asyncio.current_task()
+        assert task is not None
+        self._waiting.add(task)
+        try:
+            await awaitable
+            return not self._stopping
+        except asyncio.CancelledError:
+            if self._stopping and task.uncancel() == 0:
+                return False
+            raise
+        finally:
+            self._waiting.discard(task)
+
+    # ---- the run -------------------------------------------------------------------------
+
+    async def run(self) -> RunStats:
+        """Drive every item to an outcome (or stop); returns the run's statistics."""
+        cfg, stats = self.cfg, self.stats
+        self._handoff = LoopHandoff(asyncio.get_running_loop())
+        stats.started = cfg.clock.now()
+        if cfg.store is not None:
+            self.run_id = cfg.store.begin_run(cfg.run_name, cfg.settings)
+        if self._progress is not None:
+            self._progress.start(stats.total, stats)
+        timer = None
+        if cfg.deadline is not None:
+            timer = asyncio.get_running_loop().call_later(
+                cfg.deadline, self.request_stop, RunStopped("run deadline reached")
+            )
+        workers = [asyncio.create_task(self._worker()) for _ in range(cfg.batch_size)]
+        try:
+            results = await asyncio.gather(*workers, return_exceptions=True)
+        except BaseException:
+            for w in workers:
+                w.cancel()
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+        crash = next((r for r in results if isinstance(r, BaseException)), None)
+        if self._fill and self._stopping and crash is None and self._input_error is None:
+            self._fill_not_attempted()
+        self._finish()
+        if crash is not None:
+            raise crash
+        if self._input_error is not None:
+            raise self._input_error
+        return stats
+
+    def _finish(self) -> None:
+        cfg, stats = self.cfg, self.stats
+        stats.wall_time = cfg.clock.now() - stats.started
+        if cfg.breaker is not None:
+            stats.breaker_trips = cfg.breaker.trips - self._breaker_trips
+        if cfg.store is not None and self.run_id is not None:
+            status = "interrupted" if self.interrupted else (
+                "stopped" if self._stopping and not self._exhausted else "completed")
+            cfg.store.finish_run(self.run_id, stats, status)
+            cfg.store.flush()
+        if self._progress is not None:
+            self._progress.close(stats)
+
+    def _take(self) -> tuple[int, Any] | None:
+        if self._stopping or self._exhausted:
+            return None
+        try:
+            item = next(self._items)
+        except StopIteration:
+            self._exhausted = True
+            return None
+        except Exception as exc:  # the caller's generator failed: stop, drain, then raise it
+            self._input_error = exc
+            self.request_stop(RunStopped("the input iterator raised", exc))
+            return None
+        index = self._next_index
+        self._next_index += 1
+        return index, item
+
+    def _fill_not_attempted(self) -> None:
+        reason = NotAttempted(f"not attempted: {self.stop_reason}")
+        while not self._exhausted:
+            taken = self._take_after_stop()
+            if taken is None:
+                break
+            self._deliver(Outcome(taken[0], taken[1], Status.NOT_ATTEMPTED, error=reason))
+
+    def _take_after_stop(self) -> tuple[int, Any] | None:
+        try:
+            item = next(self._items)
+        except StopIteration:
+            self._exhausted = True
+            return None
+        index = self._next_index
+        self._next_index += 1
+        return index, item
+
+    async def _worker(self) -> None:
+        while True:
+            while not self._stopping and (
+                (self._ordered and self._next_index - self._emit_next >= self.cfg.window)
+                or (self._has_space is not None and not self._has_space())
+            ):
+                await self._pause(self._wait_changed())
+            taken = self._take()
+            if taken is None:
+                return
+            self._deliver(await self._process(*taken))
+
+    # ---- one item ------------------------------------------------------------------------
+
+    def _from_store(self, index: int, item: Any, key: str) -> Outcome[Any] | None:
+        cfg = self.cfg
+        if cfg.store is not None and self.run_id is not None:
+            prior = cfg.store.prior(self.run_id, index, key)
+            if prior is not None and (prior.status is Status.OK or not cfg.retry_failed):
+                prior.item, prior.source, prior.key = item, Source.CHECKPOINT, key
+                self.stats.from_checkpoint += 1
+                return prior
+        if cfg.cache is not None:
+            hit, value = cfg.cache.get(key)
+            if hit:
+                self.stats.cache_hits += 1
+                return Outcome(index, item, Status.OK, value, source=Source.CACHE, key=key)
+        return None
+
+    async def _process(self, index: int, item: Any) -> Outcome[Any]:
+        cfg, stats, clock = self.cfg, self.stats, self.cfg.clock
+        key = None
+        if cfg.store is not None or cfg.cache is not None:
+            key = item_key(self._identity, item)
+            known = self._from_store(index, item, key)
+            if known is not None:
+                return known
+        adapter, limiter = cfg.adapter, cfg.limiter
+        cost = adapter.estimate(item)
+        attempts = 0
+        first_start = 0.0
+        last_error: BaseException | None = None
+        while True:
+            if cfg.breaker is not None and not await self._breaker_gate():
+                return self._unfinished(index, item, attempts, last_error, key)
+            permit = limiter.reserve(cost)
+            if not limiter.admitted(permit) and not await self._pause(
+                limiter.wait_async(permit)
+            ):
+                limiter.cancel(permit)
+                return self._unfinished(index, item, attempts, last_error, key)
+            if self._stopping:
+                limiter.cancel(permit)
+                return self._unfinished(index, item, attempts, last_error, key)
+            if attempts:
+                stats.retrying -= 1
+            else:
+                first_start = clock.now()
+            attempts += 1
+            stats.calls += 1
+            stats.in_flight += 1
+            try:
+                result: CallResult[Any] = await self._call(item)
+            except Exception as exc:
+                stats.in_flight -= 1
+                last_error = exc
+                delay = self._after_failure(exc, attempts)
+                if delay is None or isinstance(delay, BaseException):
+                    error = delay if isinstance(delay, BaseException) else exc
+                    return Outcome(index, item, Status.FAILED, None, error, attempts,
+                                   clock.now() - first_start, key=key)
+                stats.retries += 1
+                stats.retrying += 1
+                if delay > 0 and not await self._pause(clock.asleep(delay)):
+                    stats.retrying -= 1
+                    return self._unfinished(index, item, attempts, last_error, key)
+                continue
+            stats.in_flight -= 1
+            if cfg.breaker is not None:
+                cfg.breaker.record_success()
+                self._notify()
+            usage = result.usage
+            if usage is not None:
+                stats.input_tokens += usage.input_tokens
+                stats.output_tokens += usage.output_tokens
+                if cfg.token_limited:
+                    limiter.settle(permit, Cost(cost.requests, float(usage.total_tokens)))
+            if cfg.pacer is not None and result.rate is not None:
+                cfg.pacer.observe(result.rate, clock.now(), stats.in_flight)
+            if cfg.cache is not None and key is not None:
+                cfg.cache.put(key, result.value)
+            return Outcome(index, item, Status.OK, result.value, None, attempts,
+                           clock.now() - first_start, usage, Source.CALL, key)
+
+    async def _call(self, item: Any) -> CallResult[Any]:
+        cfg = self.cfg
+        fut: asyncio.Future[CallResult[Any]] = asyncio.get_running_loop().create_future()
+        assert self._handoff is not None
+        cfg.pool.submit(self._handoff, fut, cfg.adapter.call, item, cfg.timeout)
+        if cfg.timeout is None or not cfg.runner_enforces_timeout:
+            return await fut
+        try:
+            return await asyncio.wait_for(fut, cfg.timeout)
+        except TimeoutError:
+            cfg.pool.abandon(fut)
+            raise CallTimeout(f"call did not return within {cfg.timeout:g}s") from None
+
+    def _after_failure(self, exc: BaseException, attempts: int) -> float | BaseException | None:
+        """Seconds until the retry, None to fail with ``exc``, or the error to fail with."""
+        cfg, stats = self.cfg, self.stats
+        verdict = cfg.adapter.classify(exc)
+        if cfg.pacer is not None:
+            info = cfg.adapter.rate_info(exc)
+            if info is not None:
+                cfg.pacer.observe(info, cfg.clock.now(), stats.in_flight)
+        if cfg.breaker is not None:
+            if verdict.kind is ErrorKind.TRANSIENT:
+                cfg.breaker.record_failure()
+            else:
+                cfg.breaker.record_neutral()
+            self._notify()
+        if verdict.kind is ErrorKind.RATE_LIMITED:
+            stats.rate_limited += 1
+        if verdict.kind is ErrorKind.FATAL:
+            self.request_stop(RunStopped(f"stopped by a fatal error: {verdict.reason}", exc))
+            return None
+        try:
+            delay = cfg.retry.delay(attempts, verdict, cfg.rng)
+        except RetryHintTooLong as too_long:
+            too_long.__cause__ = exc
+            return too_long
+        if delay is not None and verdict.kind is ErrorKind.RATE_LIMITED:
+            # One worker's 429 holds back every dispatch, not just its own retry.
+            cfg.limiter.pause_until(cfg.clock.now() + delay)
+            stats.rate_limit_wait += delay
+            return 0.0
+        return delay
+
+    async def _breaker_gate(self) -> bool:
+        breaker = self.cfg.breaker
+        assert breaker is not None
+        while True:
+            wait = breaker.admit()
+            if wait == 0:
+                return True
+            if self._stopping:
+                return False
+            pending = self.cfg.clock.asleep(wait) if wait is not None else self._wait_changed()
+            if not await self._pause(pending):
+                return False
+
+    def _unfinished(
+        self, index: int, item: Any, attempts: int, error: BaseException | None, key: str | None
+    ) -> Outcome[Any]:
+        if attempts and error is not None:
+            return Outcome(index, item, Status.FAILED, None, error, attempts, key=key)
+        reason = NotAttempted(f"not attempted: {self.stop_reason}")
+        return Outcome(index, item, Status.NOT_ATTEMPTED, None, reason, 0, key=key)
+
+    # ---- delivery ------------------------------------------------------------------------
+
+    def _deliver(self, outcome: Outcome[Any]) -> None:
+        cfg, stats = self.cfg, self.stats
+        status = outcome.status
+        if status is Status.OK:
+            stats.done += 1
+        elif status is Status.FAILED:
+            stats.failed += 1
+        else:
+            stats.not_attempted += 1
+        stats.wall_time = cfg.clock.now() - stats.started
+        if (cfg.store is not None and self.run_id is not None
+                and status is not Status.NOT_ATTEMPTED and outcome.source is not Source.CHECKPOINT):
+            cfg.store.record(self.run_id, outcome)
+        if self._progress is not None:
+            self._progress.update(stats, outcome)
+        if not self._ordered:
+            self._emit(outcome)
+            return
+        if outcome.index != self._emit_next:
+            self._buffer[outcome.index] = outcome
+            return
+        self._emit(outcome)
+        self._emit_next += 1
+        buffer = self._buffer
+        while buffer and self._emit_next in buffer:
+            self._emit(buffer.pop(self._emit_next))
+            self._emit_next += 1
+        self._notify()

@@ -1,0 +1,436 @@
+"""ThreadedBatchRunner: run a sync callable over many items, fast and within the limits."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import sys
+import threading
+import weakref
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
+from types import FrameType
+from typing import Any, Generic, TypeVar
+
+from .adapters.base import Adapter
+from .adapters.callable import CallableAdapter
+from .breaker import CircuitBreaker
+from .bridge import in_running_loop
+from .channel import OutcomeChannel
+from .classify import Classifier
+from .clock import SYSTEM_CLOCK, Clock
+from .engine import Engine, RunConfig
+from .errors import ConfigError, RunStopped
+from .limiter import TOKENS, LimitSpec, RateLimiter, build_limits
+from .outcome import BatchResult, Outcome
+from .pacing import HeaderPacer
+from .pool import WorkerPool
+from .progress import ProgressSpec, make_progress
+from .retry import Retry
+from .store.base import Cache, Store
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+BreakerSpec = CircuitBreaker | int | bool | None
+
+
+def _make_adapter(fn: Any, estimate: Callable[[Any], float] | None,
+                  classifier: Classifier | None) -> Adapter[Any]:
+    if isinstance(fn, Adapter) and not isinstance(fn, CallableAdapter):
+        return fn
+    if isinstance(fn, CallableAdapter):
+        return fn
+    if not callable(fn):
+        raise ConfigError(f"expected a callable or an adapter, got {type(fn).__name__}")
+    return CallableAdapter(fn, estimate=estimate, classifier=classifier)
+
+
+def _make_breaker(spec: BreakerSpec, clock: Clock) -> CircuitBreaker | None:
+    if spec is None or spec is False:
+        return None
+    if spec is True:
+        return CircuitBreaker(threshold=10, reset_after=5.0, max_reset_after=60.0, clock=clock)
+    if isinstance(spec, CircuitBreaker):
+        return spec
+    return CircuitBreaker(threshold=int(spec), reset_after=5.0, clock=clock)
+
+
+def _open_store(spec: Any) -> Store | None:
+    if spec is None or spec is False:
+        return None
+    if isinstance(spec, Store):
+        return spec
+    from . import store as store_pkg
+
+    opener = getattr(store_pkg, "open_store", None)
+    if opener is None:
+        raise ConfigError("no checkpoint store backend is installed in this build")
+    return opener(spec)  # type: ignore[no-any-return]
+
+
+def _open_cache(spec: Any, store: Store | None, ttl: float | None) -> Cache | None:
+    if spec is None or spec is False:
+        return None
+    if isinstance(spec, Cache) and not isinstance(spec, bool):
+        return spec
+    from . import store as store_pkg
+
+    opener = getattr(store_pkg, "open_cache", None)
+    if opener is None:
+        raise ConfigError("no response cache backend is installed in this build")
+    return opener(spec, store, ttl)  # type: ignore[no-any-return]
+
+
+class ThreadedBatchRunner(Generic[R]):
+    """Runs ``fn(item)`` for many items on its own thread pool, under a rate limiter.
+
+    ``batch_size`` calls at most are in flight. Limits come from ``rpm``/``tpm``/``rps`` or
+    ``limits=["500/minute", "200000 tokens/minute"]`` (exact sliding windows), or a shared
+    ``limiter``. Failed attempts retry by ``retries``/``retry`` (full-jitter backoff; server
+    hints win and a 429 pauses all dispatch). Results keep input order.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[[Any], R] | Adapter[R],
+        *,
+        batch_size: int = 8,
+        rpm: float | None = None,
+        tpm: float | None = None,
+        rps: float | None = None,
+        limits: Iterable[LimitSpec] | LimitSpec | None = None,
+        safety: float = 1.0,
+        limiter: RateLimiter | None = None,
+        retries: int | Retry | None = 3,
+        retry: Retry | None = None,
+        classifier: Classifier | None = None,
+        timeout: float | None = None,
+        deadline: float | None = None,
+        breaker: BreakerSpec = True,
+        progress: ProgressSpec = None,
+        store: Any = None,
+        run_name: str | None = None,
+        retry_failed: bool = True,
+        cache: Any = False,
+        cache_ttl: float | None = None,
+        estimate: Callable[[Any], float] | None = None,
+        adaptive: bool | None = None,
+        window: int | None = None,
+        clock: Clock | None = None,
+        seed: int | None = None,
+        desc: str = "items",
+    ) -> None:
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if timeout is not None and timeout <= 0:
+            raise ConfigError(f"timeout must be positive, got {timeout!r}")
+        if deadline is not None and deadline <= 0:
+            raise ConfigError(f"deadline must be positive, got {deadline!r}")
+        self.clock = clock or SYSTEM_CLOCK
+        self.adapter = _make_adapter(fn, estimate, classifier)
+        self.batch_size = batch_size
+        if limiter is not None and (rpm or tpm or rps or limits):
+            raise ConfigError("give either limiter= or rpm/tpm/rps/limits, not both")
+        self.limiter = limiter or RateLimiter(
+            *build_limits(limits, rpm=rpm, tpm=tpm, rps=rps, safety=safety), clock=self.clock
+        )
+        self.retry = retry or Retry.of(retries)
+        self._classify = classifier or self.retry.classifier
+        self.timeout = timeout
+        self.deadline = deadline
+        self.breaker = _make_breaker(breaker, self.clock)
+        self.progress = progress
+        self.desc = desc
+        self._owns_store = store is not None and not isinstance(store, Store)
+        self.store = _open_store(store)
+        self.run_name = run_name
+        self.retry_failed = retry_failed
+        self.cache = _open_cache(cache, self.store, cache_ttl)
+        self.adaptive = (not self.limiter.limits) if adaptive is None else adaptive
+        self.pacer = HeaderPacer(self.limiter) if self.adaptive else None
+        self.window = window or max(4096, 64 * batch_size)
+        self._rng = random.Random(seed)
+        self._pool = WorkerPool(batch_size)
+        self._finalizer = weakref.finalize(self, self._pool.shutdown, False)
+
+    # ---- configuration of one run ------------------------------------------------------
+
+    def _config(self, run_name: str | None) -> RunConfig:
+        adapter = self.adapter
+        if self._classify is not None:
+            adapter = _Reclassified(adapter, self._classify)
+        return RunConfig(
+            adapter=adapter, batch_size=self.batch_size, limiter=self.limiter,
+            retry=self.retry, pool=self._pool, clock=self.clock, rng=self._rng,
+            timeout=self.timeout,
+            runner_enforces_timeout=not getattr(self.adapter, "enforces_timeout", False),
+            deadline=self.deadline, breaker=self.breaker, store=self.store,
+            run_name=run_name if run_name is not None else self.run_name,
+            retry_failed=self.retry_failed, cache=self.cache, pacer=self.pacer,
+            token_limited=any(lim.unit == TOKENS for lim in self.limiter.limits),
+            window=self.window, settings=self.settings(),
+        )
+
+    def settings(self) -> dict[str, Any]:
+        """What a checkpoint records about this runner (no secrets)."""
+        return {
+            "adapter": self.adapter.name,
+            "identity": dict(self.adapter.identity()),
+            "batch_size": self.batch_size,
+            "limits": [str(lim) for lim in self.limiter.limits],
+            "attempts": self.retry.attempts,
+            "timeout": self.timeout,
+        }
+
+    def _engine(self, items: Iterable[Any], emit: Callable[[Outcome[Any]], None], *,
+                ordered: bool, fill: bool, run_name: str | None,
+                has_space: Callable[[], bool] | None = None) -> Engine:
+        return Engine(self._config(run_name), items, emit, ordered=ordered, fill_remaining=fill,
+                      progress=make_progress(self.progress, self.desc), has_space=has_space)
+
+    @staticmethod
+    def _result(engine: Engine, outcomes: list[Outcome[Any]]) -> BatchResult[R]:
+        return BatchResult(outcomes, engine.stats, engine.run_id, engine.stop_reason,
+                           engine.interrupted)
+
+    # ---- async core --------------------------------------------------------------------
+
+    async def arun(self, items: Iterable[Any], *, run_name: str | None = None
+                   ) -> BatchResult[R]:
+        """Run every item; the BatchResult is in input order. The async core of ``run``."""
+        outcomes: list[Outcome[Any]] = []
+        engine = self._engine(items, outcomes.append, ordered=True, fill=True,
+                              run_name=run_name)
+        await engine.run()
+        return self._result(engine, outcomes)
+
+    async def aimap(self, items: Iterable[Any], *, ordered: bool = True,
+                    run_name: str | None = None) -> AsyncIterator[Outcome[R]]:
+        """Stream outcomes as an async iterator, in input order (or completion order)."""
+        ready: list[Outcome[Any]] = []
+        wake = asyncio.Event()
+
+        def emit(outcome: Outcome[Any]) -> None:
+            ready.append(outcome)
+            wake.set()
+
+        engine = self._engine(items, emit, ordered=ordered, fill=False, run_name=run_name,
+                              has_space=lambda: len(ready) < self.window)
+        task = asyncio.ensure_future(engine.run())
+        try:
+            while True:
+                if not ready:
+                    if task.done():
+                        task.result()
+                        return
+                    wake.clear()
+                    await asyncio.wait([task, asyncio.ensure_future(wake.wait())],
+                                       return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                batch = ready[:]
+                ready.clear()
+                engine.notify_space()
+                for outcome in batch:
+                    yield outcome
+        finally:
+            if not task.done():
+                engine.request_stop(RunStopped("the consumer stopped iterating"))
+                await asyncio.gather(task, return_exceptions=True)
+
+    # ---- sync facades ------------------------------------------------------------------
+
+    def run(self, items: Iterable[Any], *, run_name: str | None = None) -> BatchResult[R]:
+        """Run every item and wait; works with or without a running event loop (Jupyter).
+
+        The first Ctrl-C stops dispatch and drains the calls in flight (the result says
+        ``interrupted``); a second one aborts at once.
+        """
+        outcomes: list[Outcome[Any]] = []
+        engine_box: list[Engine] = []
+
+        async def main() -> BatchResult[R]:
+            engine = self._engine(items, outcomes.append, ordered=True, fill=True,
+                                  run_name=run_name)
+            engine_box.append(engine)
+            await engine.run()
+            return self._result(engine, outcomes)
+
+        return _SyncDriver(engine_box).run(main)
+
+    def imap(self, items: Iterable[Any], *, run_name: str | None = None
+             ) -> Iterator[Outcome[R]]:
+        """Stream outcomes in input order with bounded memory; inputs are read lazily."""
+        return self._stream(items, ordered=True, run_name=run_name)
+
+    def as_completed(self, items: Iterable[Any], *, run_name: str | None = None
+                     ) -> Iterator[Outcome[R]]:
+        """Stream outcomes as they finish (completion order), with bounded memory."""
+        return self._stream(items, ordered=False, run_name=run_name)
+
+    def _stream(self, items: Iterable[Any], *, ordered: bool, run_name: str | None
+                ) -> Iterator[Outcome[R]]:
+        engine_box: list[Engine] = []
+        loop_box: list[asyncio.AbstractEventLoop] = []
+        def on_space() -> None:
+            loop_box[0].call_soon_threadsafe(engine_box[0].notify_space)
+
+        channel = OutcomeChannel(self.window, on_space)
+
+        async def main() -> None:
+            loop_box.append(asyncio.get_running_loop())
+            engine = self._engine(items, channel.put, ordered=ordered, fill=False,
+                                  run_name=run_name, has_space=channel.has_space)
+            engine_box.append(engine)
+            try:
+                await engine.run()
+            except BaseException as exc:
+                channel.close(exc)
+                raise
+            channel.close()
+
+        driver = _SyncDriver(engine_box, loop_box)
+        thread = threading.Thread(target=driver.run_quietly, args=(main,),
+                                  name="throttlepool-imap", daemon=True)
+        return _StreamIterator(channel, thread, driver)
+
+    # ---- lifecycle ---------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop the thread pool and close a store this runner opened."""
+        self._finalizer()
+        if self.store is not None and self._owns_store:
+            self.store.close()
+
+    def __enter__(self) -> ThreadedBatchRunner[R]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Reclassified:
+    """An adapter whose errors are classified by the caller's classifier instead."""
+
+    def __init__(self, inner: Adapter[Any], classify: Classifier) -> None:
+        self._inner = inner
+        self.name = inner.name
+        self.classify = classify
+        self.identity = inner.identity
+        self.estimate = inner.estimate
+        self.call = inner.call
+        self.rate_info = inner.rate_info
+
+
+class _SyncDriver:
+    """Runs a coroutine on a private loop; owns SIGINT for the run when in the main thread."""
+
+    def __init__(self, engine_box: list[Engine],
+                 loop_box: list[asyncio.AbstractEventLoop] | None = None) -> None:
+        self.engine_box = engine_box
+        self.loop_box = loop_box if loop_box is not None else []
+        self.interrupts = 0
+
+    def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
+        self.interrupts += 1
+        if self.interrupts > 1 or not self.engine_box or not self.loop_box:
+            raise KeyboardInterrupt
+        print("\nthrottlepool: stopping; waiting for calls in flight "
+              "(Ctrl-C again to abort)", file=sys.stderr)
+        engine = self.engine_box[0]
+        self.loop_box[0].call_soon_threadsafe(
+            lambda: engine.request_stop(RunStopped("interrupted"), interrupted=True))
+
+    def install(self) -> Any:
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        try:
+            return signal.signal(signal.SIGINT, self._on_sigint)
+        except ValueError:
+            return None
+
+    def run(self, main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        previous = self.install()
+        try:
+            if in_running_loop():
+                box: dict[str, Any] = {}
+
+                def target() -> None:
+                    try:
+                        box["value"] = self.run_quietly(main)
+                    except BaseException as exc:
+                        box["error"] = exc
+
+                thread = threading.Thread(target=target, name="throttlepool-run", daemon=True)
+                thread.start()
+                while thread.is_alive():
+                    thread.join(0.1)  # short joins keep Ctrl-C responsive
+                if "error" in box:
+                    raise box["error"]
+                return box["value"]  # type: ignore[no-any-return]
+            return self.run_quietly(main)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+
+    def run_quietly(self, main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """Run ``main()`` on a fresh loop that is never installed as the current loop."""
+        loop = asyncio.new_event_loop()
+        self.loop_box.append(loop)
+        try:
+            return loop.run_until_complete(main())
+        finally:
+            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            if self.engine_box and self.engine_box[0].cfg.store is not None:
+                self.engine_box[0].cfg.store.flush()
+            loop.close()
+
+
+class _StreamIterator(Iterator[Outcome[Any]]):
+    """The consumer side of ``imap``/``as_completed``; starts the run on first ``next``."""
+
+    def __init__(self, channel: OutcomeChannel, thread: threading.Thread,
+                 driver: _SyncDriver) -> None:
+        self._channel = channel
+        self._thread = thread
+        self._driver = driver
+        self._previous: Any = None
+        self._started = False
+
+    def __next__(self) -> Outcome[Any]:
+        if not self._started:
+            self._started = True
+            self._previous = self._driver.install()
+            self._thread.start()
+        try:
+            return self._channel.get()  # type: ignore[no-any-return]
+        except BaseException:
+            self._restore()
+            raise
+
+    def _restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def close(self) -> None:
+        """Stop the run early; calls in flight finish and are checkpointed."""
+        if self._started and self._thread.is_alive() and self._driver.engine_box:
+            engine = self._driver.engine_box[0]
+            loop = self._driver.loop_box[0]
+            loop.call_soon_threadsafe(
+                lambda: engine.request_stop(RunStopped("the consumer stopped iterating")))
+            while self._thread.is_alive():
+                try:
+                    self._channel.get()
+                except BaseException:
+                    break
+            self._thread.join()
+        self._restore()
+
+    def __del__(self) -> None:
+        self._restore()
