@@ -101,7 +101,7 @@ def _requests(sim: Simulator) -> int:
 
 
 def _fail(adapter: Adapter[Any], item: Any, timeout: float = 5.0) -> BaseException:
-    with pytest.raises(Exception) as info:  # noqa: PT011 - each SDK raises its own class
+    with pytest.raises(Exception) as info:  # each SDK raises its own class
         adapter.call(item, timeout)
     return info.value
 
