@@ -62,22 +62,29 @@ class CircuitBreaker:
 
     def admit(self) -> float | None:
         """0 if a call may start now, seconds to wait while open, None while a probe is out."""
+        if self.state is BreakerState.CLOSED:
+            return 0.0  # the common case needs no lock: a stale read only delays a trip by a call
         with self._lock:
-            if self.state is BreakerState.CLOSED:
-                return 0.0
-            if self.state is BreakerState.OPEN:
-                remaining = self._opened_at + self._open_for - self.clock.now()
-                if remaining > 0:
-                    return remaining
-                self.state = BreakerState.HALF_OPEN
-                self._probe_out = False
-            if self._probe_out:
-                return None
-            self._probe_out = True
+            return self._admit_locked()
+
+    def _admit_locked(self) -> float | None:
+        if self.state is BreakerState.CLOSED:
             return 0.0
+        if self.state is BreakerState.OPEN:
+            remaining = self._opened_at + self._open_for - self.clock.now()
+            if remaining > 0:
+                return remaining
+            self.state = BreakerState.HALF_OPEN
+            self._probe_out = False
+        if self._probe_out:
+            return None
+        self._probe_out = True
+        return 0.0
 
     def record_success(self) -> None:
         """A call succeeded: close the circuit."""
+        if self.state is BreakerState.CLOSED and self.failures == 0:
+            return
         with self._lock:
             self.failures = 0
             self._probe_out = False

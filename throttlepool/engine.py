@@ -269,15 +269,17 @@ class Engine:
         while True:
             if cfg.breaker is not None and not await self._breaker_gate():
                 return self._unfinished(index, item, attempts, last_error, key)
-            permit = limiter.reserve(cost)
-            if not limiter.admitted(permit) and not await self._pause(
-                limiter.wait_async(permit)
-            ):
-                limiter.cancel(permit)
-                return self._unfinished(index, item, attempts, last_error, key)
-            if self._stopping:
-                limiter.cancel(permit)
-                return self._unfinished(index, item, attempts, last_error, key)
+            permit = None
+            if not limiter.unrestricted():
+                permit = limiter.reserve(cost)
+                if not limiter.admitted(permit) and not await self._pause(
+                    limiter.wait_async(permit)
+                ):
+                    limiter.cancel(permit)
+                    return self._unfinished(index, item, attempts, last_error, key)
+                if self._stopping:
+                    limiter.cancel(permit)
+                    return self._unfinished(index, item, attempts, last_error, key)
             if attempts:
                 stats.retrying -= 1
             else:
@@ -309,7 +311,7 @@ class Engine:
             if usage is not None:
                 stats.input_tokens += usage.input_tokens
                 stats.output_tokens += usage.output_tokens
-                if cfg.token_limited:
+                if cfg.token_limited and permit is not None:
                     limiter.settle(permit, Cost(cost.requests, float(usage.total_tokens)))
             if cfg.pacer is not None and result.rate is not None:
                 cfg.pacer.observe(result.rate, clock.now(), stats.in_flight)
@@ -320,9 +322,10 @@ class Engine:
 
     async def _call(self, item: Any) -> CallResult[Any]:
         cfg = self.cfg
-        fut: asyncio.Future[CallResult[Any]] = asyncio.get_running_loop().create_future()
-        assert self._handoff is not None
-        cfg.pool.submit(self._handoff, fut, cfg.adapter.call, item, cfg.timeout)
+        handoff = self._handoff
+        assert handoff is not None
+        fut: asyncio.Future[CallResult[Any]] = handoff.loop.create_future()
+        cfg.pool.submit(handoff, fut, cfg.adapter.call, item, cfg.timeout)
         if cfg.timeout is None or not cfg.runner_enforces_timeout:
             return await fut
         try:

@@ -67,6 +67,11 @@ class RateLimiter:
         """The limits this limiter enforces."""
         return list(self.backend.limits)
 
+    def unrestricted(self) -> bool:
+        """True while no limit is configured and no pause is in force: nothing to reserve."""
+        return not self.backend.limits and getattr(
+            self.backend, "paused_until", float("inf")) <= self.clock.now()
+
     def reserve(self, cost: Cost = ONE_REQUEST) -> Permit:
         """Record a reservation without waiting; ``permit.admit_at`` says when it is admitted."""
         with self._lock:
