@@ -143,7 +143,6 @@ def ensure_schema(conn: sqlite3.Connection, path: str) -> None:
                 pk="key", not_null={"value", "created"}, if_not_exists=True,
             )
             conn.execute("CREATE UNIQUE INDEX IF NOT EXISTS runs_name ON runs(name)")
-            conn.execute("CREATE INDEX IF NOT EXISTS items_status ON items(run_id, status)")
             conn.execute(f"CREATE VIEW IF NOT EXISTS run_metrics AS {RUN_METRICS_VIEW}")
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
