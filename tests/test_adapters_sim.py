@@ -256,3 +256,43 @@ def test_extract_text_and_json(sim: Simulator) -> None:
     assert data["choices"][0]["message"]["content"] == "echo: abc"
     dumped = OpenAIAdapter(client, model="m", extract="json").call("abc", 5.0).value
     assert dumped["usage"]["prompt_tokens"] == raw.usage.input_tokens  # type: ignore[union-attr]
+
+
+def test_runner_sees_every_attempt(kit: Kit, sim: Simulator) -> None:
+    from throttlepool.retry import Retry
+    from throttlepool.runner import ThreadedBatchRunner
+
+    sim.configure(fail_rate={"500": 0.15, "reset": 0.1}, seed=3)
+    adapter = kit.build(sim)
+    items = [f"item {i}" for i in range(24)]
+    # A 503's retry-after of 1 s would dominate the run time; faults here are 500 and reset.
+    retry = Retry(attempts=8, base=0.01, cap=0.05)
+    with ThreadedBatchRunner(adapter, batch_size=6, retry=retry, timeout=5.0) as runner:
+        result = runner.run(items)
+    sim.configure(fail_rate={})
+    assert result.all_succeeded, result.errors
+    texts = [r["result"] if isinstance(r, dict) else r.text if kit.api == "gemini" else
+             r.choices[0].message.content for r in result.results]
+    assert texts == ["echo: " + i for i in items]
+    # Each attempt the runner made is exactly one request the server saw: no hidden retries.
+    assert result.stats.calls == _requests(sim) > len(items)
+
+
+def test_openai_custom_method_function(sim: Simulator) -> None:
+    openai = pytest.importorskip("openai")
+    from throttlepool.adapters.openai import OpenAIAdapter
+
+    sim.configure(rpm=1000)
+    seen: list[int] = []
+
+    def create(client: Any, **params: Any) -> Any:
+        seen.append(client.max_retries)
+        return client.chat.completions.with_raw_response.create(**params)
+
+    client = openai.OpenAI(api_key="k-fn", base_url=sim.openai_base_url)
+    adapter = OpenAIAdapter(client, model="m", method=create, prompt_param="messages",
+                            extract="text")
+    result = adapter.call("abc", 5.0)
+    assert result.value == "echo: abc" and seen == [0]
+    assert result.rate is not None and result.rate.limit_requests == 1000
+    assert adapter.identity()["method"].endswith("create")

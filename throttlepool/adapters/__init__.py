@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
+
 # Note: importing the .callable submodule binds the name ``callable`` in this namespace to
 # that module, shadowing the builtin; this module therefore says ``builtins.callable``.
 from .base import Adapter, CallResult
@@ -130,6 +131,12 @@ def _http(options: dict[str, Any]) -> Adapter[Any]:
     if not url:
         raise ConfigError("the http provider needs a url")
     options.pop("model", None)
+    api_key = options.pop("api_key", None)
+    if api_key is not None:
+        headers = dict(options.pop("headers", None) or {})
+        if not any(k.lower() == "authorization" for k in headers):
+            headers["Authorization"] = f"Bearer {api_key}"
+        options["headers"] = headers
     return HttpAdapter(url, **options)
 
 
@@ -137,6 +144,8 @@ def _python(options: dict[str, Any]) -> Adapter[Any]:
     target = options.pop("target", None) or options.pop("function", None)
     if target is None:
         raise ConfigError("the python provider needs target='module:function'")
+    for unused in ("model", "base_url", "api_key"):  # CLI-wide options a function ignores
+        options.pop(unused, None)
     fn = load_callable(target) if isinstance(target, str) else target
     return CallableAdapter(fn, **options)
 
@@ -159,7 +168,8 @@ def make_adapter(provider: str, **options: Any) -> Adapter[Any]:
     ``openai``: ``client`` or ``api_key``/``base_url``, then ``model``, ``method`` and request
     parameters. ``gemini``: ``client`` or ``api_key``/``base_url``/``api_version``, ``model``.
     ``google-generativeai``: ``client`` (a GenerativeModel) or ``model``/``api_key``/
-    ``base_url``. ``http``: ``url``, ``method``, ``headers``. ``python``: ``target``.
+    ``base_url``. ``http``: ``url``, ``method``, ``headers`` (``api_key`` becomes a Bearer
+    ``Authorization`` header). ``python``: ``target`` (``module:function``).
     """
     name = _ALIASES.get(provider, provider)
     factory = PROVIDERS.get(name)

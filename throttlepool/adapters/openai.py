@@ -46,24 +46,19 @@ _OUTPUT_FIELDS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
 OpenAIMethod = Callable[..., Any]
 
 
-def _chat_text(value: Any) -> Any:
-    return value.choices[0].message.content
-
-
-def _completion_text(value: Any) -> Any:
-    return value.choices[0].text
-
-
-def _responses_text(value: Any) -> Any:
-    return value.output_text
+def _text(value: Any) -> Any:
+    """The generated text of a chat completion, completion or Responses API response."""
+    text = getattr(value, "output_text", None)
+    if isinstance(text, str):
+        return text
+    choice = value.choices[0]
+    message = getattr(choice, "message", None)
+    return message.content if message is not None else choice.text
 
 
 def _embedding(value: Any) -> Any:
     vectors = [d.embedding for d in value.data]
     return vectors[0] if len(vectors) == 1 else vectors
-
-
-_TEXT = {"chat": _chat_text, "completions": _completion_text, "responses": _responses_text}
 
 
 def _is_raw(result: Any) -> bool:
@@ -113,9 +108,7 @@ class OpenAIAdapter:
             self._resolve(method)  # fail now on a typo, not on the first item
         self._prompt_param = prompt_param or self._prompt_param
         self._tokenizer = tokenizer
-        named: dict[str, Callable[[Any], Any]] = {"embedding": _embedding}
-        if self.method in _TEXT:
-            named["text"] = _TEXT[self.method]
+        named: dict[str, Callable[[Any], Any]] = {"text": _text, "embedding": _embedding}
         self._extract = make_extractor(extract, named)
 
     def _resolve(self, path: str) -> tuple[Any, str]:
