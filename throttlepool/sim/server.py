@@ -26,12 +26,15 @@ _REASONS = {
     413: "Payload Too Large",
     422: "Unprocessable Entity",
     429: "Too Many Requests",
+    431: "Request Header Fields Too Large",
     500: "Internal Server Error",
     502: "Bad Gateway",
     503: "Service Unavailable",
     504: "Gateway Timeout",
 }
 _QUIET_ERRORS = (ConnectionError, TimeoutError, OSError)
+_MAX_LINE = 65536
+_MAX_HEADERS = 100
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -52,21 +55,62 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass  # one line per request would dominate the hot path and flood the terminal
 
-    def do_GET(self) -> None:
-        self._serve()
-
-    def do_POST(self) -> None:
-        self._serve()
-
-    do_PUT = do_DELETE = do_PATCH = do_POST
-
-    def _serve(self) -> None:
-        state = self.server.state
-        length = int(self.headers.get("content-length") or 0)
-        body = self.rfile.read(length) if length > 0 else b""
-        headers = {k.lower(): v for k, v in self.headers.items()}
+    def handle_one_request(self) -> None:
+        # A lean HTTP/1.1 reader: the stdlib's email-based header parser costs more than
+        # everything else the simulator does per request.
         try:
-            plan = state.handle(self.command, self.path, headers, body)
+            line = self.rfile.readline(_MAX_LINE + 1)
+            if not line:
+                self.close_connection = True
+                return
+            parts = line.split()
+            if len(line) > _MAX_LINE or len(parts) != 3:
+                self._fail(400, b"bad request line")
+                return
+            method, target, version = (p.decode("latin-1") for p in parts)
+            headers: dict[str, str] = {}
+            for _ in range(_MAX_HEADERS):
+                raw = self.rfile.readline(_MAX_LINE + 1)
+                if raw in (b"\r\n", b"\n", b""):
+                    break
+                name, _, value = raw.partition(b":")
+                headers[name.strip().lower().decode("latin-1")] = value.strip().decode("latin-1")
+            else:
+                self._fail(431, b"too many headers")
+                return
+            self.command, self.path, self.request_version = method, target, version
+            conn = headers.get("connection", "").lower()
+            self.close_connection = conn == "close" or (
+                version == "HTTP/1.0" and conn != "keep-alive"
+            )
+            body = self._read_body(headers)
+        except (TimeoutError, ValueError):
+            self.close_connection = True
+            return
+        self._serve(method, target, headers, body)
+
+    def _read_body(self, headers: dict[str, str]) -> bytes:
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            chunks: list[bytes] = []
+            while True:
+                size = int(self.rfile.readline(_MAX_LINE).split(b";")[0], 16)
+                if size == 0:
+                    while self.rfile.readline(_MAX_LINE) not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline(_MAX_LINE)
+        length = int(headers.get("content-length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _fail(self, status: int, message: bytes) -> None:
+        self.close_connection = True
+        self._write(Plan(status, {"content-type": "text/plain"}, message))
+
+    def _serve(self, method: str, target: str, headers: dict[str, str], body: bytes) -> None:
+        state = self.server.state
+        try:
+            plan = state.handle(method, target, headers, body)
         except Exception as exc:  # a simulator bug must still answer, not hang the client
             print(f"throttlepool sim: internal error: {exc!r}", file=sys.stderr)
             plan = Plan(
