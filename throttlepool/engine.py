@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable, Iterable, Iterator, Sized
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,6 +92,9 @@ class Engine:
         self._identity = cfg.adapter.identity() if (cfg.store or cfg.cache) else {}
         self._breaker_trips = cfg.breaker.trips if cfg.breaker else 0
         self._handoff: LoopHandoff | None = None
+        self._acall: Callable[[Any, float | None], Awaitable[CallResult[Any]]] | None = (
+            getattr(cfg.adapter, "acall", None) if getattr(cfg.adapter, "is_async", False)
+            else None)
 
     # ---- control -------------------------------------------------------------------------
 
@@ -322,6 +325,14 @@ class Engine:
 
     async def _call(self, item: Any) -> CallResult[Any]:
         cfg = self.cfg
+        if self._acall is not None:  # an async function: await it on the loop, no thread
+            coro = self._acall(item, cfg.timeout)
+            if cfg.timeout is None:
+                return await coro
+            try:
+                return await asyncio.wait_for(coro, cfg.timeout)
+            except TimeoutError:
+                raise CallTimeout(f"call did not return within {cfg.timeout:g}s") from None
         handoff = self._handoff
         assert handoff is not None
         fut: asyncio.Future[CallResult[Any]] = handoff.loop.create_future()

@@ -320,6 +320,9 @@ class _Reclassified:
         self.estimate = inner.estimate
         self.call = inner.call
         self.rate_info = inner.rate_info
+        self.is_async = getattr(inner, "is_async", False)
+        self.acall = getattr(inner, "acall", None)
+        self.enforces_timeout = getattr(inner, "enforces_timeout", False)
 
 
 class _SyncDriver:

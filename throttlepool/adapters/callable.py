@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -36,6 +38,7 @@ class CallableAdapter:
         if not callable(fn):
             raise TypeError(f"expected a callable, got {type(fn).__name__}")
         self.fn = fn
+        self.is_async = inspect.iscoroutinefunction(fn)
         self.name = name or callable_name(fn)
         self._estimate = estimate
         self._classifier = classifier or default_classifier
@@ -50,6 +53,17 @@ class CallableAdapter:
 
     def call(self, item: Any, timeout: float | None) -> CallResult[Any]:
         value = self.fn(item)
+        if self.is_async:  # called from a worker thread: give the coroutine a loop of its own
+            value = asyncio.run(value)
+        if isinstance(value, CallResult):
+            return value
+        return CallResult(value)
+
+    async def acall(self, item: Any, timeout: float | None) -> CallResult[Any]:
+        """Await an async ``fn`` on the running loop (the runner does this for async fns)."""
+        value = self.fn(item)
+        if inspect.isawaitable(value):
+            value = await value
         if isinstance(value, CallResult):
             return value
         return CallResult(value)
