@@ -293,6 +293,15 @@ def test_identity_has_no_secrets() -> None:
         text = json.dumps(dict(adapter.identity()))
         assert "SECRET" not in text and "pw" not in text
     assert oa.identity()["params"] == {"temperature": 0}
+    hidden = make_adapter("openai", api_key="k", base_url=LOOPBACK, model="m",
+                          extra_headers={"Authorization": "Bearer SECRET"})
+    assert "SECRET" not in json.dumps(dict(hidden.identity()))
+
+
+def test_count_tokens_survives_self_referential_objects() -> None:
+    from unittest import mock
+
+    assert tok.count_tokens(mock.MagicMock()) == 0
 
 
 def test_openai_estimate_reserves_output_times_n() -> None:

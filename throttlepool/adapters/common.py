@@ -207,10 +207,20 @@ def make_extractor(
         raise ValueError(f"unknown extract {extract!r}; choose one of {choices}") from None
 
 
+# Request options that carry credentials or transport settings, not the work requested.
+_NOT_IDENTITY = frozenset({
+    "api_key", "headers", "extra_headers", "extra_query", "http_options", "timeout",
+    "request_options",
+})
+
+
 def jsonable_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    """Parameters for ``identity()``: JSON-able, with unconvertible values named by type."""
+    """Parameters for ``identity()``: JSON-able, unconvertible values named by type, and
+    without headers, keys or transport options (which may hold credentials)."""
     out: dict[str, Any] = {}
     for key, value in sorted(params.items()):
+        if key in _NOT_IDENTITY:
+            continue
         try:
             out[key] = to_jsonable(value)
         except TypeError:

@@ -124,7 +124,8 @@ class GenerativeModelAdapter:
         """One attempt of ``model.generate_content`` with the SDK's retry switched off."""
         request = self.request(item)
         contents = request.pop("contents", None)
-        options: dict[str, Any] = {"retry": None}
+        options: dict[str, Any] = dict(request.pop("request_options", None) or {})
+        options["retry"] = None
         if timeout is not None:
             options["timeout"] = timeout
         result = self._model.generate_content(contents, request_options=options, **request)

@@ -35,12 +35,14 @@ _NON_TEXT_KEYS = frozenset({
 
 _TIKTOKEN_BASE = "https://openaipublic.blob.core.windows.net/encodings/"
 _LOAD_TIMEOUT = 5.0
+_MAX_DEPTH = 32  # self-referential objects (mocks) must not recurse forever
 
 
-def iter_text(obj: Any) -> Iterable[str]:
+def iter_text(obj: Any, _depth: int = 0) -> Iterable[str]:
     """Every piece of prompt text inside a request value (str, messages, contents, parts)."""
-    if obj is None:
+    if obj is None or _depth > _MAX_DEPTH:
         return
+    depth = _depth + 1
     if isinstance(obj, str):
         yield obj
     elif isinstance(obj, (bytes, bytearray, int, float, bool)):
@@ -48,16 +50,16 @@ def iter_text(obj: Any) -> Iterable[str]:
     elif isinstance(obj, Mapping):
         for key, value in obj.items():
             if key not in _NON_TEXT_KEYS:
-                yield from iter_text(value)
+                yield from iter_text(value, depth)
     elif isinstance(obj, (list, tuple)):
         for value in obj:
-            yield from iter_text(value)
+            yield from iter_text(value, depth)
     else:
         # SDK objects (google Content/Part, pydantic models): read their text-bearing fields.
         for attr in ("text", "parts", "content"):
             value = getattr(obj, attr, None)
             if value is not None and not callable(value):
-                yield from iter_text(value)
+                yield from iter_text(value, depth)
 
 
 def _tiktoken_cache_dir() -> str | None:
