@@ -77,7 +77,9 @@ class GenAIAdapter:
         tokenizer: Tokenizer | None = None,
         **default_config: Any,
     ) -> None:
-        require("google.genai", "google-genai", "gemini")
+        types = require("google.genai.types", "google-genai", "gemini")
+        # google-genai before 1.1x has no retry_options (and no retries to switch off).
+        self._has_retry_options = "retry_options" in types.HttpOptions.model_fields
         if method not in _METHODS:
             raise ValueError(f"method must be one of {', '.join(_METHODS)}, got {method!r}")
         self._client = client
@@ -126,7 +128,8 @@ class GenAIAdapter:
         config = request["config"]
         http_options = _config_dict(config.get("http_options"))
         # A per-call retry_options=None does not override the client's; one attempt does.
-        http_options["retry_options"] = {"attempts": 1}
+        if self._has_retry_options:
+            http_options["retry_options"] = {"attempts": 1}
         if timeout is not None:
             http_options["timeout"] = max(1, math.ceil(timeout * 1000))  # milliseconds
         config["http_options"] = http_options
