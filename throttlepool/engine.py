@@ -89,7 +89,8 @@ class Engine:
         self._changed = asyncio.Event()  # set (and replaced) whenever waiters should re-check
         self._waiting: set[asyncio.Task[Any]] = set()
         self._watchers = 0
-        self._identity = cfg.adapter.identity() if (cfg.store or cfg.cache) else {}
+        self._identity = (cfg.adapter.identity()
+                          if cfg.store is not None or cfg.cache is not None else {})
         self._breaker_trips = cfg.breaker.trips if cfg.breaker else 0
         self._handoff: LoopHandoff | None = None
         self._acall: Callable[[Any, float | None], Awaitable[CallResult[Any]]] | None = (
