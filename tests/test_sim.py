@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -444,3 +445,39 @@ def test_stats_duplicates_and_key_redaction(sim: Simulator) -> None:
 def test_banner_names_both_base_urls(sim: Simulator) -> None:
     text = banner(sim.url)
     assert sim.openai_base_url in text and sim.url in text
+
+
+def test_gemini_system_instruction_counts_as_prompt(sim: Simulator) -> None:
+    c = gclient(sim, "v1beta")
+    r = c.models.generate_content(
+        model="g",
+        contents="user part",
+        config=types.GenerateContentConfig(system_instruction="be brief"),
+    )
+    assert r.text == "echo: be brief\nuser part"
+
+
+def test_long_keys_with_the_same_shape_stay_apart(sim: Simulator) -> None:
+    for key in ("sk-" + "a" * 30 + "tail", "sk-" + "b" * 30 + "tail"):
+        requests.post(
+            sim.url + "/echo",
+            json={"prompt": "x"},
+            headers={"authorization": f"Bearer {key}"},
+            timeout=5,
+        )
+    labels = list(sim.stats()["per_key"])
+    assert len(labels) == 2 and labels[0] == "sk-...tail" and labels[1].startswith("sk-...tail#")
+
+
+def test_reset_while_requests_are_in_flight(sim: Simulator) -> None:
+    sim.configure(latency=0.4)
+    t = threading.Thread(
+        target=lambda: requests.post(sim.url + "/echo", json={"prompt": "x"}, timeout=5)
+    )
+    t.start()
+    time.sleep(0.15)
+    sim.reset()
+    assert sim.stats()["in_flight"] == 1
+    t.join()
+    st = sim.stats()
+    assert (st["in_flight"], st["by_status"], st["requests"]) == (0, {"200": 1}, 0)

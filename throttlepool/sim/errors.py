@@ -112,16 +112,22 @@ def quota_exceeded(api: str) -> Reply:
 
 
 def ratelimit_headers(d: Decision, rpm: int | None, tpm: int | None) -> dict[str, str]:
-    """OpenAI's x-ratelimit-* headers for the limits that are configured."""
+    """OpenAI's x-ratelimit-* headers for the limits that are configured.
+
+    A reset is the time until that budget next grows (the oldest admission in the window
+    leaves it), or on a 429 the time until this request fits: the wait a client needs.
+    """
     h: dict[str, str] = {}
+    reset_req = go_duration(d.reset_requests)
     if rpm is not None and d.remaining_requests is not None:
         h["x-ratelimit-limit-requests"] = str(rpm)
         h["x-ratelimit-remaining-requests"] = str(d.remaining_requests)
-        h["x-ratelimit-reset-requests"] = go_duration(d.reset_requests)
+        h["x-ratelimit-reset-requests"] = reset_req
     if tpm is not None and d.remaining_tokens is not None:
         h["x-ratelimit-limit-tokens"] = str(tpm)
         h["x-ratelimit-remaining-tokens"] = str(d.remaining_tokens)
-        h["x-ratelimit-reset-tokens"] = go_duration(d.reset_tokens)
+        same = d.reset_tokens == d.reset_requests
+        h["x-ratelimit-reset-tokens"] = reset_req if same else go_duration(d.reset_tokens)
     return h
 
 

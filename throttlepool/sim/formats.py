@@ -117,6 +117,9 @@ def parse_gemini(model: str, body: dict[str, Any]) -> Request:
     if not isinstance(contents, list) or not contents:
         raise BadRequest("* GenerateContentRequest.contents: contents is not specified")
     texts = []
+    system = body.get("systemInstruction") or body.get("system_instruction")
+    if isinstance(system, dict):  # counted like an OpenAI system message
+        contents = [system, *contents]
     for c in contents:
         parts = c.get("parts", []) if isinstance(c, dict) else []
         texts.append("".join(p.get("text", "") for p in parts if isinstance(p, dict)))

@@ -49,7 +49,7 @@ class Plan:
     body: bytes
     delay: float = 0.0
     reset: bool = False  # close the socket without answering
-    digest: bytes = b""  # identifies the request body, for duplicate counting
+    digest: int | None = None  # identifies the request body, for duplicate counting
     counted: bool = True  # an API request (admin endpoints are not counted)
 
 
@@ -65,9 +65,17 @@ def _encode(status: int, headers: dict[str, str], body: Any) -> Plan:
     return Plan(status, hdrs, raw)
 
 
-def _key_label(key: str) -> str:
+def _key_labels(keys: list[str]) -> dict[str, str]:
     # Stats are printed and served over HTTP; never echo a long (possibly real) key in full.
-    return key if len(key) <= 16 else f"{key[:3]}...{key[-4:]}"
+    labels: dict[str, str] = {}
+    taken: set[str] = set()
+    for key in keys:
+        label = key if len(key) <= 16 else f"{key[:3]}...{key[-4:]}"
+        if label in taken:
+            label += "#" + hashlib.sha256(key.encode()).hexdigest()[:8]
+        taken.add(label)
+        labels[key] = label
+    return labels
 
 
 def _validate_step(step: Mapping[str, Any]) -> dict[str, Any]:
@@ -103,6 +111,7 @@ class SimState:
         self._stats_lock = threading.Lock()  # counters, scripts, the random generator
         self._windows = Windows()
         self._log = AdmissionLog()
+        self._in_flight = 0
         self._clear()
 
     def _clear(self) -> None:
@@ -110,15 +119,14 @@ class SimState:
         self._scripts: deque[dict[str, Any]] = deque()
         self._seq = 0
         self._total = 0
-        self._in_flight = 0
-        self._peak = 0
+        self._peak = self._in_flight  # requests in flight survive a reset
         self._by_status: dict[int, int] = {}
         self._by_path: dict[str, int] = {}
         self._faults: dict[str, int] = {}
         self._limited = 0
         self._scripted = 0
         self._tokens = 0  # guarded by _lock, like the admission log
-        self._seen: set[bytes] = set()
+        self._seen: set[int] = set()
         self._duplicates = 0
 
     def reset(self) -> None:
@@ -187,7 +195,10 @@ class SimState:
             u_fault = self._rng.random()
             u_jitter = self._rng.random()
 
-        digest = hashlib.blake2b(path.encode() + b"\0" + body, digest_size=16).digest()
+        # 64 bits keep the duplicate set small; a collision among a million bodies is ~1e-8.
+        digest = int.from_bytes(
+            hashlib.blake2b(path.encode() + b"\0" + body, digest_size=8).digest()
+        )
         if step is not None:
             return self._scripted_plan(step, api, endpoint, model, body, seq, digest)
 
@@ -254,7 +265,7 @@ class SimState:
             if plan.reset:
                 return
             self._by_status[plan.status] = self._by_status.get(plan.status, 0) + 1
-            if plan.status == 200 and plan.digest:
+            if plan.status == 200 and plan.digest is not None:
                 if plan.digest in self._seen:
                     self._duplicates += 1
                 else:
@@ -311,7 +322,7 @@ class SimState:
         model: str,
         body: bytes,
         seq: int,
-        digest: bytes,
+        digest: int,
     ) -> Plan:
         status: int = step["status"]
         if "body" in step:
@@ -366,7 +377,16 @@ class SimState:
         return plan
 
     def stats(self) -> dict[str, Any]:
-        """Counters since the last reset, and exact per-window maxima from the admission log."""
+        """Counters since the last reset, and exact per-window maxima from the admission log.
+
+        requests: API requests received (admin endpoints excluded); by_status: responses sent,
+        by code (dropped connections are in faults only); rate_limited: every 429 sent;
+        limiter_rejections: the 429s of the sliding window alone; accepted: admissions into
+        the window (charged, including those a 500/503/reset/hang fault struck afterwards);
+        max_requests_in_window / max_tokens_in_window: the most admitted in any window of the
+        current length, over all keys and in per_key; duplicates: 200s for a (path, body)
+        already answered with a 200; first/last_admission: epoch seconds.
+        """
         with self._lock:
             window = self.config.window
             (max_req, max_tok), per_key = self._log.maxima(window)
@@ -374,6 +394,7 @@ class SimState:
             accepted = len(self._log)
             per_key_counts = self._log.counts()
             tokens = self._tokens
+        labels = _key_labels(list(per_key))
         with self._stats_lock:
             return {
                 "requests": self._total,
@@ -386,7 +407,7 @@ class SimState:
                 "max_requests_in_window": max_req,
                 "max_tokens_in_window": max_tok,
                 "per_key": {
-                    _key_label(k): {
+                    labels[k]: {
                         "accepted": per_key_counts[k],
                         "max_requests_in_window": v[0],
                         "max_tokens_in_window": v[1],
