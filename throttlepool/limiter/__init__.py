@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ..clock import Clock
 from .bucket import TokenBucket
 from .core import Permit, RateLimiter
 from .limits import ONE_REQUEST, REQUESTS, TOKENS, Cost, Limit, LimitSpec, build_limits
 from .sliding import SlidingWindowLog
 from .ticket import LimiterBackend, Ticket
+from .url import limiter_from_url
+
+if TYPE_CHECKING:
+    from .redis import RedisWindowBackend
+    from .sqlite_shared import SQLiteWindowBackend
+
+
+def __getattr__(name: str) -> Any:
+    """Shared backends load lazily, so ``redis`` stays an optional extra."""
+    if name == "SQLiteWindowBackend":
+        from .sqlite_shared import SQLiteWindowBackend
+        return SQLiteWindowBackend
+    if name == "RedisWindowBackend":
+        from .redis import RedisWindowBackend  # raises MissingExtra without redis
+        return RedisWindowBackend
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class TokenBucketLimiter(RateLimiter):
@@ -34,9 +52,12 @@ __all__ = [
     "LimiterBackend",
     "Permit",
     "RateLimiter",
+    "RedisWindowBackend",
+    "SQLiteWindowBackend",
     "SlidingWindowLog",
     "Ticket",
     "TokenBucket",
     "TokenBucketLimiter",
     "build_limits",
+    "limiter_from_url",
 ]

@@ -1,0 +1,219 @@
+"""A sliding-window log in an SQLite file: one budget shared by processes on one host.
+
+Every decision runs in a ``BEGIN IMMEDIATE`` transaction, which takes SQLite's write lock
+*before* reading, and the timestamp is read only after the lock is held. That serialises
+check-then-insert across processes without any extra lock file, keeps timestamps monotonic
+in commit order and makes the log exact under contention. One row per request holds its
+weight in each unit, so memory is proportional to requests in the window.
+
+Use a file of its own (not the checkpoint database) on a local filesystem: SQLite locking
+over NFS is unreliable, so several machines must share a budget through Redis instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from ..errors import CostExceedsLimit, LimiterUnavailable
+from .limits import TOKENS, Cost, Limit
+from .ticket import Ticket
+
+_EPSILON = 1e-9
+# A row stamped further than this in the future means the wall clock stepped back.
+_CLOCK_STEP = 5.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS admissions (
+    id INTEGER PRIMARY KEY,
+    ts REAL NOT NULL,
+    requests REAL NOT NULL,
+    tokens REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS admissions_ts ON admissions (ts);
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v REAL NOT NULL);
+"""
+
+
+def _column(unit: str) -> str:
+    return "tokens" if unit == TOKENS else "requests"
+
+
+class SQLiteWindowBackend:
+    """Shared exact sliding-window log over any limits, in an SQLite file (one host).
+
+    Every process that opens the same ``path`` with the same limits shares one budget.
+    Denied reservations come back *provisional*, with ``admit_at`` at the exact moment the
+    windows (or a shared pause) allow them.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], limits: Sequence[Limit],
+                 *, timeout: float = 30.0) -> None:
+        self.path = os.fspath(path)
+        self.limits = list(limits)
+        self._keep = max((lim.period for lim in self.limits), default=0.0)
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None,
+                                       check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            with self._transaction() as db:
+                for stmt in _SCHEMA.strip().split(";"):
+                    if stmt.strip():
+                        db.execute(stmt)
+                # Keep rows as long as the longest period any process sharing the file uses.
+                db.execute("INSERT INTO meta (k, v) VALUES ('keep', ?) ON CONFLICT (k) "
+                           "DO UPDATE SET v = max(v, excluded.v)", (self._keep,))
+        except sqlite3.Error as exc:
+            raise self._unavailable(exc) from exc
+
+    # ---- plumbing ----------------------------------------------------------------------
+
+    def _unavailable(self, exc: BaseException) -> LimiterUnavailable:
+        return LimiterUnavailable(
+            f"the shared rate limiter file {self.path} cannot be used "
+            f"({type(exc).__name__}: {exc}); dispatch stops rather than exceed the shared "
+            "budget (there is no per-process fallback)"
+        )
+
+    def _transaction(self) -> _Txn:
+        return _Txn(self._db)
+
+    def _prune(self, db: sqlite3.Connection, now: float) -> None:
+        row = db.execute("SELECT v FROM meta WHERE k = 'keep'").fetchone()
+        keep = max(self._keep, float(row[0]) if row else 0.0)
+        db.execute("DELETE FROM admissions WHERE ts <= ? OR ts > ?",
+                   (now - keep, now + _CLOCK_STEP))
+
+    def _check(self, cost: Cost) -> None:
+        for lim in self.limits:
+            w = cost.of(lim.unit)
+            if w > lim.amount:
+                raise CostExceedsLimit(w, str(lim))
+
+    def _wait(self, db: sqlite3.Connection, now: float, cost: Cost) -> float:
+        """Seconds until ``cost`` fits every window and the pause is over (0: now)."""
+        worst = 0.0
+        row = db.execute("SELECT v FROM meta WHERE k = 'pause'").fetchone()
+        if row is not None and row[0] > now:
+            worst = float(row[0]) - now
+        for lim in self.limits:
+            w = cost.of(lim.unit)
+            if w <= 0:
+                continue
+            col = _column(lim.unit)
+            horizon = now - lim.period
+            used = db.execute(f"SELECT coalesce(sum({col}), 0) FROM admissions WHERE ts > ?",
+                              (horizon,)).fetchone()[0]
+            need = used + w - lim.amount
+            if need <= _EPSILON:
+                continue
+            freed = 0.0
+            for ts, weight in db.execute(
+                    f"SELECT ts, {col} FROM admissions WHERE ts > ? AND {col} > 0 ORDER BY ts",
+                    (horizon,)):
+                freed += weight
+                if freed >= need - _EPSILON:
+                    worst = max(worst, ts + lim.period - now + 1e-6)
+                    break
+        return worst
+
+    # ---- the backend seam --------------------------------------------------------------
+
+    def reserve(self, cost: Cost, now: float) -> Ticket:
+        self._check(cost)
+        try:
+            with self._lock, self._transaction() as db:
+                t = time.time()  # read only once the write lock is held
+                self._prune(db, t)
+                wait = self._wait(db, t, cost)
+                if wait > 0:
+                    return Ticket(cost, now + wait, provisional=True)
+                cur = db.execute("INSERT INTO admissions (ts, requests, tokens) VALUES (?, ?, ?)",
+                                 (t, cost.requests, cost.tokens))
+        except sqlite3.Error as exc:
+            raise self._unavailable(exc) from exc
+        ticket = Ticket(cost, now)
+        ticket.handle = cur.lastrowid
+        return ticket
+
+    def settle(self, ticket: Ticket, actual: Cost, now: float) -> Iterable[Ticket]:
+        self._check(actual)
+        if not ticket.provisional and ticket.handle is not None:
+            self._write("UPDATE admissions SET requests = ?, tokens = ? WHERE id = ?",
+                        (actual.requests, actual.tokens, ticket.handle))
+        ticket.cost = actual
+        return []
+
+    def cancel(self, ticket: Ticket, now: float) -> Iterable[Ticket]:
+        if not ticket.provisional and ticket.handle is not None:
+            self._write("DELETE FROM admissions WHERE id = ?", (ticket.handle,))
+            ticket.handle = None
+        return []
+
+    def pause_until(self, until: float, now: float) -> Iterable[Ticket]:
+        if until <= now:
+            return []
+        try:
+            with self._lock, self._transaction() as db:
+                target = time.time() + (until - now)
+                db.execute("INSERT INTO meta (k, v) VALUES ('pause', ?) ON CONFLICT (k) "
+                           "DO UPDATE SET v = max(v, excluded.v)", (target,))
+        except sqlite3.Error as exc:
+            raise self._unavailable(exc) from exc
+        return []
+
+    def _write(self, sql: str, params: tuple[Any, ...]) -> None:
+        try:
+            with self._lock, self._transaction() as db:
+                db.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise self._unavailable(exc) from exc
+
+    # ---- inspection --------------------------------------------------------------------
+
+    def usage(self) -> list[tuple[Limit, float]]:
+        """Units currently counted in each limit's window."""
+        now = time.time()
+        with self._lock:
+            return [(lim, float(self._db.execute(
+                f"SELECT coalesce(sum({_column(lim.unit)}), 0) FROM admissions WHERE ts > ?",
+                (now - lim.period,)).fetchone()[0])) for lim in self.limits]
+
+    def reset(self) -> None:
+        """Forget every reservation and pause (tests, benchmarks)."""
+        self._write("DELETE FROM admissions", ())
+        self._write("DELETE FROM meta WHERE k = 'pause'", ())
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __repr__(self) -> str:
+        return f"SQLiteWindowBackend({self.path!r})"
+
+
+class _Txn:
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on error) on an autocommit connection."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
+                 tb: object) -> None:
+        if et is None:
+            self.db.execute("COMMIT")
+        else:
+            try:
+                self.db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass

@@ -1,0 +1,61 @@
+"""Pick a limiter backend by URL: ``memory://``, ``sqlite:///path``, ``redis://host:port/0``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+from ..clock import Clock
+from ..errors import ConfigError, MissingExtra
+from .core import RateLimiter
+from .limits import Limit, LimitSpec, build_limits
+
+SCHEMES = ("memory", "sqlite", "redis", "rediss", "unix")
+
+
+def sqlite_path(url: str) -> str:
+    """The file of ``sqlite:///rel/path`` or ``sqlite:////abs/path`` (as the checkpoint store)."""
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///"):]
+    elif url.startswith("sqlite://"):
+        path = url[len("sqlite://"):]
+    else:
+        path = url
+    if not path:
+        raise ConfigError(f"limiter URL {url!r} names no file: use sqlite:///path/to/file")
+    return path
+
+
+def limiter_from_url(
+    url: str,
+    limits: Iterable[LimitSpec] | LimitSpec | None,
+    clock: Clock | None = None,
+    name: str = "default",
+) -> RateLimiter:
+    """A :class:`RateLimiter` over the backend ``url`` selects, enforcing ``limits``.
+
+    - ``memory://``: this process only (the exact in-memory sliding-window log);
+    - ``sqlite:///path``: processes on one host sharing the file at ``path``;
+    - ``redis://host:port/0``, ``rediss://…``, ``unix:///path/redis.sock``: every process
+      and machine using the same server and ``name``.
+    """
+    scheme = urlsplit(url).scheme.lower()
+    resolved: list[Limit] = build_limits(limits)
+    if scheme == "memory":
+        return RateLimiter(*resolved, clock=clock)
+    if scheme == "sqlite":
+        from .sqlite_shared import SQLiteWindowBackend
+
+        return RateLimiter(backend=SQLiteWindowBackend(sqlite_path(url), resolved), clock=clock)
+    if scheme in ("redis", "rediss", "unix"):
+        try:
+            import redis  # noqa: F401
+        except ImportError as exc:
+            raise MissingExtra("redis", "redis") from exc
+        from .redis import RedisWindowBackend
+
+        backend = RedisWindowBackend(url, resolved, key=f"throttlepool:{name}")
+        return RateLimiter(backend=backend, clock=clock)
+    raise ConfigError(
+        f"unknown limiter URL {url!r}: expected memory://, sqlite:///path, "
+        "redis://host:port/db or unix:///path/redis.sock")
