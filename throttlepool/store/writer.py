@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import logging
-import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,10 +57,12 @@ Op = ItemOp | SqlOp | threading.Event | _Stop
 
 
 class Writer:
-    """Owns one connection; commits every ``group_size`` ops or ``interval`` seconds.
+    """Owns one connection; commits a group when ``group_size`` ops wait or ``interval`` passes.
 
-    At most ``max_pending`` ops are ever accepted but not yet committed: that number, plus the
-    calls in flight, bounds what a ``kill -9`` can make a resumed run call again.
+    Producers append to a buffer under a lock and wake the thread only when a group is full,
+    so the writer does not compete for the GIL once per item. At most ``max_pending`` ops are
+    ever accepted but not yet committed: that number, plus the calls in flight, bounds what a
+    ``kill -9`` can make a resumed run call again.
     """
 
     def __init__(
@@ -74,19 +74,19 @@ class Writer:
         group_size: int = 256,
         interval: float = 0.05,
         max_pending: int = 1024,
-        on_commit: Callable[[int], None] | None = None,
     ) -> None:
-        if group_size < 1 or max_pending < group_size or interval < 0:
-            raise ValueError("need group_size >= 1, max_pending >= group_size, interval >= 0")
+        if group_size < 1 or max_pending < group_size or interval <= 0:
+            raise ValueError("need group_size >= 1, max_pending >= group_size, interval > 0")
         self._conn = conn
         self._lock = lock
         self._path = path
         self.group_size = group_size
         self.interval = interval
         self.max_pending = max_pending
-        self._on_commit = on_commit
-        self._queue: queue.SimpleQueue[Op] = queue.SimpleQueue()
-        self._slots = threading.Semaphore(max_pending)
+        self._cv = threading.Condition(threading.Lock())
+        self._buf: list[Op] = []
+        self._pending = 0  # ops accepted and not yet committed (buffered + being written)
+        self._wake = threading.Event()
         self._error: StoreError | None = None
         self._closed = False
         self.commits = 0
@@ -99,16 +99,20 @@ class Writer:
 
     def submit(self, op: ItemOp | SqlOp) -> None:
         """Queue ``op``; waits only if ``max_pending`` ops are already uncommitted."""
-        if self._error is not None:
-            raise self._error
-        if self._closed:
-            raise StoreError(f"checkpoint database {self._path} is closed")
-        while not self._slots.acquire(timeout=0.5):
-            if self._error is not None:
-                raise self._error
-            if not self._thread.is_alive():
-                raise StoreError(f"the writer of {self._path} has stopped")
-        self._queue.put(op)
+        with self._cv:
+            while True:
+                if self._error is not None:
+                    raise self._error
+                if self._closed:
+                    raise StoreError(f"checkpoint database {self._path} is closed")
+                if self._pending < self.max_pending:
+                    break
+                self._wake.set()
+                self._cv.wait(0.5)
+            self._buf.append(op)
+            self._pending += 1
+            if len(self._buf) >= self.group_size:
+                self._wake.set()
 
     def flush(self, timeout: float | None = None) -> None:
         """Block until everything submitted before this call is committed."""
@@ -117,7 +121,9 @@ class Writer:
         if not self._thread.is_alive():
             return
         done = threading.Event()
-        self._queue.put(done)
+        with self._cv:
+            self._buf.append(done)
+        self._wake.set()
         deadline = None if timeout is None else time.monotonic() + timeout
         while not done.wait(0.5):
             if not self._thread.is_alive():
@@ -129,10 +135,12 @@ class Writer:
 
     def close(self) -> None:
         """Commit what is queued and stop the thread."""
-        if self._closed:
-            return
-        self._closed = True
-        self._queue.put(_STOP)
+        with self._cv:
+            if self._closed:
+                return
+            self._closed = True
+            self._buf.append(_STOP)
+        self._wake.set()
         self._thread.join()
         if self._error is not None:
             raise self._error
@@ -146,33 +154,24 @@ class Writer:
 
     def _run(self) -> None:
         while True:
-            batch: list[ItemOp | SqlOp] = []
-            waiters: list[threading.Event] = []
-            stop = False
-            op = self._queue.get()
-            deadline = time.monotonic() + self.interval
-            while True:
-                if isinstance(op, threading.Event):
-                    waiters.append(op)
-                elif isinstance(op, _Stop):
-                    stop = True
-                else:
-                    batch.append(op)
-                if waiters or stop or len(batch) >= self.group_size:
-                    break
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                try:
-                    op = self._queue.get(timeout=remaining)
-                except queue.Empty:
-                    break
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            with self._cv:
+                ops, self._buf = self._buf, []
+            if not ops:
+                continue
+            batch = [op for op in ops if isinstance(op, (ItemOp, SqlOp))]
             if batch:
                 self._commit(batch)
-                for _ in batch:
-                    self._slots.release()
-            for w in waiters:
-                w.set()
+            with self._cv:
+                self._pending -= len(batch)
+                self._cv.notify_all()
+            stop = False
+            for op in ops:
+                if isinstance(op, threading.Event):
+                    op.set()
+                elif isinstance(op, _Stop):
+                    stop = True
             if stop:
                 return
 
@@ -202,8 +201,6 @@ class Writer:
                         raise
                 self.commits += 1
                 self.rows += len(items)
-                if self._on_commit is not None:
-                    self._on_commit(len(items))
                 return
             except sqlite3.Error as exc:
                 if attempt < len(_RETRY_DELAYS):
