@@ -238,19 +238,19 @@ def test_gemini_keys_from_header_and_query(sim: Simulator) -> None:
 
 
 def test_retry_hint_is_exact(sim: Simulator) -> None:
-    sim.configure(rpm=2, window=1.0)
+    sim.configure(rpm=2, window=1.5)
     url = sim.url + "/echo"
     with requests.Session() as s:
         for _ in range(2):
             assert s.post(url, json={"prompt": "x"}, timeout=5).status_code == 200
         first = s.post(url, json={"prompt": "x"}, timeout=5)
         hint = int(first.headers["retry-after-ms"]) / 1000
-        assert 0.8 < hint <= 1.0
-        time.sleep(hint - 0.15)  # clearly early: still refused, with the remaining time as hint
+        assert 1.0 < hint <= 1.5
+        time.sleep(hint - 0.4)  # clearly early: still refused, with the remaining time as hint
         early = s.post(url, json={"prompt": "x"}, timeout=5)
         assert early.status_code == 429
         rest = int(early.headers["retry-after-ms"]) / 1000
-        assert 0.05 < rest <= 0.15
+        assert 0.05 < rest <= 0.4
         time.sleep(rest)  # waiting exactly the hint is enough
         assert s.post(url, json={"prompt": "x"}, timeout=5).status_code == 200
 
@@ -342,7 +342,7 @@ def _statuses(sim: Simulator, n: int) -> list[int | str]:
     with requests.Session() as s:
         for i in range(n):
             try:
-                r = s.post(sim.url + "/echo", json={"prompt": str(i)}, timeout=(1, 0.5))
+                r = s.post(sim.url + "/echo", json={"prompt": str(i)}, timeout=(2, 0.5))
                 out.append(r.status_code)
             except requests.exceptions.ReadTimeout:
                 out.append("hang")
@@ -353,7 +353,7 @@ def _statuses(sim: Simulator, n: int) -> list[int | str]:
 
 def test_probabilistic_faults_are_seeded() -> None:
     rates = {"500": 0.2, "503": 0.1, "reset": 0.1, "hang": 0.05}
-    with Simulator(SimConfig(fail_rate=rates, seed=7, hang_seconds=0.6)) as sim:
+    with Simulator(SimConfig(fail_rate=rates, seed=7, hang_seconds=5.0)) as sim:
         first = _statuses(sim, 60)
         stats = sim.stats()
         sim.reset()  # reseeds the generator
@@ -371,7 +371,7 @@ def test_latency_and_jitter() -> None:
             t0 = time.perf_counter()
             s.post(sim.url + "/echo", json={"prompt": "x"}, timeout=5)
             took.append(time.perf_counter() - t0)
-    assert all(0.15 <= t < 0.4 for t in took)
+    assert all(0.15 <= t < 1.0 for t in took)
     assert max(took) - min(took) > 0.001  # the jitter really varies
 
 

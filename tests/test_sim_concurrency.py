@@ -43,7 +43,7 @@ def test_requests_window_exact_under_concurrency() -> None:
         counts = _hammer(sim.url + "/echo", 16, 1.5, {"prompt": "x"})
         st = sim.stats()
     assert counts[200] == 10
-    assert counts[429] > 100 and set(counts) == {200, 429}
+    assert counts[429] > 20 and set(counts) == {200, 429}
     assert st["accepted"] == 10
     assert st["max_requests_in_window"] == 5
     assert st["last_admission"] - st["first_admission"] >= 1.0
