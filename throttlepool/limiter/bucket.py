@@ -1,19 +1,21 @@
 """Token bucket with burst: ``rate`` units per second refill a bucket of ``burst`` units.
 
 Smoother than a sliding window (no full-window burst after idling) but its guarantee is
-``burst + rate * t`` over any interval t, not "at most L per window". Reservations may drive
-the level below zero; the deficit is the FIFO queue, so waits are computed, never polled.
+``burst + rate * t`` over any interval t, not "at most L per window". Reservations are
+scheduled ahead (a theoretical arrival time past now is the FIFO queue), so waits are
+computed, never polled, and tokens are taken at admission time.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections import deque
 from collections.abc import Iterable
 
 from ..errors import ConfigError, CostExceedsLimit
 from .limits import REQUESTS, Cost, Limit
 from .ticket import Ticket
+
+_EPSILON = 1e-9
 
 
 class TokenBucket:
@@ -35,25 +37,29 @@ class TokenBucket:
             raise ConfigError(f"token bucket burst must be at least 1, got {burst!r}")
         self.unit = unit
         self.limits = [Limit(self.burst, self.burst / self.rate, unit)]
-        self._level = self.burst if start_full else 0.0
-        self._stamp: float | None = None
+        self._start_full = start_full
+        # GCRA form of the bucket: the level at time t is burst - max(0, tat - t) * rate, so
+        # tokens are taken at admission time (a pause cannot stack up a burst behind it).
+        self._tat: float | None = None
         self._pending: deque[Ticket] = deque()
         self._last_admit = float("-inf")
         self._paused_until = float("-inf")
 
-    def _refill(self, now: float) -> None:
-        if self._stamp is None:
-            self._stamp = now
-        elif now > self._stamp:
-            self._level = min(self.burst, self._level + (now - self._stamp) * self.rate)
-            self._stamp = now
+    def _base(self, now: float) -> float:
+        if self._tat is None:
+            self._tat = now if self._start_full else now + self.burst / self.rate
+        return self._tat
 
     def _place(self, ticket: Ticket, now: float) -> None:
         w = ticket.cost.of(self.unit)
-        self._level -= w
-        deficit_wait = -self._level / self.rate if self._level < 0 else 0.0
-        t = max(now + deficit_wait, self._last_admit, self._paused_until)
+        tat = self._base(now)
+        ticket.handle = tat  # the bucket before this ticket, to undo it when rescheduling
+        ready = tat - (self.burst - w) / self.rate
+        if ready - now <= _EPSILON:  # float drift of summed w/rate terms, not a real wait
+            ready = now
+        t = max(now, ready, self._last_admit, self._paused_until)
         ticket.admit_at = t
+        self._tat = max(tat, t) + w / self.rate
         self._last_admit = t
         if t > now:
             self._pending.append(ticket)
@@ -62,20 +68,31 @@ class TokenBucket:
         w = cost.of(self.unit)
         if w > self.burst:
             raise CostExceedsLimit(w, f"token bucket of burst {self.burst:g}")
-        self._refill(now)
         ticket = Ticket(cost, now)
         self._place(ticket, now)
         return ticket
 
-    def _reschedule(self, now: float) -> list[Ticket]:
+    def _unqueue(self, now: float) -> list[Ticket]:
+        """Take the not-yet-admitted tickets out, rewinding the bucket to before them."""
         pending = self._pending
         while pending and pending[0].admit_at <= now:
             pending.popleft()
         queued = list(pending)
         pending.clear()
-        for ticket in queued:
-            self._level += ticket.cost.of(self.unit)
-        self._last_admit = now if queued else self._last_admit
+        if queued:
+            self._tat = queued[0].handle
+            self._last_admit = now
+        return queued
+
+    def _adjust(self, delta: float, now: float) -> None:
+        """Charge (delta > 0) or refund (delta < 0) units of already admitted tickets."""
+        tat = self._base(now)
+        if delta > 0:
+            self._tat = max(tat, now) + delta / self.rate
+        elif delta < 0 and tat > now:
+            self._tat = max(now, tat + delta / self.rate)
+
+    def _replace(self, queued: list[Ticket], now: float) -> list[Ticket]:
         moved = []
         for ticket in queued:
             before = ticket.admit_at
@@ -85,23 +102,22 @@ class TokenBucket:
         return moved
 
     def settle(self, ticket: Ticket, actual: Cost, now: float) -> Iterable[Ticket]:
-        self._refill(now)
-        self._level = min(
-            self.burst, self._level + ticket.cost.of(self.unit) - actual.of(self.unit)
-        )
+        queued = self._unqueue(now)
+        if ticket not in queued:  # a queued ticket is simply re-placed with its new cost
+            self._adjust(actual.of(self.unit) - ticket.cost.of(self.unit), now)
         ticket.cost = actual
-        return self._reschedule(now)
+        return self._replace(queued, now)
 
     def cancel(self, ticket: Ticket, now: float) -> Iterable[Ticket]:
-        self._refill(now)
-        with contextlib.suppress(ValueError):
-            self._pending.remove(ticket)
-        self._level = min(self.burst, self._level + ticket.cost.of(self.unit))
-        return self._reschedule(now)
+        queued = self._unqueue(now)
+        if ticket in queued:
+            queued.remove(ticket)
+        else:
+            self._adjust(-ticket.cost.of(self.unit), now)
+        return self._replace(queued, now)
 
     def pause_until(self, until: float, now: float) -> Iterable[Ticket]:
         if until <= self._paused_until:
             return []
         self._paused_until = until
-        self._refill(now)
-        return self._reschedule(now)
+        return self._replace(self._unqueue(now), now)

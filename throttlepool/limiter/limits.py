@@ -63,7 +63,10 @@ class Limit:
             raise ConfigError(f"unknown period {m['period']!r} in limit {text!r}")
         count = float(m["count"]) if m["count"] else 1.0
         amount = float(m["amount"].replace("_", "").replace(",", ""))
-        return cls(amount, period * count, unit)
+        try:
+            return cls(amount, period * count, unit)
+        except ConfigError as exc:  # "0/second", "5/0s": say which text was wrong
+            raise ConfigError(f"bad limit {text!r}: {exc}") from None
 
     def scaled(self, factor: float) -> Limit:
         """This limit times a safety factor (e.g. 0.8), never below one unit."""

@@ -108,8 +108,8 @@ class SlidingWindowLog:
         pending = self._pending
         while pending and pending[0].admit_at <= now:
             pending.popleft()
-        if not pending:
-            return []
+        # No early return when nothing is queued: a cancelled last reservation must not
+        # leave its admission time behind as the FIFO floor (_last_admit) for the next one.
         queued = list(pending)
         pending.clear()
         for ticket in reversed(queued):
