@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import requests
@@ -136,3 +140,31 @@ def test_stop_is_prompt_with_idle_keep_alive_and_hanging_requests() -> None:
     assert time.perf_counter() - t0 < 2.0
     assert not t.is_alive() and len(errors) == 1
     idle.close()
+
+
+def test_serve_prints_urls_and_stops_on_ctrl_c() -> None:
+    code = (
+        "from throttlepool.sim import SimConfig, serve; "
+        "serve(port=0, config=SimConfig(rpm=1, window=2.0))"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        url = first.rsplit(" ", 1)[-1].strip()
+        assert url.startswith("http://127.0.0.1:")
+        lines = [proc.stdout.readline() for _ in range(2)]
+        assert f"{url}/v1" in lines[0] and url in lines[1]
+        assert requests.post(url + "/echo", json={"prompt": "a"}, timeout=5).status_code == 200
+        assert requests.post(url + "/echo", json={"prompt": "a"}, timeout=5).status_code == 429
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
