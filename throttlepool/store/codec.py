@@ -75,9 +75,18 @@ def to_jsonable(value: Any, _depth: int = 0) -> Any:
     raise TypeError(f"a value of type {type(value).__qualname__} cannot be stored as JSON")
 
 
+def _default(obj: Any) -> Any:
+    # json.dumps calls this only for what it cannot encode itself, so plain values stay on
+    # its C fast path.
+    if isinstance(obj, Mapping):
+        return dict(obj)
+    return to_jsonable(obj)
+
+
 def encode_value(value: Any) -> str:
-    """Redacted JSON text of ``value``; raises TypeError when it cannot be encoded."""
-    text = json.dumps(to_jsonable(value), ensure_ascii=False, separators=(",", ":"))
+    """Redacted JSON text of ``value``; raises TypeError/ValueError when it cannot be encoded."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False,
+                      default=_default)
     if might_contain_secret(text):
         # Re-encode from the redacted structure so the JSON stays well-formed.
         text = json.dumps(redact_obj(json.loads(text)), ensure_ascii=False,
