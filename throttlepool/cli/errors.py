@@ -1,0 +1,61 @@
+"""The one place where library errors become CLI messages and exit codes."""
+
+from __future__ import annotations
+
+import sys
+from typing import NoReturn
+
+import click
+
+from ..errors import (
+    CheckpointMismatch,
+    ConfigError,
+    InputError,
+    MissingExtra,
+    StoreError,
+    ThrottlepoolError,
+)
+from ..store.redact import redact_text
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class CliError(ThrottlepoolError):
+    """A usage problem found by the CLI itself (exit code 2)."""
+
+
+def _label(exc: BaseException) -> str:
+    if isinstance(exc, InputError):
+        return "bad input"
+    if isinstance(exc, MissingExtra):
+        return "missing dependency"
+    if isinstance(exc, CheckpointMismatch):
+        return "checkpoint mismatch"
+    if isinstance(exc, StoreError):
+        return "checkpoint database"
+    if isinstance(exc, ConfigError | CliError):
+        return "configuration"
+    return "error"
+
+
+def message(exc: BaseException) -> str:
+    """``throttlepool: bad input: data.jsonl:3: malformed JSON ...`` with secrets redacted."""
+    return f"throttlepool: {_label(exc)}: {redact_text(str(exc))}"
+
+
+def fail(exc: BaseException) -> NoReturn:
+    """Print ``exc`` as one line on stderr and exit with its code."""
+    click.echo(message(exc), err=True)
+    sys.exit(exit_code(exc))
+
+
+def exit_code(exc: BaseException) -> int:
+    """2 for every usage, input, configuration and database error; 130 for Ctrl-C."""
+    if isinstance(exc, KeyboardInterrupt | click.exceptions.Abort):
+        return EXIT_INTERRUPTED
+    if isinstance(exc, click.ClickException):
+        return exc.exit_code
+    return EXIT_USAGE

@@ -1,0 +1,90 @@
+"""``--dry-run``: what would be sent, the token estimate, the minimum time the limits allow."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import click
+
+from ..adapters import Adapter
+from ..inputs import BadRecord, Records
+from ..limiter import Limit, build_limits
+from ..limiter.limits import TOKENS
+from .progress import duration
+from .providers import request_preview
+
+PREVIEW = 3
+
+
+def minimum_time(limits: Sequence[Limit], requests: float, tokens: float) -> tuple[float, str]:
+    """Seconds the limits need at least for this work, and which limit binds.
+
+    A sliding window admits ``amount`` units at once and then ``amount`` more per ``period``,
+    so ``n`` units need ``ceil(n / amount) - 1`` whole periods (call latency not counted).
+    """
+    best, binding = 0.0, ""
+    for lim in limits:
+        units = tokens if lim.unit == TOKENS else requests
+        seconds = max(0, math.ceil(units / lim.amount) - 1) * lim.period if units else 0.0
+        if seconds > best or not binding:
+            best, binding = max(best, seconds), str(lim)
+    return best, binding
+
+
+def _limit_text(limits: Iterable[Limit]) -> str:
+    parts = []
+    for lim in limits:
+        unit = "tokens" if lim.unit == TOKENS else "requests"
+        parts.append(f"{lim.amount:g} {unit}/{lim.period:g}s")
+    return ", ".join(parts) or "none"
+
+
+def dry_run(records: Records, adapter: Adapter[Any], *, rpm: float | None,
+            tpm: float | None, batch_size: int, verbose: bool) -> int:
+    """Print the plan for ``records`` on stdout; sends nothing. Returns the exit code 0."""
+    limits = build_limits(rpm=rpm, tpm=tpm)
+    shown = 0
+    count = bad = 0
+    tokens = 0.0
+    biggest = 0.0
+    previews: list[str] = []
+    for item in records:
+        count += 1
+        if isinstance(item, BadRecord):
+            bad += 1
+            previews.append(f"  [{count - 1}] bad record: {item.message}")
+            continue
+        cost = adapter.estimate(item)
+        tokens += cost.tokens
+        biggest = max(biggest, cost.tokens)
+        if verbose or shown < PREVIEW:
+            shown += 1
+            previews.append(f"  [{count - 1}] " + json.dumps(request_preview(adapter, item),
+                                                             ensure_ascii=False, default=repr))
+    sent = count - bad
+    echo = click.echo
+    echo(f"dry run: nothing was sent. {records.name} ({records.format}): {count} records"
+         + (f", {bad} bad (would fail as items)" if bad else ""))
+    echo(f"provider: {adapter.name}, batch size {batch_size}")
+    more = f" ({len(previews)} of {count} shown; -v shows all)" if len(previews) < count else ""
+    echo(f"requests{more}:")
+    for line in previews:
+        echo(line)
+    per = tokens / sent if sent else 0.0
+    echo(f"estimated tokens: {tokens:,.0f} ({per:,.1f} per request, largest {biggest:,.0f})")
+    echo(f"limits: {_limit_text(limits)}")
+    if limits:
+        seconds, binding = minimum_time(limits, float(sent), tokens)
+        echo(f"minimum time the limits allow: {duration(seconds)} (bound by {binding}; "
+             "call latency comes on top)")
+        for lim in limits:
+            if lim.unit == TOKENS and biggest > lim.amount:
+                echo(f"warning: a request needs {biggest:,.0f} tokens, more than the limit "
+                     f"{lim} admits; it would fail", err=True)
+    else:
+        echo("minimum time the limits allow: no limit set (bound by latency and "
+             f"{batch_size} calls in flight)")
+    return 0

@@ -1,0 +1,257 @@
+"""``throttlepool run``: parse flags, read the input, drive the runner, present the results."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import click
+
+from ..adapters import Adapter, CallResult
+from ..classify import ErrorKind, Verdict
+from ..config import Settings, load_settings
+from ..errors import ConfigError, InputError
+from ..hints import RateInfo
+from ..inputs import FORMATS, STDIN, BadRecord, InputSpec, Records
+from ..limiter import Cost
+from ..outcome import Outcome, Status
+from ..runner import ThreadedBatchRunner
+from ..store import SQLiteStore, Store
+from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+from .output import ResultWriter, row
+from .plan import dry_run
+from .progress import CliProgress, failure_name, summary
+from .providers import PROVIDER_NAMES, build_adapter, split_provider
+
+EXAMPLES = """\b
+Examples:
+  throttlepool run prompts.jsonl --model gpt-4o-mini --rpm 500 -o results.jsonl
+  throttlepool run papers.csv --column abstract --template 'Summarise: {abstract}' \\
+      --provider gemini --model gemini-2.0-flash --tpm 1000000 -o out.csv
+  cat questions.txt | throttlepool run - --provider http \\
+      --base-url http://127.0.0.1:8080/echo --extract result
+  throttlepool run prompts.jsonl --dry-run --rpm 60 --tpm 40000
+  throttlepool run items.jsonl --provider python:mypkg.calls:ask --batch-size 16
+
+\b
+Every option can also come from THROTTLEPOOL_<OPTION> (e.g. THROTTLEPOOL_BATCH_SIZE=8)
+or from [tool.throttlepool] in pyproject.toml / a throttlepool.toml; flags win over the
+environment, which wins over the file. Keys come from OPENAI_API_KEY, GEMINI_API_KEY or
+GOOGLE_API_KEY. Exit codes: 0 all ok, 1 some items failed, 2 usage or input error,
+130 interrupted (rerun the same command to resume from the checkpoint).
+"""
+
+
+class SkipBadRecords:
+    """Wraps an adapter so a :class:`BadRecord` item fails as that item, without a call."""
+
+    def __init__(self, inner: Adapter[Any]) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.enforces_timeout = getattr(inner, "enforces_timeout", False)
+
+    def identity(self) -> Mapping[str, Any]:
+        """The wrapped adapter's identity, so checkpoints match runs without the wrapper."""
+        return self.inner.identity()
+
+    def estimate(self, item: Any) -> Cost:
+        """Nothing for a bad record: it never reaches the API."""
+        return Cost(0.0, 0.0) if isinstance(item, BadRecord) else self.inner.estimate(item)
+
+    def call(self, item: Any, timeout: float | None) -> CallResult[Any]:
+        """Raise a bad record's InputError; call through otherwise."""
+        if isinstance(item, BadRecord):
+            raise item.error()
+        return self.inner.call(item, timeout)
+
+    def classify(self, exc: BaseException) -> Verdict:
+        """A bad record is permanent: never retried."""
+        if isinstance(exc, InputError):
+            return Verdict(ErrorKind.PERMANENT, None, "bad input record")
+        return self.inner.classify(exc)
+
+    def rate_info(self, exc: BaseException) -> RateInfo | None:
+        """Rate headers of the wrapped adapter's errors."""
+        return None if isinstance(exc, InputError) else self.inner.rate_info(exc)
+
+
+def default_run_name(path: str) -> str:
+    """The run name when none is given: the input's file name, so a rerun resumes."""
+    return "stdin" if path == STDIN else os.path.basename(path) or path
+
+
+def _interrupted(stream: Iterator[Any]) -> bool:
+    """Whether Ctrl-C stopped the streaming run (rather than the end of input or an error)."""
+    flag = getattr(stream, "interrupted", None)
+    if isinstance(flag, bool):
+        return flag
+    # The runner's stream iterator has no public flag yet: read its engine's.
+    driver = getattr(stream, "_driver", None)
+    engines = getattr(driver, "engine_box", None) or []
+    return bool(engines and getattr(engines[0], "interrupted", False))
+
+
+def _check_model(provider: str, model: str | None, records: Records) -> None:
+    if model or split_provider(provider)[0] != "openai":
+        return
+    first = next(iter(records), None)
+    if first is not None and not (isinstance(first, dict) and "model" in first):
+        raise ConfigError("the openai provider needs --model (or a \"model\" in each JSONL "
+                          "request body)")
+
+
+def _open_store(settings: Settings) -> Store | None:
+    db = settings["db"]
+    if not db:
+        return None
+    return SQLiteStore(db, timeout=settings["db_timeout"])
+
+
+def _resume_hint(argv: list[str], store: Store | None) -> str:
+    if store is None:
+        return "no checkpoint was kept (--no-db): running the command again starts over"
+    return "to resume, run the same command again: " + shlex.join(["throttlepool", *argv])
+
+
+def execute(settings: Settings, records: Records, adapter: Adapter[Any], *, verbose: int,
+            quiet: bool, argv: list[str]) -> int:
+    """Run ``records`` through ``adapter``; write rows in order; returns the exit code."""
+    total = len(records)
+    run_name = settings["run_name"] or default_run_name(records.spec.path)
+    mode = CliProgress.auto_mode(bool(settings["progress"]) and not quiet)
+    sink = CliProgress(mode, rpm=settings["rpm"], tpm=settings["tpm"], desc=run_name)
+    writer = ResultWriter(settings["output"])
+    failures: Counter[str] = Counter()
+    store = _open_store(settings)
+    if records.skip_bad:
+        adapter = SkipBadRecords(adapter)
+    try:
+        runner: ThreadedBatchRunner[Any] = ThreadedBatchRunner(
+            adapter, batch_size=settings["batch_size"], rpm=settings["rpm"],
+            tpm=settings["tpm"], retries=settings["retries"], timeout=settings["timeout"],
+            progress=sink, store=store, run_name=run_name)
+        with runner:
+            writer.open()
+            stream = runner.imap(records)
+            emitted = 0
+            for outcome in stream:
+                writer.write(row(outcome))
+                emitted += 1
+                name = failure_name(outcome)
+                if name is not None:
+                    failures[name] += 1
+                    if verbose:
+                        click.echo(f"item {outcome.index} failed: {row(outcome)['error']}",
+                                   err=True)
+            interrupted = _interrupted(stream)
+            # A stop (Ctrl-C, a fatal error) ends the stream early: the rest get rows too.
+            if emitted < total:
+                for index, item in enumerate(records):
+                    if index >= emitted:
+                        writer.write(row(Outcome(index, item, Status.NOT_ATTEMPTED)))
+            writer.commit()
+    except BaseException:
+        writer.discard()
+        raise
+    finally:
+        if store is not None:
+            store.close()
+    stats = sink.stats
+    if not quiet:
+        path = getattr(store, "path", None)
+        for line in summary(stats, failures, total=total, checkpoint=path, run_name=run_name,
+                            output=settings["output"]):
+            click.echo(line, err=True)
+    if interrupted:
+        click.echo(f"interrupted; {_resume_hint(argv, store)}", err=True)
+        return EXIT_INTERRUPTED
+    if emitted < total:
+        click.echo(f"the run stopped early after a fatal error; {total - emitted} items were "
+                   "not attempted", err=True)
+    return EXIT_OK if stats.done == total else EXIT_FAILED
+
+
+@click.command("run", epilog=EXAMPLES)
+@click.argument("input_path", metavar="INPUT")
+@click.option("-p", "--provider", metavar="NAME",
+              help=f"API to call: {', '.join(PROVIDER_NAMES)}. [default: openai]")
+@click.option("-m", "--model", help="Model name sent with every request.")
+@click.option("-b", "--batch-size", type=int, help="Calls in flight at most. [default: 5]")
+@click.option("--rpm", type=float, help="Requests per minute allowed (exact sliding window).")
+@click.option("--tpm", type=float, help="Tokens per minute allowed (prompt + max output).")
+@click.option("--retries", type=int, help="Retries per item after the first attempt. "
+              "[default: 3]")
+@click.option("--timeout", type=float, help="Seconds one call may take.")
+@click.option("--db", metavar="PATH", help="Checkpoint database; a rerun with the same run "
+              "name resumes from it. [default: throttlepool.db]")
+@click.option("--no-db", is_flag=True, help="Keep no checkpoint.")
+@click.option("--db-timeout", type=float, help="Seconds to wait for a locked checkpoint "
+              "database. [default: 10]")
+@click.option("--run-name", help="Name of the run in the checkpoint. [default: the input's "
+              "file name]")
+@click.option("-o", "--output", metavar="PATH", help="Results file, JSONL or CSV by its "
+              "extension, in input order. [default: stdout]")
+@click.option("--limit", type=int, metavar="N", help="Only the first N records.")
+@click.option("--dry-run", is_flag=True, help="Validate the input and print what would be "
+              "sent, the token estimate and the minimum time the limits allow; send nothing.")
+@click.option("--progress/--no-progress", default=None, help="Progress on stderr: a bar on a "
+              "terminal, periodic lines otherwise. [default: on]")
+@click.option("-v", "--verbose", count=True, help="Show settings and their sources, every "
+              "failed item, every request in a dry run.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress and no summary.")
+@click.option("--template", help="Prompt template filled from each record's fields, e.g. "
+              "'Title: {title}'. Text lines are {text}.")
+@click.option("--column", help="CSV column holding the prompt. [default: prompt, or the "
+              "only column]")
+@click.option("--field", help="JSONL field holding the prompt; records without it are full "
+              "request bodies. [default: prompt]")
+@click.option("--input-format", type=click.Choice(FORMATS), help="Input format. [default: by "
+              "extension; stdin is sniffed]")
+@click.option("--extract", help="What to keep of each reply: text, json, raw, or an "
+              "adapter's named field (http: result). [default: text; http/python: raw]")
+@click.option("--base-url", help="API base URL (e.g. the simulator's); for --provider http "
+              "the endpoint URL.")
+@click.option("--skip-bad-records/--stop-on-bad-records", default=None, help="Record a bad "
+              "input record as a failed item instead of stopping before any call. "
+              "[default: stop]")
+@click.option("--config", metavar="PATH", help="Config file to read instead of searching "
+              "for pyproject.toml / throttlepool.toml.")
+@click.pass_context
+def run_command(ctx: click.Context, input_path: str, dry_run: bool, verbose: int,
+                quiet: bool, no_db: bool, config: str | None, **flags: Any) -> int:
+    """Call an API once per input record, as fast as the rate limits allow.
+
+    INPUT is a JSONL file (prompts, records with a prompt field, or full request bodies), a
+    CSV file (one column, or a --template over its columns), a text file (one prompt a
+    line) or - for stdin. Results go to stdout or --output, in input order.
+    """
+    if no_db:
+        flags["db"] = ""
+    settings = load_settings(flags, config=config)
+    if verbose:
+        where = f" (config file {settings.file})" if settings.file else ""
+        click.echo(f"settings{where}:", err=True)
+        for line in settings.describe():
+            click.echo(f"  {line}", err=True)
+    spec = InputSpec(path=input_path, format=settings["input_format"],
+                     column=settings["column"], field=settings["field"],
+                     template=settings["template"], limit=settings["limit"])
+    with Records(spec, skip_bad=bool(settings["skip_bad_records"])) as records:
+        records.validate()
+        adapter = build_adapter(settings["provider"], model=settings["model"],
+                                base_url=settings["base_url"], extract=settings["extract"])
+        _check_model(settings["provider"], settings["model"], records)
+        if dry_run:
+            return dry_run_plan(records, adapter, settings, verbose)
+        argv: list[str] = (ctx.obj or {}).get("argv", [])
+        return execute(settings, records, adapter, verbose=verbose, quiet=quiet, argv=argv)
+
+
+def dry_run_plan(records: Records, adapter: Adapter[Any], settings: Settings,
+                 verbose: int) -> int:
+    """``--dry-run``: the plan on stdout."""
+    return dry_run(records, adapter, rpm=settings["rpm"], tpm=settings["tpm"],
+                   batch_size=settings["batch_size"], verbose=bool(verbose))

@@ -1,0 +1,214 @@
+"""Run settings from flags, then ``THROTTLEPOOL_*`` environment variables, then a config file.
+
+The file is the first ``throttlepool.toml`` (top-level keys, or a ``[tool.throttlepool]``
+table) or ``pyproject.toml`` with a ``[tool.throttlepool]`` table found in the current
+directory or its parents, or the file named by ``--config`` / ``THROTTLEPOOL_CONFIG``.
+Keys are the flag names with ``_`` or ``-``: ``batch_size = 8``, ``rpm = 500``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+ENV_PREFIX = "THROTTLEPOOL_"
+CONFIG_ENV = "THROTTLEPOOL_CONFIG"
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {value!r}")
+    return value
+
+
+def _positive_int(value: Any) -> int:
+    n = _int(value)
+    if n < 1:
+        raise ValueError(f"expected a positive integer, got {value!r}")
+    return n
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"expected an integer, got {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    raise ValueError(f"expected an integer, got {value!r}")
+
+
+def _non_negative_int(value: Any) -> int:
+    n = _int(value)
+    if n < 0:
+        raise ValueError(f"expected an integer >= 0, got {value!r}")
+    return n
+
+
+def _positive_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {value!r}")
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected a number, got {value!r}") from None
+    if not x > 0:
+        raise ValueError(f"expected a positive number, got {value!r}")
+    return x
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+#: Every setting a flag, variable or file may give, with its parser.
+PARSERS: dict[str, Callable[[Any], Any]] = {
+    "provider": _text,
+    "model": _text,
+    "batch_size": _positive_int,
+    "rpm": _positive_float,
+    "tpm": _positive_float,
+    "retries": _non_negative_int,
+    "timeout": _positive_float,
+    "db": _text,
+    "db_timeout": _positive_float,
+    "run_name": _text,
+    "output": _text,
+    "limit": _non_negative_int,
+    "template": _text,
+    "column": _text,
+    "field": _text,
+    "input_format": _text,
+    "extract": _text,
+    "base_url": _text,
+    "skip_bad_records": _bool,
+    "progress": _bool,
+}
+
+DEFAULTS: dict[str, Any] = {
+    "provider": "openai",
+    "batch_size": 5,
+    "retries": 3,
+    "db": "throttlepool.db",
+    "db_timeout": 10.0,
+    "field": "prompt",
+    "skip_bad_records": False,
+    "progress": True,
+}
+
+
+@dataclass
+class Settings:
+    """Resolved settings; ``sources`` says where each one came from (for ``-v``)."""
+
+    values: dict[str, Any]
+    sources: dict[str, str] = field(default_factory=dict)
+    file: Path | None = None
+
+    def __getitem__(self, name: str) -> Any:
+        return self.values.get(name)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """The value of ``name``, or ``default`` when it is unset."""
+        value = self.values.get(name)
+        return default if value is None else value
+
+    def describe(self) -> list[str]:
+        """``name = value  (source)`` lines, for ``-v``; values here never hold secrets."""
+        return [f"{k} = {self.values[k]!r}  ({self.sources.get(k, 'default')})"
+                for k in sorted(self.values) if self.values[k] is not None]
+
+
+def env_name(name: str) -> str:
+    """The environment variable of a setting: ``batch_size`` -> ``THROTTLEPOOL_BATCH_SIZE``."""
+    return ENV_PREFIX + name.upper()
+
+
+def find_config(start: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The nearest config file at or above ``start`` and its throttlepool table."""
+    for directory in (start, *start.parents):
+        for name in ("throttlepool.toml", "pyproject.toml"):
+            path = directory / name
+            if path.is_file():
+                table = read_config(path)
+                if table is not None:
+                    return path, table
+    return None
+
+
+def read_config(path: Path) -> dict[str, Any] | None:
+    """The throttlepool table of a TOML file (None for a pyproject.toml without one)."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    tool = data.get("tool")
+    if isinstance(tool, dict) and isinstance(tool.get("throttlepool"), dict):
+        return dict(tool["throttlepool"])
+    if path.name == "pyproject.toml":
+        return None
+    return {k: v for k, v in data.items() if k != "tool"}
+
+
+def _parse(name: str, value: Any, where: str) -> Any:
+    try:
+        return PARSERS[name](value)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def load_settings(
+    flags: Mapping[str, Any],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    config: str | os.PathLike[str] | None = None,
+) -> Settings:
+    """Merge ``flags`` (None = not given) over the environment over the config file."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = dict(DEFAULTS)
+    sources: dict[str, str] = {}
+    config = config or env.get(CONFIG_ENV) or None
+    found: tuple[Path, dict[str, Any]] | None
+    if config:
+        path = Path(config)
+        table = read_config(path)
+        found = (path, table or {})
+    else:
+        found = find_config(cwd or Path.cwd())
+    if found is not None:
+        path, table = found
+        for key, value in table.items():
+            name = key.replace("-", "_")
+            if name not in PARSERS:
+                raise ConfigError(f"config file {path}: unknown setting {key!r}; known: "
+                                  f"{', '.join(sorted(PARSERS))}")
+            values[name] = _parse(name, value, f"config file {path}, setting {key!r}")
+            sources[name] = f"config file {path}"
+    for name in PARSERS:
+        var = env_name(name)
+        if var in env:
+            values[name] = _parse(name, env[var], f"environment variable {var}")
+            sources[name] = f"environment variable {var}"
+    for name, value in flags.items():
+        if value is None:
+            continue
+        if name not in PARSERS:
+            raise ConfigError(f"unknown setting {name!r}")
+        values[name] = _parse(name, value, f"option --{name.replace('_', '-')}")
+        sources[name] = "command line"
+    return Settings(values, sources, found[0] if found else None)
