@@ -30,11 +30,12 @@ _CLOCK_STEP = 5.0
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS admissions (
     id INTEGER PRIMARY KEY,
+    bucket TEXT NOT NULL,
     ts REAL NOT NULL,
     requests REAL NOT NULL,
     tokens REAL NOT NULL
 );
-CREATE INDEX IF NOT EXISTS admissions_ts ON admissions (ts);
+CREATE INDEX IF NOT EXISTS admissions_ts ON admissions (bucket, ts);
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v REAL NOT NULL);
 """
 
@@ -46,14 +47,17 @@ def _column(unit: str) -> str:
 class SQLiteWindowBackend:
     """Shared exact sliding-window log over any limits, in an SQLite file (one host).
 
-    Every process that opens the same ``path`` with the same limits shares one budget.
+    Every process that opens the same ``path`` and ``name`` with the same limits shares one
+    budget; other names in the same file are independent budgets.
     Denied reservations come back *provisional*, with ``admit_at`` at the exact moment the
     windows (or a shared pause) allow them.
     """
 
     def __init__(self, path: str | os.PathLike[str], limits: Sequence[Limit],
-                 *, timeout: float = 30.0) -> None:
+                 name: str = "default", *, timeout: float = 30.0) -> None:
         self.path = os.fspath(path)
+        self.name = name
+        self._pause_key = f"pause:{name}"
         self.limits = list(limits)
         self._keep = max((lim.period for lim in self.limits), default=0.0)
         self._lock = threading.Lock()
@@ -87,8 +91,8 @@ class SQLiteWindowBackend:
     def _prune(self, db: sqlite3.Connection, now: float) -> None:
         row = db.execute("SELECT v FROM meta WHERE k = 'keep'").fetchone()
         keep = max(self._keep, float(row[0]) if row else 0.0)
-        db.execute("DELETE FROM admissions WHERE ts <= ? OR ts > ?",
-                   (now - keep, now + _CLOCK_STEP))
+        db.execute("DELETE FROM admissions WHERE bucket = ? AND (ts <= ? OR ts > ?)",
+                   (self.name, now - keep, now + _CLOCK_STEP))
 
     def _check(self, cost: Cost) -> None:
         for lim in self.limits:
@@ -99,7 +103,7 @@ class SQLiteWindowBackend:
     def _wait(self, db: sqlite3.Connection, now: float, cost: Cost) -> float:
         """Seconds until ``cost`` fits every window and the pause is over (0: now)."""
         worst = 0.0
-        row = db.execute("SELECT v FROM meta WHERE k = 'pause'").fetchone()
+        row = db.execute("SELECT v FROM meta WHERE k = ?", (self._pause_key,)).fetchone()
         if row is not None and row[0] > now:
             worst = float(row[0]) - now
         for lim in self.limits:
@@ -108,15 +112,15 @@ class SQLiteWindowBackend:
                 continue
             col = _column(lim.unit)
             horizon = now - lim.period
-            used = db.execute(f"SELECT coalesce(sum({col}), 0) FROM admissions WHERE ts > ?",
-                              (horizon,)).fetchone()[0]
+            used = db.execute(f"SELECT coalesce(sum({col}), 0) FROM admissions "
+                              "WHERE bucket = ? AND ts > ?", (self.name, horizon)).fetchone()[0]
             need = used + w - lim.amount
             if need <= _EPSILON:
                 continue
             freed = 0.0
             for ts, weight in db.execute(
-                    f"SELECT ts, {col} FROM admissions WHERE ts > ? AND {col} > 0 ORDER BY ts",
-                    (horizon,)):
+                    f"SELECT ts, {col} FROM admissions WHERE bucket = ? AND ts > ? AND {col} > 0 "
+                    "ORDER BY ts", (self.name, horizon)):
                 freed += weight
                 if freed >= need - _EPSILON:
                     worst = max(worst, ts + lim.period - now + 1e-6)
@@ -134,8 +138,8 @@ class SQLiteWindowBackend:
                 wait = self._wait(db, t, cost)
                 if wait > 0:
                     return Ticket(cost, now + wait, provisional=True)
-                cur = db.execute("INSERT INTO admissions (ts, requests, tokens) VALUES (?, ?, ?)",
-                                 (t, cost.requests, cost.tokens))
+                cur = db.execute("INSERT INTO admissions (bucket, ts, requests, tokens) "
+                                 "VALUES (?, ?, ?, ?)", (self.name, t, cost.requests, cost.tokens))
         except sqlite3.Error as exc:
             raise self._unavailable(exc) from exc
         ticket = Ticket(cost, now)
@@ -162,8 +166,8 @@ class SQLiteWindowBackend:
         try:
             with self._lock, self._transaction() as db:
                 target = time.time() + (until - now)
-                db.execute("INSERT INTO meta (k, v) VALUES ('pause', ?) ON CONFLICT (k) "
-                           "DO UPDATE SET v = max(v, excluded.v)", (target,))
+                db.execute("INSERT INTO meta (k, v) VALUES (?, ?) ON CONFLICT (k) "
+                           "DO UPDATE SET v = max(v, excluded.v)", (self._pause_key, target))
         except sqlite3.Error as exc:
             raise self._unavailable(exc) from exc
         return []
@@ -182,20 +186,21 @@ class SQLiteWindowBackend:
         now = time.time()
         with self._lock:
             return [(lim, float(self._db.execute(
-                f"SELECT coalesce(sum({_column(lim.unit)}), 0) FROM admissions WHERE ts > ?",
-                (now - lim.period,)).fetchone()[0])) for lim in self.limits]
+                f"SELECT coalesce(sum({_column(lim.unit)}), 0) FROM admissions "
+                "WHERE bucket = ? AND ts > ?", (self.name, now - lim.period)).fetchone()[0]))
+                for lim in self.limits]
 
     def reset(self) -> None:
         """Forget every reservation and pause (tests, benchmarks)."""
-        self._write("DELETE FROM admissions", ())
-        self._write("DELETE FROM meta WHERE k = 'pause'", ())
+        self._write("DELETE FROM admissions WHERE bucket = ?", (self.name,))
+        self._write("DELETE FROM meta WHERE k = ?", (self._pause_key,))
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
     def __repr__(self) -> str:
-        return f"SQLiteWindowBackend({self.path!r})"
+        return f"SQLiteWindowBackend({self.path!r}, name={self.name!r})"
 
 
 class _Txn:

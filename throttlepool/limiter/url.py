@@ -35,7 +35,7 @@ def limiter_from_url(
     """A :class:`RateLimiter` over the backend ``url`` selects, enforcing ``limits``.
 
     - ``memory://``: this process only (the exact in-memory sliding-window log);
-    - ``sqlite:///path``: processes on one host sharing the file at ``path``;
+    - ``sqlite:///path``: processes on one host sharing the file at ``path`` and ``name``;
     - ``redis://host:port/0``, ``rediss://…``, ``unix:///path/redis.sock``: every process
       and machine using the same server and ``name``.
     """
@@ -46,7 +46,8 @@ def limiter_from_url(
     if scheme == "sqlite":
         from .sqlite_shared import SQLiteWindowBackend
 
-        return RateLimiter(backend=SQLiteWindowBackend(sqlite_path(url), resolved), clock=clock)
+        backend = SQLiteWindowBackend(sqlite_path(url), resolved, name)
+        return RateLimiter(backend=backend, clock=clock)
     if scheme in ("redis", "rediss", "unix"):
         try:
             import redis  # noqa: F401
