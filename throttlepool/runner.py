@@ -87,8 +87,10 @@ class ThreadedBatchRunner(Generic[R]):
 
     ``batch_size`` calls at most are in flight. Limits come from ``rpm``/``tpm``/``rps`` or
     ``limits=["500/minute", "200000 tokens/minute"]`` (exact sliding windows), or a shared
-    ``limiter``. Failed attempts retry by ``retries``/``retry`` (full-jitter backoff; server
-    hints win and a 429 pauses all dispatch). Results keep input order.
+    ``limiter``. Each admission counts for ``margin`` seconds beyond its window, so jitter
+    between our decision and the server's clock cannot push a window over. Failed attempts
+    retry by ``retries``/``retry`` (full-jitter backoff; server hints win and a 429 pauses all
+    dispatch). Results keep input order.
     """
 
     def __init__(
@@ -101,6 +103,7 @@ class ThreadedBatchRunner(Generic[R]):
         rps: float | None = None,
         limits: Iterable[LimitSpec] | LimitSpec | None = None,
         safety: float = 1.0,
+        margin: float = 0.05,
         limiter: RateLimiter | None = None,
         retries: int | Retry | None = 3,
         retry: Retry | None = None,
@@ -133,7 +136,8 @@ class ThreadedBatchRunner(Generic[R]):
         if limiter is not None and (rpm or tpm or rps or limits):
             raise ConfigError("give either limiter= or rpm/tpm/rps/limits, not both")
         self.limiter = limiter or RateLimiter(
-            *build_limits(limits, rpm=rpm, tpm=tpm, rps=rps, safety=safety), clock=self.clock
+            *build_limits(limits, rpm=rpm, tpm=tpm, rps=rps, safety=safety), clock=self.clock,
+            margin=margin,
         )
         self.retry = retry or Retry.of(retries)
         self._classify = classifier or self.retry.classifier

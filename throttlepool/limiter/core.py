@@ -42,6 +42,9 @@ class RateLimiter:
             call()
         permit = limiter.acquire(Cost(tokens=1200))
         limiter.settle(permit, Cost(tokens=830))   # actual usage refunds the rest
+
+    ``margin`` (seconds) lengthens the time each admission counts: a server stamps a request
+    when it arrives, a little after we decide, and the margin covers that jitter.
     """
 
     def __init__(
@@ -51,13 +54,14 @@ class RateLimiter:
         tpm: float | None = None,
         rps: float | None = None,
         safety: float = 1.0,
+        margin: float = 0.0,
         backend: LimiterBackend | None = None,
         clock: Clock | None = None,
     ) -> None:
         if backend is not None and (limits or rpm or tpm or rps):
             raise TypeError("give either limits or a backend, not both")
         self.backend: LimiterBackend = backend or SlidingWindowLog(
-            build_limits(limits, rpm=rpm, tpm=tpm, rps=rps, safety=safety)
+            build_limits(limits, rpm=rpm, tpm=tpm, rps=rps, safety=safety), margin=margin
         )
         self.clock = clock or SYSTEM_CLOCK
         self._lock = threading.Lock()

@@ -12,7 +12,7 @@ import contextlib
 from collections import deque
 from collections.abc import Iterable, Sequence
 
-from ..errors import CostExceedsLimit
+from ..errors import ConfigError, CostExceedsLimit
 from .limits import Cost, Limit
 from .ticket import Ticket
 
@@ -21,12 +21,17 @@ _EPSILON = 1e-9
 
 
 class _Window:
-    """The log of one limit: admitted tickets in time order and their summed weight."""
+    """The log of one limit: admitted tickets in time order and their summed weight.
 
-    __slots__ = ("limit", "log", "used")
+    Each admission occupies ``period + margin``: the margin absorbs the jitter between our
+    decision and the moment the server stamps the request's arrival.
+    """
 
-    def __init__(self, limit: Limit) -> None:
+    __slots__ = ("limit", "log", "span", "used")
+
+    def __init__(self, limit: Limit, margin: float = 0.0) -> None:
         self.limit = limit
+        self.span = limit.period + margin
         self.log: deque[Ticket] = deque()
         self.used = 0.0
 
@@ -34,7 +39,7 @@ class _Window:
         return ticket.cost.of(self.limit.unit)
 
     def expire(self, now: float) -> None:
-        horizon = now - self.limit.period
+        horizon = now - self.span
         log = self.log
         while log and log[0].admit_at <= horizon:
             self.used -= self.weight(log.popleft())
@@ -50,16 +55,19 @@ class _Window:
         for entry in self.log:
             freed += self.weight(entry)
             if freed >= need - _EPSILON:
-                return max(start, entry.admit_at + self.limit.period)
+                return max(start, entry.admit_at + self.span)
         return start  # unreachable while w <= amount: freeing everything always suffices
 
 
 class SlidingWindowLog:
     """In-memory backend: exact sliding-window logs for any number of limits."""
 
-    def __init__(self, limits: Sequence[Limit]) -> None:
+    def __init__(self, limits: Sequence[Limit], margin: float = 0.0) -> None:
+        if margin < 0:
+            raise ConfigError(f"window margin must be >= 0, got {margin!r}")
         self.limits = list(limits)
-        self._windows = [_Window(lim) for lim in self.limits]
+        self.margin = margin
+        self._windows = [_Window(lim, margin) for lim in self.limits]
         self._pending: deque[Ticket] = deque()
         self._last_admit = float("-inf")
         self._paused_until = float("-inf")
@@ -134,7 +142,7 @@ class SlidingWindowLog:
         for win in self._windows:
             win.expire(now)
             old, new = win.weight(ticket), actual.of(win.limit.unit)
-            if old == new or ticket.admit_at <= now - win.limit.period:
+            if old == new or ticket.admit_at <= now - win.span:
                 continue  # unchanged, or already out of this window
             if old > 0:
                 win.used += new - old
