@@ -37,6 +37,7 @@ _API_OF = {"chat": OPENAI, "embeddings": OPENAI, "echo": ECHO}
 _FAULT_ORDER = ("500", "503", "reset", "hang")
 _PRE_FAULTS = frozenset({"400", "401", "quota"})
 _POST_FAULTS = frozenset({"500", "503", "reset", "hang"})
+_JSON = json.JSONEncoder(separators=(",", ":"))  # built once: json.dumps(**kw) builds one per call
 _SCRIPT_FIELDS = frozenset({"status", "headers", "body", "delay", "reset"})
 
 
@@ -58,7 +59,7 @@ def _encode(status: int, headers: dict[str, str], body: Any) -> Plan:
         raw = body.encode() if isinstance(body, str) else body
         ctype = "text/html; charset=utf-8" if raw.lstrip().startswith(b"<") else "text/plain"
     else:
-        raw = json.dumps(body, separators=(",", ":")).encode()
+        raw = _JSON.encode(body).encode()
         ctype = "application/json"
     hdrs = {"content-type": ctype}
     hdrs.update(headers)
