@@ -1,0 +1,162 @@
+"""In-memory figures, no server: no-op items per second, and peak RSS for 1,000,000 items."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def noop(x: Any) -> Any:
+    return x
+
+
+@dataclass
+class Throughput:
+    """Items per second of one way of running no-op calls; median (and all) of R repeats."""
+
+    name: str
+    batch_size: int
+    n: int
+    rates: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.rates) if self.rates else 0.0
+
+
+def _time(fn: Callable[[], int], n: int) -> float:
+    t0 = time.perf_counter()
+    got = fn()
+    elapsed = time.perf_counter() - t0
+    if got != n:
+        raise AssertionError(f"expected {n} results, got {got}")
+    return n / elapsed
+
+
+def _pool_map(n: int, batch_size: int) -> Callable[[], int]:
+    def go() -> int:
+        with ThreadPoolExecutor(max_workers=batch_size) as pool:
+            return sum(1 for _ in pool.map(noop, range(n)))
+    return go
+
+
+def _runner_run(n: int, batch_size: int) -> Callable[[], int]:
+    from throttlepool import ThreadedBatchRunner
+
+    def go() -> int:
+        with ThreadedBatchRunner(noop, batch_size=batch_size, progress=False) as runner:
+            result = runner.run(range(n))
+        assert result.all_succeeded
+        return len(result)
+    return go
+
+
+def _runner_imap(n: int, batch_size: int) -> Callable[[], int]:
+    from throttlepool import ThreadedBatchRunner
+
+    def go() -> int:
+        with ThreadedBatchRunner(noop, batch_size=batch_size, progress=False) as runner:
+            return sum(1 for _ in runner.imap(range(n)))
+    return go
+
+
+def _runner_limited(n: int, batch_size: int) -> Callable[[], int]:
+    """With a limit configured that never binds: the limiter's bookkeeping on every call."""
+    from throttlepool import ThreadedBatchRunner
+
+    def go() -> int:
+        with ThreadedBatchRunner(noop, batch_size=batch_size, progress=False,
+                                 limits=[f"{10 * n}/minute"]) as runner:
+            result = runner.run(range(n))
+        assert result.all_succeeded
+        return len(result)
+    return go
+
+
+WAYS: dict[str, Callable[[int, int], Callable[[], int]]] = {
+    "ThreadPoolExecutor.map": _pool_map,
+    "throttlepool run()": _runner_run,
+    "throttlepool imap()": _runner_imap,
+    "throttlepool run(), limit set": _runner_limited,
+}
+
+
+def measure_overhead(n: int, repeats: int, batch_sizes: tuple[int, ...] = (8, 64),
+                     log: Callable[[str], None] = print) -> list[Throughput]:
+    """Interleaved repeats (A B C D, A B C D, ...) so drift hits every way alike."""
+    out = [Throughput(name, bs, n) for bs in batch_sizes for name in WAYS]
+    for t in out:  # warm-up: imports, thread start-up, first-run allocations
+        _time(WAYS[t.name](min(n, 2000), t.batch_size), min(n, 2000))
+    for _ in range(repeats):
+        for t in out:
+            t.rates.append(_time(WAYS[t.name](n, t.batch_size), n))
+    for t in out:
+        log(f"  overhead  {t.name:<32} batch_size {t.batch_size:3d}  "
+            f"median {t.median:10,.0f} items/s  (runs: "
+            + ", ".join(f"{r:,.0f}" for r in t.rates) + ")")
+    return out
+
+
+_SCALE_CHILD = r"""
+import json, resource, sys, time
+import psutil
+from throttlepool import ThreadedBatchRunner
+n, batch_size = int(sys.argv[1]), int(sys.argv[2])
+def noop(x):
+    return x
+def produce(n):  # lazily produced: never a list of n items
+    for i in range(n):
+        yield i
+proc = psutil.Process()
+runner = ThreadedBatchRunner(noop, batch_size=batch_size, progress=False)
+base = proc.memory_info().rss
+t0 = time.perf_counter()
+count = ok = 0
+for outcome in runner.imap(produce(n)):
+    if outcome.value == count:
+        ok += 1
+    count += 1
+elapsed = time.perf_counter() - t0
+runner.close()
+peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+print(json.dumps({"n": n, "count": count, "in_order": ok, "seconds": elapsed,
+                  "peak_rss_mb": peak_kb / 1024, "rss_before_mb": base / 2**20,
+                  "rss_after_mb": proc.memory_info().rss / 2**20}))
+"""
+
+
+@dataclass
+class Scale:
+    n: int
+    batch_size: int
+    count: int
+    in_order: int
+    seconds: float
+    peak_rss_mb: float
+    rss_before_mb: float
+    rss_after_mb: float
+
+    @property
+    def rate(self) -> float:
+        return self.count / self.seconds if self.seconds else 0.0
+
+
+def measure_scale(n: int, batch_size: int = 8, log: Callable[[str], None] = print) -> Scale:
+    """Stream ``n`` lazily produced no-op items through ``imap`` in a fresh interpreter."""
+    proc = subprocess.run([sys.executable, "-c", _SCALE_CHILD, str(n), str(batch_size)],
+                          capture_output=True, text=True, check=True, timeout=900)
+    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    s = Scale(n=data["n"], batch_size=batch_size, count=data["count"],
+              in_order=data["in_order"], seconds=data["seconds"],
+              peak_rss_mb=data["peak_rss_mb"], rss_before_mb=data["rss_before_mb"],
+              rss_after_mb=data["rss_after_mb"])
+    log(f"  scale     {s.count:,} items via imap  {s.seconds:.1f}s ({s.rate:,.0f}/s)  "
+        f"peak RSS {s.peak_rss_mb:.1f} MB (after imports {s.rss_before_mb:.1f} MB)")
+    return s

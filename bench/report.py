@@ -1,0 +1,286 @@
+"""docs/benchmarks.md and the completions-over-time plot, from the measured records."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .overhead import Scale, Throughput
+from .workloads import RunRecord, Workload
+
+PACKAGES = ("throttlepool", "openai", "httpx", "pyrate-limiter", "aiometer", "langchain-core",
+            "tqdm", "matplotlib", "psutil")
+
+
+def machine() -> dict[str, Any]:
+    """Cores, CPU, Python, OS and the versions of every package involved."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {}
+    for pkg in PACKAGES:
+        try:
+            versions[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            versions[pkg] = "not installed"
+    return {"cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
+            "os": f"{platform.system()} {platform.release()}", "versions": versions}
+
+
+@dataclass
+class Report:
+    command: str
+    quick: bool
+    machine: dict[str, Any]
+    load_before: tuple[float, float, float]
+    load_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    workloads: list[Workload] = field(default_factory=list)
+    records: list[RunRecord] = field(default_factory=list)
+    overhead: list[Throughput] = field(default_factory=list)
+    overhead_repeats: int = 0
+    scale: Scale | None = None
+    extra: dict[str, str] = field(default_factory=dict)  # section title -> preformatted text
+    total_seconds: float = 0.0
+
+
+def _fmt_eff(rec: RunRecord) -> str:
+    return f"{rec.efficiency:.3f}" if rec.status == "ok" else "-"
+
+
+def workload_table(wl: Workload, recs: Sequence[RunRecord]) -> list[str]:
+    limit = wl.per_window()
+    shown_limit = "none" if wl.rpm is not None and limit and limit >= 10**6 else str(limit)
+    lines = [
+        f"### {wl.title} (`{wl.name}`)",
+        "",
+        f"{wl.n} items, batch_size / concurrency {wl.concurrency}, latency {wl.latency:g} s, "
+        f"window {wl.window:g} s, binding limit per window: {shown_limit}"
+        + (f" (tpm {wl.tpm} per window)" if wl.tpm else "")
+        + ("; **the client is not told the limit**" if not wl.client_knows else "")
+        + (f"; client timeout {wl.timeout:g} s, faults {wl.fail_rate}" if wl.fail_rate else "")
+        + ".",
+        "",
+        f"Ideal: {wl.ideal_note}.",
+        "",
+        "| contender | wall s | ideal s | efficiency | requests | 429s | items failed "
+        "| max admitted in a window | server peak concurrency |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in recs:
+        if r.status != "ok":
+            lines.append(f"| {r.contender} | {r.status} | | | | | | | |")
+            continue
+        window = str(r.max_in_window)
+        if wl.tpm:
+            window += f" req / {r.max_tokens_in_window} tok"
+        lines.append(
+            f"| {r.contender} | {r.wall:.2f} | {r.ideal:.2f} | {_fmt_eff(r)} | {r.requests} "
+            f"| {r.rate_limited} | {r.failed} | {window} | {r.peak_concurrency} |")
+    return [*lines, ""]
+
+
+def _rec(report: Report, workload: str, contender: str = "throttlepool") -> RunRecord | None:
+    for r in report.records:
+        if r.workload == workload and r.contender == contender and r.status == "ok":
+            return r
+    return None
+
+
+def targets(report: Report) -> list[str]:
+    """Each PRODUCT.md target, the figure measured for it, met or missed."""
+    rows: list[tuple[str, str, bool | None]] = []
+
+    def add(target: str, rec: RunRecord | None, ok: Any, measured: str) -> None:
+        rows.append((target, measured if rec is not None else "not run", ok))
+
+    r = _rec(report, "rate-known")
+    add("rate-bound, limit known: efficiency >= 0.98, zero 429s", r,
+        r is not None and r.efficiency >= 0.98 and r.rate_limited == 0,
+        f"{r.efficiency:.3f}, {r.rate_limited} 429s" if r else "")
+    r = _rec(report, "rate-unknown")
+    add("rate-bound, limit unknown: efficiency >= 0.95, 429s < 2% of items", r,
+        r is not None and r.efficiency >= 0.95 and r.rate_limited < 0.02 * r.items,
+        f"{r.efficiency:.3f}, {r.rate_limited} 429s = {100 * r.rate_limited / r.items:.1f}% "
+        f"of {r.items} items" if r else "")
+    r = _rec(report, "latency")
+    add("latency-bound: efficiency >= 0.97", r, r is not None and r.efficiency >= 0.97,
+        f"{r.efficiency:.3f}" if r else "")
+    r = _rec(report, "token")
+    add("token-bound, reservations 2x usage: efficiency >= 0.95", r,
+        r is not None and r.efficiency >= 0.95,
+        f"{r.efficiency:.3f}, {r.rate_limited} 429s" if r else "")
+    r = _rec(report, "faulty")
+    add("faulty: every item completes with the correct result", r,
+        r is not None and r.failed == 0, f"{r.correct}/{r.items} correct" if r else "")
+    runs = [t for t in report.overhead if t.name == "throttlepool run()"]
+    for t in runs:
+        rows.append((f"no-op overhead >= 30,000 items/s (run(), batch_size {t.batch_size})",
+                     f"{t.median:,.0f} items/s (median of {len(t.rates)})", t.median >= 30_000))
+    if not runs:
+        rows.append(("no-op overhead >= 30,000 items/s", "not run", None))
+    s = report.scale
+    rows.append(("1,000,000 items via imap under 150 MB peak RSS",
+                 f"{s.peak_rss_mb:.1f} MB for {s.count:,} items" if s else "not run",
+                 None if s is None else (s.peak_rss_mb < 150 and s.count == 1_000_000)))
+    lines = ["| target | measured (throttlepool) | met? |", "|---|---|---|"]
+    for target, measured, ok in rows:
+        verdict = "n/a" if ok is None or measured == "not run" else ("yes" if ok else "**no**")
+        lines.append(f"| {target} | {measured} | {verdict} |")
+    return [*lines, ""]
+
+
+def plot(report: Report, path: Path) -> bool:
+    """Completions over time on the rate-bound workloads, one line per contender."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [n for n in ("rate-known", "rate-unknown") if any(
+        r.workload == n and r.status == "ok" for r in report.records)]
+    if not names:
+        return False
+    fig, axes = plt.subplots(1, len(names), figsize=(7 * len(names), 5), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        wl = next(w for w in report.workloads if w.name == name)
+        from .workloads import ideal_schedule
+
+        ideal = ideal_schedule(wl)
+        ax.step(ideal, range(1, len(ideal) + 1), where="post", color="black",
+                linestyle="--", label="ideal")
+        for r in report.records:
+            if r.workload == name and r.status == "ok":
+                ax.step(r.stamps, range(1, len(r.stamps) + 1), where="post",
+                        label=f"{r.contender} ({r.efficiency:.2f})")
+        ax.set_title(f"{wl.title}: {wl.per_window()} per {wl.window:g} s, {wl.n} items")
+        ax.set_xlabel("seconds since start")
+        ax.set_ylabel("items completed")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def render(report: Report, plot_name: str | None) -> str:
+    m = report.machine
+    lines = [
+        "# Benchmarks",
+        "",
+        "Generated by `bench/` from one real run; every figure below was measured in that run.",
+        "",
+        "Command:",
+        "",
+        "```",
+        report.command,
+        "```",
+        "",
+        f"Mode: {'quick' if report.quick else 'full'}; total {report.total_seconds:.0f} s.",
+        "",
+        "## Machine",
+        "",
+        f"- {m['cores']} cores, {m['cpu']}, {m['os']}, Python {m['python']}",
+        "- load average (1/5/15 min) before: "
+        + "/".join(f"{x:.2f}" for x in report.load_before)
+        + ", after: " + "/".join(f"{x:.2f}" for x in report.load_after)
+        + " (the machine is shared with other work; a load above the core count inflates "
+        "wall times and lowers every efficiency)",
+        "- " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
+        "",
+        "## Targets (PRODUCT.md)",
+        "",
+        *targets(report),
+        "## How it is measured",
+        "",
+        "- The server is `throttlepool.sim` (exact sliding windows, OpenAI headers and 429s) "
+        "in its own process on 127.0.0.1, so it does not share the client's GIL. It is "
+        "reset (`/__reset`: windows, stats, fault generator reseeded) before each contender; "
+        "latency has no jitter so the ideal is exact.",
+        "- Every contender wraps the same call, "
+        "`client.chat.completions.create(model=..., messages=[...], max_tokens=...)`, on a "
+        "fresh `openai.OpenAI` client with the SDK's defaults (2 retries honouring "
+        "`retry-after`) and the workload's timeout; throttlepool gets the same client through "
+        "`OpenAIAdapter`, which turns the SDK's retries off and retries itself (`retries=5`).",
+        "- Same items, same concurrency (`max_workers` / `max_at_once` / `max_concurrency` / "
+        "`batch_size`) for all. Before the first timed run every contender makes two "
+        "untimed calls (imports, SDK lazy models), so none pays a cold start alone.",
+        "- Limits are configured as each peer documents: pyrate-limiter "
+        "`Limiter(Rate(L, Duration.SECOND * W))` and blocking `try_acquire` (token limits "
+        "with `weight=` the reservation); aiometer `max_per_second=L/W`; langchain-core "
+        "`InMemoryRateLimiter(requests_per_second=L/W, check_every_n_seconds=0.1)` with its "
+        "default `max_bucket_size=1`; a token limit becomes requests per second for the "
+        "last two (they only count requests). ThreadPoolExecutor, `thread_map` and the "
+        "sequential loop have no limiter: they rely on the SDK's retries. With the limit "
+        "unknown, the peers that need a rate cannot be configured and are shown as such.",
+        "- `asyncio.to_thread` uses the loop's default executor, capped at "
+        "`min(32, cores + 4)` threads (6 here); the aiometer contender installs a default "
+        "executor of `batch_size` threads so it gets the same concurrency as the others.",
+        "- Items failed = items whose final result is not exactly `echo: <prompt>`. "
+        "Max admitted in a window = the simulator's exact maximum over every window of its "
+        "admission log. Efficiency = ideal / wall.",
+        "",
+        "## Server workloads",
+        "",
+    ]
+    for wl in report.workloads:
+        recs = [r for r in report.records if r.workload == wl.name]
+        if recs:
+            lines += workload_table(wl, recs)
+    if plot_name:
+        lines += [f"![completions over time, rate-bound]({plot_name})", "",
+                  "Completions over time on the rate-bound workloads; dashed: the ideal "
+                  "schedule.", ""]
+    lines += ["## Overhead (in memory, no server)", ""]
+    if report.overhead:
+        n = report.overhead[0].n
+        lines += [
+            f"No-op calls (`lambda x: x`), {n:,} items per run, median of "
+            f"{report.overhead_repeats} interleaved runs (all runs listed).",
+            "",
+            "| way | batch_size | median items/s | runs |",
+            "|---|---:|---:|---|",
+        ]
+        for t in report.overhead:
+            lines.append(f"| {t.name} | {t.batch_size} | {t.median:,.0f} | "
+                         + ", ".join(f"{r:,.0f}" for r in t.rates) + " |")
+        lines.append("")
+    else:
+        lines += ["Not run.", ""]
+    lines += ["## Scale (1,000,000 lazily produced items)", ""]
+    s = report.scale
+    if s is not None:
+        lines += [
+            f"A fresh interpreter streams a generator of {s.n:,} no-op items through "
+            f"`ThreadedBatchRunner(noop, batch_size={s.batch_size}).imap(...)`; peak RSS is "
+            "`resource.getrusage(RUSAGE_SELF).ru_maxrss` of that process (interpreter and "
+            "imports included).",
+            "",
+            "| items | in order | seconds | items/s | RSS after imports MB | peak RSS MB |",
+            "|---:|---:|---:|---:|---:|---:|",
+            f"| {s.count:,} | {s.in_order:,} | {s.seconds:.1f} | {s.rate:,.0f} | "
+            f"{s.rss_before_mb:.1f} | {s.peak_rss_mb:.1f} |",
+            "",
+        ]
+    else:
+        lines += ["Not run.", ""]
+    for title, text in report.extra.items():
+        lines += [f"## {title}", "", text.rstrip(), ""]
+    return "\n".join(lines)
+
+
+def write(report: Report, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    png = out.parent / "benchmarks-rate-bound.png"
+    has_plot = plot(report, png)
+    out.write_text(render(report, png.name if has_plot else None))

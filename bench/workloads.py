@@ -1,0 +1,244 @@
+"""The server-backed workloads, their ideal times, and one measured run of one contender."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from throttlepool.sim import SimConfig
+
+from .peers import CONTENDERS, Ctx, Known, NotConfigurable
+from .simproc import RemoteSim
+
+REPLY_PREFIX = "echo: "
+NO_LIMIT_RPM = 1_000_000  # a limit that exists (and is configured) but never binds
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One server setting, item set and client knowledge; run by every contender."""
+
+    name: str
+    title: str
+    n: int
+    concurrency: int
+    latency: float
+    window: float
+    rpm: int | None = None  # server's request limit per window
+    tpm: int | None = None  # server's token limit per window
+    client_knows: bool = True
+    prompt_chars: int = 40
+    max_tokens: int = 64
+    timeout: float = 10.0
+    fail_rate: dict[str, float] = field(default_factory=dict)
+    hang_seconds: float = 30.0
+    ideal_note: str = ""
+
+    def items(self) -> list[str]:
+        """Distinct prompts of exactly ``prompt_chars`` characters."""
+        out = []
+        for i in range(self.n):
+            head = f"item {i:06d} "
+            out.append((head + "lorem ipsum " * 20)[: self.prompt_chars])
+        return out
+
+    def charge(self) -> int:
+        """Tokens the simulator charges one request at admission: prompt // 4 + max_tokens."""
+        return self.prompt_chars // 4 + self.max_tokens
+
+    def usage(self) -> int:
+        """Tokens one request actually uses (the simulator's usage.total_tokens)."""
+        completion = min(self.max_tokens, max(1, (len(REPLY_PREFIX) + self.prompt_chars) // 4))
+        return max(1, self.prompt_chars // 4) + completion
+
+    def per_window(self) -> int | None:
+        """Requests the server admits per window (the binding one of rpm and tpm)."""
+        caps = []
+        if self.rpm is not None:
+            caps.append(self.rpm)
+        if self.tpm is not None:
+            caps.append(self.tpm // self.charge())
+        return min(caps) if caps else None
+
+    def known(self) -> Known | None:
+        if not self.client_knows:
+            return None
+        return Known(self.window, self.rpm, self.tpm, self.charge())
+
+    def sim_config(self, seed: int = 0) -> SimConfig:
+        return SimConfig(rpm=self.rpm, tpm=self.tpm, window=self.window, latency=self.latency,
+                         jitter=0.0, fail_rate=dict(self.fail_rate),
+                         hang_seconds=self.hang_seconds, seed=seed)
+
+    def ideal(self) -> float:
+        """The fastest the server allows: see :func:`ideal_time`."""
+        return ideal_time(self.n, self.concurrency, self.latency, self.per_window(), self.window)
+
+
+def admission_times(n: int, concurrency: int, latency: float, per_window: int | None,
+                    window: float) -> list[float]:
+    """Earliest admission times of ``n`` calls of fixed ``latency``, ``concurrency`` in flight
+    at once, at most ``per_window`` admissions in any half-open window of ``window`` seconds.
+
+    ``t_i = max(t_{i-1}, t_{i-C} + latency, t_{i-L} + window)`` with ``t_0 = 0``: the first
+    window admits ``L`` at once (``C`` at a time), then ``L`` more each time the window slides
+    past earlier admissions.
+    """
+    t: list[float] = []
+    for i in range(n):
+        a = t[-1] if t else 0.0
+        if i >= concurrency:
+            a = max(a, t[i - concurrency] + latency)
+        if per_window is not None and i >= per_window:
+            a = max(a, t[i - per_window] + window)
+        t.append(a)
+    return t
+
+
+def ideal_time(n: int, concurrency: int, latency: float, per_window: int | None,
+               window: float) -> float:
+    """The last ideal admission plus the latency; ``ceil(n / C) * latency`` when no limit
+    binds."""
+    t = admission_times(n, concurrency, latency, per_window, window)
+    return (t[-1] if t else 0.0) + latency
+
+
+def ideal_schedule(wl: Workload) -> list[float]:
+    """Ideal completion times of the workload's items (for the plot)."""
+    t = admission_times(wl.n, wl.concurrency, wl.latency, wl.per_window(), wl.window)
+    return [x + wl.latency for x in t]
+
+
+def workloads(quick: bool) -> list[Workload]:
+    """The five server workloads, sized for ``--quick`` (< 3 min total) or the full run."""
+    lat = 0.1 if quick else 0.2
+    c = 16
+    n_lat = 64 if quick else 256
+    w = 1.5 if quick else 6.0
+    lim = 20 if quick else 60
+    n_rate = 3 * lim
+    latency_note = (f"no limit binds (server limit {NO_LIMIT_RPM:,} per window, told to the "
+                    f"client): ideal = ceil(items / batch_size) x latency")
+    rate_note = ("ideal from the limit L per window W, concurrency C and latency d: the first "
+                 "window admits L at once (C at a time), then L more each time the window "
+                 "slides; t_i = max(t_{i-1}, t_{i-C} + d, t_{i-L} + W), ideal = t_last + d")
+    # Token-bound: the reply is "echo: " + 58 chars = 16 tokens; max_tokens is twice that.
+    tok_prompt, tok_max = 58, 32
+    tok_charge = tok_prompt // 4 + tok_max
+    return [
+        Workload("latency", "Latency-bound", n_lat, c, lat, 60.0, rpm=NO_LIMIT_RPM,
+                 ideal_note=latency_note),
+        Workload("rate-known", "Rate-bound, limit known", n_rate, c, lat, w, rpm=lim,
+                 ideal_note=rate_note),
+        Workload("rate-unknown", "Rate-bound, limit unknown to the client", n_rate, c, lat, w,
+                 rpm=lim, client_knows=False, ideal_note=rate_note),
+        Workload("token", "Token-bound, reservations 2x usage", n_rate, c, lat, w,
+                 tpm=lim * tok_charge, prompt_chars=tok_prompt, max_tokens=tok_max,
+                 ideal_note=(f"the simulator charges prompt//4 + max_tokens = {tok_charge} "
+                             f"tokens per request at admission (as OpenAI does), so the TPM "
+                             f"admits L = TPM // {tok_charge} = {lim} requests per window; "
+                             "then as rate-bound")),
+        Workload("faulty", "Faulty (5% 500, 2% reset, 1% hang)", n_lat, c, lat, 60.0,
+                 rpm=NO_LIMIT_RPM, timeout=1.0, hang_seconds=3.0,
+                 fail_rate={"500": 0.05, "reset": 0.02, "hang": 0.01},
+                 ideal_note=("fault-free latency-bound ideal, ceil(items / batch_size) x "
+                             "latency; hangs last 3 s against a 1 s client timeout")),
+    ]
+
+
+@dataclass
+class RunRecord:
+    """Figures of one contender on one workload."""
+
+    workload: str
+    contender: str
+    status: str = "ok"  # "ok", "n/a: <reason>" or "error: <reason>"
+    wall: float = 0.0
+    ideal: float = 0.0
+    items: int = 0
+    correct: int = 0
+    failed: int = 0
+    requests: int = 0
+    rate_limited: int = 0
+    max_in_window: int = 0
+    max_tokens_in_window: int = 0
+    limit_per_window: int | None = None
+    peak_concurrency: int = 0
+    stamps: list[float] = field(default_factory=list)  # completion times since start
+
+    @property
+    def efficiency(self) -> float:
+        return self.ideal / self.wall if self.wall > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["efficiency"] = self.efficiency
+        return d
+
+
+def _drain(sim: RemoteSim, limit: float) -> None:
+    """Wait (up to ``limit`` s) for requests still held by the server (hangs) to finish."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline and sim.stats().get("in_flight", 0):
+        time.sleep(0.1)
+
+
+def run_contender(sim: RemoteSim, wl: Workload, name: str, items: list[str]) -> RunRecord:
+    """Reset the simulator, run one contender over the items, read its figures."""
+    rec = RunRecord(wl.name, name, ideal=wl.ideal(), items=len(items),
+                    limit_per_window=wl.per_window() if wl.rpm != NO_LIMIT_RPM else None)
+    _drain(sim, wl.hang_seconds + 1.0)
+    sim.reset()
+    ctx = Ctx(sim.openai_base_url, items, wl.concurrency, wl.max_tokens, wl.timeout, wl.known())
+    ctx.t0 = time.perf_counter()
+    try:
+        results = CONTENDERS[name](ctx)
+    except NotConfigurable as exc:
+        rec.status = f"n/a: {exc}"
+        return rec
+    rec.wall = time.perf_counter() - ctx.t0
+    stats = sim.stats()
+    expected = [REPLY_PREFIX + x for x in items]
+    rec.correct = sum(1 for r, e in zip(results, expected, strict=True) if r == e)
+    rec.failed = len(items) - rec.correct
+    rec.requests = int(stats["requests"])
+    rec.rate_limited = int(stats["rate_limited"])
+    rec.max_in_window = int(stats["max_requests_in_window"])
+    rec.max_tokens_in_window = int(stats["max_tokens_in_window"])
+    rec.peak_concurrency = int(stats["peak_concurrency"])
+    rec.stamps = sorted(s - ctx.t0 for s in ctx.stamps)
+    return rec
+
+
+def warm_up(sim: RemoteSim, wl: Workload, contenders: list[str]) -> None:
+    """Two calls through every contender first: imports, SDK lazy models and pydantic
+    validators are built before anything is timed, so no contender pays them alone."""
+    sim.configure(rpm=None, tpm=None, fail_rate={})
+    try:
+        for name in contenders:
+            ctx = Ctx(sim.openai_base_url, ["warm up a", "warm up b"], 2, 16, 10.0,
+                      Known(1.0, requests=1000))
+            CONTENDERS[name](ctx)
+    finally:  # the workload's own limits and faults again
+        sim.configure(rpm=wl.rpm, tpm=wl.tpm, fail_rate=dict(wl.fail_rate))
+
+
+def run_workload(wl: Workload, contenders: list[str], log: Any = print) -> list[RunRecord]:
+    """Start a simulator for the workload and run every contender against it in turn."""
+    records = []
+    items = wl.items()
+    with RemoteSim(wl.sim_config()) as sim:
+        warm_up(sim, wl, contenders)
+        for name in contenders:
+            rec = run_contender(sim, wl, name, items)
+            records.append(rec)
+            if rec.status == "ok":
+                log(f"  {wl.name:<13} {name:<25} wall {rec.wall:7.2f}s  ideal {rec.ideal:6.2f}s"
+                    f"  eff {rec.efficiency:5.3f}  req {rec.requests:5d}  429 "
+                    f"{rec.rate_limited:4d}  failed {rec.failed:3d}  max/window "
+                    f"{rec.max_in_window}")
+            else:
+                log(f"  {wl.name:<13} {name:<25} {rec.status}")
+    return records
+
