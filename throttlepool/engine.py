@@ -316,7 +316,9 @@ class Engine:
                 stats.input_tokens += usage.input_tokens
                 stats.output_tokens += usage.output_tokens
                 if cfg.token_limited and permit is not None:
-                    limiter.settle(permit, Cost(cost.requests, float(usage.total_tokens)))
+                    charged = (usage.input_tokens + cost.output if cost.output
+                               else usage.total_tokens)
+                    limiter.settle(permit, Cost(cost.requests, float(charged), cost.output))
             if cfg.pacer is not None and result.rate is not None:
                 cfg.pacer.observe(result.rate, clock.now(), stats.in_flight)
             if cfg.cache is not None and key is not None:

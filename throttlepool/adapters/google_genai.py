@@ -120,7 +120,8 @@ class GenAIAdapter:
             return Cost(1.0, float(prompt))
         output = first_number(config, "max_output_tokens", "maxOutputTokens")
         n = first_number(config, "candidate_count", "candidateCount") or 1.0
-        return Cost(1.0, prompt + (output if output is not None else self.output_reserve) * n)
+        reserved = (output if output is not None else self.output_reserve) * n
+        return Cost(1.0, prompt + reserved, reserved)
 
     def call(self, item: Any, timeout: float | None) -> CallResult[Any]:
         """One HTTP attempt through ``client.models``; the value is the SDK response."""

@@ -118,7 +118,8 @@ class GenerativeModelAdapter:
         }
         output = first_number(config, "max_output_tokens")
         n = first_number(config, "candidate_count") or 1.0
-        return Cost(1.0, prompt + (output if output is not None else self.output_reserve) * n)
+        reserved = (output if output is not None else self.output_reserve) * n
+        return Cost(1.0, prompt + reserved, reserved)
 
     def call(self, item: Any, timeout: float | None) -> CallResult[Any]:
         """One attempt of ``model.generate_content`` with the SDK's retry switched off."""

@@ -135,7 +135,8 @@ class HttpAdapter:
         prompt = count_tokens(
             {k: v for k, v in body.items() if k not in _OUTPUT_FIELDS}, tokenizer=self._tokenizer
         )
-        return Cost(1.0, prompt + (output if output is not None else self.output_reserve))
+        reserved = output if output is not None else self.output_reserve
+        return Cost(1.0, prompt + reserved, reserved)
 
     def call(self, item: Any, timeout: float | None) -> CallResult[Any]:
         """One request; raises ``requests.HTTPError`` (with ``.response``) on 4xx/5xx."""

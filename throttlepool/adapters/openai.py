@@ -157,7 +157,7 @@ class OpenAIAdapter:
         if output is None:
             output = float(self.output_reserve)
         n = first_number(params, "n", "best_of") or 1.0
-        return Cost(1.0, float(prompt) + output * n)
+        return Cost(1.0, float(prompt) + output * n, output * n)
 
     def call(self, item: Any, timeout: float | None) -> CallResult[Any]:
         """One HTTP attempt; the value is what the SDK method returns (or ``extract`` of it)."""

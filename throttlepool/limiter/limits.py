@@ -79,10 +79,16 @@ class Limit:
 
 @dataclass(frozen=True, slots=True)
 class Cost:
-    """What one call spends: one request and an estimate of its tokens."""
+    """What one call spends: one request and an estimate of its tokens.
+
+    ``output`` is the part of ``tokens`` reserved for the reply (``max_tokens`` times ``n``).
+    Servers such as OpenAI charge it whatever the reply's length, so settling after the call
+    replaces only the prompt estimate with the server's count.
+    """
 
     requests: float = 1.0
     tokens: float = 0.0
+    output: float = 0.0
 
     def of(self, unit: str) -> float:
         return self.tokens if unit == TOKENS else self.requests
