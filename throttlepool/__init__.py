@@ -8,7 +8,7 @@ The main entry points::
 from __future__ import annotations
 
 from .adapters.base import Adapter, CallResult
-from .adapters.callable import CallableAdapter
+from .adapters.function import CallableAdapter
 from .breaker import BreakerState, CircuitBreaker, CircuitOpenError
 from .bridge import gather_with_concurrency, run_async
 from .classify import ErrorKind, Verdict, default_classifier, retry_on

@@ -13,7 +13,7 @@ from types import FrameType
 from typing import Any, Generic, TypeVar
 
 from .adapters.base import Adapter
-from .adapters.callable import CallableAdapter
+from .adapters.function import CallableAdapter
 from .breaker import CircuitBreaker
 from .bridge import in_running_loop
 from .channel import OutcomeChannel

@@ -6,18 +6,14 @@ installed; constructing an adapter whose SDK is missing raises :class:`MissingEx
 
 from __future__ import annotations
 
-import builtins
 import importlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
-
-# Note: importing the .callable submodule binds the name ``callable`` in this namespace to
-# that module, shadowing the builtin; this module therefore says ``builtins.callable``.
 from .base import Adapter, CallResult
-from .callable import CallableAdapter
 from .common import classify_http, server_hint, to_jsonable
+from .function import CallableAdapter
 from .http import HttpAdapter
 from .tokens import count_tokens, usage_from
 
@@ -66,7 +62,7 @@ def load_callable(target: str) -> Callable[..., Any]:
     obj: Any = importlib.import_module(module_name)
     for part in attr.split("."):
         obj = getattr(obj, part)
-    if not builtins.callable(obj):
+    if not callable(obj):
         raise ConfigError(f"{target!r} is not callable")
     return obj  # type: ignore[no-any-return]
 
@@ -194,6 +190,6 @@ def as_adapter(obj: Any) -> Adapter[Any]:
             f"wrap the {type(obj).__name__} client in an adapter that names the model, e.g. "
             "OpenAIAdapter(client, model=...) or GenAIAdapter(client, model=...)"
         )
-    if builtins.callable(obj):
+    if callable(obj):
         return CallableAdapter(obj)
     raise TypeError(f"expected a callable or an Adapter, got {type(obj).__name__}")

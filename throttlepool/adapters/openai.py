@@ -13,7 +13,6 @@ from ..classify import ErrorKind, Verdict, default_classifier
 from ..hints import RateInfo, rate_info_from_headers
 from ..limiter.limits import Cost
 from .base import CallResult
-from .callable import callable_name
 from .common import (
     Extract,
     classify_http,
@@ -24,6 +23,7 @@ from .common import (
     require,
     server_hint,
 )
+from .function import callable_name
 from .tokens import (
     DEFAULT_OUTPUT_RESERVE,
     Tokenizer,
