@@ -13,7 +13,7 @@ import itertools
 import threading
 from collections import deque
 from collections.abc import Callable
-from queue import SimpleQueue
+from queue import Empty, SimpleQueue
 from typing import Any
 
 _STOP = object()
@@ -64,7 +64,8 @@ class WorkerPool:
         self.max_workers = max_workers
         self.name = f"{name}-{next(_pool_ids)}"
         self._inbox: SimpleQueue[Any] = SimpleQueue()
-        self._idle = threading.Semaphore(0)
+        # One token per idle thread; SimpleQueue is C-level, cheaper than threading.Semaphore.
+        self._idle: SimpleQueue[None] = SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._abandoned = 0
         self._lock = threading.Lock()
@@ -82,8 +83,11 @@ class WorkerPool:
         if self._closed:
             raise RuntimeError("the runner's thread pool is closed")
         self._inbox.put((handoff, fut, fn, args))
-        if self._idle.acquire(blocking=False):
+        try:
+            self._idle.get_nowait()
             return
+        except Empty:
+            pass
         with self._lock:
             if len(self._threads) < self.max_workers + self._abandoned:
                 t = threading.Thread(
@@ -114,7 +118,7 @@ class WorkerPool:
                 with self._lock:
                     self._abandoned = max(0, self._abandoned - 1)
             del job, handoff, fut, fn, args
-            self._idle.release()
+            self._idle.put(None)
 
     def shutdown(self, wait: bool = True) -> None:
         """Stop the threads after their current call; ``wait`` joins them."""
