@@ -46,8 +46,8 @@ def limiter_from_url(
     if scheme == "sqlite":
         from .sqlite_shared import SQLiteWindowBackend
 
-        backend = SQLiteWindowBackend(sqlite_path(url), resolved, name)
-        return RateLimiter(backend=backend, clock=clock)
+        on_file = SQLiteWindowBackend(sqlite_path(url), resolved, name)
+        return RateLimiter(backend=on_file, clock=clock)
     if scheme in ("redis", "rediss", "unix"):
         try:
             import redis  # noqa: F401
@@ -55,8 +55,8 @@ def limiter_from_url(
             raise MissingExtra("redis", "redis") from exc
         from .redis import RedisWindowBackend
 
-        backend = RedisWindowBackend(url, resolved, key=f"throttlepool:{name}")
-        return RateLimiter(backend=backend, clock=clock)
+        on_server = RedisWindowBackend(url, resolved, key=f"throttlepool:{name}")
+        return RateLimiter(backend=on_server, clock=clock)
     raise ConfigError(
         f"unknown limiter URL {url!r}: expected memory://, sqlite:///path, "
         "redis://host:port/db or unix:///path/redis.sock")
