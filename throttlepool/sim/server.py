@@ -12,7 +12,8 @@ from types import TracebackType
 from typing import Any
 
 from throttlepool.sim.config import SimConfig
-from throttlepool.sim.state import Plan, SimState
+from throttlepool.sim.plan import Plan
+from throttlepool.sim.state import SimState
 
 _REASONS = {
     200: "OK",

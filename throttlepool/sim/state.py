@@ -10,7 +10,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -28,6 +27,7 @@ from throttlepool.sim.formats import (
     parse_openai_embeddings,
     success_body,
 )
+from throttlepool.sim.plan import Plan, encode, key_labels, validate_step
 from throttlepool.sim.window import AdmissionLog, Windows
 
 _GEMINI_PATH = re.compile(r"^/(v1beta|v1|v1alpha)/models/([^/:]+):generateContent$")
@@ -37,68 +37,6 @@ _API_OF = {"chat": OPENAI, "embeddings": OPENAI, "echo": ECHO}
 _FAULT_ORDER = ("500", "503", "reset", "hang")
 _PRE_FAULTS = frozenset({"400", "401", "quota"})
 _POST_FAULTS = frozenset({"500", "503", "reset", "hang"})
-_JSON = json.JSONEncoder(separators=(",", ":"))  # built once: json.dumps(**kw) builds one per call
-_SCRIPT_FIELDS = frozenset({"status", "headers", "body", "delay", "reset"})
-
-
-@dataclass(slots=True)
-class Plan:
-    """What to send back for one request, decided before any sleeping is done."""
-
-    status: int
-    headers: dict[str, str]
-    body: bytes
-    delay: float = 0.0
-    reset: bool = False  # close the socket without answering
-    digest: int | None = None  # identifies the request body, for duplicate counting
-    counted: bool = True  # an API request (admin endpoints are not counted)
-
-
-def _encode(status: int, headers: dict[str, str], body: Any) -> Plan:
-    if isinstance(body, bytes | str):
-        raw = body.encode() if isinstance(body, str) else body
-        ctype = "text/html; charset=utf-8" if raw.lstrip().startswith(b"<") else "text/plain"
-    else:
-        raw = _JSON.encode(body).encode()
-        ctype = "application/json"
-    hdrs = {"content-type": ctype}
-    hdrs.update(headers)
-    return Plan(status, hdrs, raw)
-
-
-def _key_labels(keys: list[str]) -> dict[str, str]:
-    # Stats are printed and served over HTTP; never echo a long (possibly real) key in full.
-    labels: dict[str, str] = {}
-    taken: set[str] = set()
-    for key in keys:
-        label = key if len(key) <= 16 else f"{key[:3]}...{key[-4:]}"
-        if label in taken:
-            label += "#" + hashlib.sha256(key.encode()).hexdigest()[:8]
-        taken.add(label)
-        labels[key] = label
-    return labels
-
-
-def _validate_step(step: Mapping[str, Any]) -> dict[str, Any]:
-    unknown = set(step) - _SCRIPT_FIELDS
-    if unknown:
-        raise ValueError(f"unknown script step fields {sorted(unknown)}")
-    status = step.get("status", 200)
-    if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
-        raise ValueError(f"script status must be an HTTP status code, got {status!r}")
-    headers = step.get("headers") or {}
-    if not isinstance(headers, Mapping):
-        raise ValueError("script headers must be a mapping")
-    delay = step.get("delay", 0.0)
-    if not isinstance(delay, int | float) or delay < 0:
-        raise ValueError(f"script delay must be a number >= 0, got {delay!r}")
-    out = dict(step)
-    out.update(
-        status=status,
-        headers={str(k).lower(): str(v) for k, v in headers.items()},
-        delay=float(delay),
-    )
-    return out
 
 
 class SimState:
@@ -147,7 +85,7 @@ class SimState:
 
     def script(self, steps: Sequence[Mapping[str, Any]]) -> int:
         """Queue scripted responses for the next API requests; returns the queue length."""
-        checked = [_validate_step(s) for s in steps]
+        checked = [validate_step(s) for s in steps]
         with self._stats_lock:
             self._scripts.extend(checked)
             return len(self._scripts)
@@ -177,7 +115,7 @@ class SimState:
             endpoint, model = "generate", m.group(2)
         api = _API_OF.get(endpoint, GEMINI)
         if method != "POST":
-            plan = _encode(*errors.fault(api, 404, f"{method} {path} is not supported"))
+            plan = encode(*errors.fault(api, 404, f"{method} {path} is not supported"))
             plan.counted = False
             return plan
 
@@ -207,13 +145,13 @@ class SimState:
         content_fault = tag.group(1).decode() if tag else ""
         if content_fault in _PRE_FAULTS:
             if content_fault == "quota":
-                return _encode(*errors.quota_exceeded(api))
-            return _encode(*errors.fault(api, int(content_fault)))
+                return encode(*errors.quota_exceeded(api))
+            return encode(*errors.fault(api, int(content_fault)))
 
         try:
             req = self._parse(api, endpoint, model, body)
         except BadRequest as exc:
-            return _encode(*errors.fault(api, 400, str(exc)))
+            return encode(*errors.fault(api, 400, str(exc)))
 
         key = self._api_key(headers, query) if cfg.per_key else "*"
         charge = req.charge
@@ -226,12 +164,10 @@ class SimState:
 
         if not decision.admitted:
             if decision.too_large and cfg.tpm is not None:
-                return _encode(
-                    *errors.too_large(api, req.model, decision, cfg.rpm, cfg.tpm, charge)
-                )
+                return encode(*errors.too_large(api, req.model, decision, cfg.rpm, cfg.tpm, charge))
             with self._stats_lock:
                 self._limited += 1
-            return _encode(
+            return encode(
                 *errors.rate_limited(
                     api, req.model, decision, cfg.rpm, cfg.tpm, charge, cfg.gemini_headers
                 )
@@ -243,7 +179,7 @@ class SimState:
             with self._stats_lock:
                 self._faults[kind] = self._faults.get(kind, 0) + 1
         if kind in ("500", "503"):
-            plan = _encode(*errors.fault(api, int(kind)))
+            plan = encode(*errors.fault(api, int(kind)))
             plan.delay = delay
             return plan
         rl_headers = {}
@@ -251,7 +187,7 @@ class SimState:
             rl_headers = errors.ratelimit_headers(decision, cfg.rpm, cfg.tpm)
         if api == OPENAI:
             rl_headers["x-request-id"] = f"req_sim{seq:x}"
-        plan = _encode(200, rl_headers, success_body(req, seq, int(time.time())))
+        plan = encode(200, rl_headers, success_body(req, seq, int(time.time())))
         plan.delay = delay + (cfg.hang_seconds if kind == "hang" else 0.0)
         plan.reset = kind == "reset"
         plan.digest = digest
@@ -339,7 +275,7 @@ class SimState:
             payload = errors.gemini_error(status, f"Scripted error {status}")[2]
         else:
             payload = errors.openai_error(status, f"Scripted error {status}", "api_error", None)[2]
-        plan = _encode(status, step["headers"], payload)
+        plan = encode(status, step["headers"], payload)
         plan.delay = step["delay"]
         plan.reset = bool(step.get("reset", False))
         plan.digest = digest
@@ -373,7 +309,7 @@ class SimState:
 
     @staticmethod
     def _admin_reply(status: int, body: Any) -> Plan:
-        plan = _encode(status, {}, body)
+        plan = encode(status, {}, body)
         plan.counted = False
         return plan
 
@@ -395,7 +331,7 @@ class SimState:
             accepted = len(self._log)
             per_key_counts = self._log.counts()
             tokens = self._tokens
-        labels = _key_labels(list(per_key))
+        labels = key_labels(list(per_key))
         with self._stats_lock:
             return {
                 "requests": self._total,
