@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import os
 import tempfile
 import time
@@ -121,6 +121,15 @@ def _sequential_call(provider: str, sim: Simulator) -> tuple[Callable[[str], str
     return post, session
 
 
+def _has_openai() -> bool:
+    """Whether the openai SDK imports (a base install has only requests)."""
+    try:
+        importlib.import_module("openai")
+    except ImportError:
+        return False
+    return True
+
+
 def _batched_adapter(provider: str, sim: Simulator) -> Adapter[Any]:
     if provider == "openai":
         return make_adapter("openai", base_url=sim.openai_base_url, api_key=DEMO_KEY,
@@ -152,7 +161,7 @@ def demo_command(items: int, sequential: int, rate: float, latency: float, batch
         raise ConfigError("--items, --rate and --batch-size must be positive, "
                           "--latency and --sequential >= 0")
     if provider == "auto":
-        provider = "openai" if importlib.util.find_spec("openai") else "http"
+        provider = "openai" if _has_openai() else "http"
     db = db or os.path.join(tempfile.gettempdir(), "throttlepool-demo.db")
     rpm_rate = max(1, int(rate))
     config = sim_config(rpm=rpm_rate, window=1.0, latency=latency, jitter=latency / 4)
@@ -192,8 +201,7 @@ def demo_command(items: int, sequential: int, rate: float, latency: float, batch
             failures[name] += 1
         elif outcome.status is Status.OK and outcome.value != "echo: " + outcome.item:
             wrong += 1
-    for line in summary(result.stats, failures, total=items, checkpoint=db,
-                        run_name=run_name):
+    for line in summary(result.stats, failures, total=items):
         echo(f"   {line}")
     wall = result.stats.wall_time
     speedup = seq_total / wall if wall > 0 else float("inf")

@@ -25,7 +25,7 @@ def duration(seconds: float) -> str:
     """``75.3`` -> ``1m15s``; ``4.21`` -> ``4.2s``."""
     if seconds < 60:
         return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(round(seconds)), 60)
+    minutes, secs = divmod(round(seconds), 60)
     if minutes < 60:
         return f"{minutes}m{secs:02d}s"
     hours, minutes = divmod(minutes, 60)

@@ -220,7 +220,7 @@ def execute(settings: Settings, records: Records, adapter: Adapter[Any], *, verb
 @click.option("--config", metavar="PATH", help="Config file to read instead of searching "
               "for pyproject.toml / throttlepool.toml.")
 @click.pass_context
-def run_command(ctx: click.Context, input_path: str, dry_run: bool, verbose: int,
+def run_command(ctx: click.Context, /, input_path: str, dry_run: bool, verbose: int,
                 quiet: bool, no_db: bool, config: str | None, **flags: Any) -> int:
     """Call an API once per input record, as fast as the rate limits allow.
 
