@@ -105,6 +105,7 @@ class ThreadedBatchRunner(Generic[R]):
         safety: float = 1.0,
         margin: float = 0.05,
         limiter: RateLimiter | None = None,
+        limiter_url: str | None = None,
         retries: int | Retry | None = 3,
         retry: Retry | None = None,
         classifier: Classifier | None = None,
@@ -123,6 +124,8 @@ class ThreadedBatchRunner(Generic[R]):
         clock: Clock | None = None,
         seed: int | None = None,
         desc: str = "items",
+        executor: str = "threads",
+        scheduler: Any = None,
     ) -> None:
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -135,6 +138,14 @@ class ThreadedBatchRunner(Generic[R]):
         self.batch_size = batch_size
         if limiter is not None and (rpm or tpm or rps or limits):
             raise ConfigError("give either limiter= or rpm/tpm/rps/limits, not both")
+        if executor not in ("threads", "dask"):
+            raise ConfigError(f"executor must be 'threads' or 'dask', got {executor!r}")
+        self.executor, self.scheduler, self.limiter_url = executor, scheduler, limiter_url
+        if limiter is None and limiter_url is not None:  # shared by processes/machines
+            from .limiter import limiter_from_url
+
+            limiter = limiter_from_url(limiter_url, build_limits(
+                limits, rpm=rpm, tpm=tpm, rps=rps, safety=safety), clock=self.clock)
         self.limiter = limiter or RateLimiter(
             *build_limits(limits, rpm=rpm, tpm=tpm, rps=rps, safety=safety), clock=self.clock,
             margin=margin,
@@ -250,6 +261,10 @@ class ThreadedBatchRunner(Generic[R]):
         The first Ctrl-C stops dispatch and drains the calls in flight (the result says
         ``interrupted``); a second one aborts at once.
         """
+        if self.executor == "dask":  # chunks on a Dask cluster under the shared limiter
+            from .distributed.dask import run_runner_on_dask
+
+            return run_runner_on_dask(self, items, run_name)
         outcomes: list[Outcome[Any]] = []
         engine_box: list[Engine] = []
 

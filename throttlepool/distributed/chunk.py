@@ -1,0 +1,140 @@
+"""The worker side of distributed execution: run one chunk of items under the shared limiter.
+
+:func:`run_chunk` is what the driver submits to a cluster. It runs the ordinary threaded
+runner over the chunk with a limiter built from a URL (Redis or SQLite, shared by every
+worker), and returns plain picklable per-item results. Item failures stay data; a shared
+limiter that cannot be reached ends the chunk early and is reported, not raised, so the
+driver can stop dispatch at once instead of waiting for task retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pickle
+import socket
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import LimiterUnavailable
+from ..limiter import Limit, RateLimiter, limiter_from_url
+from ..outcome import Outcome, Status, Usage
+from ..retry import Retry
+from ..store.codec import StoredError
+
+
+@dataclass(frozen=True)
+class ChunkConfig:
+    """Everything a worker needs to run chunks of one run; pickled with each task."""
+
+    fn: Any  # a callable or an adapter, importable (or cloudpicklable) on the workers
+    limiter_url: str | None
+    limits: tuple[Limit, ...]
+    limiter_name: str = "default"
+    batch_size: int = 8
+    retries: int | Retry | None = 3
+    timeout: float | None = None
+    estimate: Any = None
+    breaker: bool | int = True
+    seed: int | None = None
+
+
+@dataclass
+class ItemResult:
+    """One item's outcome, without the item itself (the driver holds it)."""
+
+    index: int
+    status: str
+    value: Any = None
+    error: BaseException | None = None
+    attempts: int = 0
+    latency: float = 0.0
+    usage: Usage | None = None
+
+
+@dataclass
+class ChunkResult:
+    """What a worker sends back for one chunk."""
+
+    chunk: int
+    items: list[ItemResult] = field(default_factory=list)
+    stopped: BaseException | None = None  # e.g. LimiterUnavailable: dispatch must stop
+    worker: str = ""
+    calls: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    rate_limit_wait: float = 0.0
+
+
+_limiters: dict[tuple[Any, ...], RateLimiter] = {}
+_limiters_lock = threading.Lock()
+
+
+def worker_limiter(url: str | None, limits: Sequence[Limit], name: str) -> RateLimiter:
+    """One limiter per (URL, name, limits) per worker process, reused across chunks."""
+    key = (url, name, tuple(limits))
+    with _limiters_lock:
+        lim = _limiters.get(key)
+        if lim is None:
+            lim = (limiter_from_url(url, list(limits), name=name) if url is not None
+                   else RateLimiter())
+            _limiters[key] = lim
+        return lim
+
+
+def _portable_error(exc: BaseException | None) -> BaseException | None:
+    """The error itself when it pickles, else its type name and message."""
+    if exc is None:
+        return None
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        return StoredError(type(exc).__qualname__, str(exc))
+    return exc
+
+
+def _portable(outcome: Outcome[Any], index: int) -> ItemResult:
+    value, error, status = outcome.value, _portable_error(outcome.error), outcome.status
+    if status is Status.OK:
+        try:
+            pickle.dumps(value)
+        except Exception as exc:
+            value, status = None, Status.FAILED
+            error = StoredError("TypeError", f"the value cannot be sent back: {exc}")
+    return ItemResult(index, str(status), value, error, outcome.attempts, outcome.latency,
+                      outcome.usage)
+
+
+def run_chunk(chunk_no: int, chunk: Sequence[tuple[int, Any]], cfg: ChunkConfig
+              ) -> ChunkResult:
+    """Run ``chunk`` (pairs of global index and item) on this worker; never raises for items."""
+    from ..runner import ThreadedBatchRunner
+
+    result = ChunkResult(chunk_no, worker=f"{socket.gethostname()}:{os.getpid()}")
+    limiter = worker_limiter(cfg.limiter_url, cfg.limits, cfg.limiter_name)
+    runner: ThreadedBatchRunner[Any] = ThreadedBatchRunner(
+        cfg.fn, batch_size=cfg.batch_size, limiter=limiter, retries=cfg.retries,
+        timeout=cfg.timeout, estimate=cfg.estimate, breaker=cfg.breaker, progress=False,
+        seed=cfg.seed,
+    )
+    outcomes: list[Outcome[Any]] = []
+    items = [item for _, item in chunk]
+    engine = runner._engine(items, outcomes.append, ordered=False, fill=True, run_name=None)
+    try:
+        asyncio.run(engine.run())
+    except LimiterUnavailable as exc:
+        result.stopped = exc
+    finally:
+        runner.close()
+    stats = engine.stats
+    result.calls, result.retries = stats.calls, stats.retries
+    result.rate_limited, result.rate_limit_wait = stats.rate_limited, stats.rate_limit_wait
+    for outcome in outcomes:
+        if outcome.status is Status.NOT_ATTEMPTED:
+            continue  # the driver decides what happens to items never called
+        result.items.append(_portable(outcome, chunk[outcome.index][0]))
+    if result.stopped is None and engine.stop_reason is not None:
+        result.stopped = _portable_error(engine.stop_reason)
+    return result
