@@ -229,3 +229,19 @@ def test_reset_while_requests_are_in_flight(sim: Simulator) -> None:
     t.join()
     st = sim.stats()
     assert (st["in_flight"], st["by_status"], st["requests"]) == (0, {"200": 1}, 0)
+
+
+def test_reply_to_a_client_that_timed_out_is_abandoned_not_counted(sim: Simulator) -> None:
+    sim.configure(hang_seconds=0.5)
+    body = {"prompt": "[[fault:hang]] once"}
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        requests.post(sim.url + "/echo", json=body, timeout=0.2)
+    time.sleep(0.5)
+    st = sim.stats()
+    assert (st["abandoned"], st["by_status"], st["in_flight"]) == (1, {}, 0)
+    sim.configure(latency=0.2)
+    with requests.Session() as s:  # a live keep-alive client still gets its delayed reply
+        assert s.post(sim.url + "/echo", json={"prompt": "x"}, timeout=5).status_code == 200
+        assert s.post(sim.url + "/echo", json={"prompt": "x"}, timeout=5).status_code == 200
+    st = sim.stats()
+    assert (st["abandoned"], st["by_status"], st["duplicates"]) == (1, {"200": 2}, 1)

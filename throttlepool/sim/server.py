@@ -35,6 +35,7 @@ _REASONS = {
 }
 _QUIET_ERRORS = (ConnectionError, TimeoutError, OSError)
 _MAX_LINE = 65536
+_DONTWAIT: int = getattr(socket, "MSG_DONTWAIT", 0)
 _MAX_HEADERS = 100
 
 
@@ -122,14 +123,29 @@ class _Handler(BaseHTTPRequestHandler):
             )
         # Counted before the write, so a client that reads /__stats right after its
         # response already sees it.
-        stopped = plan.delay > 0.0 and state.stop_event.wait(plan.delay)
-        state.done(plan)
-        if stopped:
+        gone = False
+        if plan.delay > 0.0:
+            gone = state.stop_event.wait(plan.delay) or self._peer_closed()
+        state.done(plan, delivered=not gone)
+        if gone:
             self.close_connection = True
         elif plan.reset:
             self._reset()
         else:
             self._write(plan)
+
+    def _peer_closed(self) -> bool:
+        # A client that timed out has closed its end: what it left behind reads as EOF.
+        # (A write would not tell: the first send after the peer's FIN still succeeds.)
+        if not _DONTWAIT:
+            return False  # no non-blocking peek on this platform: assume the client waits
+        try:
+            data: bytes = self.connection.recv(1, socket.MSG_PEEK | _DONTWAIT)
+            return data == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
 
     def _reset(self) -> None:
         # SO_LINGER 0 makes close() send RST: the client sees a dropped connection, no reply.

@@ -67,6 +67,7 @@ class SimState:
         self._tokens = 0  # guarded by _lock, like the admission log
         self._seen: set[int] = set()
         self._duplicates = 0
+        self._abandoned = 0
 
     def reset(self) -> None:
         """Clear windows, statistics and pending scripts; reseed the fault generator."""
@@ -193,12 +194,15 @@ class SimState:
         plan.digest = digest
         return plan
 
-    def done(self, plan: Plan) -> None:
-        """Record that a planned response was sent (or the connection dropped)."""
+    def done(self, plan: Plan, delivered: bool = True) -> None:
+        """Record that a planned response is being sent, or was not (client gone, reset)."""
         if not plan.counted:
             return
         with self._stats_lock:
             self._in_flight -= 1
+            if not delivered:
+                self._abandoned += 1
+                return
             if plan.reset:
                 return
             self._by_status[plan.status] = self._by_status.get(plan.status, 0) + 1
@@ -322,7 +326,8 @@ class SimState:
         the window (charged, including those a 500/503/reset/hang fault struck afterwards);
         max_requests_in_window / max_tokens_in_window: the most admitted in any window of the
         current length, over all keys and in per_key; duplicates: 200s for a (path, body)
-        already answered with a 200; first/last_admission: epoch seconds.
+        already answered with a 200; abandoned: delayed replies (latency, hang) not sent
+        because the client had hung up by then; first/last_admission: epoch seconds.
         """
         with self._lock:
             window = self.config.window
@@ -354,6 +359,7 @@ class SimState:
                 "peak_concurrency": self._peak,
                 "in_flight": self._in_flight,
                 "duplicates": self._duplicates,
+                "abandoned": self._abandoned,
                 "requests_by_path": dict(self._by_path),
                 "faults": dict(self._faults),
                 "scripted": self._scripted,
