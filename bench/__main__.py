@@ -26,8 +26,11 @@ SECTIONS = ("latency", "rate-known", "rate-unknown", "token", "faulty", "overhea
             "store", "scaleout")
 
 
+_T0 = time.perf_counter()
+
+
 def log(msg: str) -> None:
-    print(msg, flush=True)
+    print(f"[{time.perf_counter() - _T0:6.1f}s] {msg}", flush=True)
 
 
 def _script(name: str, args: list[str], title: str) -> str | None:
@@ -87,16 +90,17 @@ def main(argv: list[str] | None = None) -> int:
         report.records += run_workload(wl, contenders, log)
 
     if "overhead" in only:
-        n, repeats = (20_000, 5) if args.quick else (100_000, 7)
+        n, repeats = (20_000, 3) if args.quick else (100_000, 7)
         log(f"Overhead: {n:,} no-op items, {repeats} repeats")
         report.overhead = measure_overhead(n, repeats, log=log)
         report.overhead_repeats = repeats
     if "scale" in only:
-        log("Scale: 1,000,000 items through imap in a fresh process")
-        report.scale = measure_scale(1_000_000, log=log)
+        n_scale = 200_000 if args.quick else 1_000_000
+        log(f"Scale: {n_scale:,} items through imap in a fresh process")
+        report.scale = measure_scale(n_scale, log=log)
     if "store" in only:
         log("Checkpoint store (bench/bench_store.py)")
-        store_args = ["--n", "20000", "--slow-n", "500", "--repeat", "1"] if args.quick else []
+        store_args = ["--n", "10000", "--slow-n", "300", "--repeat", "1"] if args.quick else []
         text = _script("bench_store.py", store_args, "store")
         report.extra["Checkpoint store (bench/bench_store.py)"] = text or (
             "**Pending**: `bench/bench_store.py` had not landed when this report was made.")

@@ -54,7 +54,10 @@ class Report:
 
 
 def _fmt_eff(rec: RunRecord) -> str:
-    return f"{rec.efficiency:.3f}" if rec.status == "ok" else "-"
+    """Efficiency; marked when items failed (a run that drops items is not comparable)."""
+    if rec.status != "ok":
+        return "-"
+    return f"{rec.efficiency:.3f}" + (" †" if rec.failed else "")
 
 
 def workload_table(wl: Workload, recs: Sequence[RunRecord]) -> list[str]:
@@ -131,7 +134,8 @@ def targets(report: Report) -> list[str]:
     s = report.scale
     rows.append(("1,000,000 items via imap under 150 MB peak RSS",
                  f"{s.peak_rss_mb:.1f} MB for {s.count:,} items" if s else "not run",
-                 None if s is None else (s.peak_rss_mb < 150 and s.count == 1_000_000)))
+                 None if s is None or s.n != 1_000_000 else
+                 (s.peak_rss_mb < 150 and s.count == 1_000_000)))
     lines = ["| target | measured (throttlepool) | met? |", "|---|---|---|"]
     for target, measured, ok in rows:
         verdict = "n/a" if ok is None or measured == "not run" else ("yes" if ok else "**no**")
@@ -228,7 +232,8 @@ def render(report: Report, plot_name: str | None) -> str:
         "executor of `batch_size` threads so it gets the same concurrency as the others.",
         "- Items failed = items whose final result is not exactly `echo: <prompt>`. "
         "Max admitted in a window = the simulator's exact maximum over every window of its "
-        "admission log. Efficiency = ideal / wall.",
+        "admission log. Efficiency = ideal / wall; † marks a run that lost items, whose wall "
+        "time is therefore not comparable.",
         "",
         "## Server workloads",
         "",
@@ -257,7 +262,7 @@ def render(report: Report, plot_name: str | None) -> str:
         lines.append("")
     else:
         lines += ["Not run.", ""]
-    lines += ["## Scale (1,000,000 lazily produced items)", ""]
+    lines += ["## Scale (lazily produced no-op items)", ""]
     s = report.scale
     if s is not None:
         lines += [
