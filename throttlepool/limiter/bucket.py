@@ -84,13 +84,19 @@ class TokenBucket:
             self._last_admit = now
         return queued
 
-    def _adjust(self, delta: float, now: float) -> None:
-        """Charge (delta > 0) or refund (delta < 0) units of already admitted tickets."""
+    def _adjust(self, delta: float, admitted_at: float, now: float) -> None:
+        """Charge (delta > 0) or refund (delta < 0) units of a ticket admitted at ``admitted_at``.
+
+        A refund credits only what refill cannot already have restored since then: the
+        bucket may have been full meanwhile, and refill above the burst is lost.
+        """
         tat = self._base(now)
         if delta > 0:
             self._tat = max(tat, now) + delta / self.rate
         elif delta < 0 and tat > now:
-            self._tat = max(now, tat + delta / self.rate)
+            credit = min(-delta / self.rate, admitted_at - delta / self.rate - now)
+            if credit > 0:
+                self._tat = max(now, tat - credit)
 
     def _replace(self, queued: list[Ticket], now: float) -> list[Ticket]:
         moved = []
@@ -104,7 +110,7 @@ class TokenBucket:
     def settle(self, ticket: Ticket, actual: Cost, now: float) -> Iterable[Ticket]:
         queued = self._unqueue(now)
         if ticket not in queued:  # a queued ticket is simply re-placed with its new cost
-            self._adjust(actual.of(self.unit) - ticket.cost.of(self.unit), now)
+            self._adjust(actual.of(self.unit) - ticket.cost.of(self.unit), ticket.admit_at, now)
         ticket.cost = actual
         return self._replace(queued, now)
 
@@ -113,7 +119,7 @@ class TokenBucket:
         if ticket in queued:
             queued.remove(ticket)
         else:
-            self._adjust(-ticket.cost.of(self.unit), now)
+            self._adjust(-ticket.cost.of(self.unit), ticket.admit_at, now)
         return self._replace(queued, now)
 
     def pause_until(self, until: float, now: float) -> Iterable[Ticket]:

@@ -120,12 +120,11 @@ class SlidingWindowLog:
         # leave its admission time behind as the FIFO floor (_last_admit) for the next one.
         queued = list(pending)
         pending.clear()
-        for ticket in reversed(queued):
-            for win in self._windows:
-                w = win.weight(ticket)
-                if w > 0 and win.log and win.log[-1] is ticket:
-                    win.log.pop()
-                    win.used -= w
+        for win in self._windows:
+            # The queued tickets are exactly the log entries admitted after now (a tail).
+            log = win.log
+            while log and log[-1].admit_at > now:
+                win.used -= win.weight(log.pop())
         self._last_admit = max(
             (win.log[-1].admit_at for win in self._windows if win.log), default=float("-inf")
         )
@@ -144,8 +143,14 @@ class SlidingWindowLog:
             old, new = win.weight(ticket), actual.of(win.limit.unit)
             if old == new or ticket.admit_at <= now - win.span:
                 continue  # unchanged, or already out of this window
-            if old > 0:
+            if old > 0 and new > 0:
                 win.used += new - old
+            elif old > 0:
+                # Settled to nothing: leave the log, which holds exactly the weighted tickets
+                # (a weightless entry would stay a FIFO floor, and a later settle re-insert it).
+                with contextlib.suppress(ValueError):
+                    win.log.remove(ticket)
+                    win.used -= old
             else:
                 # The estimate had no weight in this unit, yet the call used some.
                 _insert_sorted(win.log, ticket)
@@ -169,6 +174,39 @@ class SlidingWindowLog:
     def paused_until(self) -> float:
         return self._paused_until
 
+    def restamp(self, ticket: Ticket, now: float) -> Iterable[Ticket]:
+        """Move an admitted ticket's time up to ``now`` (its call started late).
+
+        The entry only moves later, so it counts longer and no window can gain room; queued
+        tickets are re-placed because the entry now frees its budget later.
+        """
+        if now <= ticket.admit_at:
+            return []
+        for win in self._windows:
+            if win.weight(ticket) <= 0:
+                continue
+            log = win.log
+            for i in range(len(log) - 1, -1, -1):  # it is near the tail
+                if log[i] is ticket:
+                    del log[i]
+                    break
+            else:
+                continue  # already expired out of this window
+            ticket.admit_at = now
+            _insert_sorted_from_tail(log, ticket)
+        ticket.admit_at = now
+        self._last_admit = max(self._last_admit, now)
+        return self._reschedule(now)
+
+    def widen_margin(self) -> None:
+        """Double the margin (at least 20 ms, at most 5 % of the shortest period)."""
+        if not self._windows:
+            return
+        ceiling = 0.05 * min(win.limit.period for win in self._windows)
+        self.margin = min(max(2 * self.margin, 0.02), max(ceiling, self.margin))
+        for win in self._windows:
+            win.span = win.limit.period + self.margin
+
     def usage(self, now: float) -> list[tuple[Limit, float]]:
         """Units currently counted in each limit's window."""
         for win in self._windows:
@@ -182,3 +220,10 @@ def _insert_sorted(log: deque[Ticket], ticket: Ticket) -> None:
             log.insert(i, ticket)
             return
     log.append(ticket)
+
+
+def _insert_sorted_from_tail(log: deque[Ticket], ticket: Ticket) -> None:
+    i = len(log)
+    while i > 0 and log[i - 1].admit_at > ticket.admit_at:
+        i -= 1
+    log.insert(i, ticket)
