@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import threading
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -94,6 +95,25 @@ def _interrupted(stream: Iterator[Any]) -> bool:
     return bool(engines and getattr(engines[0], "interrupted", False))
 
 
+def _silence_stream_thread() -> None:
+    """Drop the streaming thread's copy of an error that the consumer re-raises anyway.
+
+    The runner hands a failed run's exception to the iterating thread and also lets it
+    escape its ``throttlepool-imap`` thread, which would print a second, raw traceback after
+    our one-line message. Installed for the rest of the process: the thread may end later.
+    """
+    previous = threading.excepthook
+    if getattr(previous, "_throttlepool", False):
+        return
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if args.thread is None or args.thread.name != "throttlepool-imap":
+            previous(args)
+
+    hook._throttlepool = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
+
+
 def _check_model(provider: str, model: str | None, records: Records) -> None:
     if model or split_provider(provider)[0] != "openai":
         return
@@ -133,6 +153,7 @@ def execute(settings: Settings, records: Records, adapter: Adapter[Any], *, verb
             adapter, batch_size=settings["batch_size"], rpm=settings["rpm"],
             tpm=settings["tpm"], retries=settings["retries"], timeout=settings["timeout"],
             progress=sink, store=store, run_name=run_name)
+        _silence_stream_thread()
         with runner:
             writer.open()
             stream = runner.imap(records)
