@@ -145,7 +145,7 @@ class ThreadedBatchRunner(Generic[R]):
             from .limiter import limiter_from_url
 
             limiter = limiter_from_url(limiter_url, build_limits(
-                limits, rpm=rpm, tpm=tpm, rps=rps, safety=safety), clock=self.clock)
+                limits, rpm=rpm, tpm=tpm, rps=rps, safety=safety), clock=self.clock, margin=margin)
         self.limiter = limiter or RateLimiter(
             *build_limits(limits, rpm=rpm, tpm=tpm, rps=rps, safety=safety), clock=self.clock,
             margin=margin,

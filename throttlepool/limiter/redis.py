@@ -158,11 +158,13 @@ class RedisWindowBackend:
     ``url_or_client`` is a ``redis://host:port/db``, ``rediss://`` or ``unix:///path`` URL,
     or a ready ``redis.Redis`` client. Every process using the same ``key`` and limits
     shares one budget. Denied reservations come back *provisional*, with ``admit_at`` at
-    the exact moment the windows (or a shared pause) allow them.
+    the exact moment the windows (or a shared pause) allow them. ``margin`` (seconds)
+    lengthens the time each admission counts, to absorb jitter between our decision and
+    the API server's clock.
     """
 
     def __init__(self, url_or_client: Any, limits: Sequence[Limit],
-                 key: str = "throttlepool:default") -> None:
+                 key: str = "throttlepool:default", *, margin: float = 0.0) -> None:
         if isinstance(url_or_client, str):
             self.url = url_or_client
             self.client = make_client(url_or_client)
@@ -179,7 +181,8 @@ class RedisWindowBackend:
             base = f"{tag}:{lim.unit}:{_period_tag(lim.period)}"
             self._keys += [f"{base}:z", f"{base}:s"]
             self._settle_keys += [f"{base}:z", f"{base}:s"]
-        self._win_us = [round(lim.period * 1_000_000) for lim in self.limits]
+        self.margin = margin
+        self._win_us = [round((lim.period + margin) * 1_000_000) for lim in self.limits]
         self._lim_m = [math.floor(lim.amount * _MILLI + 1e-6) for lim in self.limits]
         self._sha: dict[str, str] = {}
 

@@ -54,12 +54,14 @@ class SQLiteWindowBackend:
     """
 
     def __init__(self, path: str | os.PathLike[str], limits: Sequence[Limit],
-                 name: str = "default", *, timeout: float = 30.0) -> None:
+                 name: str = "default", *, margin: float = 0.0, timeout: float = 30.0
+                 ) -> None:
         self.path = os.fspath(path)
         self.name = name
         self._pause_key = f"pause:{name}"
         self.limits = list(limits)
-        self._keep = max((lim.period for lim in self.limits), default=0.0)
+        self.margin = margin
+        self._keep = max((lim.period + margin for lim in self.limits), default=0.0)
         self._lock = threading.Lock()
         try:
             self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None,
@@ -111,7 +113,8 @@ class SQLiteWindowBackend:
             if w <= 0:
                 continue
             col = _column(lim.unit)
-            horizon = now - lim.period
+            span = lim.period + self.margin
+            horizon = now - span
             used = db.execute(f"SELECT coalesce(sum({col}), 0) FROM admissions "
                               "WHERE bucket = ? AND ts > ?", (self.name, horizon)).fetchone()[0]
             need = used + w - lim.amount
@@ -123,7 +126,7 @@ class SQLiteWindowBackend:
                     "ORDER BY ts", (self.name, horizon)):
                 freed += weight
                 if freed >= need - _EPSILON:
-                    worst = max(worst, ts + lim.period - now + 1e-6)
+                    worst = max(worst, ts + span - now + 1e-6)
                     break
         return worst
 
@@ -184,11 +187,15 @@ class SQLiteWindowBackend:
     def usage(self) -> list[tuple[Limit, float]]:
         """Units currently counted in each limit's window."""
         now = time.time()
+        out = []
         with self._lock:
-            return [(lim, float(self._db.execute(
-                f"SELECT coalesce(sum({_column(lim.unit)}), 0) FROM admissions "
-                "WHERE bucket = ? AND ts > ?", (self.name, now - lim.period)).fetchone()[0]))
-                for lim in self.limits]
+            for lim in self.limits:
+                row = self._db.execute(
+                    f"SELECT coalesce(sum({_column(lim.unit)}), 0) FROM admissions "
+                    "WHERE bucket = ? AND ts > ?", (self.name, now - lim.period - self.margin)
+                ).fetchone()
+                out.append((lim, float(row[0])))
+        return out
 
     def reset(self) -> None:
         """Forget every reservation and pause (tests, benchmarks)."""

@@ -31,6 +31,8 @@ def limiter_from_url(
     limits: Iterable[LimitSpec] | LimitSpec | None,
     clock: Clock | None = None,
     name: str = "default",
+    *,
+    margin: float = 0.0,
 ) -> RateLimiter:
     """A :class:`RateLimiter` over the backend ``url`` selects, enforcing ``limits``.
 
@@ -38,15 +40,17 @@ def limiter_from_url(
     - ``sqlite:///path``: processes on one host sharing the file at ``path`` and ``name``;
     - ``redis://host:port/0``, ``rediss://…``, ``unix:///path/redis.sock``: every process
       and machine using the same server and ``name``.
+
+    ``margin`` (seconds) lengthens the time each admission counts in its window.
     """
     scheme = urlsplit(url).scheme.lower()
     resolved: list[Limit] = build_limits(limits)
     if scheme == "memory":
-        return RateLimiter(*resolved, clock=clock)
+        return RateLimiter(*resolved, clock=clock, margin=margin)
     if scheme == "sqlite":
         from .sqlite_shared import SQLiteWindowBackend
 
-        on_file = SQLiteWindowBackend(sqlite_path(url), resolved, name)
+        on_file = SQLiteWindowBackend(sqlite_path(url), resolved, name, margin=margin)
         return RateLimiter(backend=on_file, clock=clock)
     if scheme in ("redis", "rediss", "unix"):
         try:
@@ -55,7 +59,8 @@ def limiter_from_url(
             raise MissingExtra("redis", "redis") from exc
         from .redis import RedisWindowBackend
 
-        on_server = RedisWindowBackend(url, resolved, key=f"throttlepool:{name}")
+        on_server = RedisWindowBackend(url, resolved, key=f"throttlepool:{name}",
+                                       margin=margin)
         return RateLimiter(backend=on_server, clock=clock)
     raise ConfigError(
         f"unknown limiter URL {url!r}: expected memory://, sqlite:///path, "
