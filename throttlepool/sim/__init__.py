@@ -2,6 +2,24 @@
 
 It is the project's test referee, the demo's backend and the benchmark server, and it imports
 nothing else from throttlepool.
+
+Endpoints: POST /v1/chat/completions, POST /v1/embeddings, POST
+/{v1|v1beta}/models/{model}:generateContent, POST /echo ({"prompt", "max_tokens"} ->
+{"result", "usage"}); admin: GET /__stats, POST /__reset, POST /__config, POST /__script.
+Every reply is "echo: " + prompt (message contents or Gemini parts joined by newlines).
+
+Each request goes through, in order:
+1. a queued /__script step, if any (the windows are not touched);
+2. content faults that refuse before admission, not charged: [[fault:400]], [[fault:401]],
+   [[fault:quota]] (OpenAI insufficient_quota / Gemini PerDay quota, no retry hint);
+3. the exact sliding window per API key: charge = prompt_chars // 4 + max_tokens * n (16 when
+   absent). A charge above tpm is "Request too large" (OpenAI 429, Gemini 400), otherwise a
+   refusal is a 429 whose hints (retry-after, retry-after-ms, x-ratelimit-reset-*, Gemini
+   RetryInfo) are the exact time until this request would be admitted. Refusals are free;
+4. after admission (charged, as the real services charge): latency + jitter, then the
+   [[fault:500|503|reset|hang]] content faults or the seeded `fail_rate` draw.
+x-ratelimit-reset-* on a success is the time until that budget next grows (the oldest
+admission in the window leaves it).
 """
 
 from __future__ import annotations

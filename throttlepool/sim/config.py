@@ -15,16 +15,16 @@ FAULT_KINDS: frozenset[str] = frozenset({"500", "503", "reset", "hang"})
 class SimConfig:
     """Limits, latency and faults of a simulated API server."""
 
-    rpm: int | None = None
-    tpm: int | None = None
-    window: float = 60.0
-    latency: float = 0.0
-    jitter: float = 0.0
-    fail_rate: dict[str, float] = field(default_factory=dict)
-    hang_seconds: float = 30.0
-    seed: int = 0
-    per_key: bool = True
-    gemini_headers: bool = False
+    rpm: int | None = None  # requests admitted per window and key; None: unlimited
+    tpm: int | None = None  # tokens (charges) admitted per window and key
+    window: float = 60.0  # seconds
+    latency: float = 0.0  # seconds before an admitted request is answered (refusals are quick)
+    jitter: float = 0.0  # latency varies by uniform(-jitter, +jitter), never below 0
+    fail_rate: dict[str, float] = field(default_factory=dict)  # {"500"|"503"|"reset"|"hang": p}
+    hang_seconds: float = 30.0  # a hang answers (200) after this long, past client timeouts
+    seed: int = 0  # of the fault and jitter draws; reset() reseeds
+    per_key: bool = True  # budgets per API key; False: one budget for everyone
+    gemini_headers: bool = False  # real Gemini sends no x-ratelimit-*/retry-after headers
 
     def __post_init__(self) -> None:
         self.validate()
