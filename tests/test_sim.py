@@ -248,3 +248,16 @@ def test_gemini_system_instruction_counts_as_prompt(sim: Simulator) -> None:
         config=types.GenerateContentConfig(system_instruction="be brief"),
     )
     assert r.text == "echo: be brief\nuser part"
+
+
+def test_openai_sdk_own_retry_waits_the_hint_and_is_admitted(sim: Simulator) -> None:
+    sim.configure(rpm=1, window=1.0)
+    c = openai.OpenAI(api_key="k", base_url=sim.openai_base_url, max_retries=1)
+    c.chat.completions.create(model="m", messages=MSG)
+    t0 = time.perf_counter()
+    raw = c.chat.completions.with_raw_response.create(model="m", messages=MSG)
+    took = time.perf_counter() - t0
+    assert raw.retries_taken == 1  # retry-after-ms was honoured and exactly enough
+    assert 0.8 < took < 1.5
+    st = sim.stats()
+    assert (st["limiter_rejections"], st["accepted"], st["max_requests_in_window"]) == (1, 2, 1)
