@@ -59,6 +59,7 @@ class Ctx:
     known: Known | None
     t0: float = 0.0
     stamps: list[float] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)  # contender's own counters
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def client(self) -> openai.OpenAI:
@@ -209,6 +210,9 @@ def throttlepool_runner(ctx: Ctx) -> list[Result]:
     )
     with runner:
         result = runner.run(ctx.items)
+    st = result.stats
+    ctx.extra = {"attempts": st.calls, "retries": st.retries, "rate_limited": st.rate_limited,
+                 "rate_limit_wait": st.rate_limit_wait}
     return [v if e is None else e for v, e in zip(result.results, result.errors, strict=True)]
 
 

@@ -143,6 +143,37 @@ def targets(report: Report) -> list[str]:
     return [*lines, ""]
 
 
+def shortfalls(report: Report) -> list[str]:
+    """For each server workload where throttlepool misses its target: the figures that
+    show where the time went (attempts beyond one per item, 429s, pauses, machine load)."""
+    goals = {"latency": (0.97, None), "rate-known": (0.98, 0), "rate-unknown": (0.95, 0.02),
+             "token": (0.95, None), "faulty": (None, None)}
+    lines = []
+    for name, (eff, max429) in goals.items():
+        r = _rec(report, name)
+        if r is None:
+            continue
+        missed = (eff is not None and r.efficiency < eff) or r.failed > 0
+        if max429 == 0:
+            missed = missed or r.rate_limited > 0
+        elif max429 is not None:
+            missed = missed or r.rate_limited >= max429 * r.items
+        if not missed:
+            continue
+        x = r.extra
+        lines.append(
+            f"- `{name}`: wall {r.wall:.2f} s against an ideal of {r.ideal:.2f} s "
+            f"(efficiency {r.efficiency:.3f}); {r.requests} requests reached the server for "
+            f"{r.items} items, {r.rate_limited} answered 429; throttlepool counted "
+            f"{x.get('attempts', '?')} attempts, {x.get('retries', '?')} retries, "
+            f"{float(x.get('rate_limit_wait', 0.0)):.2f} s of rate-limit pauses; "
+            f"1-minute load average after the run {r.load:.2f} on {report.machine['cores']} "
+            "cores.")
+    if not lines:
+        return []
+    return ["Where throttlepool falls short, the measured figures behind it:", "", *lines, ""]
+
+
 def plot(report: Report, path: Path) -> bool:
     """Completions over time on the rate-bound workloads, one line per contender."""
     import matplotlib
@@ -205,6 +236,7 @@ def render(report: Report, plot_name: str | None) -> str:
         "## Targets (PRODUCT.md)",
         "",
         *targets(report),
+        *shortfalls(report),
         "## How it is measured",
         "",
         "- The server is `throttlepool.sim` (exact sliding windows, OpenAI headers and 429s) "

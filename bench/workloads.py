@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -166,6 +167,8 @@ class RunRecord:
     limit_per_window: int | None = None
     peak_concurrency: int = 0
     stamps: list[float] = field(default_factory=list)  # completion times since start
+    extra: dict[str, Any] = field(default_factory=dict)  # the contender's own counters
+    load: float = 0.0  # 1-minute load average right after the run
 
     @property
     def efficiency(self) -> float:
@@ -200,6 +203,8 @@ def run_contender(sim: RemoteSim, wl: Workload, name: str, items: list[str]) -> 
     rec.max_tokens_in_window = int(stats["max_tokens_in_window"])
     rec.peak_concurrency = int(stats["peak_concurrency"])
     rec.stamps = sorted(s - ctx.t0 for s in ctx.stamps)
+    rec.extra = dict(ctx.extra)
+    rec.load = os.getloadavg()[0]
     return rec
 
 
