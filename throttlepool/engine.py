@@ -20,7 +20,7 @@ from .breaker import CircuitBreaker
 from .classify import ErrorKind
 from .clock import Clock
 from .errors import CallTimeout, NotAttempted, RetryHintTooLong, RunStopped
-from .limiter import Cost, RateLimiter
+from .limiter import Cost, Permit, RateLimiter
 from .outcome import Outcome, RunStats, Source, Status
 from .pacing import Pacer
 from .pool import LoopHandoff, WorkerPool
@@ -273,6 +273,11 @@ class Engine:
         while True:
             if cfg.breaker is not None and not await self._breaker_gate():
                 return self._unfinished(index, item, attempts, last_error, key)
+            seq = None
+            if cfg.pacer is not None:
+                seq = await self._pace(cost)
+                if seq is None:
+                    return self._unfinished(index, item, attempts, last_error, key)
             permit = None
             if not limiter.unrestricted():
                 permit = limiter.reserve(cost)
@@ -292,11 +297,11 @@ class Engine:
             stats.calls += 1
             stats.in_flight += 1
             try:
-                result: CallResult[Any] = await self._call(item)
+                result: CallResult[Any] = await self._call(item, permit)
             except Exception as exc:
                 stats.in_flight -= 1
                 last_error = exc
-                delay = self._after_failure(exc, attempts)
+                delay = self._after_failure(exc, attempts, seq)
                 if delay is None or isinstance(delay, BaseException):
                     error = delay if isinstance(delay, BaseException) else exc
                     return Outcome(index, item, Status.FAILED, None, error, attempts,
@@ -319,14 +324,20 @@ class Engine:
                     charged = (usage.input_tokens + cost.output if cost.output
                                else usage.total_tokens)
                     limiter.settle(permit, Cost(cost.requests, float(charged), cost.output))
-            if cfg.pacer is not None and result.rate is not None:
-                cfg.pacer.observe(result.rate, clock.now(), stats.in_flight)
+            if cfg.pacer is not None and seq is not None:
+                cfg.pacer.observe(seq, result.rate, clock.now())
             if cfg.cache is not None and key is not None:
                 cfg.cache.put(key, result.value)
             return Outcome(index, item, Status.OK, result.value, None, attempts,
                            clock.now() - first_start, usage, Source.CALL, key)
 
-    async def _call(self, item: Any) -> CallResult[Any]:
+    def _stamped_call(self, permit: Permit, item: Any, timeout: float | None) -> CallResult[Any]:
+        # On the worker thread: the admission counts from when the call really starts, not
+        # from when it was granted; a busy machine can put tens of ms between the two.
+        self.cfg.limiter.restamp(permit)
+        return self.cfg.adapter.call(item, timeout)
+
+    async def _call(self, item: Any, permit: Permit | None = None) -> CallResult[Any]:
         cfg = self.cfg
         if self._acall is not None:  # an async function: await it on the loop, no thread
             coro = self._acall(item, cfg.timeout)
@@ -339,7 +350,10 @@ class Engine:
         handoff = self._handoff
         assert handoff is not None
         fut: asyncio.Future[CallResult[Any]] = handoff.loop.create_future()
-        cfg.pool.submit(handoff, fut, cfg.adapter.call, item, cfg.timeout)
+        if permit is None:
+            cfg.pool.submit(handoff, fut, cfg.adapter.call, item, cfg.timeout)
+        else:
+            cfg.pool.submit(handoff, fut, self._stamped_call, permit, item, cfg.timeout)
         if cfg.timeout is None or not cfg.runner_enforces_timeout:
             return await fut
         try:
@@ -348,14 +362,16 @@ class Engine:
             cfg.pool.abandon(fut)
             raise CallTimeout(f"call did not return within {cfg.timeout:g}s") from None
 
-    def _after_failure(self, exc: BaseException, attempts: int) -> float | BaseException | None:
+    def _after_failure(
+        self, exc: BaseException, attempts: int, seq: int | None
+    ) -> float | BaseException | None:
         """Seconds until the retry, None to fail with ``exc``, or the error to fail with."""
         cfg, stats = self.cfg, self.stats
         verdict = cfg.adapter.classify(exc)
-        if cfg.pacer is not None:
-            info = cfg.adapter.rate_info(exc)
-            if info is not None:
-                cfg.pacer.observe(info, cfg.clock.now(), stats.in_flight)
+        if cfg.pacer is not None and seq is not None:
+            cfg.pacer.observe(seq, cfg.adapter.rate_info(exc), cfg.clock.now())
+            if verdict.kind is ErrorKind.RATE_LIMITED:
+                cfg.pacer.rate_limited(seq, cfg.clock.now())
         if cfg.breaker is not None:
             if verdict.kind is ErrorKind.TRANSIENT:
                 cfg.breaker.record_failure()
@@ -364,6 +380,10 @@ class Engine:
             self._notify()
         if verdict.kind is ErrorKind.RATE_LIMITED:
             stats.rate_limited += 1
+            if cfg.limiter.limits:
+                # A 429 despite our own limit: the server's clock sees more jitter than the
+                # margin allows for. Widen it; the headers may only ever tighten a limit.
+                cfg.limiter.widen_margin()
         if verdict.kind is ErrorKind.FATAL:
             self.request_stop(RunStopped(f"stopped by a fatal error: {verdict.reason}", exc))
             return None
@@ -378,6 +398,17 @@ class Engine:
             stats.rate_limit_wait += delay
             return 0.0
         return delay
+
+    async def _pace(self, cost: Cost) -> int | None:
+        """Wait until the server's budget (as its headers told) admits ``cost``."""
+        pacer, clock = self.cfg.pacer, self.cfg.clock
+        assert pacer is not None
+        while True:
+            seq, wait = pacer.admit(cost, clock.now())
+            if seq is not None:
+                return seq
+            if not await self._pause(clock.asleep(wait)):
+                return None
 
     async def _breaker_gate(self) -> bool:
         breaker = self.cfg.breaker

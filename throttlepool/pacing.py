@@ -1,45 +1,116 @@
-"""Adaptive pacing: when the caller gives no limit, follow the server's own budget headers.
+"""Adaptive pacing: with no limit given, follow the server's own budget headers.
 
-A response that says the budget is spent (``x-ratelimit-remaining-*`` no larger than the calls
-already in flight) pauses dispatch until the matching ``x-ratelimit-reset-*``; 429 hints pause
-it through the retry path. So a run against a server whose limit nobody configured still
-proceeds near that limit with few rejections.
+Each dimension (requests, tokens) is a token bucket whose level is re-synced from every fresh
+response: ``x-ratelimit-remaining-*`` minus what we dispatched after that request (the
+server could not have counted those yet). Between responses the level refills at
+``(limit - remaining) / reset``, the average rate at which the server's budget returns. A 429
+empties the bucket; its hint pauses the limiter through the retry path. Servers that send no
+headers are not paced (429 hints still pause dispatch).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 from .hints import RateInfo
-from .limiter import RateLimiter
+from .limiter import Cost
 
 
 class Pacer(Protocol):
-    """Learns from each response's rate-limit information."""
+    """Gates dispatch by what responses said about the budget."""
 
-    def observe(self, info: RateInfo, now: float, in_flight: int) -> None:
-        """A response (or error) arrived carrying ``info``; ``in_flight`` calls are still out."""
+    def admit(self, cost: Cost, now: float) -> tuple[int | None, float]:
+        """``(seq, 0)`` when a call may go now (``seq`` identifies it), else ``(None, wait)``."""
+        ...
+
+    def observe(self, seq: int, info: RateInfo | None, now: float) -> None:
+        """The call ``seq`` finished; ``info`` is what its response said (None: nothing)."""
+        ...
+
+    def rate_limited(self, seq: int, now: float) -> None:
+        """The call ``seq`` was rejected with a 429: the budget is spent."""
         ...
 
 
-class HeaderPacer:
-    """Pauses the limiter until the server's reset time whenever its budget is exhausted."""
+@dataclass
+class _Bucket:
+    level: float = float("inf")  # unknown until a response says otherwise
+    capacity: float = float("inf")
+    rate: float = 0.0
+    stamp: float = 0.0
 
-    def __init__(self, limiter: RateLimiter, *, reserve: int = 0) -> None:
-        self.limiter = limiter
-        self.reserve = reserve
-        self.pauses = 0
+    def refill(self, now: float) -> float:
+        if self.level != float("inf") and now > self.stamp:
+            self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
+            self.stamp = now
+        return self.level
 
-    def observe(self, info: RateInfo, now: float, in_flight: int) -> None:
-        until = now
-        margin = in_flight + self.reserve
-        if (info.remaining_requests is not None and info.reset_requests is not None
-                and info.remaining_requests <= margin):
-            until = max(until, now + info.reset_requests)
-        if (info.remaining_tokens is not None and info.reset_tokens is not None
-                and info.limit_tokens is not None
-                and info.remaining_tokens <= info.limit_tokens * 0.02 * max(1, margin)):
-            until = max(until, now + info.reset_tokens)
-        if until > now:
-            self.pauses += 1
-            self.limiter.pause_until(until)
+    def wait_for(self, amount: float, now: float) -> float:
+        level = self.refill(now)
+        if level >= amount:
+            return 0.0
+        if self.rate <= 0:
+            return float("inf")
+        return (amount - level) / self.rate
+
+    def sync(self, remaining: float, limit: float | None, reset: float | None,
+             in_flight: float, now: float) -> None:
+        self.level = remaining - in_flight
+        self.stamp = now
+        if limit is not None and limit > 0:
+            self.capacity = limit
+            spent = limit - remaining
+            if reset is not None and reset > 0 and spent > 0:
+                self.rate = spent / reset
+            elif self.rate <= 0:
+                self.rate = limit / 60.0  # the per-minute convention of RPM/TPM headers
+        elif reset is not None and reset > 0:
+            self.rate = max(self.rate, 1.0 / reset)
+
+
+class HeaderBudget:
+    """A :class:`Pacer` that keeps a request bucket and a token bucket synced to headers."""
+
+    def __init__(self) -> None:
+        self.requests = _Bucket()
+        self.tokens = _Bucket()
+        self._seq = 0
+        self._fresh = 0  # the newest dispatch whose response has synced the buckets
+        self._tokens_sent = 0.0
+        self._tokens_at: dict[int, float] = {}  # seq -> tokens sent up to it, until it ends
+
+    def admit(self, cost: Cost, now: float) -> tuple[int | None, float]:
+        wait = max(self.requests.wait_for(cost.requests, now),
+                   self.tokens.wait_for(cost.tokens, now) if cost.tokens else 0.0)
+        if wait > 0:
+            return None, min(wait, 60.0)
+        self.requests.level -= cost.requests
+        self.tokens.level -= cost.tokens
+        self._seq += 1
+        if self._fresh:  # bookkeeping starts with the first headers; plain calls skip it
+            self._tokens_sent += cost.tokens
+            self._tokens_at[self._seq] = self._tokens_sent
+        return self._seq, 0.0
+
+    def observe(self, seq: int, info: RateInfo | None, now: float) -> None:
+        tokens_upto = self._tokens_at.pop(seq, None)
+        if info is None or seq <= self._fresh:
+            return  # an older response than one already seen says less about now
+        self._fresh = seq
+        later_requests = self._seq - seq
+        # An untracked call predates tracking, so every tracked token was sent after it.
+        later_tokens = self._tokens_sent - (tokens_upto if tokens_upto is not None else 0.0)
+        if info.remaining_requests is not None:
+            self.requests.sync(info.remaining_requests, info.limit_requests,
+                               info.reset_requests, later_requests, now)
+        if info.remaining_tokens is not None:
+            self.tokens.sync(info.remaining_tokens, info.limit_tokens, info.reset_tokens,
+                             later_tokens, now)
+
+    def rate_limited(self, seq: int, now: float) -> None:
+        self._tokens_at.pop(seq, None)
+        for bucket in (self.requests, self.tokens):
+            if bucket.level != float("inf"):
+                bucket.level = min(bucket.level, 0.0)
+                bucket.stamp = now

@@ -23,7 +23,7 @@ from .engine import Engine, RunConfig
 from .errors import ConfigError, RunStopped
 from .limiter import TOKENS, LimitSpec, RateLimiter, build_limits
 from .outcome import BatchResult, Outcome
-from .pacing import HeaderPacer
+from .pacing import HeaderBudget
 from .pool import WorkerPool
 from .progress import ProgressSpec, make_progress
 from .retry import Retry
@@ -163,7 +163,7 @@ class ThreadedBatchRunner(Generic[R]):
         self.retry_failed = retry_failed
         self.cache = _open_cache(cache, self.store, cache_ttl)
         self.adaptive = (not self.limiter.limits) if adaptive is None else adaptive
-        self.pacer = HeaderPacer(self.limiter) if self.adaptive else None
+        self.pacer = HeaderBudget() if self.adaptive else None
         self.window = window or max(4096, 64 * batch_size)
         self._rng = random.Random(seed)
         self._pool = WorkerPool(batch_size)

@@ -165,6 +165,22 @@ class RateLimiter:
             moved = self.backend.settle(permit, actual, self.clock.now())
         _wake(moved)
 
+    def restamp(self, permit: Permit) -> None:
+        """Count an admitted permit from now on (its call starts later than it was granted)."""
+        restamp = getattr(self.backend, "restamp", None)
+        if restamp is None or permit.provisional:
+            return
+        with self._lock:
+            moved = restamp(permit, self.clock.now())
+        _wake(moved)
+
+    def widen_margin(self) -> None:
+        """Lengthen the margin each admission counts for (after a server still said 429)."""
+        widen = getattr(self.backend, "widen_margin", None)
+        if widen is not None:
+            with self._lock:
+                widen()
+
     def cancel(self, permit: Permit) -> None:
         """Withdraw a reservation whose call was not made; its budget goes to the next."""
         if permit.provisional:
