@@ -224,3 +224,37 @@ def test_demo_falls_back_to_http_without_openai(tmp_path: Path) -> None:
     assert "provider http" in r.stdout
     assert "extrapolated to 60" in r.stdout and "speedup:" in r.stdout
     assert f"checkpoint: {db}" in r.stdout and db.exists()
+
+
+def test_fatal_error_stops_the_run_exit_1(sim: Simulator, tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "in.jsonl", 20)
+    sim.script([{"status": 401}])
+    r = run_cli(["run", "in.jsonl", *http_args(sim), "-b", "1", "-o", "out.jsonl"], tmp_path)
+    assert r.returncode == 1, r.stderr
+    rows = read_jsonl(tmp_path / "out.jsonl")
+    assert len(rows) == 20 and rows[0]["status"] == "failed"
+    assert {row["status"] for row in rows[1:]} == {"not_attempted"}
+    assert "stopped early after a fatal error" in r.stderr
+
+
+def test_sim_command_serves_until_sigint(tmp_path: Path) -> None:
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("THROTTLEPOOL_")}
+    proc = subprocess.Popen([sys.executable, "-m", "throttlepool", "sim", "--port", str(port),
+                             "--rpm", "5", "--latency", "0.01"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        banner = proc.stdout.readline()
+        assert f"listening on http://127.0.0.1:{port}" in banner
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/__stats", timeout=5) as reply:
+            assert json.loads(reply.read())["requests"] == 0
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=10)
+    assert proc.returncode == 0

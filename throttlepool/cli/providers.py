@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -52,6 +53,10 @@ def build_adapter(provider: str, *, model: str | None = None, base_url: str | No
     options: dict[str, Any] = {"model": model, "base_url": base_url}
     if name == "python":
         options["target"] = target
+        # Like `python -m`, let a module next to the user's data import: the console script
+        # does not put the current directory on sys.path by itself.
+        if os.getcwd() not in sys.path and "" not in sys.path:
+            sys.path.insert(0, os.getcwd())
     elif name == "http":
         if not base_url:
             raise ConfigError("the http provider needs --base-url, the endpoint's full URL "
