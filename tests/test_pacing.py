@@ -1,0 +1,108 @@
+"""Adaptive pacing from budget headers, and limits honoured against the simulator."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from throttlepool import ThreadedBatchRunner
+from throttlepool.hints import RateInfo
+from throttlepool.limiter import Cost
+from throttlepool.pacing import HeaderBudget
+
+ONE = Cost(1.0)
+
+
+def test_no_headers_means_no_pacing() -> None:
+    budget = HeaderBudget()
+    for i in range(1, 1000):
+        assert budget.admit(ONE, 0.0) == (i, 0.0)
+
+
+def test_spent_budget_waits_for_refill_at_the_servers_rate() -> None:
+    budget = HeaderBudget()
+    seq, _ = budget.admit(ONE, 0.0)
+    assert seq is not None
+    budget.observe(seq, RateInfo(limit_requests=10, remaining_requests=0, reset_requests=2.0), 0.0)
+    # 10 requests come back over 2 s: one every 0.2 s.
+    assert budget.admit(ONE, 0.0) == (None, pytest.approx(0.2))
+    seq2, wait = budget.admit(ONE, 0.2)
+    assert seq2 == 2 and wait == 0.0
+    assert budget.admit(ONE, 0.2)[0] is None
+
+
+def test_calls_sent_after_the_response_are_not_counted_twice_or_forgotten() -> None:
+    budget = HeaderBudget()
+    first, _ = budget.admit(ONE, 0.0)
+    for _ in range(4):
+        budget.admit(ONE, 0.0)
+    assert first is not None
+    # The server counted the first call; the four sent after it are still to be counted.
+    budget.observe(first, RateInfo(limit_requests=10, remaining_requests=5, reset_requests=1.0),
+                   0.0)
+    assert budget.admit(ONE, 0.0)[0] is not None  # 5 - 4 = 1 left
+    assert budget.admit(ONE, 0.0)[0] is None
+
+
+def test_an_older_response_does_not_overwrite_a_newer_one() -> None:
+    budget = HeaderBudget()
+    a, _ = budget.admit(ONE, 0.0)
+    b, _ = budget.admit(ONE, 0.0)
+    assert a is not None and b is not None
+    budget.observe(b, RateInfo(limit_requests=10, remaining_requests=0, reset_requests=1.0), 0.0)
+    budget.observe(a, RateInfo(limit_requests=10, remaining_requests=9, reset_requests=1.0), 0.0)
+    assert budget.admit(ONE, 0.0)[0] is None
+
+
+def test_tokens_are_paced_too_and_a_429_empties_the_bucket() -> None:
+    budget = HeaderBudget()
+    seq, _ = budget.admit(Cost(1.0, 100.0), 0.0)
+    assert seq is not None
+    budget.observe(seq, RateInfo(limit_tokens=1000, remaining_tokens=300, reset_tokens=7.0), 0.0)
+    assert budget.admit(Cost(1.0, 300.0), 0.0)[0] is not None
+    assert budget.admit(Cost(1.0, 100.0), 0.0) == (None, pytest.approx(1.0))  # 700 over 7 s
+    nxt, _ = budget.admit(ONE, 0.0)
+    assert nxt is not None
+    budget.observe(nxt, RateInfo(limit_requests=5, remaining_requests=3, reset_requests=1.0), 0.0)
+    budget.rate_limited(nxt, 0.0)
+    assert budget.admit(ONE, 0.0)[0] is None
+
+
+# ---- against the simulator ------------------------------------------------------------
+
+LIMIT, WINDOW, ITEMS = 40, 2.0, 160
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[object]:
+    from throttlepool.sim import SimConfig, Simulator
+
+    with Simulator(SimConfig(rpm=LIMIT, window=WINDOW, latency=0.01, jitter=0.005)) as s:
+        yield s
+
+
+def _run(sim: object, **limits: object) -> tuple[object, dict[str, object]]:
+    openai = pytest.importorskip("openai")
+    from throttlepool.adapters import OpenAIAdapter
+
+    sim.reset()  # type: ignore[attr-defined]
+    client = openai.OpenAI(base_url=sim.openai_base_url, api_key="sk-test")  # type: ignore[attr-defined]
+    runner = ThreadedBatchRunner(OpenAIAdapter(client, model="m", extract="text"),
+                                 batch_size=16, progress=False, **limits)  # type: ignore[arg-type]
+    result = runner.run([f"item {i}" for i in range(ITEMS)])
+    return result, sim.stats()  # type: ignore[attr-defined]
+
+
+def test_known_limit_sees_no_429_and_no_window_over_the_limit(sim: object) -> None:
+    result, stats = _run(sim, limits=[f"{LIMIT}/{WINDOW}s"])
+    assert result.all_succeeded  # type: ignore[attr-defined]
+    assert result.results == [f"echo: item {i}" for i in range(ITEMS)]  # type: ignore[attr-defined]
+    assert stats["max_requests_in_window"] <= LIMIT  # type: ignore[operator]
+    assert stats["rate_limited"] == 0
+
+
+def test_unknown_limit_is_found_from_headers_with_few_429s(sim: object) -> None:
+    result, stats = _run(sim)
+    assert result.all_succeeded  # type: ignore[attr-defined]
+    assert stats["rate_limited"] <= 0.02 * ITEMS  # type: ignore[operator]
