@@ -14,7 +14,11 @@ from typing import Any
 
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_TRY_AGAIN_RE = re.compile(r"(?:try again|retry) in (\d+(?:\.\d+)?)\s*(ms|s|seconds?)\b", re.I)
+_TRY_AGAIN_RE = re.compile(
+    r"(?:try again|retry) in (?:(?P<go>(?:\d+(?:\.\d+)?(?:ms|h|m|s))+)\b"
+    r"|(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>ms|s|seconds?)\b)",
+    re.I,
+)
 
 
 def _get(headers: Mapping[str, str] | None, name: str) -> str | None:
@@ -153,5 +157,7 @@ def retry_delay_from_message(message: str | None) -> float | None:
     m = _TRY_AGAIN_RE.search(message)
     if not m:
         return None
-    value = float(m.group(1))
-    return value / 1000.0 if m.group(2) == "ms" else value
+    if m["go"]:  # "7m12s", "1m26.4s", "644ms"
+        return parse_duration(m["go"].lower())
+    value = float(m["n"])
+    return value / 1000.0 if m["unit"].lower() == "ms" else value

@@ -1,0 +1,138 @@
+"""Server wait hints: Retry-After, retry-after-ms, Go durations, retryDelay, message hints."""
+
+from __future__ import annotations
+
+import email.utils
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from throttlepool.hints import (
+    parse_duration,
+    parse_retry_after,
+    rate_info_from_headers,
+    retry_after_from_headers,
+    retry_delay_from_body,
+    retry_delay_from_message,
+)
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [("7", 7.0), ("0", 0.0), ("1.5", 1.5), (" 20 ", 20.0), ("-3", 0.0), ("0.25", 0.25)],
+)
+def test_retry_after_seconds(value: str, seconds: float) -> None:
+    assert parse_retry_after(value) == seconds
+
+
+def test_retry_after_http_date() -> None:
+    now = 1_700_000_000.0
+    date = email.utils.formatdate(now + 30, usegmt=True)
+    assert parse_retry_after(date, now=now) == pytest.approx(30.0)
+    past = email.utils.formatdate(now - 30, usegmt=True)
+    assert parse_retry_after(past, now=now) == 0.0
+
+
+@pytest.mark.parametrize("value", [None, "", "soon", "Mon, 99 Foo 2024"])
+def test_retry_after_garbage_is_none(value: str | None) -> None:
+    assert parse_retry_after(value) is None
+
+
+def test_retry_after_ms_wins_and_headers_are_case_insensitive() -> None:
+    assert retry_after_from_headers({"retry-after-ms": "644", "retry-after": "2"}) == 0.644
+    assert retry_after_from_headers({"Retry-After": "3"}) == 3.0
+    assert retry_after_from_headers({"RETRY-AFTER": "4"}) == 4.0
+    assert retry_after_from_headers({"Retry-After-Ms": "1500"}) == 1.5
+    assert retry_after_from_headers({"retry-after-ms": "junk", "retry-after": "2"}) == 2.0
+    assert retry_after_from_headers({}) is None
+    assert retry_after_from_headers(None) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("6m0s", 360.0),
+        ("120ms", 0.12),
+        ("1h2m3.5s", 3723.5),
+        ("20ms", 0.02),
+        ("1m30s", 90.0),
+        ("2h", 7200.0),
+        ("0.5s", 0.5),
+        ("17", 17.0),
+        ("1.25", 1.25),
+        ("3m120ms", 180.12),
+    ],
+)
+def test_go_durations(value: str, seconds: float) -> None:
+    assert parse_duration(value) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("value", [None, "", "abc", "5x", "ms", "1m 2z", "m5"])
+def test_bad_durations_are_none(value: str | None) -> None:
+    assert parse_duration(value) is None
+
+
+@given(h=st.integers(0, 5), m=st.integers(0, 59), s=st.integers(0, 59), ms=st.integers(0, 999))
+def test_duration_roundtrip(h: int, m: int, s: int, ms: int) -> None:
+    text = (f"{h}h" if h else "") + (f"{m}m" if m else "") + f"{s}s" + (f"{ms}ms" if ms else "")
+    assert parse_duration(text) == pytest.approx(h * 3600 + m * 60 + s + ms / 1000)
+
+
+def test_openai_rate_headers() -> None:
+    info = rate_info_from_headers({
+        "x-ratelimit-limit-requests": "500",
+        "x-ratelimit-remaining-requests": "499",
+        "x-ratelimit-reset-requests": "120ms",
+        "x-ratelimit-limit-tokens": "200000",
+        "x-ratelimit-remaining-tokens": "199000",
+        "x-ratelimit-reset-tokens": "6m0s",
+        "retry-after-ms": "250",
+    })
+    assert info.limit_requests == 500 and info.remaining_requests == 499
+    assert info.reset_requests == pytest.approx(0.12)
+    assert info.limit_tokens == 200000 and info.remaining_tokens == 199000
+    assert info.reset_tokens == 360.0
+    assert info.retry_after == 0.25
+    assert not info.empty
+    assert rate_info_from_headers({}).empty
+    assert rate_info_from_headers(None).empty
+
+
+def test_gemini_retry_delay_from_body() -> None:
+    body = {"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "details": [
+        {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": []},
+        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "53s"},
+    ]}}
+    assert retry_delay_from_body(body) == 53.0
+    assert retry_delay_from_body(body["error"]["details"]) == 53.0
+    assert retry_delay_from_body([{"@type": "x.RetryInfo", "retryDelay": "1.5s"}]) == 1.5
+    assert retry_delay_from_body(
+        [{"@type": "google.rpc.RetryInfo", "retryDelay": {"seconds": 2, "nanos": 500_000_000}}]
+    ) == 2.5
+    assert retry_delay_from_body({"error": {"details": []}}) is None
+    assert retry_delay_from_body("nope") is None
+    assert retry_delay_from_body(None) is None
+
+
+@pytest.mark.parametrize(
+    ("message", "seconds"),
+    [
+        ("Rate limit reached for gpt-4o. Please try again in 644ms.", 0.644),
+        ("Please try again in 20s. Visit ...", 20.0),
+        ("Please retry in 53.06 seconds.", 53.06),
+        ("try again in 1 second", 1.0),
+        ("TRY AGAIN IN 2.5s", 2.5),
+        ("Limit 200, Used 200. Please try again in 7m12s.", 432.0),
+        ("Please try again in 1m26.4s. Visit https://...", 86.4),
+        ("Rate limit reached for requests per minute: limit 5. Please try again in 11.98s.",
+         11.98),
+    ],
+)
+def test_retry_delay_from_message(message: str, seconds: float) -> None:
+    assert retry_delay_from_message(message) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("message", [None, "", "quota exceeded", "try again later"])
+def test_no_delay_in_message(message: str | None) -> None:
+    assert retry_delay_from_message(message) is None
