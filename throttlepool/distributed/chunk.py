@@ -39,6 +39,7 @@ class ChunkConfig:
     estimate: Any = None
     breaker: bool | int = True
     seed: int | None = None
+    margin: float = 0.0
 
 
 @dataclass
@@ -72,13 +73,15 @@ _limiters: dict[tuple[Any, ...], RateLimiter] = {}
 _limiters_lock = threading.Lock()
 
 
-def worker_limiter(url: str | None, limits: Sequence[Limit], name: str) -> RateLimiter:
+def worker_limiter(url: str | None, limits: Sequence[Limit], name: str, margin: float = 0.0
+                   ) -> RateLimiter:
     """One limiter per (URL, name, limits) per worker process, reused across chunks."""
-    key = (url, name, tuple(limits))
+    key = (url, name, tuple(limits), margin)
     with _limiters_lock:
         lim = _limiters.get(key)
         if lim is None:
-            lim = (limiter_from_url(url, list(limits), name=name) if url is not None
+            lim = (limiter_from_url(url, list(limits), name=name, margin=margin)
+                   if url is not None
                    else RateLimiter())
             _limiters[key] = lim
         return lim
@@ -113,7 +116,7 @@ def run_chunk(chunk_no: int, chunk: Sequence[tuple[int, Any]], cfg: ChunkConfig
     from ..runner import ThreadedBatchRunner
 
     result = ChunkResult(chunk_no, worker=f"{socket.gethostname()}:{os.getpid()}")
-    limiter = worker_limiter(cfg.limiter_url, cfg.limits, cfg.limiter_name)
+    limiter = worker_limiter(cfg.limiter_url, cfg.limits, cfg.limiter_name, cfg.margin)
     runner: ThreadedBatchRunner[Any] = ThreadedBatchRunner(
         cfg.fn, batch_size=cfg.batch_size, limiter=limiter, retries=cfg.retries,
         timeout=cfg.timeout, estimate=cfg.estimate, breaker=cfg.breaker, progress=False,

@@ -125,7 +125,8 @@ class _Run:
         else:
             stats.not_attempted += 1
         stats.wall_time = SYSTEM_CLOCK.now() - stats.started
-        if record and self.store is not None and self.run_id is not None:
+        if (record and outcome.status is not Status.NOT_ATTEMPTED and self.store is not None
+                and self.run_id is not None):
             self.store.record(self.run_id, outcome)
         if self.progress is not None:
             self.progress.update(stats, outcome)
@@ -173,6 +174,7 @@ def run_on_dask(
     tpm: float | None = None,
     limits: Iterable[LimitSpec] | LimitSpec | None = None,
     safety: float = 1.0,
+    margin: float = 0.0,
     batch_size: int = 8,
     chunk_size: int | None = None,
     max_chunks_in_flight: int | None = None,
@@ -191,7 +193,9 @@ def run_on_dask(
     Give a ``client`` or a ``scheduler`` address (``"tcp://host:8786"``). ``limiter_url``
     names the shared limiter (``redis://host:6379/0`` or ``sqlite:///path``) that every
     worker admits through; ``rpm``/``tpm``/``limits`` are the limits of the whole cluster.
-    ``batch_size`` calls run at once per chunk; ``store`` checkpoints on the driver.
+    ``margin`` (seconds) lengthens the time each admission counts, to absorb the jitter
+    between a worker's admission and the API server's clock. ``batch_size`` calls run at
+    once per chunk of ``chunk_size`` items; ``store`` checkpoints on the driver.
     """
     from ..runner import _make_adapter, _open_store
 
@@ -202,7 +206,7 @@ def run_on_dask(
     adapter = _make_adapter(fn_or_adapter, estimate, None)
     size = _chunk_size(chunk_size, batch_size)
     cfg = ChunkConfig(fn_or_adapter, limiter_url, tuple(resolved), limiter_name, batch_size,
-                      retries, timeout, estimate)
+                      retries, timeout, estimate, margin=margin)
     settings = {
         "adapter": adapter.name, "identity": dict(adapter.identity()),
         "batch_size": batch_size, "limits": [str(lim) for lim in resolved],
@@ -290,6 +294,7 @@ def run_runner_on_dask(runner: Any, items: Iterable[Any], run_name: str | None
         runner.adapter, items, client=client,
         scheduler=scheduler if isinstance(scheduler, str) else None,
         limiter_url=runner.limiter_url, limits=list(runner.limiter.limits),
+        margin=getattr(runner.limiter.backend, "margin", 0.0),
         batch_size=runner.batch_size, store=runner.store,
         run_name=run_name if run_name is not None else runner.run_name,
         progress=runner.progress, retries=runner.retry, timeout=runner.timeout,

@@ -116,6 +116,20 @@ end
 return 1
 """
 
+# KEYS = [z1, z2, ...]; ARGV = [n, admitted_us, id, w1, w2, ...] -> the new admission time.
+# Moves the members to the server's now (only ever later): the call started late.
+RESTAMP_LUA = """
+local n, at, id = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+if now <= at then return at end
+for i = 1, n do
+  local w = tonumber(ARGV[3 + i])
+  if w > 0 then redis.call('ZADD', KEYS[i], 'XX', 'GT', now, id .. ':' .. w) end
+end
+return now
+"""
+
 # KEYS = [pause]; ARGV = [duration_us]: admit nothing for that long (never shortens a pause).
 PAUSE_LUA = """
 local t = redis.call('TIME')
@@ -132,6 +146,11 @@ return 1
 def _milli(x: float) -> int:
     """A weight in milli-units, rounded up so the budget is never under-counted."""
     return math.ceil(x * _MILLI - 1e-6) if x > 0 else 0
+
+
+def _wider(margin: float, limits: Sequence[Limit]) -> float:
+    ceiling = 0.05 * min((lim.period for lim in limits), default=0.0)
+    return min(max(2 * margin, 0.02), max(ceiling, margin))
 
 
 def _period_tag(period: float) -> str:
@@ -268,6 +287,25 @@ class RedisWindowBackend:
     def cancel(self, ticket: Ticket, now: float) -> Iterable[Ticket]:
         self._swap(ticket, [0] * len(self.limits))
         return []
+
+    def restamp(self, ticket: Ticket, now: float) -> Iterable[Ticket]:
+        """Count an admitted reservation from the server's now on (its call started late)."""
+        if ticket.provisional or ticket.handle is None:
+            return []
+        member, at, weights = ticket.handle
+        try:
+            new_at = self._eval(RESTAMP_LUA, self._settle_keys[0::2],
+                                [len(self.limits), at, member, *weights])
+        except LimiterUnavailable as exc:
+            log.warning("could not restamp a reservation: %s", exc)
+            return []
+        ticket.handle = (member, int(new_at), weights)
+        return []
+
+    def widen_margin(self) -> None:
+        """Double the margin (at least 20 ms, at most 5 % of the shortest period)."""
+        self.margin = _wider(self.margin, self.limits)
+        self._win_us = [round((lim.period + self.margin) * 1_000_000) for lim in self.limits]
 
     def pause_until(self, until: float, now: float) -> Iterable[Ticket]:
         duration = until - now

@@ -163,6 +163,23 @@ class SQLiteWindowBackend:
             ticket.handle = None
         return []
 
+    def restamp(self, ticket: Ticket, now: float) -> Iterable[Ticket]:
+        """Count an admitted reservation from now on (its call started late)."""
+        if not ticket.provisional and ticket.handle is not None:
+            try:
+                with self._lock, self._transaction() as db:
+                    db.execute("UPDATE admissions SET ts = max(ts, ?) WHERE id = ?",
+                               (time.time(), ticket.handle))
+            except sqlite3.Error as exc:
+                raise self._unavailable(exc) from exc
+        return []
+
+    def widen_margin(self) -> None:
+        """Double the margin (at least 20 ms, at most 5 % of the shortest period)."""
+        ceiling = 0.05 * min((lim.period for lim in self.limits), default=0.0)
+        self.margin = min(max(2 * self.margin, 0.02), max(ceiling, self.margin))
+        self._keep = max((lim.period + self.margin for lim in self.limits), default=0.0)
+
     def pause_until(self, until: float, now: float) -> Iterable[Ticket]:
         if until <= now:
             return []

@@ -1,0 +1,186 @@
+"""Dask execution against the simulator, with two worker processes sharing one Redis limit."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from _services import RedisServer, private_redis, start_redis  # noqa: F401 - fixture
+
+from throttlepool import LimiterUnavailable, ThreadedBatchRunner
+from throttlepool.outcome import Outcome, RunStats
+from throttlepool.sim import SimConfig, Simulator
+from throttlepool.store import SQLiteStore
+
+distributed = pytest.importorskip("distributed")
+
+
+def call_echo(item: Mapping[str, str]) -> str:
+    """The wrapped call; module level so that worker processes can import it."""
+    r = requests.post(item["url"] + "/echo", json={"prompt": item["prompt"]}, timeout=10)
+    r.raise_for_status()
+    return str(r.json()["result"])
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    tmp = tmp_path_factory.mktemp("dask")
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=4, processes=True, host="127.0.0.1",
+        dashboard_address=None, local_directory=str(tmp))
+    c = distributed.Client(cluster)
+    c.run(importlib.import_module, "throttlepool.distributed.chunk")  # warm the workers
+    try:
+        yield c
+    finally:
+        c.close()
+        cluster.close()
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    server = start_redis(tmp_path_factory.mktemp("redis"), tcp=True)
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+class CountingStore:
+    """A store that counts how often each index is recorded."""
+
+    def __init__(self, path: Path) -> None:
+        self.inner = SQLiteStore(path)
+        self.recorded: dict[int, int] = {}
+
+    def begin_run(self, name: str | None, settings: Mapping[str, Any]) -> str:
+        return self.inner.begin_run(name, settings)
+
+    def prior(self, run_id: str, index: int, key: str) -> Outcome[Any] | None:
+        return self.inner.prior(run_id, index, key)
+
+    def record(self, run_id: str, outcome: Outcome[Any]) -> None:
+        self.recorded[outcome.index] = self.recorded.get(outcome.index, 0) + 1
+        self.inner.record(run_id, outcome)
+
+    def finish_run(self, run_id: str, stats: RunStats, status: str) -> None:
+        self.inner.finish_run(run_id, stats, status)
+
+    def flush(self) -> None:
+        self.inner.flush()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def rows(self, run_id: str) -> list[dict[str, Any]]:
+        self.inner.flush()
+        return self.inner.query("SELECT idx, status FROM items WHERE run_id = ?", (run_id,))
+
+
+class AtFinished:
+    """A progress sink that runs ``action`` once, when ``n`` outcomes have arrived."""
+
+    def __init__(self, n: int, action: Any) -> None:
+        self.n, self.action, self.fired = n, action, False
+
+    def start(self, total: int | None, stats: RunStats) -> None:
+        pass
+
+    def update(self, stats: RunStats, outcome: Outcome[Any] | None) -> None:
+        if not self.fired and stats.finished >= self.n:
+            self.fired = True
+            self.action()
+
+    def close(self, stats: RunStats) -> None:
+        pass
+
+
+def _items(sim: Simulator, n: int) -> list[dict[str, str]]:
+    return [{"url": sim.url, "prompt": f"p{i}"} for i in range(n)]
+
+
+def test_two_workers_share_one_redis_limit(client: Any, redis_url: str, tmp_path: Path
+                                           ) -> None:
+    n, limit = 160, 40
+    with Simulator(SimConfig(rpm=limit, window=1.0, latency=0.02)) as sim:
+        runner: ThreadedBatchRunner[str] = ThreadedBatchRunner(
+            call_echo, executor="dask", scheduler=client, limiter_url=redis_url,
+            limits=[f"{limit}/second"], margin=0.1, batch_size=4, progress=False,
+            store=tmp_path / "ck.sqlite")
+        t0 = time.monotonic()
+        result = runner.run(_items(sim, n), run_name="shared")
+        wall = time.monotonic() - t0
+        runner.close()
+        stats = sim.stats()
+    assert result.all_succeeded, result.summary()
+    assert result.results[7] == "echo: p7"  # input order
+    assert stats["rate_limited"] == 0
+    assert stats["accepted"] == n
+    assert stats["max_requests_in_window"] <= limit
+    # One budget: 40 at once, then 40 per 1.1 s, so ~3.3 s; two private budgets: ~1.2 s.
+    assert 3.0 <= wall < 7.0, wall
+
+
+def test_redis_down_stops_dispatch_and_the_run_resumes(client: Any, tmp_path: Path) -> None:
+    from throttlepool.distributed import run_on_dask
+
+    n = 240
+    server = start_redis(tmp_path / "r1", tcp=True)
+    store = CountingStore(tmp_path / "ck.sqlite")
+    with Simulator(SimConfig(latency=0.02)) as sim:
+        items = _items(sim, n)
+        kw: dict[str, Any] = dict(client=client, limits=["60/second"], batch_size=4,
+                                  chunk_size=20, store=store, run_name="redis-down")
+        with pytest.raises(LimiterUnavailable, match=r"unreachable.*resume"):
+            run_on_dask(call_echo, items, limiter_url=server.url,
+                        progress=AtFinished(70, server.stop), **kw)
+        server.stop()
+        run_id = store.inner.query("SELECT id, status FROM runs")[0]
+        assert run_id["status"] == "stopped"
+        done = store.rows(run_id["id"])
+        assert 70 <= len(done) < n
+        assert all(r["status"] == "ok" for r in done)
+        # Resume on a fresh server: checkpointed items are not called again.
+        server = start_redis(tmp_path / "r2", tcp=True)
+        try:
+            result = run_on_dask(call_echo, items, limiter_url=server.url, progress=False, **kw)
+        finally:
+            server.stop()
+    assert result.all_succeeded
+    assert result.stats.from_checkpoint == len(done)
+    assert len(store.rows(run_id["id"])) == n
+    assert store.recorded == dict.fromkeys(range(n), 1)
+    store.close()
+
+
+def test_a_killed_worker_still_completes_every_item_once(client: Any, redis_url: str,
+                                                         tmp_path: Path) -> None:
+    from throttlepool.distributed import run_on_dask
+
+    n = 400
+    pids = list(client.run(os.getpid).values())
+    store = CountingStore(tmp_path / "ck.sqlite")
+
+    def kill() -> None:
+        os.kill(pids[0], signal.SIGKILL)
+
+    with Simulator(SimConfig(latency=0.02)) as sim:
+        result = run_on_dask(call_echo, _items(sim, n), client=client, limiter_url=redis_url,
+                             limiter_name="kill", limits=["120/second"], batch_size=4,
+                             chunk_size=20, store=store, run_name="kill",
+                             progress=AtFinished(60, kill))
+        calls = sim.stats()["accepted"]
+    assert result.all_succeeded, result.summary()
+    assert [o.index for o in result] == list(range(n))
+    rows = store.rows(result.run_id or "")
+    assert sorted(r["idx"] for r in rows) == list(range(n))
+    assert store.recorded == dict.fromkeys(range(n), 1)
+    print(f"killed worker {pids[0]}: {calls} calls for {n} items ({calls - n} paid twice)")
+    store.close()
