@@ -157,7 +157,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _write(self, plan: Plan) -> None:
         lines = [f"HTTP/1.1 {plan.status} {_REASONS.get(plan.status, 'Status')}"]
-        lines.extend(f"{k}: {v}" for k, v in plan.headers.items())
+        # The framing is ours: a scripted content-length would corrupt the connection.
+        lines.extend(f"{k}: {v}" for k, v in plan.headers.items() if k != "content-length")
         lines.append(f"content-length: {len(plan.body)}")
         if self.close_connection:
             lines.append("connection: close")
