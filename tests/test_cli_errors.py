@@ -136,3 +136,13 @@ def test_bad_setting_from_environment(tmp_path: Path) -> None:
     r = run_cli(["run", "in.txt", "-o", "out.jsonl"], tmp_path,
                 env={"THROTTLEPOOL_BATCH_SIZE": "lots"})
     expect_usage_error(r, tmp_path, "THROTTLEPOOL_BATCH_SIZE", "expected an integer")
+
+
+def test_status_of_unknown_run_or_missing_db(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from throttlepool.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["status", "--db", str(tmp_path / "none.db")])
+    assert exit_info.value.code == 2
+    assert "no checkpoint database at" in capsys.readouterr().err
