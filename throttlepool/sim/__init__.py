@@ -14,12 +14,13 @@ Each request goes through, in order:
    [[fault:quota]] (OpenAI insufficient_quota / Gemini PerDay quota, no retry hint);
 3. the exact sliding window per API key: charge = prompt_chars // 4 + max_tokens * n (16 when
    absent). A charge above tpm is "Request too large" (OpenAI 429, Gemini 400), otherwise a
-   refusal is a 429 whose hints (retry-after, retry-after-ms, x-ratelimit-reset-*, Gemini
-   RetryInfo) are the exact time until this request would be admitted. Refusals are free;
+   refusal is a 429 whose hints (retry-after, retry-after-ms, Gemini RetryInfo) are the
+   exact time until this request would be admitted. Refusals are free;
 4. after admission (charged, as the real services charge): latency + jitter, then the
    [[fault:500|503|reset|hang]] content faults or the seeded `fail_rate` draw.
-x-ratelimit-reset-* on a success is the time until that budget next grows (the oldest
-admission in the window leaves it).
+x-ratelimit-reset-* is, as OpenAI documents it, the time until that budget is back to its
+initial state (the newest admission leaves the window); on a 429 the exact wait is in
+retry-after, retry-after-ms and the message.
 """
 
 from __future__ import annotations

@@ -114,8 +114,8 @@ def quota_exceeded(api: str) -> Reply:
 def ratelimit_headers(d: Decision, rpm: int | None, tpm: int | None) -> dict[str, str]:
     """OpenAI's x-ratelimit-* headers for the limits that are configured.
 
-    A reset is the time until that budget next grows (the oldest admission in the window
-    leaves it), or on a 429 the time until this request fits: the wait a client needs.
+    A reset is the time until that budget is back to its initial state (OpenAI's meaning);
+    the exact wait on a 429 travels in retry-after / retry-after-ms instead.
     """
     h: dict[str, str] = {}
     reset_req = go_duration(d.reset_requests)

@@ -24,7 +24,7 @@ class Decision:
     used_tokens: int
     remaining_requests: int | None  # after this request (None: no limit configured)
     remaining_tokens: int | None
-    reset_requests: float  # seconds until the request budget next grows
+    reset_requests: float  # seconds until the budget is whole again (the window empties)
     reset_tokens: float
 
 
@@ -65,7 +65,7 @@ class Windows:
         times = kw.times
         used_req = len(times)
         used_tok = kw.token_sum
-        oldest_reset = times[0] - horizon if times else 0.0
+        full_reset = times[-1] - horizon if times else 0.0
 
         if tpm is not None and cost > tpm:
             return Decision(
@@ -77,8 +77,8 @@ class Windows:
                 used_tok,
                 None if rpm is None else max(0, rpm - used_req),
                 max(0, tpm - used_tok),
-                oldest_reset,
-                oldest_reset,
+                full_reset,
+                full_reset,
             )
 
         req_wait = 0.0
@@ -106,14 +106,14 @@ class Windows:
                 used_tok,
                 None if rpm is None else max(0, rpm - used_req),
                 None if tpm is None else max(0, tpm - used_tok),
-                req_wait if req_wait > 0.0 else oldest_reset,
-                tok_wait if tok_wait > 0.0 else oldest_reset,
+                full_reset,
+                full_reset,
             )
 
         times.append(now)
         kw.costs.append(cost)
         kw.token_sum += cost
-        reset = times[0] - horizon
+        reset = now - horizon  # this admission is the newest: the window empties after it
         return Decision(
             True,
             False,
