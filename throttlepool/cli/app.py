@@ -10,7 +10,7 @@ import click
 from .. import __version__
 from ..errors import ThrottlepoolError
 from .demo import demo_command, sim_command
-from .errors import EXIT_INTERRUPTED, EXIT_USAGE, message
+from .errors import exit_code, message
 from .inspect import export_command, status_command
 from .run import run_command
 
@@ -43,18 +43,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         code = cli.main(args=args, prog_name="throttlepool", standalone_mode=False,
                         obj={"argv": args})
-    except click.exceptions.Abort:
-        click.echo("throttlepool: interrupted", err=True)
-        sys.exit(EXIT_INTERRUPTED)
-    except KeyboardInterrupt:
+    except (click.exceptions.Abort, KeyboardInterrupt) as exc:
         click.echo("\nthrottlepool: interrupted", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+        sys.exit(exit_code(exc))
     except click.ClickException as exc:
         exc.show()
-        sys.exit(exc.exit_code)
+        sys.exit(exit_code(exc))
     except ThrottlepoolError as exc:
         click.echo(message(exc), err=True)
-        sys.exit(EXIT_USAGE)
+        sys.exit(exit_code(exc))
     except BrokenPipeError:
         # stdout closed early (| head): not an error of ours; keep Python from complaining.
         sys.stderr.close()

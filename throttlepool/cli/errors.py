@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-from typing import NoReturn
-
 import click
 
 from ..errors import (
@@ -13,7 +10,6 @@ from ..errors import (
     InputError,
     MissingExtra,
     StoreError,
-    ThrottlepoolError,
 )
 from ..store.redact import redact_text
 
@@ -21,10 +17,6 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
-
-
-class CliError(ThrottlepoolError):
-    """A usage problem found by the CLI itself (exit code 2)."""
 
 
 def _label(exc: BaseException) -> str:
@@ -36,7 +28,7 @@ def _label(exc: BaseException) -> str:
         return "checkpoint mismatch"
     if isinstance(exc, StoreError):
         return "checkpoint database"
-    if isinstance(exc, ConfigError | CliError):
+    if isinstance(exc, ConfigError):
         return "configuration"
     return "error"
 
@@ -44,12 +36,6 @@ def _label(exc: BaseException) -> str:
 def message(exc: BaseException) -> str:
     """``throttlepool: bad input: data.jsonl:3: malformed JSON ...`` with secrets redacted."""
     return f"throttlepool: {_label(exc)}: {redact_text(str(exc))}"
-
-
-def fail(exc: BaseException) -> NoReturn:
-    """Print ``exc`` as one line on stderr and exit with its code."""
-    click.echo(message(exc), err=True)
-    sys.exit(exit_code(exc))
 
 
 def exit_code(exc: BaseException) -> int:
