@@ -37,8 +37,15 @@ CREATE TABLE IF NOT EXISTS admissions (
 );
 CREATE INDEX IF NOT EXISTS admissions_ts ON admissions (bucket, ts);
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS windows (
+    bucket TEXT NOT NULL,
+    span REAL NOT NULL,
+    col TEXT NOT NULL,
+    used REAL NOT NULL,
+    horizon REAL NOT NULL,
+    PRIMARY KEY (bucket, span, col)
+)
 """
-
 
 def _column(unit: str) -> str:
     return "tokens" if unit == TOKENS else "requests"
@@ -61,7 +68,6 @@ class SQLiteWindowBackend:
         self._pause_key = f"pause:{name}"
         self.limits = list(limits)
         self.margin = margin
-        self._keep = max((lim.period + margin for lim in self.limits), default=0.0)
         self._lock = threading.Lock()
         try:
             self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None,
@@ -72,9 +78,7 @@ class SQLiteWindowBackend:
                 for stmt in _SCHEMA.strip().split(";"):
                     if stmt.strip():
                         db.execute(stmt)
-                # Keep rows as long as the longest period any process sharing the file uses.
-                db.execute("INSERT INTO meta (k, v) VALUES ('keep', ?) ON CONFLICT (k) "
-                           "DO UPDATE SET v = max(v, excluded.v)", (self._keep,))
+                self._register(db, time.time())
         except sqlite3.Error as exc:
             raise self._unavailable(exc) from exc
 
@@ -90,11 +94,60 @@ class SQLiteWindowBackend:
     def _transaction(self) -> _Txn:
         return _Txn(self._db)
 
-    def _prune(self, db: sqlite3.Connection, now: float) -> None:
-        row = db.execute("SELECT v FROM meta WHERE k = 'keep'").fetchone()
-        keep = max(self._keep, float(row[0]) if row else 0.0)
-        db.execute("DELETE FROM admissions WHERE bucket = ? AND (ts <= ? OR ts > ?)",
-                   (self.name, now - keep, now + _CLOCK_STEP))
+    def _register(self, db: sqlite3.Connection, now: float) -> None:
+        """Create the running sum of each of our windows (other processes may share them)."""
+        for lim in self.limits:
+            span, col = lim.period + self.margin, _column(lim.unit)
+            db.execute(
+                "INSERT OR IGNORE INTO windows (bucket, span, col, used, horizon) "
+                f"SELECT ?, ?, ?, coalesce(sum({col}), 0), ? FROM admissions "
+                "WHERE bucket = ? AND ts > ?",
+                (self.name, span, col, now - span, self.name, now - span))
+
+    def _advance(self, db: sqlite3.Connection, now: float) -> dict[tuple[float, str], float]:
+        """Expire rows out of every window of this bucket; the running sums, by (span, col).
+
+        Each window subtracts only the rows that left it since its last advance, so an
+        admission costs O(rows expired), not O(rows in the window).
+        """
+        if db.execute("DELETE FROM admissions WHERE bucket = ? AND ts > ?",
+                      (self.name, now + _CLOCK_STEP)).rowcount:
+            db.execute("DELETE FROM windows WHERE bucket = ?", (self.name,))  # clock stepped
+        windows = db.execute("SELECT span, col, used, horizon FROM windows WHERE bucket = ?",
+                             (self.name,)).fetchall()
+        if any(horizon > now - span + _CLOCK_STEP for span, _, _, horizon in windows):
+            db.execute("DELETE FROM windows WHERE bucket = ?", (self.name,))  # clock stepped
+            windows = []
+        if len(windows) < len(self.limits):
+            self._register(db, now)
+            windows = db.execute("SELECT span, col, used, horizon FROM windows "
+                                 "WHERE bucket = ?", (self.name,)).fetchall()
+        sums: dict[tuple[float, str], float] = {}
+        keep = 0.0
+        for span, col, used, horizon in windows:
+            keep = max(keep, span)
+            new = now - span
+            if new > horizon:
+                gone = db.execute(f"SELECT coalesce(sum({col}), 0) FROM admissions "
+                                  "WHERE bucket = ? AND ts > ? AND ts <= ?",
+                                  (self.name, horizon, new)).fetchone()[0]
+                used = max(0.0, used - gone)
+                db.execute("UPDATE windows SET used = ?, horizon = ? "
+                           "WHERE bucket = ? AND span = ? AND col = ?",
+                           (used, new, self.name, span, col))
+            sums[(span, col)] = used
+        db.execute("DELETE FROM admissions WHERE bucket = ? AND ts <= ?", (self.name, now - keep))
+        return sums
+
+    def _adjust(self, db: sqlite3.Connection, old_ts: float, new_ts: float,
+                old: tuple[float, float], new: tuple[float, float]) -> None:
+        """Move one row's weight in every window: counted before (old) and after (new)."""
+        db.execute(
+            "UPDATE windows SET used = max(0, used "
+            "- CASE WHEN ? > horizon THEN (CASE col WHEN 'tokens' THEN ? ELSE ? END) ELSE 0 END "
+            "+ CASE WHEN ? > horizon THEN (CASE col WHEN 'tokens' THEN ? ELSE ? END) ELSE 0 END"
+            ") WHERE bucket = ?",
+            (old_ts, old[1], old[0], new_ts, new[1], new[0], self.name))
 
     def _check(self, cost: Cost) -> None:
         for lim in self.limits:
@@ -102,7 +155,8 @@ class SQLiteWindowBackend:
             if w > lim.amount:
                 raise CostExceedsLimit(w, str(lim))
 
-    def _wait(self, db: sqlite3.Connection, now: float, cost: Cost) -> float:
+    def _wait(self, db: sqlite3.Connection, now: float, cost: Cost,
+              sums: dict[tuple[float, str], float]) -> float:
         """Seconds until ``cost`` fits every window and the pause is over (0: now)."""
         worst = 0.0
         row = db.execute("SELECT v FROM meta WHERE k = ?", (self._pause_key,)).fetchone()
@@ -114,16 +168,13 @@ class SQLiteWindowBackend:
                 continue
             col = _column(lim.unit)
             span = lim.period + self.margin
-            horizon = now - span
-            used = db.execute(f"SELECT coalesce(sum({col}), 0) FROM admissions "
-                              "WHERE bucket = ? AND ts > ?", (self.name, horizon)).fetchone()[0]
-            need = used + w - lim.amount
+            need = sums.get((span, col), 0.0) + w - lim.amount
             if need <= _EPSILON:
                 continue
-            freed = 0.0
+            freed = 0.0  # the deny path walks the window to find when enough has left it
             for ts, weight in db.execute(
                     f"SELECT ts, {col} FROM admissions WHERE bucket = ? AND ts > ? AND {col} > 0 "
-                    "ORDER BY ts", (self.name, horizon)):
+                    "ORDER BY ts", (self.name, now - span)):
                 freed += weight
                 if freed >= need - _EPSILON:
                     worst = max(worst, ts + span - now + 1e-6)
@@ -137,48 +188,65 @@ class SQLiteWindowBackend:
         try:
             with self._lock, self._transaction() as db:
                 t = time.time()  # read only once the write lock is held
-                self._prune(db, t)
-                wait = self._wait(db, t, cost)
+                wait = self._wait(db, t, cost, self._advance(db, t))
                 if wait > 0:
                     return Ticket(cost, now + wait, provisional=True)
                 cur = db.execute("INSERT INTO admissions (bucket, ts, requests, tokens) "
                                  "VALUES (?, ?, ?, ?)", (self.name, t, cost.requests, cost.tokens))
+                self._adjust(db, t, t, (0.0, 0.0), (cost.requests, cost.tokens))
         except sqlite3.Error as exc:
             raise self._unavailable(exc) from exc
         ticket = Ticket(cost, now)
         ticket.handle = cur.lastrowid
         return ticket
 
+    def _change(self, ticket: Ticket, weights: tuple[float, float] | None, *,
+                restamp: bool = False) -> None:
+        """Give an admitted row new weights (None: delete it) or a later timestamp."""
+        if ticket.provisional or ticket.handle is None:
+            return
+        try:
+            with self._lock, self._transaction() as db:
+                row = db.execute("SELECT ts, requests, tokens FROM admissions WHERE id = ?",
+                                 (ticket.handle,)).fetchone()
+                if row is None:
+                    return  # already out of every window
+                ts, old = row[0], (row[1], row[2])
+                if restamp:
+                    new_ts = max(ts, time.time())
+                    db.execute("UPDATE admissions SET ts = ? WHERE id = ?",
+                               (new_ts, ticket.handle))
+                    self._adjust(db, ts, new_ts, old, old)
+                elif weights is None:
+                    db.execute("DELETE FROM admissions WHERE id = ?", (ticket.handle,))
+                    self._adjust(db, ts, ts, old, (0.0, 0.0))
+                else:
+                    db.execute("UPDATE admissions SET requests = ?, tokens = ? WHERE id = ?",
+                               (*weights, ticket.handle))
+                    self._adjust(db, ts, ts, old, weights)
+        except sqlite3.Error as exc:
+            raise self._unavailable(exc) from exc
+
     def settle(self, ticket: Ticket, actual: Cost, now: float) -> Iterable[Ticket]:
         self._check(actual)
-        if not ticket.provisional and ticket.handle is not None:
-            self._write("UPDATE admissions SET requests = ?, tokens = ? WHERE id = ?",
-                        (actual.requests, actual.tokens, ticket.handle))
+        self._change(ticket, (actual.requests, actual.tokens))
         ticket.cost = actual
         return []
 
     def cancel(self, ticket: Ticket, now: float) -> Iterable[Ticket]:
-        if not ticket.provisional and ticket.handle is not None:
-            self._write("DELETE FROM admissions WHERE id = ?", (ticket.handle,))
-            ticket.handle = None
+        self._change(ticket, None)
+        ticket.handle = None
         return []
 
     def restamp(self, ticket: Ticket, now: float) -> Iterable[Ticket]:
         """Count an admitted reservation from now on (its call started late)."""
-        if not ticket.provisional and ticket.handle is not None:
-            try:
-                with self._lock, self._transaction() as db:
-                    db.execute("UPDATE admissions SET ts = max(ts, ?) WHERE id = ?",
-                               (time.time(), ticket.handle))
-            except sqlite3.Error as exc:
-                raise self._unavailable(exc) from exc
+        self._change(ticket, None, restamp=True)
         return []
 
     def widen_margin(self) -> None:
         """Double the margin (at least 20 ms, at most 5 % of the shortest period)."""
         ceiling = 0.05 * min((lim.period for lim in self.limits), default=0.0)
         self.margin = min(max(2 * self.margin, 0.02), max(ceiling, self.margin))
-        self._keep = max((lim.period + self.margin for lim in self.limits), default=0.0)
 
     def pause_until(self, until: float, now: float) -> Iterable[Ticket]:
         if until <= now:
@@ -217,6 +285,7 @@ class SQLiteWindowBackend:
     def reset(self) -> None:
         """Forget every reservation and pause (tests, benchmarks)."""
         self._write("DELETE FROM admissions WHERE bucket = ?", (self.name,))
+        self._write("DELETE FROM windows WHERE bucket = ?", (self.name,))
         self._write("DELETE FROM meta WHERE k = ?", (self._pause_key,))
 
     def close(self) -> None:
