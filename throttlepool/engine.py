@@ -19,7 +19,7 @@ from .adapters.base import Adapter, CallResult
 from .breaker import CircuitBreaker
 from .classify import ErrorKind
 from .clock import Clock
-from .errors import CallTimeout, NotAttempted, RetryHintTooLong, RunStopped
+from .errors import CallTimeout, NotAttempted, RetryHintTooLong, RunStopped, StoreError
 from .limiter import Cost, Permit, RateLimiter
 from .outcome import Outcome, RunStats, Source, Status
 from .pacing import Pacer
@@ -27,7 +27,7 @@ from .pool import LoopHandoff, WorkerPool
 from .progress import ProgressSink
 from .retry import Retry
 from .store.base import Cache, Store
-from .store.keys import item_key
+from .store.keys import KeyMaker
 
 
 @dataclass
@@ -89,8 +89,9 @@ class Engine:
         self._changed = asyncio.Event()  # set (and replaced) whenever waiters should re-check
         self._waiting: set[asyncio.Task[Any]] = set()
         self._watchers = 0
-        self._identity = (cfg.adapter.identity()
-                          if cfg.store is not None or cfg.cache is not None else {})
+        self._key = (KeyMaker(cfg.adapter.identity())
+                     if cfg.store is not None or cfg.cache is not None else None)
+        self._store_error: StoreError | None = None
         self._breaker_trips = cfg.breaker.trips if cfg.breaker else 0
         self._handoff: LoopHandoff | None = None
         self._acall: Callable[[Any, float | None], Awaitable[CallResult[Any]]] | None = (
@@ -177,6 +178,8 @@ class Engine:
         self._finish()
         if crash is not None:
             raise crash
+        if self._store_error is not None:
+            raise self._store_error
         if self._input_error is not None:
             raise self._input_error
         return stats
@@ -188,9 +191,14 @@ class Engine:
             stats.breaker_trips = cfg.breaker.trips - self._breaker_trips
         if cfg.store is not None and self.run_id is not None:
             status = "interrupted" if self.interrupted else (
-                "stopped" if self._stopping and not self._exhausted else "completed")
-            cfg.store.finish_run(self.run_id, stats, status)
-            cfg.store.flush()
+                # Filling in NOT_ATTEMPTED outcomes exhausts the input too: count them.
+                "stopped" if self._stopping and (self.stats.not_attempted or not self._exhausted)
+                else "completed")
+            try:
+                cfg.store.finish_run(self.run_id, stats, status)
+                cfg.store.flush()
+            except StoreError as exc:
+                self._store_error = self._store_error or exc
         if self._progress is not None:
             self._progress.close(stats)
 
@@ -261,7 +269,8 @@ class Engine:
         cfg, stats, clock = self.cfg, self.stats, self.cfg.clock
         key = None
         if cfg.store is not None or cfg.cache is not None:
-            key = item_key(self._identity, item)
+            assert self._key is not None
+            key = self._key(item)
             known = self._from_store(index, item, key)
             if known is not None:
                 return known
@@ -443,9 +452,14 @@ class Engine:
         else:
             stats.not_attempted += 1
         stats.wall_time = cfg.clock.now() - stats.started
-        if (cfg.store is not None and self.run_id is not None
+        if (cfg.store is not None and self.run_id is not None and self._store_error is None
                 and status is not Status.NOT_ATTEMPTED and outcome.source is not Source.CHECKPOINT):
-            cfg.store.record(self.run_id, outcome)
+            try:
+                cfg.store.record(self.run_id, outcome)
+            except StoreError as exc:
+                # Calls whose outcomes cannot be kept would be paid for again: stop paying.
+                self._store_error = exc
+                self.request_stop(RunStopped("the checkpoint cannot be written", exc))
         if self._progress is not None:
             self._progress.update(stats, outcome)
         if not self._ordered:

@@ -1,0 +1,201 @@
+"""Stopping a run: fatal errors, the run deadline, and Ctrl-C in a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import IO, Any
+
+import pytest
+
+from throttlepool import ThreadedBatchRunner
+from throttlepool.errors import NotAttempted, RunStopped
+from throttlepool.outcome import Status
+from throttlepool.testing import FakeClock, FakeStore, ScriptedCallable
+
+WORKER = Path(__file__).with_name("sigint_worker.py")
+
+
+class APIError(Exception):
+    def __init__(self, status: int) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status_code = status
+        self.response = SimpleNamespace(status_code=status, headers={})
+
+
+# ---- fatal errors --------------------------------------------------------------------------
+
+
+def test_fatal_error_stops_dispatch_and_leaves_the_rest_not_attempted() -> None:
+    fn = ScriptedCallable({4: [APIError(401)]})
+    runner = ThreadedBatchRunner(fn, batch_size=1, retries=5, clock=FakeClock(),
+                                 progress=False)
+    result = runner.run(range(10))
+    runner.close()
+    assert [o.status for o in result.outcomes] == (
+        [Status.OK] * 4 + [Status.FAILED] + [Status.NOT_ATTEMPTED] * 5)
+    assert fn.calls == [0, 1, 2, 3, 4]  # 401 is never retried, nothing after it is called
+    assert isinstance(result.stopped, RunStopped)
+    assert isinstance(result.stopped.cause, APIError)
+    assert isinstance(result.errors[4], APIError)
+    assert all(isinstance(e, NotAttempted) for e in result.errors[5:])
+    assert result.stats.not_attempted == 5
+    assert len(result) == 10
+
+
+def test_fatal_error_with_calls_in_flight_drains_them() -> None:
+    gate = threading.Event()
+    calls: list[int] = []
+    lock = threading.Lock()
+
+    def fn(i: int) -> int:
+        with lock:
+            calls.append(i)
+        if i == 0:
+            # Wait until the others are in flight, then fail fatally.
+            while True:
+                with lock:
+                    if len(calls) >= 4:
+                        break
+                time.sleep(0.001)
+            raise APIError(403)
+        assert gate.wait(20)
+        return i
+
+    def release_after_stop() -> None:
+        while True:
+            with lock:
+                if len(calls) >= 4:
+                    break
+            time.sleep(0.001)
+        time.sleep(0.02)
+        gate.set()
+
+    threading.Thread(target=release_after_stop, daemon=True).start()
+    runner = ThreadedBatchRunner(fn, batch_size=4, progress=False)
+    result = runner.run(range(200))
+    runner.close()
+    in_flight = set(calls) - {0}
+    for o in result.outcomes:
+        if o.index == 0:
+            assert o.status is Status.FAILED
+        elif o.index in in_flight:
+            assert o.status is Status.OK  # calls in flight finished and were kept
+        else:
+            assert o.status is Status.NOT_ATTEMPTED
+    assert len(calls) < 200
+    assert isinstance(result.stopped, RunStopped)
+
+
+def test_fatal_stop_is_recorded_and_a_resume_runs_the_rest() -> None:
+    store = FakeStore()
+    fn = ScriptedCallable({3: [APIError(401), 3]})
+    runner = ThreadedBatchRunner(fn, batch_size=1, store=store, run_name="r",
+                                 clock=FakeClock(), progress=False)
+    first = runner.run(range(6))
+    assert first.stopped is not None
+    assert store.runs[first.run_id]["status"] == "stopped"
+    fn.calls.clear()
+    second = runner.run(range(6))
+    runner.close()
+    assert second.all_succeeded
+    assert fn.calls == [3, 4, 5]
+
+
+# ---- run deadline --------------------------------------------------------------------------
+
+
+def test_run_deadline_stops_dispatch_and_keeps_what_finished() -> None:
+    def fn(i: int) -> int:
+        time.sleep(0.01)  # stands in for a slow API call
+        return i
+
+    runner = ThreadedBatchRunner(fn, batch_size=2, deadline=0.2, progress=False)
+    result = runner.run(range(100_000))
+    runner.close()
+    assert isinstance(result.stopped, RunStopped)
+    assert "deadline" in str(result.stopped)
+    assert len(result.outcomes) == 100_000
+    statuses = [o.status for o in result.outcomes]
+    done = statuses.count(Status.OK)
+    assert done > 0
+    assert statuses[:done] == [Status.OK] * done
+    assert set(statuses[done:]) == {Status.NOT_ATTEMPTED}
+    assert result.results[:done] == list(range(done))
+    assert not result.interrupted
+
+
+# ---- Ctrl-C --------------------------------------------------------------------------------
+
+
+def start_worker(seconds: float, n: int, batch: int) -> tuple[subprocess.Popen[str], list[str]]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, str(WORKER), str(seconds), str(n), str(batch)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    err_lines: list[str] = []
+
+    def pump(stream: IO[str]) -> None:
+        for line in stream:
+            err_lines.append(line)
+
+    threading.Thread(target=pump, args=(proc.stderr,), daemon=True).start()
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.strip() == "started", (line, "".join(err_lines))
+    return proc, err_lines
+
+
+def last_json(proc: subprocess.Popen[str], timeout: float) -> tuple[dict[str, Any], int]:
+    out, _ = proc.communicate(timeout=timeout)
+    lines = [ln for ln in out.splitlines() if ln.strip()]
+    assert lines, "the worker printed no summary"
+    return json.loads(lines[-1]), proc.returncode
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_first_ctrl_c_drains_in_flight_calls_and_returns_a_result() -> None:
+    proc, err = start_worker(seconds=0.3, n=40, batch=4)
+    try:
+        os.kill(proc.pid, signal.SIGINT)
+        summary, code = last_json(proc, timeout=30)
+    finally:
+        proc.kill()
+    assert code == 0, "".join(err)
+    assert summary["interrupted"] is True
+    assert summary["outcomes"] == 40
+    # Every call that started finished and was kept; nothing else was called.
+    assert summary["started"] == summary["finished"]
+    assert summary["ok"] == summary["finished"]
+    assert summary["statuses"]["ok"] == len(summary["ok"]) < 40
+    assert summary["statuses"]["not_attempted"] == 40 - len(summary["ok"])
+    assert "failed" not in summary["statuses"]
+    assert summary["not_attempted_errors"] == ["NotAttempted"]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_second_ctrl_c_aborts_at_once() -> None:
+    # Calls take a minute: only an abort lets the process end within the timeout below.
+    proc, err = start_worker(seconds=60.0, n=40, batch=4)
+    try:
+        os.kill(proc.pid, signal.SIGINT)
+        deadline = time.monotonic() + 20
+        while not any("stopping" in line.lower() for line in err):  # first one handled
+            assert time.monotonic() < deadline, "first Ctrl-C was not acknowledged"
+            assert proc.poll() is None
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGINT)
+        summary, code = last_json(proc, timeout=20)
+    finally:
+        proc.kill()
+    assert summary["aborted"] is True
+    assert summary["finished"] == 0  # it did not wait for the calls in flight
+    assert code == 130
