@@ -158,6 +158,8 @@ class ThreadedBatchRunner(Generic[R]):
         self.store = _open_store(store)
         self.run_name = run_name
         self.retry_failed = retry_failed
+        self._owns_cache = cache is not None and cache is not False and not isinstance(
+            cache, Cache)
         self.cache = _open_cache(cache, self.store, cache_ttl)
         self.adaptive = (not self.limiter.limits) if adaptive is None else adaptive
         self.pacer = HeaderBudget() if self.adaptive else None
@@ -315,6 +317,9 @@ class ThreadedBatchRunner(Generic[R]):
     def close(self) -> None:
         """Stop the thread pool and close a store this runner opened."""
         self._finalizer()
+        close_cache = getattr(self.cache, "close", None)
+        if self._owns_cache and close_cache is not None:
+            close_cache()  # before the store: a cache in the store's file flushes through it
         if self.store is not None and self._owns_store:
             self.store.close()
 

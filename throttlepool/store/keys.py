@@ -33,3 +33,17 @@ def item_key(identity: Mapping[str, Any], item: Any) -> str:
     h.update(b"\x00")
     h.update(canonical_json(item).encode())
     return h.hexdigest()[:32]
+
+
+class KeyMaker:
+    """``item_key`` with the identity hashed once: the same keys, about half the work."""
+
+    def __init__(self, identity: Mapping[str, Any]) -> None:
+        self._prefix = hashlib.sha256()
+        self._prefix.update(canonical_json(identity).encode())
+        self._prefix.update(b"\x00")
+
+    def __call__(self, item: Any) -> str:
+        h = self._prefix.copy()
+        h.update(canonical_json(item).encode())
+        return h.hexdigest()[:32]
