@@ -6,7 +6,7 @@ import asyncio
 import random
 import threading
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, Generic, TypeVar
 
 from .adapters.base import Adapter
@@ -276,18 +276,17 @@ class ThreadedBatchRunner(Generic[R]):
 
         return SyncDriver(engine_box).run(main)
 
-    def imap(self, items: Iterable[Any], *, run_name: str | None = None
-             ) -> Iterator[Outcome[R]]:
+    def imap(self, items: Iterable[Any], *, run_name: str | None = None) -> StreamIterator:
         """Stream outcomes in input order with bounded memory; inputs are read lazily."""
         return self._stream(items, ordered=True, run_name=run_name)
 
     def as_completed(self, items: Iterable[Any], *, run_name: str | None = None
-                     ) -> Iterator[Outcome[R]]:
+                     ) -> StreamIterator:
         """Stream outcomes as they finish (completion order), with bounded memory."""
         return self._stream(items, ordered=False, run_name=run_name)
 
     def _stream(self, items: Iterable[Any], *, ordered: bool, run_name: str | None
-                ) -> Iterator[Outcome[R]]:
+                ) -> StreamIterator:
         engine_box: list[Engine] = []
         loop_box: list[asyncio.AbstractEventLoop] = []
         def on_space() -> None:
@@ -308,7 +307,7 @@ class ThreadedBatchRunner(Generic[R]):
             channel.close()
 
         driver = SyncDriver(engine_box, loop_box)
-        thread = threading.Thread(target=driver.run_quietly, args=(main,),
+        thread = threading.Thread(target=driver.run_delivering_errors, args=(main,),
                                   name="throttlepool-imap", daemon=True)
         return StreamIterator(channel, thread, driver)
 

@@ -14,7 +14,7 @@ from .bridge import in_running_loop
 from .channel import OutcomeChannel
 from .engine import Engine
 from .errors import RunStopped
-from .outcome import Outcome
+from .outcome import Outcome, RunStats
 
 T = TypeVar("T")
 
@@ -70,6 +70,13 @@ class SyncDriver:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
 
+    def run_delivering_errors(self, main: Callable[[], Coroutine[Any, Any, Any]]) -> None:
+        """Thread target for streaming: errors reach the consumer through the channel."""
+        try:
+            self.run_quietly(main)
+        except BaseException:  # already handed to the consumer; no second traceback
+            pass
+
     def run_quietly(self, main: Callable[[], Coroutine[Any, Any, T]]) -> T:
         """Run ``main()`` on a fresh loop that is never installed as the current loop."""
         loop = asyncio.new_event_loop()
@@ -97,6 +104,31 @@ class StreamIterator(Iterator[Outcome[Any]]):
         self._driver = driver
         self._previous: Any = None
         self._started = False
+
+    @property
+    def engine(self) -> Engine | None:
+        """The run's engine, once started."""
+        return self._driver.engine_box[0] if self._driver.engine_box else None
+
+    @property
+    def stats(self) -> RunStats | None:
+        """The run's live statistics (None before the first ``next``)."""
+        return self.engine.stats if self.engine is not None else None
+
+    @property
+    def interrupted(self) -> bool:
+        """True when Ctrl-C stopped the run (calls in flight were drained)."""
+        return self.engine is not None and self.engine.interrupted
+
+    @property
+    def stopped(self) -> BaseException | None:
+        """Why dispatch stopped early (fatal error, interrupt, deadline), or None."""
+        return self.engine.stop_reason if self.engine is not None else None
+
+    @property
+    def run_id(self) -> str | None:
+        """The checkpoint's run id, when a store is used."""
+        return self.engine.run_id if self.engine is not None else None
 
     def __next__(self) -> Outcome[Any]:
         if not self._started:

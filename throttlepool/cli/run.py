@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import os
 import shlex
-import threading
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import click
@@ -84,36 +83,6 @@ def default_run_name(path: str) -> str:
     return "stdin" if path == STDIN else os.path.basename(path) or path
 
 
-def _interrupted(stream: Iterator[Any]) -> bool:
-    """Whether Ctrl-C stopped the streaming run (rather than the end of input or an error)."""
-    flag = getattr(stream, "interrupted", None)
-    if isinstance(flag, bool):
-        return flag
-    # The runner's stream iterator has no public flag yet: read its engine's.
-    driver = getattr(stream, "_driver", None)
-    engines = getattr(driver, "engine_box", None) or []
-    return bool(engines and getattr(engines[0], "interrupted", False))
-
-
-def _silence_stream_thread() -> None:
-    """Drop the streaming thread's copy of an error that the consumer re-raises anyway.
-
-    The runner hands a failed run's exception to the iterating thread and also lets it
-    escape its ``throttlepool-imap`` thread, which would print a second, raw traceback after
-    our one-line message. Installed for the rest of the process: the thread may end later.
-    """
-    previous = threading.excepthook
-    if getattr(previous, "_throttlepool", False):
-        return
-
-    def hook(args: threading.ExceptHookArgs) -> None:
-        if args.thread is None or args.thread.name != "throttlepool-imap":
-            previous(args)
-
-    hook._throttlepool = True  # type: ignore[attr-defined]
-    threading.excepthook = hook
-
-
 def _check_model(provider: str, model: str | None, records: Records) -> None:
     if model or split_provider(provider)[0] != "openai":
         return
@@ -153,7 +122,6 @@ def execute(settings: Settings, records: Records, adapter: Adapter[Any], *, verb
             adapter, batch_size=settings["batch_size"], rpm=settings["rpm"],
             tpm=settings["tpm"], retries=settings["retries"], timeout=settings["timeout"],
             progress=sink, store=store, run_name=run_name)
-        _silence_stream_thread()
         with runner:
             writer.open()
             stream = runner.imap(records)
@@ -167,7 +135,7 @@ def execute(settings: Settings, records: Records, adapter: Adapter[Any], *, verb
                     if verbose:
                         click.echo(f"item {outcome.index} failed: {row(outcome)['error']}",
                                    err=True)
-            interrupted = _interrupted(stream)
+            interrupted = stream.interrupted
             # A stop (Ctrl-C, a fatal error) ends the stream early: the rest get rows too.
             if emitted < total:
                 for index, item in enumerate(records):
