@@ -55,16 +55,20 @@ def test_generate_batch_return_exceptions_in_place() -> None:
     assert isinstance(out[1], ValueError) and isinstance(out[3], TypeError)
 
 
-def test_generate_batch_bounded_and_rate_limited_on_a_fake_clock() -> None:
-    gate = threading.Event()
-    gate.set()
-    spy = ConcurrencySpy(gate=gate)
+def test_generate_batch_is_bounded_by_batch_size() -> None:
+    spy = ConcurrencySpy()
+    assert generate_batch(spy, range(60), batch_size=3) == list(range(60))
+    assert 1 <= spy.peak <= 3
+
+
+def test_generate_batch_rate_limited_on_a_fake_clock() -> None:
+    # One worker: on a FakeClock concurrent waiters would each advance time by their wait.
     clock = FakeClock()
-    out = generate_batch(spy, range(30), batch_size=3, rpm=15, clock=clock, margin=0.0)
+    calls: list[float] = []
+    fn = ScriptedCallable(on_call=lambda item, attempt: calls.append(clock.now()))
+    out = generate_batch(fn, range(30), batch_size=1, rpm=15, clock=clock, margin=0.0)
     assert out == list(range(30))
-    assert spy.peak <= 3
-    # 15/minute: 30 items need a second window, no more.
-    assert 60.0 <= clock.now() < 120.0
+    assert calls == [0.0] * 15 + [60.0] * 15  # 15 per minute, exactly, no phantom burst
 
 
 # ---- batchable -------------------------------------------------------------------------------
