@@ -184,3 +184,24 @@ def test_a_killed_worker_still_completes_every_item_once(client: Any, redis_url:
     assert store.recorded == dict.fromkeys(range(n), 1)
     print(f"killed worker {pids[0]}: {calls} calls for {n} items ({calls - n} paid twice)")
     store.close()
+
+
+def test_cli_runs_on_the_cluster_with_a_shared_limit(client: Any, redis_url: str,
+                                                    tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    inp, out = tmp_path / "in.txt", tmp_path / "out.jsonl"
+    inp.write_text("".join(f"line {i}\n" for i in range(30)))
+    with Simulator(SimConfig(rpm=20, window=1.0)) as sim:
+        proc = subprocess.run(
+            [sys.executable, "-m", "throttlepool", "run", str(inp), "--provider", "http",
+             "--base-url", sim.url + "/echo", "--rpm", "1200", "--no-progress",
+             "--dask-scheduler", client.scheduler.address, "--limiter-url", redis_url,
+             "--db", str(tmp_path / "ck.db"), "--output", str(out)],
+            capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert sim.stats()["accepted"] == 30
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["index"] for r in rows] == list(range(30))

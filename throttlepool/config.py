@@ -95,6 +95,8 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "base_url": _text,
     "skip_bad_records": _bool,
     "progress": _bool,
+    "limiter_url": _text,
+    "dask_scheduler": _text,
 }
 
 DEFAULTS: dict[str, Any] = {

@@ -213,6 +213,7 @@ class ThreadedBatchRunner(Generic[R]):
     async def arun(self, items: Iterable[Any], *, run_name: str | None = None
                    ) -> BatchResult[R]:
         """Run every item; the BatchResult is in input order. The async core of ``run``."""
+        self._local_only("arun")
         outcomes: list[Outcome[Any]] = []
         engine = self._engine(items, outcomes.append, ordered=True, fill=True,
                               run_name=run_name)
@@ -222,6 +223,7 @@ class ThreadedBatchRunner(Generic[R]):
     async def aimap(self, items: Iterable[Any], *, ordered: bool = True,
                     run_name: str | None = None) -> AsyncIterator[Outcome[R]]:
         """Stream outcomes as an async iterator, in input order (or completion order)."""
+        self._local_only("aimap")
         ready: list[Outcome[Any]] = []
         wake = asyncio.Event()
 
@@ -287,6 +289,7 @@ class ThreadedBatchRunner(Generic[R]):
 
     def _stream(self, items: Iterable[Any], *, ordered: bool, run_name: str | None
                 ) -> StreamIterator:
+        self._local_only("imap/as_completed")
         engine_box: list[Engine] = []
         loop_box: list[asyncio.AbstractEventLoop] = []
         def on_space() -> None:
@@ -310,6 +313,11 @@ class ThreadedBatchRunner(Generic[R]):
         thread = threading.Thread(target=driver.run_delivering_errors, args=(main,),
                                   name="throttlepool-imap", daemon=True)
         return StreamIterator(channel, thread, driver)
+
+    def _local_only(self, what: str) -> None:
+        if self.executor != "threads":
+            raise ConfigError(f"{what} runs on local threads only; with executor="
+                              f"{self.executor!r} use run()")
 
     # ---- lifecycle ---------------------------------------------------------------------
 

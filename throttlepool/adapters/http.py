@@ -110,6 +110,19 @@ class HttpAdapter:
             session.close()
         self._local = threading.local()
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Sent to Dask workers: sessions and locks stay behind; each worker opens its own.
+        state = self.__dict__.copy()
+        for name in ("_local", "_sessions", "_lock"):
+            state.pop(name)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._local = threading.local()
+        self._sessions = []
+        self._lock = threading.Lock()
+
     def identity(self) -> Mapping[str, Any]:
         """Method, URL (no query or credentials) and default body; never the headers."""
         return {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shlex
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import click
@@ -17,9 +17,10 @@ from ..errors import ConfigError, InputError
 from ..hints import RateInfo
 from ..inputs import FORMATS, STDIN, BadRecord, InputSpec, Records
 from ..limiter import Cost
-from ..outcome import Outcome, Status
+from ..outcome import BatchResult, Outcome, Status
 from ..runner import ThreadedBatchRunner
 from ..store import SQLiteStore, Store
+from ..sync import StreamIterator
 from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from .output import ResultWriter, row
 from .plan import dry_run
@@ -92,6 +93,17 @@ def _check_model(provider: str, model: str | None, records: Records) -> None:
                           "request body)")
 
 
+class _Done(Iterator[Outcome[Any]]):
+    """A finished BatchResult read like a stream."""
+
+    def __init__(self, result: BatchResult[Any]) -> None:
+        self._outcomes = iter(result.outcomes)
+        self.interrupted = result.interrupted
+
+    def __next__(self) -> Outcome[Any]:
+        return next(self._outcomes)
+
+
 def _open_store(settings: Settings) -> Store | None:
     db = settings["db"]
     if not db:
@@ -121,10 +133,15 @@ def execute(settings: Settings, records: Records, adapter: Adapter[Any], *, verb
         runner: ThreadedBatchRunner[Any] = ThreadedBatchRunner(
             adapter, batch_size=settings["batch_size"], rpm=settings["rpm"],
             tpm=settings["tpm"], retries=settings["retries"], timeout=settings["timeout"],
-            progress=sink, store=store, run_name=run_name)
+            progress=sink, store=store, run_name=run_name,
+            limiter_url=settings["limiter_url"],
+            executor="dask" if settings["dask_scheduler"] else "threads",
+            scheduler=settings["dask_scheduler"])
         with runner:
             writer.open()
-            stream = runner.imap(records)
+            # Dask runs whole chunks remotely and returns once; threads stream in order.
+            stream: StreamIterator | _Done = (
+                _Done(runner.run(records)) if settings["dask_scheduler"] else runner.imap(records))
             emitted = 0
             for outcome in stream:
                 writer.write(row(outcome))
@@ -206,6 +223,10 @@ def execute(settings: Settings, records: Records, adapter: Adapter[Any], *, verb
 @click.option("--skip-bad-records/--stop-on-bad-records", default=None, help="Record a bad "
               "input record as a failed item instead of stopping before any call. "
               "[default: stop]")
+@click.option("--limiter-url", metavar="URL", help="Share the rate limit with other processes "
+              "or machines: sqlite:///path or redis://host:6379/0.")
+@click.option("--dask-scheduler", metavar="ADDRESS", help="Run on a Dask cluster "
+              "(tcp://host:8786); needs --limiter-url redis://... so workers share the limit.")
 @click.option("--config", metavar="PATH", help="Config file to read instead of searching "
               "for pyproject.toml / throttlepool.toml.")
 @click.pass_context
