@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass, field
 from typing import Any
 
 from .adapters.base import Adapter, CallResult
 from .breaker import CircuitBreaker
-from .classify import ErrorKind
+from .classify import ErrorKind, Verdict
 from .clock import Clock
 from .errors import CallTimeout, NotAttempted, RetryHintTooLong, RunStopped, StoreError
 from .limiter import Cost, Permit, RateLimiter
@@ -28,6 +29,8 @@ from .progress import ProgressSink
 from .retry import Retry
 from .store.base import Cache, Store
 from .store.keys import KeyMaker
+
+_thread_state = threading.local()
 
 
 @dataclass
@@ -282,22 +285,10 @@ class Engine:
         while True:
             if cfg.breaker is not None and not await self._breaker_gate():
                 return self._unfinished(index, item, attempts, last_error, key)
-            seq = None
-            if cfg.pacer is not None:
-                seq = await self._pace(cost)
-                if seq is None:
-                    return self._unfinished(index, item, attempts, last_error, key)
-            permit = None
-            if not limiter.unrestricted():
-                permit = limiter.reserve(cost)
-                if not limiter.admitted(permit) and not await self._pause(
-                    limiter.wait_async(permit)
-                ):
-                    limiter.cancel(permit)
-                    return self._unfinished(index, item, attempts, last_error, key)
-                if self._stopping:
-                    limiter.cancel(permit)
-                    return self._unfinished(index, item, attempts, last_error, key)
+            admission = await self._admit(cost)
+            if admission is None:
+                return self._unfinished(index, item, attempts, last_error, key)
+            permit, seq = admission
             if attempts:
                 stats.retrying -= 1
             else:
@@ -310,7 +301,11 @@ class Engine:
             except Exception as exc:
                 stats.in_flight -= 1
                 last_error = exc
-                delay = self._after_failure(exc, attempts, seq)
+                verdict = cfg.adapter.classify(exc)
+                if permit is not None and verdict.kind is ErrorKind.RATE_LIMITED:
+                    # The server refused it unprocessed and did not count it: neither do we.
+                    limiter.cancel(permit)
+                delay = self._after_failure(exc, verdict, attempts, seq)
                 if delay is None or isinstance(delay, BaseException):
                     error = delay if isinstance(delay, BaseException) else exc
                     return Outcome(index, item, Status.FAILED, None, error, attempts,
@@ -342,9 +337,19 @@ class Engine:
 
     def _stamped_call(self, permit: Permit, item: Any, timeout: float | None) -> CallResult[Any]:
         # On the worker thread: the admission counts from when the call really starts, not
-        # from when it was granted; a busy machine can put tens of ms between the two.
-        self.cfg.limiter.restamp(permit)
-        return self.cfg.adapter.call(item, timeout)
+        # from when it was granted; a busy machine can put tens of ms between the two. A
+        # thread's first call also opens a connection and may initialise the SDK, which
+        # delays its arrival at the server by far more, so it counts from when it ends: the
+        # server stamped it before it answered.
+        limiter = self.cfg.limiter
+        if getattr(_thread_state, "warm", False):
+            limiter.restamp(permit)
+            return self.cfg.adapter.call(item, timeout)
+        try:
+            return self.cfg.adapter.call(item, timeout)
+        finally:
+            _thread_state.warm = True
+            limiter.restamp(permit)
 
     async def _call(self, item: Any, permit: Permit | None = None) -> CallResult[Any]:
         cfg = self.cfg
@@ -372,11 +377,10 @@ class Engine:
             raise CallTimeout(f"call did not return within {cfg.timeout:g}s") from None
 
     def _after_failure(
-        self, exc: BaseException, attempts: int, seq: int | None
+        self, exc: BaseException, verdict: Verdict, attempts: int, seq: int | None
     ) -> float | BaseException | None:
         """Seconds until the retry, None to fail with ``exc``, or the error to fail with."""
         cfg, stats = self.cfg, self.stats
-        verdict = cfg.adapter.classify(exc)
         if cfg.pacer is not None and seq is not None:
             cfg.pacer.observe(seq, cfg.adapter.rate_info(exc), cfg.clock.now())
             if verdict.kind is ErrorKind.RATE_LIMITED:
@@ -408,14 +412,33 @@ class Engine:
             return 0.0
         return delay
 
-    async def _pace(self, cost: Cost) -> int | None:
-        """Wait until the server's budget (as its headers told) admits ``cost``."""
-        pacer, clock = self.cfg.pacer, self.cfg.clock
-        assert pacer is not None
+    async def _admit(self, cost: Cost) -> tuple[Permit | None, int | None] | None:
+        """Wait until both our limiter and the server's budget (as its headers tell) admit
+        ``cost``, at the same instant; None if the run stopped meanwhile.
+
+        The pacer is asked only once the limiter admits, and the permit goes back while the
+        pacer makes us wait: a grant held through a long 429 pause would be spent twice.
+        """
+        limiter, pacer, clock = self.cfg.limiter, self.cfg.pacer, self.cfg.clock
         while True:
+            permit = None
+            if not limiter.unrestricted():
+                permit = limiter.reserve(cost)
+                if not limiter.admitted(permit) and not await self._pause(
+                    limiter.wait_async(permit)
+                ):
+                    limiter.cancel(permit)
+                    return None
+                if self._stopping:
+                    limiter.cancel(permit)
+                    return None
+            if pacer is None:
+                return permit, None
             seq, wait = pacer.admit(cost, clock.now())
             if seq is not None:
-                return seq
+                return permit, seq
+            if permit is not None:
+                limiter.cancel(permit)
             if not await self._pause(clock.asleep(wait)):
                 return None
 

@@ -35,21 +35,46 @@ class Pacer(Protocol):
 
 @dataclass
 class _Bucket:
+    """The server's budget in one unit, as its headers describe it.
+
+    Until a 429 says otherwise the budget is assumed to return steadily (a token bucket,
+    like OpenAI's or llmock's). A 429 that a steady refill predicted would not happen shows
+    the server frees its budget in bursts (a sliding window): from then on a spent budget
+    waits for the server's full reset and then returns whole.
+    """
+
     level: float = float("inf")  # unknown until a response says otherwise
     capacity: float = float("inf")
     rate: float = 0.0
     stamp: float = 0.0
+    full_at: float = float("inf")
+    bursty: bool = False
+
+    def note_reset(self, reset: float | None, now: float) -> None:
+        """The server's budget is whole again ``reset`` from now (any response may say so)."""
+        if reset is None:
+            return
+        # A response can arrive out of order; the latest of the full resets holds.
+        self.full_at = now + reset if self.full_at == float("inf") else max(
+            self.full_at, now + reset)
 
     def refill(self, now: float) -> float:
-        if self.level != float("inf") and now > self.stamp:
+        if self.level == float("inf") or now <= self.stamp:
+            return self.level
+        if self.bursty:
+            if now >= self.full_at:
+                self.level, self.full_at = self.capacity, float("inf")
+        else:
             self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
-            self.stamp = now
+        self.stamp = now
         return self.level
 
     def wait_for(self, amount: float, now: float) -> float:
         level = self.refill(now)
         if level >= amount:
             return 0.0
+        if self.bursty and self.full_at != float("inf"):
+            return self.full_at - now
         if self.rate <= 0:
             return float("inf")
         return (amount - level) / self.rate
@@ -58,6 +83,7 @@ class _Bucket:
              in_flight: float, now: float) -> None:
         self.level = remaining - in_flight
         self.stamp = now
+        self.note_reset(reset, now)
         if limit is not None and limit > 0:
             self.capacity = limit
             spent = limit - remaining
@@ -79,6 +105,7 @@ class HeaderBudget:
         self._fresh = 0  # the newest dispatch whose response has synced the buckets
         self._tokens_sent = 0.0
         self._tokens_at: dict[int, float] = {}  # seq -> tokens sent up to it, until it ends
+        self._open: dict[int, float] = {}  # calls without an answer yet: seq -> tokens
 
     def admit(self, cost: Cost, now: float) -> tuple[int | None, float]:
         wait = max(self.requests.wait_for(cost.requests, now),
@@ -88,6 +115,7 @@ class HeaderBudget:
         self.requests.level -= cost.requests
         self.tokens.level -= cost.tokens
         self._seq += 1
+        self._open[self._seq] = cost.tokens
         if self._fresh:  # bookkeeping starts with the first headers; plain calls skip it
             self._tokens_sent += cost.tokens
             self._tokens_at[self._seq] = self._tokens_sent
@@ -95,12 +123,21 @@ class HeaderBudget:
 
     def observe(self, seq: int, info: RateInfo | None, now: float) -> None:
         tokens_upto = self._tokens_at.pop(seq, None)
-        if info is None or seq <= self._fresh:
-            return  # an older response than one already seen says less about now
+        self._open.pop(seq, None)
+        if info is None:
+            return
+        if seq <= self._fresh:  # older than one already seen: only its reset time still counts
+            self.requests.note_reset(info.reset_requests, now)
+            self.tokens.note_reset(info.reset_tokens, now)
+            return
         self._fresh = seq
-        later_requests = self._seq - seq
+        # Not yet counted by the server: calls sent after this one, and, to be safe, earlier
+        # calls still unanswered (a slow one may reach the server after this one did).
+        stragglers = [t for s, t in self._open.items() if s < seq]
+        later_requests = self._seq - seq + len(stragglers)
         # An untracked call predates tracking, so every tracked token was sent after it.
-        later_tokens = self._tokens_sent - (tokens_upto if tokens_upto is not None else 0.0)
+        later_tokens = (self._tokens_sent - (tokens_upto if tokens_upto is not None else 0.0)
+                        + sum(stragglers))
         if info.remaining_requests is not None:
             self.requests.sync(info.remaining_requests, info.limit_requests,
                                info.reset_requests, later_requests, now)
@@ -110,7 +147,9 @@ class HeaderBudget:
 
     def rate_limited(self, seq: int, now: float) -> None:
         self._tokens_at.pop(seq, None)
+        self._open.pop(seq, None)
         for bucket in (self.requests, self.tokens):
             if bucket.level != float("inf"):
+                bucket.bursty = True
                 bucket.level = min(bucket.level, 0.0)
                 bucket.stamp = now

@@ -161,7 +161,8 @@ class ThreadedBatchRunner(Generic[R]):
         self._owns_cache = cache is not None and cache is not False and not isinstance(
             cache, Cache)
         self.cache = _open_cache(cache, self.store, cache_ttl)
-        self.adaptive = (not self.limiter.limits) if adaptive is None else adaptive
+        # Headers can only tighten a configured limit, so pacing by them is always safe.
+        self.adaptive = True if adaptive is None else adaptive
         self.pacer = HeaderBudget() if self.adaptive else None
         self.window = window or max(4096, 64 * batch_size)
         self._rng = random.Random(seed)
