@@ -71,7 +71,7 @@ def test_tokens_are_paced_too_and_a_429_empties_the_bucket() -> None:
 
 # ---- against the simulator ------------------------------------------------------------
 
-LIMIT, WINDOW, ITEMS = 40, 2.0, 160
+LIMIT, WINDOW, ITEMS = 50, 2.0, 300  # "a run of a few hundred items" (issue 3)
 
 
 @pytest.fixture(scope="module")

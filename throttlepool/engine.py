@@ -10,52 +10,18 @@ memory is bounded by ``batch_size`` plus the re-order window.
 from __future__ import annotations
 
 import asyncio
-import random
-import threading
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sized
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sized
 from typing import Any
 
-from .adapters.base import Adapter, CallResult
-from .breaker import CircuitBreaker
+from .adapters.base import CallResult
+from .calls import Dispatcher, RunConfig
 from .classify import ErrorKind, Verdict
-from .clock import Clock
-from .errors import CallTimeout, NotAttempted, RetryHintTooLong, RunStopped, StoreError
-from .limiter import Cost, Permit, RateLimiter
+from .errors import NotAttempted, RetryHintTooLong, RunStopped, StoreError
+from .limiter import Cost, Permit
 from .outcome import Outcome, RunStats, Source, Status
-from .pacing import Pacer
-from .pool import LoopHandoff, WorkerPool
+from .pool import LoopHandoff
 from .progress import ProgressSink
-from .retry import Retry
-from .store.base import Cache, Store
 from .store.keys import KeyMaker
-
-_thread_state = threading.local()
-
-
-@dataclass
-class RunConfig:
-    """Everything a run needs, resolved by the runner."""
-
-    adapter: Adapter[Any]
-    batch_size: int
-    limiter: RateLimiter
-    retry: Retry
-    pool: WorkerPool
-    clock: Clock
-    rng: random.Random
-    timeout: float | None = None
-    runner_enforces_timeout: bool = True
-    deadline: float | None = None
-    breaker: CircuitBreaker | None = None
-    store: Store | None = None
-    run_name: str | None = None
-    retry_failed: bool = True
-    cache: Cache | None = None
-    pacer: Pacer | None = None
-    token_limited: bool = False
-    window: int = 4096
-    settings: dict[str, Any] = field(default_factory=dict)
 
 
 class Engine:
@@ -96,10 +62,7 @@ class Engine:
                      if cfg.store is not None or cfg.cache is not None else None)
         self._store_error: StoreError | None = None
         self._breaker_trips = cfg.breaker.trips if cfg.breaker else 0
-        self._handoff: LoopHandoff | None = None
-        self._acall: Callable[[Any, float | None], Awaitable[CallResult[Any]]] | None = (
-            getattr(cfg.adapter, "acall", None) if getattr(cfg.adapter, "is_async", False)
-            else None)
+        self._dispatch: Dispatcher  # bound to the running loop in run()
 
     # ---- control -------------------------------------------------------------------------
 
@@ -154,7 +117,7 @@ class Engine:
     async def run(self) -> RunStats:
         """Drive every item to an outcome (or stop); returns the run's statistics."""
         cfg, stats = self.cfg, self.stats
-        self._handoff = LoopHandoff(asyncio.get_running_loop())
+        self._dispatch = Dispatcher(cfg, LoopHandoff(asyncio.get_running_loop()))
         stats.started = cfg.clock.now()
         if cfg.store is not None:
             self.run_id = cfg.store.begin_run(cfg.run_name, cfg.settings)
@@ -297,7 +260,7 @@ class Engine:
             stats.calls += 1
             stats.in_flight += 1
             try:
-                result: CallResult[Any] = await self._call(item, permit)
+                result: CallResult[Any] = await self._dispatch.call(item, permit)
             except Exception as exc:
                 stats.in_flight -= 1
                 last_error = exc
@@ -334,47 +297,6 @@ class Engine:
                 cfg.cache.put(key, result.value)
             return Outcome(index, item, Status.OK, result.value, None, attempts,
                            clock.now() - first_start, usage, Source.CALL, key)
-
-    def _stamped_call(self, permit: Permit, item: Any, timeout: float | None) -> CallResult[Any]:
-        # On the worker thread: the admission counts from when the call really starts, not
-        # from when it was granted; a busy machine can put tens of ms between the two. A
-        # thread's first call also opens a connection and may initialise the SDK, which
-        # delays its arrival at the server by far more, so it counts from when it ends: the
-        # server stamped it before it answered.
-        limiter = self.cfg.limiter
-        if getattr(_thread_state, "warm", False):
-            limiter.restamp(permit)
-            return self.cfg.adapter.call(item, timeout)
-        try:
-            return self.cfg.adapter.call(item, timeout)
-        finally:
-            _thread_state.warm = True
-            limiter.restamp(permit)
-
-    async def _call(self, item: Any, permit: Permit | None = None) -> CallResult[Any]:
-        cfg = self.cfg
-        if self._acall is not None:  # an async function: await it on the loop, no thread
-            coro = self._acall(item, cfg.timeout)
-            if cfg.timeout is None:
-                return await coro
-            try:
-                return await asyncio.wait_for(coro, cfg.timeout)
-            except TimeoutError:
-                raise CallTimeout(f"call did not return within {cfg.timeout:g}s") from None
-        handoff = self._handoff
-        assert handoff is not None
-        fut: asyncio.Future[CallResult[Any]] = handoff.loop.create_future()
-        if permit is None:
-            cfg.pool.submit(handoff, fut, cfg.adapter.call, item, cfg.timeout)
-        else:
-            cfg.pool.submit(handoff, fut, self._stamped_call, permit, item, cfg.timeout)
-        if cfg.timeout is None or not cfg.runner_enforces_timeout:
-            return await fut
-        try:
-            return await asyncio.wait_for(fut, cfg.timeout)
-        except TimeoutError:
-            cfg.pool.abandon(fut)
-            raise CallTimeout(f"call did not return within {cfg.timeout:g}s") from None
 
     def _after_failure(
         self, exc: BaseException, verdict: Verdict, attempts: int, seq: int | None

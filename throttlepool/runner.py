@@ -12,10 +12,11 @@ from typing import Any, Generic, TypeVar
 from .adapters.base import Adapter
 from .adapters.function import CallableAdapter
 from .breaker import CircuitBreaker
+from .calls import RunConfig
 from .channel import OutcomeChannel
 from .classify import Classifier
 from .clock import SYSTEM_CLOCK, Clock
-from .engine import Engine, RunConfig
+from .engine import Engine
 from .errors import ConfigError, RunStopped
 from .limiter import TOKENS, LimitSpec, RateLimiter, build_limits
 from .outcome import BatchResult, Outcome

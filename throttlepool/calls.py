@@ -1,0 +1,99 @@
+"""How one attempt reaches the wrapped call: the run's settings and the thread hand-off."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .adapters.base import Adapter, CallResult
+from .breaker import CircuitBreaker
+from .clock import Clock
+from .errors import CallTimeout
+from .limiter import Permit, RateLimiter
+from .pacing import Pacer
+from .pool import LoopHandoff, WorkerPool
+from .retry import Retry
+from .store.base import Cache, Store
+
+_thread_state = threading.local()
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs, resolved by the runner."""
+
+    adapter: Adapter[Any]
+    batch_size: int
+    limiter: RateLimiter
+    retry: Retry
+    pool: WorkerPool
+    clock: Clock
+    rng: random.Random
+    timeout: float | None = None
+    runner_enforces_timeout: bool = True
+    deadline: float | None = None
+    breaker: CircuitBreaker | None = None
+    store: Store | None = None
+    run_name: str | None = None
+    retry_failed: bool = True
+    cache: Cache | None = None
+    pacer: Pacer | None = None
+    token_limited: bool = False
+    window: int = 4096
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+class Dispatcher:
+    """Runs attempts for one run on one event loop."""
+
+    def __init__(self, cfg: RunConfig, handoff: LoopHandoff) -> None:
+        self.cfg = cfg
+        self.handoff = handoff
+        self._acall: Callable[[Any, float | None], Awaitable[CallResult[Any]]] | None = (
+            getattr(cfg.adapter, "acall", None) if getattr(cfg.adapter, "is_async", False)
+            else None)
+
+    def _stamped_call(self, permit: Permit, item: Any, timeout: float | None) -> CallResult[Any]:
+        # On the worker thread: the admission counts from when the call really starts, not
+        # from when it was granted; a busy machine can put tens of ms between the two. A
+        # thread's first call also opens a connection and may initialise the SDK, which
+        # delays its arrival at the server by far more, so it counts from when it ends: the
+        # server stamped it before it answered.
+        limiter = self.cfg.limiter
+        if getattr(_thread_state, "warm", False):
+            limiter.restamp(permit)
+            return self.cfg.adapter.call(item, timeout)
+        try:
+            return self.cfg.adapter.call(item, timeout)
+        finally:
+            _thread_state.warm = True
+            limiter.restamp(permit)
+
+    async def call(self, item: Any, permit: Permit | None = None) -> CallResult[Any]:
+        """One attempt: on the loop for an async function, else on a pool thread."""
+        cfg = self.cfg
+        if self._acall is not None:  # an async function: await it on the loop, no thread
+            coro = self._acall(item, cfg.timeout)
+            if cfg.timeout is None:
+                return await coro
+            try:
+                return await asyncio.wait_for(coro, cfg.timeout)
+            except TimeoutError:
+                raise CallTimeout(f"call did not return within {cfg.timeout:g}s") from None
+        handoff = self.handoff
+        fut: asyncio.Future[CallResult[Any]] = handoff.loop.create_future()
+        if permit is None:
+            cfg.pool.submit(handoff, fut, cfg.adapter.call, item, cfg.timeout)
+        else:
+            cfg.pool.submit(handoff, fut, self._stamped_call, permit, item, cfg.timeout)
+        if cfg.timeout is None or not cfg.runner_enforces_timeout:
+            return await fut
+        try:
+            return await asyncio.wait_for(fut, cfg.timeout)
+        except TimeoutError:
+            cfg.pool.abandon(fut)
+            raise CallTimeout(f"call did not return within {cfg.timeout:g}s") from None
