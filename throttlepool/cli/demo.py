@@ -70,7 +70,7 @@ def sim_config(**fields: Any) -> SimConfig:
 @click.option("--latency", type=float, default=0.0, show_default=True,
               help="Seconds each reply takes.")
 @click.option("--jitter", type=float, default=0.0, show_default=True,
-              help="Random extra seconds, up to this much.")
+              help="Each reply's latency varies by up to this many seconds either way.")
 @click.option("--fail-rate", multiple=True, metavar="KIND=P",
               help="Inject faults: 500, 503, reset or hang, with probability P. Repeatable.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
