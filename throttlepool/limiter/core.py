@@ -8,9 +8,11 @@ outside it, on the injected clock, and a waiter whose time moves earlier (a refu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
+from typing import Any
 
 from ..clock import SYSTEM_CLOCK, Clock
 from .limits import ONE_REQUEST, Cost, Limit, LimitSpec, build_limits
@@ -112,38 +114,38 @@ class RateLimiter:
         if self.admitted(permit):
             return
         event = threading.Event()
-        permit.waker = event
-        try:
-            while True:
-                event.clear()
-                delay = self._check(permit)
-                if delay <= 0 and not permit.provisional:
-                    return
-                self.clock.wait(event, max(delay, 0.0))
-        except BaseException:
-            self.cancel(permit)
-            raise
-        finally:
-            permit.waker = None
+        with self._waiting(permit, event):
+            while (delay := self._next_wait(permit, event.clear)) is not None:
+                self.clock.wait(event, delay)
 
     async def wait_async(self, permit: Permit) -> None:
         """Suspend until a reserved ``permit`` is admitted; on cancellation it is withdrawn."""
         if self.admitted(permit):
             return
         event = asyncio.Event()
-        permit.waker = (asyncio.get_running_loop(), event)
+        with self._waiting(permit, (asyncio.get_running_loop(), event)):
+            while (delay := self._next_wait(permit, event.clear)) is not None:
+                await self.clock.await_event(event, delay)
+
+    @contextlib.contextmanager
+    def _waiting(self, permit: Permit, waker: Any) -> Iterator[None]:
+        """Let rescheduling wake this waiter; withdraw the reservation if the wait fails."""
+        permit.waker = waker
         try:
-            while True:
-                event.clear()
-                delay = self._check(permit)
-                if delay <= 0 and not permit.provisional:
-                    return
-                await self.clock.await_event(event, max(delay, 0.0))
+            yield
         except BaseException:
             self.cancel(permit)
             raise
         finally:
             permit.waker = None
+
+    def _next_wait(self, permit: Permit, clear: Callable[[], None]) -> float | None:
+        """Seconds still to wait for ``permit``, or None once it is admitted."""
+        clear()  # before the check, so a wake-up that races it is not lost
+        delay = self._check(permit)
+        if delay <= 0 and not permit.provisional:
+            return None
+        return max(delay, 0.0)
 
     def try_acquire(self, cost: Cost = ONE_REQUEST) -> Permit | None:
         """Admit ``cost`` now if possible, else reserve nothing and return None."""

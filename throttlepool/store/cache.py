@@ -60,7 +60,7 @@ class MemoryCache:
 
     def get(self, key: str) -> tuple[bool, Any]:
         """``(True, value)`` on a fresh hit, ``(False, None)`` otherwise."""
-        text = self.lookup(key)
+        text = self._find(key)
         if text is None:
             self.misses += 1
             return False, None
@@ -74,7 +74,15 @@ class MemoryCache:
         except (TypeError, ValueError, RecursionError) as exc:
             log.debug("not caching item %s: %s", key, exc)
             return
-        self.remember(key, text, self.time_fn())
+        created = self.time_fn()
+        self.remember(key, text, created)
+        self._persist(key, text, created)
+
+    def _find(self, key: str) -> str | None:
+        return self.lookup(key)
+
+    def _persist(self, key: str, text: str, created: float) -> None:
+        """Memory only: nothing to write."""
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -95,26 +103,13 @@ class SQLiteCache(MemoryCache):
         self._owns_store = not isinstance(store, SQLiteStore)
         self.store = store if isinstance(store, SQLiteStore) else SQLiteStore(store)
 
-    def get(self, key: str) -> tuple[bool, Any]:
-        """``(True, value)`` on a fresh hit (memory, then disk), ``(False, None)`` otherwise."""
+    def _find(self, key: str) -> str | None:
+        """Memory first, then disk."""
         text = self.lookup(key)
-        if text is None:
-            text = self._load(key)
-        if text is None:
-            self.misses += 1
-            return False, None
-        self.hits += 1
-        return True, json.loads(text)
+        return text if text is not None else self._load(key)
 
-    def put(self, key: str, value: Any) -> None:
-        """Remember a successful value; the disk write is queued to the writer thread."""
-        try:
-            text = encode_value(value)
-        except (TypeError, ValueError, RecursionError) as exc:
-            log.debug("not caching item %s: %s", key, exc)
-            return
-        created = self.time_fn()
-        self.remember(key, text, created)
+    def _persist(self, key: str, text: str, created: float) -> None:
+        """Queue the disk write to the store's writer thread; ``put`` never waits on disk."""
         self.store.writer.submit(SqlOp(UPSERT_CACHE, (key, text, created)))
 
     def purge(self) -> int:
