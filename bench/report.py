@@ -300,8 +300,8 @@ def render(report: Report, plot_name: str | None) -> str:
         lines += [
             f"A fresh interpreter streams a generator of {s.n:,} no-op items through "
             f"`ThreadedBatchRunner(noop, batch_size={s.batch_size}).imap(...)`; peak RSS is "
-            "`resource.getrusage(RUSAGE_SELF).ru_maxrss` of that process (interpreter and "
-            "imports included).",
+            "`VmHWM` from `/proc/self/status` of that process (interpreter and imports "
+            "included; not `ru_maxrss`, which Linux keeps across execve from the parent).",
             "",
             "| items | in order | seconds | items/s | RSS after imports MB | peak RSS MB |",
             "|---:|---:|---:|---:|---:|---:|",
