@@ -65,7 +65,7 @@ def test_tokens_are_paced_too_and_a_429_empties_the_bucket() -> None:
     nxt, _ = budget.admit(ONE, 0.0)
     assert nxt is not None
     budget.observe(nxt, RateInfo(limit_requests=5, remaining_requests=3, reset_requests=1.0), 0.0)
-    budget.rate_limited(nxt, 0.0)
+    budget.rate_limited(nxt, 0.0, None)
     assert budget.admit(ONE, 0.0)[0] is None
 
 

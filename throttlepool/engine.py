@@ -306,7 +306,7 @@ class Engine:
         if cfg.pacer is not None and seq is not None:
             cfg.pacer.observe(seq, cfg.adapter.rate_info(exc), cfg.clock.now())
             if verdict.kind is ErrorKind.RATE_LIMITED:
-                cfg.pacer.rate_limited(seq, cfg.clock.now())
+                cfg.pacer.rate_limited(seq, cfg.clock.now(), verdict.retry_after)
         if cfg.breaker is not None:
             if verdict.kind is ErrorKind.TRANSIENT:
                 cfg.breaker.record_failure()

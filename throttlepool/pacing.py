@@ -28,8 +28,8 @@ class Pacer(Protocol):
         """The call ``seq`` finished; ``info`` is what its response said (None: nothing)."""
         ...
 
-    def rate_limited(self, seq: int, now: float) -> None:
-        """The call ``seq`` was rejected with a 429: the budget is spent."""
+    def rate_limited(self, seq: int, now: float, retry_after: float | None) -> None:
+        """The call ``seq`` was rejected with a 429 (``retry_after``: the server's hint)."""
         ...
 
 
@@ -38,9 +38,9 @@ class _Bucket:
     """The server's budget in one unit, as its headers describe it.
 
     Until a 429 says otherwise the budget is assumed to return steadily (a token bucket,
-    like OpenAI's or llmock's). A 429 that a steady refill predicted would not happen shows
-    the server frees its budget in bursts (a sliding window): from then on a spent budget
-    waits for the server's full reset and then returns whole.
+    like OpenAI's or llmock's). A 429 whose wait is far longer than a steady refill predicts
+    shows the server frees its budget in bursts (a sliding window): from then on a spent
+    budget waits for the server's full reset and then returns whole.
     """
 
     level: float = float("inf")  # unknown until a response says otherwise
@@ -145,11 +145,16 @@ class HeaderBudget:
             self.tokens.sync(info.remaining_tokens, info.limit_tokens, info.reset_tokens,
                              later_tokens, now)
 
-    def rate_limited(self, seq: int, now: float) -> None:
+    def rate_limited(self, seq: int, now: float, retry_after: float | None) -> None:
         self._tokens_at.pop(seq, None)
         self._open.pop(seq, None)
         for bucket in (self.requests, self.tokens):
-            if bucket.level != float("inf"):
+            if bucket.level == float("inf"):
+                continue
+            # A steady bucket frees the next unit in 1/rate; a sliding window after a burst
+            # makes us wait far longer. Only the latter is worth waiting for in whole windows.
+            if (retry_after is not None and bucket.rate > 0
+                    and retry_after > 3.0 / bucket.rate):
                 bucket.bursty = True
-                bucket.level = min(bucket.level, 0.0)
-                bucket.stamp = now
+            bucket.level = min(bucket.level, 0.0)
+            bucket.stamp = now
