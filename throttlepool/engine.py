@@ -293,6 +293,7 @@ class Engine:
                     limiter.settle(permit, Cost(cost.requests, float(charged), cost.output))
             if cfg.pacer is not None and seq is not None:
                 cfg.pacer.observe(seq, result.rate, clock.now())
+                self._notify()
             if cfg.cache is not None and key is not None:
                 cfg.cache.put(key, result.value)
             return Outcome(index, item, Status.OK, result.value, None, attempts,
@@ -307,6 +308,7 @@ class Engine:
             cfg.pacer.observe(seq, cfg.adapter.rate_info(exc), cfg.clock.now())
             if verdict.kind is ErrorKind.RATE_LIMITED:
                 cfg.pacer.rate_limited(seq, cfg.clock.now(), verdict.retry_after)
+            self._notify()
         if cfg.breaker is not None:
             if verdict.kind is ErrorKind.TRANSIENT:
                 cfg.breaker.record_failure()
@@ -361,8 +363,18 @@ class Engine:
                 return permit, seq
             if permit is not None:
                 limiter.cancel(permit)
-            if not await self._pause(clock.asleep(wait)):
+            # Each answer re-syncs the budget, so the wait ends early when one arrives.
+            if not await self._pause(self._sleep_or_change(wait)):
                 return None
+
+    async def _sleep_or_change(self, delay: float) -> None:
+        sleeper = asyncio.ensure_future(self.cfg.clock.asleep(delay))
+        changed = asyncio.ensure_future(self._wait_changed())
+        try:
+            await asyncio.wait({sleeper, changed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            changed.cancel()
 
     async def _breaker_gate(self) -> bool:
         breaker = self.cfg.breaker

@@ -38,7 +38,7 @@ class _Bucket:
     """The server's budget in one unit, as its headers describe it.
 
     Until a 429 says otherwise the budget is assumed to return steadily (a token bucket,
-    like OpenAI's or llmock's). A 429 whose wait is far longer than a steady refill predicts
+    like OpenAI's or llmock's). A 429 whose wait is about as long as the server's full reset
     shows the server frees its budget in bursts (a sliding window): from then on a spent
     budget waits for the server's full reset and then returns whole.
     """
@@ -151,10 +151,11 @@ class HeaderBudget:
         for bucket in (self.requests, self.tokens):
             if bucket.level == float("inf"):
                 continue
-            # A steady bucket frees the next unit in 1/rate; a sliding window after a burst
-            # makes us wait far longer. Only the latter is worth waiting for in whole windows.
-            if (retry_after is not None and bucket.rate > 0
-                    and retry_after > 3.0 / bucket.rate):
+            # A token bucket frees its next unit long before it is full again (llmock: 0.5 s
+            # against 60 s); a sliding window after a burst frees its first slot about when
+            # it is whole again. Only the latter is worth waiting for in whole windows.
+            if (retry_after is not None and bucket.full_at != float("inf")
+                    and retry_after >= 0.5 * (bucket.full_at - now)):
                 bucket.bursty = True
             bucket.level = min(bucket.level, 0.0)
             bucket.stamp = now
