@@ -101,7 +101,7 @@ class ThreadedBatchRunner(Generic[R]):
         rps: float | None = None,
         limits: Iterable[LimitSpec] | LimitSpec | None = None,
         safety: float = 1.0,
-        margin: float = 0.05,
+        margin: float = 0.1,
         limiter: RateLimiter | None = None,
         limiter_url: str | None = None,
         retries: int | Retry | None = 3,

@@ -174,7 +174,7 @@ def run_on_dask(
     tpm: float | None = None,
     limits: Iterable[LimitSpec] | LimitSpec | None = None,
     safety: float = 1.0,
-    margin: float = 0.05,
+    margin: float = 0.1,
     batch_size: int = 8,
     chunk_size: int | None = None,
     max_chunks_in_flight: int | None = None,
