@@ -1,9 +1,10 @@
 """The runner's own thread pool, and the hand-off from its threads back to an event loop.
 
 Why not ``loop.run_in_executor``: each completion there schedules its own loop wake-up
-through the self-pipe. Measured on a 2-core machine, that caps no-op throughput near
-12-15k calls/s; coalescing wake-ups (one drain per burst of completions) and spawning
-threads only when none is idle gives 35-45k/s at batch_size 8 and >100k/s at 64.
+through the self-pipe. In a prototype of the hand-off alone on a 2-core machine, that
+capped no-op calls near 12-15k/s, and coalescing wake-ups (one drain per burst of
+completions) gave 35-45k/s at 8 coroutines and >100k/s at 64. Through the whole runner,
+see docs/benchmarks.md (21.6k/s at batch_size 8, 47.8k/s at 64).
 """
 
 from __future__ import annotations

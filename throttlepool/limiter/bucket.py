@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 from ..errors import ConfigError, CostExceedsLimit
 from .limits import REQUESTS, Cost, Limit
-from .ticket import Ticket
+from .ticket import Ticket, replace_in_order
 
 _EPSILON = 1e-9
 
@@ -99,13 +99,7 @@ class TokenBucket:
                 self._tat = max(now, tat - credit)
 
     def _replace(self, queued: list[Ticket], now: float) -> list[Ticket]:
-        moved = []
-        for ticket in queued:
-            before = ticket.admit_at
-            self._place(ticket, now)
-            if ticket.admit_at < before:
-                moved.append(ticket)
-        return moved
+        return replace_in_order(queued, self._place, now)
 
     def settle(self, ticket: Ticket, actual: Cost, now: float) -> Iterable[Ticket]:
         queued = self._unqueue(now)

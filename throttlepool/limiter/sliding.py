@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 
 from ..errors import ConfigError, CostExceedsLimit
 from .limits import Cost, Limit
-from .ticket import Ticket
+from .ticket import Ticket, replace_in_order
 
 # Float sums of token weights drift; a freed amount within this of the need counts as enough.
 _EPSILON = 1e-9
@@ -128,13 +128,7 @@ class SlidingWindowLog:
         self._last_admit = max(
             (win.log[-1].admit_at for win in self._windows if win.log), default=float("-inf")
         )
-        moved: list[Ticket] = []
-        for ticket in queued:
-            before = ticket.admit_at
-            self._place(ticket, now)
-            if ticket.admit_at < before:
-                moved.append(ticket)
-        return moved
+        return replace_in_order(queued, self._place, now)
 
     def settle(self, ticket: Ticket, actual: Cost, now: float) -> Iterable[Ticket]:
         self._check(actual)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from .limits import Cost, Limit
@@ -56,3 +56,16 @@ class LimiterBackend(Protocol):
     def pause_until(self, until: float, now: float) -> Iterable[Ticket]:
         """Admit nothing before ``until`` (a server's Retry-After)."""
         ...
+
+
+def replace_in_order(
+    queued: Iterable[Ticket], place: Callable[[Ticket, float], None], now: float
+) -> list[Ticket]:
+    """Re-place queued tickets in FIFO order; return those whose admission moved earlier."""
+    moved = []
+    for ticket in queued:
+        before = ticket.admit_at
+        place(ticket, now)
+        if ticket.admit_at < before:
+            moved.append(ticket)
+    return moved
