@@ -12,8 +12,12 @@ The tree::
      │    ├── RetryHintTooLong               the server asked to wait longer than allowed
      │    └── NotAttempted                   the run stopped before this item was called
      ├── RunStopped                          a fatal error (bad key, no quota) stopped dispatch
+     │    └── EndpointUnreachable            no call ever connected: wrong URL, host or port
      ├── StoreError                          the checkpoint database cannot be used
-     │    └── CheckpointMismatch             a resumed run was given different input
+     │    ├── CheckpointMismatch             a resumed run was given different input
+     │    ├── CheckpointDamaged              the database file is corrupt; nothing was called
+     │    └── RunInUse                       another live process owns this run (its lease)
+     ├── OutputError                         the results file cannot be written
      └── LimiterUnavailable                  a shared limiter backend is unreachable (fail closed)
 
 Errors raised by the wrapped function itself are never wrapped: an outcome's ``error`` is the
@@ -104,12 +108,42 @@ class RunStopped(ThrottlepoolError):
         self.cause = cause
 
 
+class EndpointUnreachable(RunStopped):
+    """No call of the run has ever reached the server: connections to ``address`` fail.
+
+    Raised (as the run's stop reason) instead of retrying for hours against a wrong URL; a
+    run that has already had answers keeps retrying transient connection errors.
+    """
+
+    def __init__(self, address: str, cause: BaseException | None = None) -> None:
+        super().__init__(
+            f"cannot connect to {address}: no call has reached the server; check the URL "
+            "(--base-url) and that the server is running", cause)
+        self.address = address
+
+
 class StoreError(ThrottlepoolError):
     """The checkpoint store cannot be opened, read or written."""
 
 
 class CheckpointMismatch(StoreError):
     """A resumed run was given input that differs from what its checkpoint recorded."""
+
+
+class CheckpointDamaged(StoreError):
+    """The checkpoint database fails its integrity check; no call was made."""
+
+
+class RunInUse(StoreError):
+    """Another live process holds this run's lease; ``owner`` says who (host, pid)."""
+
+    def __init__(self, message: str, owner: str | None = None) -> None:
+        super().__init__(message)
+        self.owner = owner
+
+
+class OutputError(ThrottlepoolError):
+    """The results file (``--output``) cannot be written; recorded outcomes are kept."""
 
 
 class LimiterUnavailable(ThrottlepoolError):

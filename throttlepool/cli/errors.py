@@ -5,10 +5,14 @@ from __future__ import annotations
 import click
 
 from ..errors import (
+    CheckpointDamaged,
     CheckpointMismatch,
     ConfigError,
+    EndpointUnreachable,
     InputError,
     MissingExtra,
+    OutputError,
+    RunInUse,
     StoreError,
 )
 from ..store.redact import redact_text
@@ -26,6 +30,14 @@ def _label(exc: BaseException) -> str:
         return "missing dependency"
     if isinstance(exc, CheckpointMismatch):
         return "checkpoint mismatch"
+    if isinstance(exc, CheckpointDamaged):
+        return "the checkpoint is damaged"
+    if isinstance(exc, RunInUse):
+        return "run in use"
+    if isinstance(exc, EndpointUnreachable):
+        return "endpoint unreachable"
+    if isinstance(exc, OutputError):
+        return "output"
     if isinstance(exc, StoreError):
         return "checkpoint database"
     if isinstance(exc, ConfigError):
