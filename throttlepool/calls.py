@@ -16,6 +16,7 @@ from .errors import CallTimeout
 from .limiter import Permit, RateLimiter
 from .pacing import Pacer
 from .pool import LoopHandoff, WorkerPool
+from .reachability import Reachability
 from .retry import Retry
 from .store.base import Cache, Store
 
@@ -45,6 +46,7 @@ class RunConfig:
     token_limited: bool = False
     window: int = 4096
     settings: dict[str, Any] = field(default_factory=dict)
+    reachability: Reachability = field(default_factory=Reachability)  # one per run
 
 
 class Dispatcher:
@@ -75,6 +77,11 @@ class Dispatcher:
 
     async def call(self, item: Any, permit: Permit | None = None) -> CallResult[Any]:
         """One attempt: on the loop for an async function, else on a pool thread."""
+        result = await self._call(item, permit)
+        self.cfg.reachability.observe_success()
+        return result
+
+    async def _call(self, item: Any, permit: Permit | None) -> CallResult[Any]:
         cfg = self.cfg
         if self._acall is not None:  # an async function: await it on the loop, no thread
             coro = self._acall(item, cfg.timeout)

@@ -4,13 +4,21 @@ A classifier is any ``Callable[[BaseException], Verdict]``. :func:`default_class
 understands exceptions that carry an HTTP status (``status_code``, ``response.status_code`` or
 an integer ``code``) and the timeout and connection errors of the standard library, requests
 and httpx; provider adapters add their SDK's specifics on top of it.
+
+Provider adapters, which call one endpoint, tell a failure to *connect* (refused, unknown
+host, TLS handshake, connect timeout) apart from a connection lost after the server answered
+(:func:`transport_verdict`): its verdict carries the ``host:port`` it could not reach in
+``Verdict.unreachable``, which lets a run that never reached the server stop early
+(:mod:`throttlepool.reachability`). The default classifier does not: a plain function may
+call many hosts.
 """
 
 from __future__ import annotations
 
 import enum
 import socket
-from collections.abc import Callable, Mapping
+import urllib.parse
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,11 +37,16 @@ class ErrorKind(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """A classified error: its kind, the server's suggested wait, and a short reason."""
+    """A classified error: its kind, the server's suggested wait, and a short reason.
+
+    ``unreachable`` is the ``host:port`` a connection could not even be opened to (refused,
+    unknown host, TLS handshake failed, connect timeout); None for every other error.
+    """
 
     kind: ErrorKind
     retry_after: float | None = None
     reason: str = ""
+    unreachable: str | None = None
 
     @property
     def retryable(self) -> bool:
@@ -50,6 +63,16 @@ _TIMEOUT_NAMES = frozenset({"Timeout", "TimeoutException", "ReadTimeout", "Conne
 _CONNECTION_NAMES = frozenset({"ConnectionError", "ConnectError", "RemoteProtocolError",
                                "NetworkError", "APIConnectionError", "ChunkedEncodingError",
                                "ProtocolError", "ReadError", "WriteError"})
+# Raised before a request was sent: the connection itself could not be opened. A reset or a
+# dropped connection after that (ReadError, RemoteProtocolError...) means something answered.
+_CONNECT_FAILURE_NAMES = frozenset({
+    "ConnectError",  # httpx / httpx2 / httpcore: refused, unknown host, TLS handshake
+    "ConnectTimeout",  # httpx, requests
+    "NewConnectionError", "NameResolutionError", "ConnectTimeoutError",  # urllib3
+    "SSLError",  # ssl, urllib3, requests: the TLS handshake failed
+    "ConnectionRefusedError", "gaierror",
+})
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
 
 def status_of(exc: BaseException) -> int | None:
@@ -93,6 +116,90 @@ def is_connection_error(exc: BaseException) -> bool:
     return isinstance(exc, ConnectionError) or bool(_mro_names(exc) & _CONNECTION_NAMES)
 
 
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what it wraps: causes, contexts, urllib3's ``reason``, requests' ``args[0]``."""
+    seen: set[int] = set()
+    todo = [exc]
+    while todo and len(seen) < 16:
+        current = todo.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        inner = [current.__cause__, current.__context__, getattr(current, "reason", None),
+                 current.args[0] if current.args else None]
+        todo.extend(e for e in inner if isinstance(e, BaseException))
+
+
+def _request_url(exc: BaseException) -> str | None:
+    try:  # httpx raises RuntimeError from .request when it was never set
+        request = getattr(exc, "request", None)
+    except RuntimeError:
+        return None
+    url = getattr(request, "url", None)
+    return str(url) if url else None
+
+
+def endpoint_url(exc: BaseException) -> str | None:
+    """The URL a transport error was raised for (full, as the client had it), if it says."""
+    return next((url for e in _chain(exc) if (url := _request_url(e)) is not None), None)
+
+
+def host_port(url: str) -> str | None:
+    """``host:port`` of a URL (the scheme's default port when none is given); never userinfo."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return None
+    if not host:
+        return None
+    port = port if port is not None else _DEFAULT_PORTS.get(parts.scheme.lower())
+    host = f"[{host}]" if ":" in host else host
+    return host if port is None else f"{host}:{port}"
+
+
+def _pool_address(exc: BaseException) -> str | None:
+    # urllib3's MaxRetryError has .pool, NewConnectionError .conn: both know host and port.
+    for holder in (getattr(exc, "pool", None), getattr(exc, "conn", None)):
+        host, port = getattr(holder, "host", None), getattr(holder, "port", None)
+        if isinstance(host, str) and host and isinstance(port, int):
+            return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return None
+
+
+def unreachable_address(exc: BaseException) -> str | None:
+    """``host:port`` when ``exc`` says a connection could not be opened to it, else None.
+
+    Only a transport error whose chain holds a connect-phase failure counts; the address comes
+    from the request URL (httpx, requests, the SDKs built on them) or urllib3's pool. A bare
+    ``ConnectionRefusedError`` names no address and so is not reported.
+    """
+    if not (is_connection_error(exc) or is_timeout(exc) or isinstance(exc, socket.gaierror)):
+        return None
+    chain = list(_chain(exc))
+    if not any(_mro_names(e) & _CONNECT_FAILURE_NAMES for e in chain):
+        return None
+    url = endpoint_url(exc)
+    address = host_port(url) if url else None
+    return address or next((a for e in chain if (a := _pool_address(e)) is not None), None)
+
+
+def transport_verdict(exc: BaseException) -> Verdict | None:
+    """TRANSIENT for a timeout or connection error, else None; for adapters of one endpoint.
+
+    A connect failure names the address it could not reach (``Verdict.unreachable``).
+    """
+    address = unreachable_address(exc)
+    if address is not None:
+        return Verdict(ErrorKind.TRANSIENT, None, f"cannot connect to {address}", address)
+    if is_timeout(exc):
+        return Verdict(ErrorKind.TRANSIENT, None, "timeout")
+    if is_connection_error(exc):
+        return Verdict(ErrorKind.TRANSIENT, None, "connection error")
+    return None
+
+
 def classify_status(status: int, retry_after: float | None = None, reason: str = "") -> Verdict:
     """The verdict for a bare HTTP status."""
     if status == 429:
@@ -109,6 +216,8 @@ def default_classifier(exc: BaseException) -> Verdict:
     status = status_of(exc)
     if status is not None:
         return classify_status(status, retry_after_from_headers(headers_of(exc)))
+    # Not transport_verdict: a plain function may call many hosts, so one that cannot be
+    # reached says nothing about the run; only an adapter knows its one endpoint.
     if is_timeout(exc):
         return Verdict(ErrorKind.TRANSIENT, None, "timeout")
     if is_connection_error(exc):

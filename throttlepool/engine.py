@@ -321,6 +321,10 @@ class Engine:
                 # A 429 despite our own limit: the server's clock sees more jitter than the
                 # margin allows for. Widen it; the headers may only ever tighten a limit.
                 cfg.limiter.widen_margin()
+        unreachable = cfg.reachability.observe_failure(exc, verdict)
+        if unreachable is not None:  # no call ever reached the server: a wrong URL, not a blip
+            self.request_stop(unreachable)
+            return None
         if verdict.kind is ErrorKind.FATAL:
             self.request_stop(RunStopped(f"stopped by a fatal error: {verdict.reason}", exc))
             return None

@@ -13,11 +13,21 @@ import datetime
 import enum
 import importlib
 import re
+import urllib.parse
 from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any
 
-from ..classify import ErrorKind, Verdict, classify_status, is_connection_error, is_timeout
+from ..classify import (
+    ErrorKind,
+    Verdict,
+    classify_status,
+    endpoint_url,
+    is_connection_error,
+    is_timeout,
+    status_of,
+    transport_verdict,
+)
 from ..errors import MissingExtra
 from ..hints import (
     RateInfo,
@@ -138,15 +148,55 @@ def classify_http(
 
 
 def classify_transport(exc: BaseException) -> Verdict | None:
-    """Timeouts, connection errors and exhausted inner retries; None if ``exc`` is none of them."""
-    if is_timeout(exc):
-        return Verdict(ErrorKind.TRANSIENT, None, "timeout")
-    if is_connection_error(exc):
-        return Verdict(ErrorKind.TRANSIENT, None, "connection error")
+    """Timeouts, connection errors and exhausted inner retries; None if ``exc`` is none of them.
+
+    A failure to open the connection names its address (``Verdict.unreachable``).
+    """
+    verdict = transport_verdict(exc)
+    if verdict is not None:
+        return verdict
     if any(cls.__name__ == "RetryError" for cls in type(exc).__mro__):
         # google.api_core / urllib3 retries ran out inside the client: the cause was transient.
         return Verdict(ErrorKind.TRANSIENT, None, "client retries exhausted")
     return None
+
+
+def public_url(url: str) -> str:
+    """The URL without credentials or query string, which may hold a key."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def name_endpoint(exc: BaseException) -> None:
+    """Make a transport error's message name the URL it was raised for, in place.
+
+    ``APIConnectionError: Connection error.`` says nothing of where; the same error then reads
+    ``Connection error (http://127.0.0.1:9/v1/chat/completions)``. Messages that already name
+    the host (requests') are left alone; the URL loses any user:password and query string.
+    """
+    if status_of(exc) is not None or not (is_connection_error(exc) or is_timeout(exc)):
+        return
+    url = endpoint_url(exc)
+    if url is None:
+        return
+    try:
+        host = urllib.parse.urlsplit(url).hostname
+        shown = public_url(url)
+    except ValueError:
+        return
+    text = str(exc)
+    if (host and host in text) or (exc.args and not isinstance(exc.args[0], str)):
+        return
+    named = f"{text.rstrip('. ')} ({shown})" if text.strip() else shown
+    try:
+        exc.args = (named, *exc.args[1:])
+        if isinstance(getattr(exc, "message", None), str):
+            exc.message = named  # type: ignore[attr-defined]  # openai's APIError keeps one
+    except (AttributeError, TypeError):  # an exception type that forbids it: keep it as is
+        pass
 
 
 def rate_info_with_hint(headers: Mapping[str, str] | None, hint: float | None) -> RateInfo | None:

@@ -21,6 +21,7 @@ from .common import (
     classify_transport,
     jsonable_params,
     make_extractor,
+    name_endpoint,
     rate_info_with_hint,
     require,
     server_hint,
@@ -134,8 +135,12 @@ class GenAIAdapter:
         if timeout is not None:
             http_options["timeout"] = max(1, math.ceil(timeout * 1000))  # milliseconds
         config["http_options"] = http_options
-        method = getattr(self._client.models, self.method)
-        result = method(**request)
+        try:
+            method = getattr(self._client.models, self.method)
+            result = method(**request)
+        except Exception as exc:
+            name_endpoint(exc)
+            raise
         headers = response_headers(result)
         rate = rate_info_with_hint(headers, None) if headers else None
         value = self._extract(result) if self._extract is not None else result

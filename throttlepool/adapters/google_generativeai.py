@@ -21,6 +21,7 @@ from .common import (
     classify_transport,
     jsonable_params,
     make_extractor,
+    name_endpoint,
     rate_info_with_hint,
     require,
     server_hint,
@@ -129,7 +130,11 @@ class GenerativeModelAdapter:
         options["retry"] = None
         if timeout is not None:
             options["timeout"] = timeout
-        result = self._model.generate_content(contents, request_options=options, **request)
+        try:
+            result = self._model.generate_content(contents, request_options=options, **request)
+        except Exception as exc:
+            name_endpoint(exc)
+            raise
         value = self._extract(result) if self._extract is not None else result
         # This SDK gives no access to the headers of a successful response.
         return CallResult(value, usage_from(result), None)

@@ -8,7 +8,6 @@ inside the call, invisible to the rate limiter.
 from __future__ import annotations
 
 import threading
-import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -24,6 +23,8 @@ from .common import (
     classify_transport,
     jsonable_params,
     make_extractor,
+    name_endpoint,
+    public_url,
     rate_info_with_hint,
     server_hint,
 )
@@ -40,15 +41,6 @@ def _response_body(response: Any) -> Any:
         return response.json()
     except ValueError:
         return response.text
-
-
-def _public_url(url: str) -> str:
-    """The URL without credentials or query string, which may hold a key."""
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def _result(value: Any) -> Any:
@@ -128,7 +120,7 @@ class HttpAdapter:
         return {
             "provider": self.name,
             "method": self.method,
-            "url": _public_url(self.url),
+            "url": public_url(self.url),
             "params": jsonable_params(self.default_body),
         }
 
@@ -156,9 +148,13 @@ class HttpAdapter:
         body = self.body(item)
         send: dict[str, Any] = {"params": body} if self.method in ("GET", "DELETE") else {
             "json": body}
-        response = self.session().request(
-            self.method, self.url, headers=self._headers, timeout=timeout, **send
-        )
+        try:
+            response = self.session().request(
+                self.method, self.url, headers=self._headers, timeout=timeout, **send
+            )
+        except Exception as exc:
+            name_endpoint(exc)
+            raise
         response.raise_for_status()
         value = _response_body(response)
         rate = rate_info_with_hint(response.headers, None)

@@ -19,6 +19,7 @@ from .common import (
     classify_transport,
     jsonable_params,
     make_extractor,
+    name_endpoint,
     rate_info_with_hint,
     require,
     server_hint,
@@ -164,13 +165,17 @@ class OpenAIAdapter:
         params = self.params(item)
         if timeout is not None:
             params["timeout"] = timeout
-        if self._fn is not None:
-            result = self._fn(self._client, **params)
-        else:
-            target, leaf = self._resolve(self._path)
-            raw_target = getattr(target, "with_raw_response", None)
-            method = getattr(raw_target, leaf, None) if raw_target is not None else None
-            result = (method or getattr(target, leaf))(**params)
+        try:
+            if self._fn is not None:
+                result = self._fn(self._client, **params)
+            else:
+                target, leaf = self._resolve(self._path)
+                raw_target = getattr(target, "with_raw_response", None)
+                method = getattr(raw_target, leaf, None) if raw_target is not None else None
+                result = (method or getattr(target, leaf))(**params)
+        except Exception as exc:
+            name_endpoint(exc)  # "Connection error." alone does not say where
+            raise
         rate: RateInfo | None = None
         if _is_raw(result):
             info = rate_info_from_headers(result.headers)
@@ -187,10 +192,10 @@ class OpenAIAdapter:
                 exc.status_code, exc.response.headers, exc.body,
                 message=exc.message, code=exc.code, type_=exc.type,
             )
-        if isinstance(exc, openai.APITimeoutError):
-            return Verdict(ErrorKind.TRANSIENT, None, "timeout")
-        if isinstance(exc, openai.APIConnectionError):
-            return Verdict(ErrorKind.TRANSIENT, None, "connection error")
+        if isinstance(exc, openai.APIConnectionError):  # APITimeoutError included
+            timeout = isinstance(exc, openai.APITimeoutError)
+            return classify_transport(exc) or Verdict(
+                ErrorKind.TRANSIENT, None, "timeout" if timeout else "connection error")
         if isinstance(exc, openai.APIResponseValidationError):
             return Verdict(ErrorKind.PERMANENT, None, "response did not match the schema")
         return classify_transport(exc) or default_classifier(exc)

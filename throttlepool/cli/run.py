@@ -13,7 +13,7 @@ import click
 from ..adapters import Adapter, CallResult
 from ..classify import ErrorKind, Verdict
 from ..config import Settings, load_settings
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError, EndpointUnreachable, InputError
 from ..hints import RateInfo
 from ..inputs import FORMATS, STDIN, BadRecord, InputSpec, Records
 from ..limiter import Cost
@@ -174,6 +174,9 @@ def execute(settings: Settings, records: Records, adapter: Adapter[Any], *, verb
     if interrupted:
         click.echo(f"interrupted; {_resume_hint(argv, store)}", err=True)
         return EXIT_INTERRUPTED
+    stopped = getattr(stream, "stopped", None)
+    if isinstance(stopped, EndpointUnreachable):
+        raise stopped  # exit 2 with its one sentence (app.py), not 1 "some items failed"
     if emitted < total:
         click.echo(f"the run stopped early after a fatal error; {total - emitted} items were "
                    "not attempted", err=True)
