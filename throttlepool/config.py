@@ -87,6 +87,7 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "run_name": _text,
     "output": _text,
     "limit": _non_negative_int,
+    "max_record_size": _positive_int,
     "template": _text,
     "column": _text,
     "field": _text,

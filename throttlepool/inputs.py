@@ -5,6 +5,11 @@ adapter sends as they are. A bad record raises :class:`~throttlepool.errors.Inpu
 naming the file, line and field. :class:`Records` reads lazily and can be iterated again
 (stdin is spooled to a temporary file first), so a run validates everything before its first
 call and then streams the same records with bounded memory.
+
+Input is UTF-8, with or without a byte-order mark. A JSONL record is refused (as a bad record)
+when it nests deeper than :data:`MAX_DEPTH` levels or holds ``NaN``/``Infinity``, which no API
+accepts; any record is refused when its request text is larger than
+``InputSpec.max_record_bytes`` (:data:`MAX_RECORD_BYTES` unless raised).
 """
 
 from __future__ import annotations
@@ -22,11 +27,19 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from .errors import ConfigError, InputError
+from .jsontext import nests_deeper_than, parse_json
 
 FORMATS = ("jsonl", "csv", "text")
 STDIN = "-"
 _EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv",
                ".txt": "text", ".text": "text"}
+#: Deepest nesting of objects and arrays a JSONL record may have. Real request bodies stay
+#: far below it; the checkpoint's encoder stops at 100 and json.loads at the stack's end.
+MAX_DEPTH = 64
+#: Largest request text (a JSONL line, a prompt) in bytes unless raised: 1 MB is about
+#: 250,000 tokens, above every chat model's context, so a bigger record is a mistake.
+MAX_RECORD_BYTES = 1_000_000
+_BOM = "\ufeff"
 
 
 def detect_format(path: str, explicit: str | None = None) -> str:
@@ -79,6 +92,7 @@ class InputSpec:
     field: str = "prompt"
     template: str | None = None
     limit: int | None = None
+    max_record_bytes: int | None = MAX_RECORD_BYTES
 
 
 class BadRecord:
@@ -110,6 +124,9 @@ class Records:
                  stdin: IO[bytes] | None = None) -> None:
         if spec.limit is not None and spec.limit < 0:
             raise ConfigError(f"--limit must be >= 0, got {spec.limit}")
+        if spec.max_record_bytes is not None and spec.max_record_bytes < 1:
+            raise ConfigError(f"the record size limit must be >= 1 byte, got "
+                              f"{spec.max_record_bytes}")
         self.spec = spec
         self.skip_bad = skip_bad
         self.format = detect_format(spec.path, spec.format)
@@ -125,7 +142,7 @@ class Records:
 
     def _peek_stdin(self) -> str:
         path = self._spooled()
-        with open(path, encoding="utf-8", errors="replace") as fh:
+        with open(path, encoding="utf-8-sig", errors="replace") as fh:
             return fh.read(4096)
 
     def _spooled(self) -> str:
@@ -137,8 +154,11 @@ class Records:
             self._spool = path
         return self._spool
 
+    def _path(self) -> str:
+        return self._spooled() if self.spec.path == STDIN else self.spec.path
+
     def _open(self) -> IO[str]:
-        path = self._spooled() if self.spec.path == STDIN else self.spec.path
+        path = self._path()
         try:
             return open(path, encoding="utf-8-sig", newline="")
         except OSError as exc:
@@ -162,17 +182,45 @@ class Records:
         except InputError as exc:
             return exc
 
+    def _too_big(self, text: str, line: int) -> InputError | None:
+        limit = self.spec.max_record_bytes
+        # A character is at most 4 bytes of UTF-8: most records never need encoding.
+        if limit is None or len(text) * 4 <= limit:
+            return None
+        size = len(text.encode("utf-8", "surrogatepass"))
+        if size <= limit:
+            return None
+        return InputError(f"the record is {size:,} bytes, more than the limit of {limit:,} "
+                          "bytes for one request (raise it with --max-record-size)",
+                          source=self.name, line=line)
+
     def _jsonl(self, fh: IO[str]) -> Iterator[tuple[int, Any]]:
         for line_no, text in enumerate(fh, 1):
             if not text.strip():
                 continue
-            try:
-                record = json.loads(text)
-            except json.JSONDecodeError as exc:
-                yield line_no, InputError(f"malformed JSON: {exc.msg} at column {exc.colno}",
-                                          source=self.name, line=line_no)
-                continue
-            yield line_no, self._jsonl_request(record, line_no)
+            # Files joined with `cat` carry each file's byte-order mark into a line.
+            text = text.removeprefix(_BOM).rstrip("\r\n")
+            record = self._too_big(text, line_no) or self._parse_json(text, line_no)
+            if isinstance(record, InputError):
+                yield line_no, record
+            else:
+                yield line_no, self._jsonl_request(record, line_no)
+
+    def _parse_json(self, text: str, line: int) -> Any:
+        """The record on ``line``, or the InputError saying why it cannot be a request."""
+        deep = f"the record nests deeper than {MAX_DEPTH} levels"
+        if nests_deeper_than(text, MAX_DEPTH):
+            return InputError(deep, source=self.name, line=line)
+        try:
+            record, problem, path = parse_json(text)
+        except json.JSONDecodeError as exc:
+            return InputError(f"malformed JSON: {exc.msg} at column {exc.colno}",
+                              source=self.name, line=line)
+        except RecursionError:  # json_depth should have caught it; never a traceback
+            return InputError(deep, source=self.name, line=line)
+        if problem is not None:
+            return InputError(problem, source=self.name, line=line, field=path or None)
+        return record
 
     def _jsonl_request(self, record: Any, line: int) -> Any:
         field = self.spec.field
@@ -192,6 +240,10 @@ class Records:
         return record  # a full request body, sent as the call's parameters
 
     def _csv(self, fh: IO[str]) -> Iterator[tuple[int, Any]]:
+        # The csv module refuses cells over 128 KiB; the record size limit is ours to enforce.
+        wanted = self.spec.max_record_bytes or sys.maxsize
+        if csv.field_size_limit() < wanted:
+            csv.field_size_limit(min(wanted, 2**31 - 1))
         reader = csv.DictReader(fh)
         header = reader.fieldnames
         if not header:
@@ -211,7 +263,14 @@ class Records:
                                  f"{', '.join(header)}); choose one with --column",
                                  source=self.name, line=1, field=column)
         line = reader.line_num
-        for row in reader:
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                raise InputError(f"malformed CSV: {exc}", source=self.name,
+                                 line=reader.line_num) from None
             line, start = reader.line_num, line + 1
             if None in row:  # more cells than the header has columns
                 yield start, InputError(f"the row has {len(header) + len(row[None])} cells, "
@@ -219,7 +278,7 @@ class Records:
                                         line=start)
                 continue
             if self.template is not None:
-                yield start, self._render(row, start)
+                yield start, self._checked(self._render(row, start), start)
                 continue
             assert column is not None
             value = row.get(column)
@@ -227,7 +286,12 @@ class Records:
                 yield start, InputError(f"the row has no cell for column {column!r}",
                                         source=self.name, line=start, field=column)
                 continue
-            yield start, value
+            yield start, self._checked(value, start)
+
+    def _checked(self, prompt: Any, line: int) -> Any:
+        if isinstance(prompt, str):
+            return self._too_big(prompt, line) or prompt
+        return prompt
 
     def _text(self, fh: IO[str]) -> Iterator[tuple[int, Any]]:
         for line_no, text in enumerate(fh, 1):
@@ -235,9 +299,9 @@ class Records:
             if not prompt.strip():
                 continue
             if self.template is not None:
-                yield line_no, self._render({"text": prompt}, line_no)
+                yield line_no, self._checked(self._render({"text": prompt}, line_no), line_no)
             else:
-                yield line_no, prompt
+                yield line_no, self._checked(prompt, line_no)
 
     def lines(self) -> Iterator[tuple[int, Any]]:
         """``(line, request)`` pairs; a bad record's request is its InputError (not raised)."""
@@ -252,12 +316,27 @@ class Records:
                 except StopIteration:
                     return
                 except UnicodeDecodeError as exc:
-                    raise InputError(f"not valid UTF-8 text ({exc.reason})",
-                                     source=self.name) from None
-                except csv.Error as exc:
-                    raise InputError(f"malformed CSV: {exc}", source=self.name) from None
+                    raise self._not_utf8(exc) from None
                 n += 1
                 yield line, request
+
+    def _not_utf8(self, exc: UnicodeDecodeError) -> InputError:
+        """Where the text stops being UTF-8: the decoder read ahead, so look again by line."""
+        with open(self._path(), "rb") as fh:
+            if fh.read(2) in (b"\xff\xfe", b"\xfe\xff"):
+                return InputError("the input is UTF-16 text (it starts with a UTF-16 "
+                                  "byte-order mark); save it as UTF-8", source=self.name, line=1)
+            fh.seek(0)
+            offset = 0
+            for line, raw in enumerate(fh, 1):
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError as bad:
+                    return InputError(f"not valid UTF-8 text ({bad.reason} at byte "
+                                      f"{offset + bad.start:,} of the file)",
+                                      source=self.name, line=line)
+                offset += len(raw)
+        return InputError(f"not valid UTF-8 text ({exc.reason})", source=self.name)
 
     def validate(self) -> int:
         """Read every record once; returns their number, or raises the first InputError.
@@ -293,3 +372,4 @@ class Records:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 from typing import Any
 
 import click
@@ -13,7 +12,7 @@ import click
 from ..config import load_settings
 from ..errors import ConfigError
 from ..store import export_run, list_runs, run_status
-from .output import output_format
+from .output import create_temp, output_format
 
 STATUS_EXAMPLES = """\b
 Examples:
@@ -103,9 +102,7 @@ def export_command(run: str, db: str | None, fmt: str | None, output: str | None
     if output is None:
         export_run(path, run, fmt)
         return 0
-    directory = os.path.dirname(os.path.abspath(output))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(output)}.",
-                               suffix=".tmp")
+    fd, tmp = create_temp(output)  # named for its pid, so a killed export's file is removed
     os.close(fd)
     try:
         n = export_run(path, run, fmt, tmp)

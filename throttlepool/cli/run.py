@@ -15,7 +15,7 @@ from ..classify import ErrorKind, Verdict
 from ..config import Settings, load_settings
 from ..errors import ConfigError, EndpointUnreachable, InputError
 from ..hints import RateInfo
-from ..inputs import FORMATS, STDIN, BadRecord, InputSpec, Records
+from ..inputs import FORMATS, MAX_RECORD_BYTES, STDIN, BadRecord, InputSpec, Records
 from ..limiter import Cost
 from ..outcome import BatchResult, Outcome, Status
 from ..runner import ThreadedBatchRunner
@@ -204,6 +204,8 @@ def execute(settings: Settings, records: Records, adapter: Adapter[Any], *, verb
 @click.option("-o", "--output", metavar="PATH", help="Results file, JSONL or CSV by its "
               "extension, in input order. [default: stdout]")
 @click.option("--limit", type=int, metavar="N", help="Only the first N records.")
+@click.option("--max-record-size", type=int, metavar="BYTES", help="Refuse a record whose "
+              "request text is larger, before any call. [default: 1000000]")
 @click.option("--dry-run", is_flag=True, help="Validate the input and print what would be "
               "sent, the token estimate and the minimum time the limits allow; send nothing.")
 @click.option("--progress/--no-progress", default=None, help="Progress on stderr: a bar on a "
@@ -239,7 +241,9 @@ def run_command(ctx: click.Context, /, input_path: str, dry_run: bool, verbose: 
 
     INPUT is a JSONL file (prompts, records with a prompt field, or full request bodies), a
     CSV file (one column, or a --template over its columns), a text file (one prompt a
-    line) or - for stdin. Results go to stdout or --output, in input order.
+    line) or - for stdin. Results go to stdout or --output, in input order. Input is UTF-8, with
+    or without a byte-order mark; a JSONL record may nest 64 levels deep and may not hold NaN
+    or Infinity; a bad record stops the run before any call, naming its file and line.
     """
     if no_db:
         flags["db"] = ""
@@ -251,7 +255,8 @@ def run_command(ctx: click.Context, /, input_path: str, dry_run: bool, verbose: 
             click.echo(f"  {line}", err=True)
     spec = InputSpec(path=input_path, format=settings["input_format"],
                      column=settings["column"], field=settings["field"],
-                     template=settings["template"], limit=settings["limit"])
+                     template=settings["template"], limit=settings["limit"],
+                     max_record_bytes=settings.get("max_record_size", MAX_RECORD_BYTES))
     with Records(spec, skip_bad=bool(settings["skip_bad_records"])) as records:
         records.validate()
         adapter = build_adapter(settings["provider"], model=settings["model"],
