@@ -1,7 +1,9 @@
-"""Secrets never reach the database: scan the raw bytes of the file and its WAL."""
+"""Secrets in errors and settings never reach the database (scan the raw bytes of the file
+and its WAL); successful values, the user's data, are stored verbatim."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -44,6 +46,12 @@ def test_redact_obj_masks_secret_named_fields() -> None:
 
 
 def test_planted_secrets_absent_from_every_byte(tmp_path: Path) -> None:
+    # Secret-looking text in a successful value is the user's data (issue 12, item 1): it is
+    # stored and given back as it is, while the same kind of text in errors and settings is
+    # masked. The value uses its own strings so the byte scan below stays meaningful.
+    user_value = {"echo": "your key is sk-proj-USERVALUEabc123def456", "api_key": "mine",
+                  "headers": {"Authorization": "Bearer USERVALUEtoken0123"}}
+    user_cached = {"note": "Bearer USERVALUEcached0123", "url": "?key=USERVALUEquery"}
     db = tmp_path / "runs.db"
     ident = {"model": "m"}
     settings = {
@@ -63,11 +71,9 @@ def test_planted_secrets_absent_from_every_byte(tmp_path: Path) -> None:
         for i, exc in enumerate(errors):
             s.record(rid, Outcome(i, "x", Status.FAILED, error=exc, attempts=1,
                                   key=item_key(ident, i)))
-        s.record(rid, Outcome(10, "x", Status.OK, key=item_key(ident, 10),
-                              value={"echo": f"your key is {OPENAI}", "api_key": GOOGLE,
-                                     "headers": {"Authorization": f"Bearer {BEARER}"}}))
+        s.record(rid, Outcome(10, "x", Status.OK, key=item_key(ident, 10), value=user_value))
         cache = SQLiteCache(s, ttl=None)
-        cache.put("c", {"note": f"Bearer {BEARER}", "url": f"?key={QUERY}"})
+        cache.put("c", user_cached)
         s.finish_run(rid, RunStats(done=1, failed=5), "completed")
         s.flush()
         # Scan while the store is open so the WAL still holds the fresh pages.
@@ -80,6 +86,10 @@ def test_planted_secrets_absent_from_every_byte(tmp_path: Path) -> None:
         msgs = {r["error_type"]: r["error_message"] for r in s.query(
             "SELECT error_type, error_message FROM items WHERE error_type IS NOT NULL")}
         assert msgs["PermissionError"] == "Incorrect API key provided: [REDACTED]"
+        stored = s.query("SELECT value FROM items WHERE idx = 10")[0]["value"]
+        assert json.loads(stored) == user_value
+    with SQLiteStore(db) as s:
+        assert SQLiteCache(s, ttl=None).get("c") == (True, user_cached)
     raw = b"".join(p.read_bytes() for p in tmp_path.iterdir())
     for secret in PLANTED:
         assert secret.encode() not in raw, secret

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .store.redact import redact_text
 
 ENV_PREFIX = "THROTTLEPOOL_"
 CONFIG_ENV = "THROTTLEPOOL_CONFIG"
@@ -129,8 +130,12 @@ class Settings:
         return default if value is None else value
 
     def describe(self) -> list[str]:
-        """``name = value  (source)`` lines, for ``-v``; values here never hold secrets."""
-        return [f"{k} = {self.values[k]!r}  ({self.sources.get(k, 'default')})"
+        """``name = value  (source)`` lines, for ``-v``, with URL passwords and keys masked.
+
+        ``--limiter-url redis://:PASS@host`` and ``--base-url https://u:PASS@h/v1?key=K`` are
+        settings too, so every line goes through the same redaction as error messages.
+        """
+        return [redact_text(f"{k} = {self.values[k]!r}  ({self.sources.get(k, 'default')})")
                 for k in sorted(self.values) if self.values[k] is not None]
 
 

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..errors import CostExceedsLimit, LimiterUnavailable, MissingExtra
+from ..store.redact import mask_url, redact_text
 from .limits import Cost, Limit
 from .ticket import Ticket
 
@@ -185,7 +186,8 @@ class RedisWindowBackend:
     def __init__(self, url_or_client: Any, limits: Sequence[Limit],
                  key: str = "throttlepool:default", *, margin: float = 0.0) -> None:
         if isinstance(url_or_client, str):
-            self.url = url_or_client
+            # What we print and log: the client alone keeps the password.
+            self.url = mask_url(url_or_client)
             self.client = make_client(url_or_client)
         else:
             self.client = url_or_client
@@ -208,11 +210,11 @@ class RedisWindowBackend:
     # ---- script plumbing ---------------------------------------------------------------
 
     def _unavailable(self, exc: BaseException) -> LimiterUnavailable:
-        return LimiterUnavailable(
+        return LimiterUnavailable(redact_text(
             f"the shared rate limiter at {self.url} is unreachable ({type(exc).__name__}: "
             f"{exc}); dispatch stops rather than exceed the shared budget "
             "(there is no per-process fallback)"
-        )
+        ))
 
     def _eval(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         try:

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..errors import CostExceedsLimit, LimiterUnavailable
+from ..store.redact import redact_text
 from .limits import TOKENS, Cost, Limit
 from .ticket import Ticket
 
@@ -85,11 +86,11 @@ class SQLiteWindowBackend:
     # ---- plumbing ----------------------------------------------------------------------
 
     def _unavailable(self, exc: BaseException) -> LimiterUnavailable:
-        return LimiterUnavailable(
+        return LimiterUnavailable(redact_text(
             f"the shared rate limiter file {self.path} cannot be used "
             f"({type(exc).__name__}: {exc}); dispatch stops rather than exceed the shared "
             "budget (there is no per-process fallback)"
-        )
+        ))
 
     def _transaction(self) -> _Txn:
         return _Txn(self._db)

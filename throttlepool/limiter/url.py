@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 
 from ..clock import Clock
 from ..errors import ConfigError, MissingExtra
+from ..store.redact import mask_url
 from .core import RateLimiter
 from .limits import Limit, LimitSpec, build_limits
 
@@ -22,7 +23,8 @@ def sqlite_path(url: str) -> str:
     else:
         path = url
     if not path:
-        raise ConfigError(f"limiter URL {url!r} names no file: use sqlite:///path/to/file")
+        raise ConfigError(f"limiter URL {mask_url(url)!r} names no file: "
+                          "use sqlite:///path/to/file")
     return path
 
 
@@ -63,5 +65,5 @@ def limiter_from_url(
                                        margin=margin)
         return RateLimiter(backend=on_server, clock=clock)
     raise ConfigError(
-        f"unknown limiter URL {url!r}: expected memory://, sqlite:///path, "
+        f"unknown limiter URL {mask_url(url)!r}: expected memory://, sqlite:///path, "
         "redis://host:port/db or unix:///path/redis.sock")

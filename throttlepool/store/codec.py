@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import ItemError
 from ..outcome import Outcome, Source, Status, Usage
-from .redact import might_contain_secret, redact_obj, redact_text
+from .redact import redact_text
 
 MAX_MESSAGE = 4000
 UNENCODABLE = "throttlepool.UnencodableValue"
@@ -84,14 +84,13 @@ def _default(obj: Any) -> Any:
 
 
 def encode_value(value: Any) -> str:
-    """Redacted JSON text of ``value``; raises TypeError/ValueError when it cannot be encoded."""
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False,
+    """JSON text of ``value``; raises TypeError/ValueError when it cannot be encoded.
+
+    Never redacted: a value is the user's data, and a resumed run must give back exactly what
+    a fresh run returned. Redaction is for error messages and settings.
+    """
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False,
                       default=_default)
-    if might_contain_secret(text):
-        # Re-encode from the redacted structure so the JSON stays well-formed.
-        text = json.dumps(redact_obj(json.loads(text)), ensure_ascii=False,
-                          separators=(",", ":"))
-    return text
 
 
 def error_type_name(exc: BaseException) -> str:

@@ -1,10 +1,15 @@
-"""Secret redaction: nothing that looks like an API key or credential reaches the database."""
+"""Secret redaction for what we say about errors, requests and settings.
+
+Error messages, headers, URLs and settings pass through here before they are printed, logged
+or stored. A successful value never does: it is the user's data and is kept verbatim.
+"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 REDACTED = "[REDACTED]"
 
@@ -20,11 +25,21 @@ _VALUE_CHARS = r"[^\s\"'&,;}\]#]+"
 
 _NAMED = rf"\b(?:{_SECRET_NAMES})[\"']?\s*[:=]"
 
+# scheme://user:PASS@host and redis://:PASS@host. The netloc ends at / ? # whitespace, a quote
+# or <>; the password runs to its last "@" because users often leave an "@" in it unescaped.
+_URL_PASSWORD = r"(\b[a-z][a-z0-9+.\-]*://[^\s/?#\"'<>@:]*:)[^\s/?#\"'<>]*@"
+
 # Each rule: literal markers (``in`` on the lower-cased text costs ~1 us per 2 KB), then a
 # confirming regex on the lower-cased text, then the IGNORECASE substitution on the original
 # (IGNORECASE scans cost ~100x more, so they only run where a marker is present).
 _Rule = tuple[tuple[str, ...], re.Pattern[str] | None, re.Pattern[str], str]
 _RULES: tuple[_Rule, ...] = (
+    (
+        ("://",),
+        re.compile(_URL_PASSWORD),
+        re.compile(_URL_PASSWORD, re.IGNORECASE),
+        r"\1" + REDACTED + "@",
+    ),
     # "Authorization: Bearer x", '"x-goog-api-key": "x"', "api-key=x" -- keep the name.
     (
         ("authorization", "api-key", "api_key", "apikey", "secret", "passw", "token"),
@@ -37,9 +52,13 @@ _RULES: tuple[_Rule, ...] = (
     ),
     # query parameters and bare key=...: ?key=...&sig=...
     (
-        ("key=", "sig=", "signature="),
+        ("key=", "sig=", "signature=", "credential="),
         None,
-        re.compile(rf"((?:[?&;]|(?<![\w-]))(?:key|sig|signature)=){_VALUE_CHARS}", re.IGNORECASE),
+        re.compile(
+            rf"((?:[?&;]|(?<![\w-]))(?:x-(?:amz|goog)-)?(?:key|sig|signature|credential)=)"
+            rf"{_VALUE_CHARS}",
+            re.IGNORECASE,
+        ),
         r"\1" + REDACTED,
     ),
     (
@@ -91,6 +110,27 @@ def redact_text(text: str) -> str:
     for rule in _RULES:
         if _applies(rule, low):
             text = rule[2].sub(rule[3], text)
+    return text
+
+
+def mask_url(url: str) -> str:
+    """``url`` fit to print or store: its password and key-like query parameters masked.
+
+    ``redis://:pw@host:6379/0`` -> ``redis://:[REDACTED]@host:6379/0``;
+    ``https://u:pw@h/v1?key=k`` -> ``https://u:[REDACTED]@h/v1?key=[REDACTED]``.
+    """
+    text = redact_text(url)
+    try:
+        parts = urlsplit(text)
+        password = parts.password
+    except ValueError:  # e.g. an unbalanced "[" in the host: nothing parseable to keep
+        return text
+    if password is not None and password != REDACTED:
+        # A netloc the text rule reads differently from urlsplit (a quote in the password):
+        # mask what urlsplit, and so the client, would take as the password.
+        userinfo, _, hostport = parts.netloc.rpartition("@")
+        user = userinfo.partition(":")[0]
+        text = urlunsplit(parts._replace(netloc=f"{user}:{REDACTED}@{hostport}"))
     return text
 
 
