@@ -42,8 +42,8 @@ def _status_lines(info: dict[str, Any]) -> list[str]:
     totals = info.get("totals") or {}
     lines = [
         f"run {info.get('name') or '-'} ({info['id']})",
-        f"  status:   {info.get('status')}  created {info.get('created')}  "
-        f"finished {info.get('finished') or '-'}",
+        f"  status:   {info.get('status_detail') or info.get('status')}  "
+        f"created {info.get('created')}  finished {info.get('finished') or '-'}",
         "  items:    " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none")
         + (f" of {totals['total']}" if totals.get("total") is not None else ""),
         f"  attempts: {items.get('attempts') or 0}  tokens: {items.get('input_tokens') or 0} "
@@ -76,8 +76,8 @@ def status_command(run: str | None, db: str | None, as_json: bool) -> int:
         if not runs:
             click.echo(f"no runs in {path}")
         for r in runs:
-            click.echo(f"{r['name'] or '-':<30} {r['status']:<12} {r['ok']}/{r['items']} ok  "
-                       f"{r['created']}  {r['id']}")
+            click.echo(f"{r['name'] or '-':<30} {r.get('status_detail') or r['status']:<12} "
+                       f"{r['ok']}/{r['items']} ok  {r['created']}  {r['id']}")
         return 0
     info = run_status(path, run)
     if as_json:

@@ -8,12 +8,14 @@ import io
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
 from ..errors import StoreError
 from .codec import ITEM_COLUMNS
+from .lease import MACHINE, SELECT_LEASE, Lease, iso
 from .schema import MEMORY, errors_named, open_connection, parse_spec
 from .sqlite import SQLiteStore
 
@@ -44,6 +46,33 @@ def _rows(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...] = ()) -> l
     return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
 
 
+def live_status(status: str, lease: Lease | None, now: float | None = None) -> tuple[str, str]:
+    """``(status, detail)`` of a run as it is now: a ``running`` row whose owner is gone is
+    ``interrupted``, e.g. ``("interrupted", "interrupted (owner pid 12 gone)")``."""
+    if status != "running":
+        return status, status
+    if lease is None:
+        return "interrupted", "interrupted (no process holds its lease)"
+    gone = lease.gone(time.time() if now is None else now)
+    if gone is None:
+        return "running", f"running (pid {lease.pid} on {lease.host})"
+    if gone == "expired" and lease.machine != MACHINE:
+        return "interrupted", (f"interrupted (owner pid {lease.pid} on {lease.host} silent "
+                               f"since {iso(lease.heartbeat)})")
+    return "interrupted", f"interrupted (owner pid {lease.pid} gone)"
+
+
+def _owner(conn: sqlite3.Connection, row: dict[str, Any]) -> None:
+    """Replace the stored status of ``row`` by what is true now; keep the stored one too."""
+    lease = Lease.from_row(conn.execute(SELECT_LEASE, (row["id"],)).fetchone())
+    row["recorded_status"] = row["status"]
+    row["status"], row["status_detail"] = live_status(row["status"], lease)
+    row["owner"] = None if lease is None else {
+        "host": lease.host, "pid": lease.pid, "since": lease.since,
+        "heartbeat": iso(lease.heartbeat), "expires": iso(lease.expires),
+        "released": None if lease.released is None else iso(lease.released)}
+
+
 def _find_run(conn: sqlite3.Connection, path: str, run: str) -> dict[str, Any]:
     rows = _rows(conn, "SELECT * FROM runs WHERE id = ? OR name = ? ORDER BY id = ? DESC",
                  (run, run, run))
@@ -56,20 +85,29 @@ def _find_run(conn: sqlite3.Connection, path: str, run: str) -> dict[str, Any]:
 
 
 def list_runs(db: DbSpec) -> list[dict[str, Any]]:
-    """Every run, newest first: id, name, created, status, finished, items recorded."""
+    """Every run, newest first: id, name, created, status, finished, items recorded.
+
+    ``status`` is the run's state now (a ``running`` run whose owner died is
+    ``interrupted``); ``status_detail`` says why, ``recorded_status`` is the stored value.
+    """
     with _connection(db) as (conn, path), errors_named(path):
-        return _rows(conn, """
+        runs = _rows(conn, """
             SELECT r.id, r.name, r.created, r.status, r.finished,
                    (SELECT count(*) FROM items i WHERE i.run_id = r.id) AS items,
                    (SELECT count(*) FROM items i WHERE i.run_id = r.id AND i.status = 'ok')
                        AS ok
             FROM runs r ORDER BY r.created DESC, r.rowid DESC""")
+        for run in runs:
+            _owner(conn, run)
+        return runs
 
 
 def run_status(db: DbSpec, run: str) -> dict[str, Any]:
-    """One run (by id or name): its row, settings, totals, and item counts by status."""
+    """One run (by id or name): its row, settings, totals, item counts by status, and its
+    owner (the lease: host, pid, since); ``status`` as in :func:`list_runs`."""
     with _connection(db) as (conn, path), errors_named(path):
         info = _find_run(conn, path, run)
+        _owner(conn, info)
         counts = dict(conn.execute(
             "SELECT status, count(*) FROM items WHERE run_id = ? GROUP BY status",
             (info["id"],)).fetchall())

@@ -16,6 +16,7 @@ from typing import Any
 from ..errors import CheckpointMismatch, StoreError
 from ..outcome import Outcome, RunStats, Source, Status
 from .codec import ITEM_COLUMNS, row_outcome, to_jsonable
+from .lease import LEASE_TTL, RELEASE, LeaseKeeper
 from .redact import redact_obj
 from .schema import MEMORY, errors_named, open_connection, parse_spec
 from .writer import FINISH_RUN, ItemOp, SqlOp, Writer
@@ -69,6 +70,11 @@ class SQLiteStore:
     ``synchronous="NORMAL"`` (default) keeps every commit across a process crash or
     ``kill -9``; only an OS crash or power loss can drop the last commits. ``"FULL"`` also
     survives those, at one fsync per group.
+
+    Opening a file runs ``PRAGMA integrity_check``: a damaged file raises
+    :class:`~throttlepool.errors.CheckpointDamaged` before anything is called. A run begun on
+    a file is leased to this process (``lease_ttl`` seconds, renewed while it is live); another
+    process beginning it gets :class:`~throttlepool.errors.RunInUse`.
     """
 
     def __init__(
@@ -80,21 +86,26 @@ class SQLiteStore:
         max_pending: int = 1024,
         timeout: float = 10.0,
         synchronous: str = "NORMAL",
+        lease_ttl: float = LEASE_TTL,
     ) -> None:
         self.path = parse_spec(path)
         self._lock = threading.RLock()
         self._conn = open_connection(self.path, timeout=timeout, synchronous=synchronous)
+        self._leases: LeaseKeeper | None = None
         if self.path == MEMORY:
             # One in-memory database cannot be shared by two connections: the writer uses
             # the same one, serialised by the same lock.
             wconn, wlock = self._conn, self._lock
         else:
             try:
-                wconn = open_connection(self.path, timeout=timeout, synchronous=synchronous)
+                wconn = open_connection(self.path, timeout=timeout, synchronous=synchronous,
+                                        check=False)
             except BaseException:
                 self._conn.close()
                 raise
             wlock = threading.RLock()
+            # An in-memory database lives and dies with this process: nobody to share it with.
+            self._leases = LeaseKeeper(wconn, wlock, self.path, lease_ttl)
         self._wconn = wconn
         self.writer = Writer(wconn, wlock, self.path, group_size=group_size,
                              interval=flush_interval, max_pending=max_pending)
@@ -130,6 +141,9 @@ class SQLiteStore:
                     old_settings = settings_text
                 else:
                     run_id, old_settings = row
+                if self._leases is not None:
+                    self._leases.take(conn, run_id, name if name is not None else run_id)
+                if row is not None:
                     conn.execute("UPDATE runs SET status = 'running', finished = NULL "
                                  "WHERE id = ?", (run_id,))
                 conn.execute("COMMIT")
@@ -174,13 +188,21 @@ class SQLiteStore:
             return
         if outcome.key is None:
             raise StoreError(f"outcome of item {outcome.index} has no key; cannot checkpoint it")
+        if self._leases is not None:
+            self._leases.check(run_id)  # a process that lost its run must stop paying for it
         self.writer.submit(ItemOp(run_id, outcome, time.time()))
 
-    def finish_run(self, run_id: str, stats: RunStats, status: str) -> None:
-        """Store the run's totals and final status (queued behind its outcomes)."""
+    def finish_run(self, run_id: str, stats: RunStats, status: str,
+                   reason: str | None = None) -> None:
+        """Store the run's totals and final status, with why in ``totals["reason"]``."""
         totals = stats.as_dict()
         totals["throughput"] = (stats.finished / stats.wall_time) if stats.wall_time else None
+        if reason is not None:
+            totals["reason"] = reason
         self.writer.submit(SqlOp(FINISH_RUN, (status, json.dumps(totals), utc_now(), run_id)))
+        released = self._leases.release(run_id) if self._leases is not None else None
+        if released is not None:
+            self.writer.submit(SqlOp(RELEASE, released))
 
     def flush(self) -> None:
         """Block until every recorded outcome is committed."""
@@ -196,6 +218,8 @@ class SQLiteStore:
         try:
             self.writer.close()
         finally:
+            if self._leases is not None:
+                self._leases.close()
             with self._lock:
                 if self._wconn is not self._conn:
                     self._wconn.close()
