@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -272,3 +274,31 @@ _json = st.recursive(
 @given(_json)
 def test_stored_values_round_trip_exactly(value: Any) -> None:
     assert json.loads(encode_value(value)) == value
+
+
+def test_interrupted_run_resume_hint_masks_url_credentials(tmp_path: Path) -> None:
+    """The hint repeats the command line, which is where --base-url credentials were given."""
+    (tmp_path / "slow.py").write_text(
+        "import pathlib, time\n"
+        "def answer(p):\n"
+        "    pathlib.Path('started').touch()\n"
+        "    time.sleep(0.3)\n"
+        "    return p\n", encoding="utf-8")
+    (tmp_path / "in.txt").write_text("".join(f"{i}\n" for i in range(40)), encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("THROTTLEPOOL_")}
+    env["THROTTLEPOOL_NO_TIKTOKEN"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), *sys.path])
+    args = ["run", "in.txt", "-p", "python:slow:answer", "-b", "2", "--db", "t.db",
+            "--base-url", BASE_URL, "--no-progress", "-o", "out.jsonl"]
+    proc = subprocess.Popen([sys.executable, "-m", "throttlepool", *args], cwd=tmp_path,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "started").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "to resume, run the same command again: throttlepool run in.txt" in err
+    assert "'http://u:[REDACTED]@127.0.0.1:9/v1?key=[REDACTED]'" in err
+    for secret in URL_SECRETS:
+        assert secret not in out + err, secret

@@ -19,7 +19,7 @@ from ..inputs import FORMATS, MAX_RECORD_BYTES, STDIN, BadRecord, InputSpec, Rec
 from ..limiter import Cost
 from ..outcome import BatchResult, Outcome, Status
 from ..runner import ThreadedBatchRunner
-from ..store import SQLiteStore, Store
+from ..store import SQLiteStore, Store, redact_text
 from ..sync import StreamIterator
 from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from .output import ResultWriter, row
@@ -114,7 +114,10 @@ def _open_store(settings: Settings) -> Store | None:
 def _resume_hint(argv: list[str], store: Store | None) -> str:
     if store is None:
         return "no checkpoint was kept (--no-db): running the command again starts over"
-    return "to resume, run the same command again: " + shlex.join(["throttlepool", *argv])
+    command = shlex.join(["throttlepool", *argv])
+    shown = redact_text(command)  # --base-url/--limiter-url may carry a password or key
+    masked = "" if shown == command else " (give the masked credentials again)"
+    return f"to resume, run the same command again: {shown}{masked}"
 
 
 def execute(settings: Settings, records: Records, adapter: Adapter[Any], *, verbose: int,
