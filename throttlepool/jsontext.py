@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -40,6 +41,18 @@ class _NonFinite:
 
     def __init__(self, token: str) -> None:
         self.token = token
+        _found.count += 1
+
+
+def _number(token: str) -> Any:
+    value = float(token)
+    return value if math.isfinite(value) else _NonFinite(token)
+
+
+# One decoder for every line (json.loads with hooks would build a new one each call, which
+# costs more than the parse); the count of markers it made is per thread.
+_found = threading.local()
+_DECODER = json.JSONDecoder(parse_constant=_NonFinite, parse_float=_number)
 
 
 def parse_json(text: str) -> tuple[Any, str | None, str]:
@@ -50,18 +63,9 @@ def parse_json(text: str) -> tuple[Any, str | None, str]:
     no such numbers), and a ``\\udXXX`` escape without its pair (no UTF-8 text can hold
     it). Raises json.JSONDecodeError for malformed text.
     """
-    seen: list[str] = []
-
-    def non_finite(token: str) -> _NonFinite:
-        seen.append(token)
-        return _NonFinite(token)
-
-    def number(token: str) -> Any:
-        value = float(token)
-        return value if math.isfinite(value) else non_finite(token)
-
-    value = json.loads(text, parse_constant=non_finite, parse_float=number)
-    if seen:
+    _found.count = 0
+    value = _DECODER.decode(text)
+    if _found.count:
         path, found = _find(value, lambda v: isinstance(v, _NonFinite))
         return value, (f"{found.token} is not a finite number (JSON has no NaN or Infinity "
                        "and no API accepts them)"), path
