@@ -276,6 +276,19 @@ def test_close_partial_keeps_whole_rows_on_a_full_disk(tiny_disk: Path) -> None:
     assert [p.name for p in tiny_disk.iterdir()] == ["out.jsonl"]
 
 
+def test_export_to_a_full_disk_is_an_output_error(work: Path, tiny_disk: Path) -> None:
+    (work / "in.txt").write_text("".join(f"item{i}\n" for i in range(60)))
+    r = cli(work, "in.txt", "--db", "c.db", "-o", "all.jsonl", fn="big")
+    assert r.returncode == 0, r.stderr
+    export = subprocess.run([sys.executable, "-m", "throttlepool", "export", "in.txt",
+                             "--db", "c.db", "-o", "disk/out.jsonl"], cwd=work, env=env(),
+                            capture_output=True, text=True, timeout=60)
+    assert export.returncode == 2, export.stderr
+    assert export.stderr.startswith("throttlepool: output: cannot write --output "
+                                    "disk/out.jsonl: No space left on device"), export.stderr
+    assert list(tiny_disk.iterdir()) == []
+
+
 # -- leftovers -------------------------------------------------------------------------------
 
 def temps(work: Path) -> list[str]:
@@ -316,6 +329,22 @@ def test_temp_file_of_a_killed_writer_is_removed_by_the_next_one(work: Path) -> 
                 proc.wait()
     assert temps(work) == []
     assert len(jsonl((work / "out.jsonl").read_text())) == 3
+
+
+def test_export_removes_the_temp_file_of_a_dead_writer(work: Path) -> None:
+    (work / "in.txt").write_text("a\n")
+    assert cli(work, "in.txt", "--db", "c.db").returncode == 0
+    # a real process that creates its temp file and dies without cleaning up
+    died = subprocess.run([sys.executable, "-c", "import os; from throttlepool.cli.output "
+                           "import create_temp; create_temp('out.jsonl'); os._exit(9)"],
+                          cwd=work, env=env(), capture_output=True, text=True, timeout=60)
+    assert died.returncode == 9, died.stderr
+    assert len(temps(work)) == 1
+    export = subprocess.run([sys.executable, "-m", "throttlepool", "export", "in.txt",
+                             "--db", "c.db", "-o", "out.jsonl"], cwd=work, env=env(),
+                            capture_output=True, text=True, timeout=60)
+    assert export.returncode == 0, export.stderr
+    assert temps(work) == [] and len(jsonl((work / "out.jsonl").read_text())) == 1
 
 
 # -- the JSON reader's helpers ---------------------------------------------------------------

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from ..config import load_settings
-from ..errors import ConfigError
+from ..errors import ConfigError, OutputError
 from ..store import export_run, list_runs, run_status
 from .output import create_temp, output_format
 
@@ -102,14 +102,21 @@ def export_command(run: str, db: str | None, fmt: str | None, output: str | None
     if output is None:
         export_run(path, run, fmt)
         return 0
-    fd, tmp = create_temp(output)  # named for its pid, so a killed export's file is removed
+    try:
+        fd, tmp = create_temp(output)  # named for its pid: a killed export's file is removed
+    except OSError as exc:
+        raise OutputError(f"cannot create --output {output}: {exc.strerror or exc}") from None
     os.close(fd)
     try:
         n = export_run(path, run, fmt, tmp)
         os.replace(tmp, output)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise OutputError(f"cannot write --output {output}: {exc.strerror or exc}; the "
+                              "checkpoint is unchanged: export again once the file can be "
+                              "written") from None
         raise
     click.echo(f"{n} rows written to {output}", err=True)
     return 0
