@@ -147,7 +147,7 @@ def test_damage_met_in_the_middle_of_a_run_is_checkpoint_damaged(tmp_path: Path)
         other = sqlite3.connect(db, isolation_level=None)
         other.execute("INSERT INTO cache (key, value, created) VALUES ('k', '1', 0)")
         other.close()
-        with pytest.raises(CheckpointDamaged, match="x.db is damaged"):
+        with pytest.raises(CheckpointDamaged, match=r"x\.db is damaged"):
             s.prior(rid, 0, item_key(ident, 0))
     finally:
         s.close()
