@@ -23,6 +23,7 @@ from ..classify import (
     Verdict,
     classify_status,
     endpoint_url,
+    host_port,
     is_connection_error,
     is_timeout,
     status_of,
@@ -174,8 +175,8 @@ def name_endpoint(exc: BaseException) -> None:
     """Make a transport error's message name the URL it was raised for, in place.
 
     ``APIConnectionError: Connection error.`` says nothing of where; the same error then reads
-    ``Connection error (http://127.0.0.1:9/v1/chat/completions)``. Messages that already name
-    the host (requests') are left alone; the URL loses any user:password and query string.
+    ``Connection error (http://127.0.0.1:9/v1/chat/completions)``. A message that already
+    names ``host:port`` is left alone; the URL loses any user:password and query string.
     """
     if status_of(exc) is not None or not (is_connection_error(exc) or is_timeout(exc)):
         return
@@ -183,12 +184,11 @@ def name_endpoint(exc: BaseException) -> None:
     if url is None:
         return
     try:
-        host = urllib.parse.urlsplit(url).hostname
         shown = public_url(url)
     except ValueError:
         return
-    text = str(exc)
-    if (host and host in text) or (exc.args and not isinstance(exc.args[0], str)):
+    text, address = str(exc), host_port(url)
+    if (address and address in text) or (exc.args and not isinstance(exc.args[0], str)):
         return
     named = f"{text.rstrip('. ')} ({shown})" if text.strip() else shown
     try:
