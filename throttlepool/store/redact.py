@@ -28,6 +28,8 @@ _NAMED = rf"\b(?:{_SECRET_NAMES})[\"']?\s*[:=]"
 # scheme://user:PASS@host and redis://:PASS@host. The netloc ends at / ? # whitespace, a quote
 # or <>; the password runs to its last "@" because users often leave an "@" in it unescaped.
 _URL_PASSWORD = r"(\b[a-z][a-z0-9+.\-]*://[^\s/?#\"'<>@:]*:)[^\s/?#\"'<>]*@"
+# The same without the scheme, which is ~5x cheaper to search for: only a gate.
+_URL_PASSWORD_GATE = r"://[^\s/?#\"'<>@:]*:[^\s/?#\"'<>]*@"
 
 # Each rule: literal markers (``in`` on the lower-cased text costs ~1 us per 2 KB), then a
 # confirming regex on the lower-cased text, then the IGNORECASE substitution on the original
@@ -35,8 +37,8 @@ _URL_PASSWORD = r"(\b[a-z][a-z0-9+.\-]*://[^\s/?#\"'<>@:]*:)[^\s/?#\"'<>]*@"
 _Rule = tuple[tuple[str, ...], re.Pattern[str] | None, re.Pattern[str], str]
 _RULES: tuple[_Rule, ...] = (
     (
-        ("://",),
-        re.compile(_URL_PASSWORD),
+        ("@",),  # not "://": most error messages name a URL, few carry a password in it
+        re.compile(_URL_PASSWORD_GATE),
         re.compile(_URL_PASSWORD, re.IGNORECASE),
         r"\1" + REDACTED + "@",
     ),
