@@ -96,14 +96,6 @@ def _applies(rule: _Rule, low: str) -> bool:
     return confirm is None or confirm.search(low) is not None
 
 
-def might_contain_secret(text: str) -> bool:
-    """Cheap pre-check: False means :func:`redact_text` would return ``text`` unchanged."""
-    low = text.lower()
-    if len(low) <= _GATE_MAX and _GATE.search(low) is None:
-        return False
-    return any(_applies(rule, low) for rule in _RULES)
-
-
 def redact_text(text: str) -> str:
     """``text`` with API keys, bearer tokens, key query parameters and auth headers masked."""
     low = text.lower()
