@@ -222,10 +222,10 @@ class ResultWriter:
                    "elsewhere")
         else:
             how = "`throttlepool export RUN --db PATH` writes them"
-        kept = (f"{self.rows} rows were written before; the answers are kept in the "
-                f"checkpoint: {how}")
+        kept = (f"{self.rows} rows were written; the answers are kept in the checkpoint: "
+                f"{how}")
         if self.db == "":
-            kept = f"{self.rows} rows were written before; no checkpoint was kept (--no-db)"
+            kept = f"{self.rows} rows were written; no checkpoint was kept (--no-db)"
         return OutputError(f"{doing} {where}: {reason}; {kept}")
 
 
