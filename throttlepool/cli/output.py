@@ -125,6 +125,8 @@ class ResultWriter:
                 except UnicodeEncodeError:  # nothing was written: the text is encoded first
                     self._stdout.write(ascii_text() if ascii_text else
                                        text.encode("ascii", "backslashreplace").decode())
+            except BrokenPipeError:
+                raise  # `| head` closed the pipe: the CLI ends quietly, as Unix tools do
             except OSError as exc:
                 raise self._error(exc, "cannot write") from None
             self.rows += 1
@@ -152,6 +154,8 @@ class ResultWriter:
             stdout, self._stdout = self._stdout, None
             try:
                 stdout.flush()
+            except BrokenPipeError:
+                raise
             except OSError as exc:
                 raise self._error(exc, "cannot write") from None
             return
