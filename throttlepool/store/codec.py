@@ -89,8 +89,17 @@ def encode_value(value: Any) -> str:
     Never redacted: a value is the user's data, and a resumed run must give back exactly what
     a fresh run returned. Redaction is for error messages and settings.
     """
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False,
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False,
                       default=_default)
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            # An unpaired surrogate cannot be stored as UTF-8 text; JSON's \udXXX escape can,
+            # and it reads back as the very same string.
+            text = json.dumps(value, ensure_ascii=True, separators=(",", ":"),
+                              allow_nan=False, default=_default)
+    return text
 
 
 def error_type_name(exc: BaseException) -> str:

@@ -29,9 +29,9 @@ def canonical_json(value: Any) -> str:
 def item_key(identity: Mapping[str, Any], item: Any) -> str:
     """SHA-256 (hex, 32 chars) of the call's identity and the item."""
     h = hashlib.sha256()
-    h.update(canonical_json(identity).encode())
+    h.update(canonical_json(identity).encode("utf-8", "surrogatepass"))
     h.update(b"\x00")
-    h.update(canonical_json(item).encode())
+    h.update(canonical_json(item).encode("utf-8", "surrogatepass"))
     return h.hexdigest()[:32]
 
 
@@ -40,10 +40,10 @@ class KeyMaker:
 
     def __init__(self, identity: Mapping[str, Any]) -> None:
         self._prefix = hashlib.sha256()
-        self._prefix.update(canonical_json(identity).encode())
+        self._prefix.update(canonical_json(identity).encode("utf-8", "surrogatepass"))
         self._prefix.update(b"\x00")
 
     def __call__(self, item: Any) -> str:
         h = self._prefix.copy()
-        h.update(canonical_json(item).encode())
+        h.update(canonical_json(item).encode("utf-8", "surrogatepass"))
         return h.hexdigest()[:32]
