@@ -153,7 +153,7 @@ class LeaseKeeper:
         self._guard = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.error: StoreError | None = None
+        self._errors: dict[str, StoreError] = {}  # run_id -> why this store lost it
 
     def take(self, conn: sqlite3.Connection, run_id: str, run: str) -> None:
         """Take the lease of ``run_id`` inside the caller's write transaction on ``conn``.
@@ -176,6 +176,7 @@ class LeaseKeeper:
         with self._guard:
             self._held[run_id] = (token, expires)
             self._names[run_id] = run
+            self._errors.pop(run_id, None)
         with _LIVE_LOCK:
             _LIVE_TOKENS.add(token)
         if self._thread is None:
@@ -185,12 +186,14 @@ class LeaseKeeper:
 
     def check(self, run_id: str) -> None:
         """Raise if this store no longer owns ``run_id`` (lost or run out unrenewed)."""
-        if self.error is not None:
-            raise self.error
-        held = self._held.get(run_id)
-        if held is not None and time.time() >= held[1]:
-            self._lost(run_id, "it could not be renewed in time (is the database locked?)")
-            raise self.error  # type: ignore[misc]
+        error = self._errors.get(run_id)
+        if error is None:
+            held = self._held.get(run_id)
+            if held is None or time.time() < held[1]:
+                return
+            error = self._lost(run_id, "it could not be renewed in time (is the database "
+                                       "locked?)")
+        raise error
 
     def release(self, run_id: str) -> tuple[float, str, str] | None:
         """Stop renewing ``run_id``; the parameters of ``RELEASE`` (None if not held)."""
@@ -207,7 +210,9 @@ class LeaseKeeper:
         """Release every lease still held (best effort) and stop the renewal thread."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join()
+            # A renewal waiting on a locked database gives up by itself (busy timeout);
+            # the release below is conditional on our token, so the two cannot clash.
+            self._thread.join(1.0)
         for run_id in list(self._held):
             params = self.release(run_id)
             if params is None:
@@ -228,6 +233,8 @@ class LeaseKeeper:
         with self._guard:
             held = dict(self._held)
         for run_id, (token, _) in held.items():
+            if self._stop.is_set():
+                return
             now = time.time()
             try:
                 with self._lock:
@@ -243,10 +250,13 @@ class LeaseKeeper:
             elif run_id in self._held:
                 self._lost(run_id, "another process took it over")
 
-    def _lost(self, run_id: str, why: str) -> None:
-        if self.error is None:
-            run = self._names.get(run_id, run_id)
-            self.error = RunInUse(
-                f"this process lost the lease of run {run!r} in {self._path}: {why}. It stops "
-                "here so that two processes do not pay for the same calls; run the same "
-                "command again once the other owner is done")
+    def _lost(self, run_id: str, why: str) -> StoreError:
+        with self._guard:
+            error = self._errors.get(run_id)
+            if error is None:
+                run = self._names.get(run_id, run_id)
+                error = self._errors[run_id] = RunInUse(
+                    f"this process lost the lease of run {run!r} in {self._path}: {why}. It "
+                    "stops here so that two processes do not pay for the same calls; run the "
+                    "same command again once the other owner is done")
+            return error

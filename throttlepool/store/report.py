@@ -62,11 +62,14 @@ def live_status(status: str, lease: Lease | None, now: float | None = None) -> t
     return "interrupted", f"interrupted (owner pid {lease.pid} gone)"
 
 
-def _owner(conn: sqlite3.Connection, row: dict[str, Any]) -> None:
+def _owner(conn: sqlite3.Connection, path: str, row: dict[str, Any]) -> None:
     """Replace the stored status of ``row`` by what is true now; keep the stored one too."""
     lease = Lease.from_row(conn.execute(SELECT_LEASE, (row["id"],)).fetchone())
     row["recorded_status"] = row["status"]
-    row["status"], row["status_detail"] = live_status(row["status"], lease)
+    if path == MEMORY:  # only its own process can see it, and nobody leases it
+        row["status_detail"] = row["status"]
+    else:
+        row["status"], row["status_detail"] = live_status(row["status"], lease)
     row["owner"] = None if lease is None else {
         "host": lease.host, "pid": lease.pid, "since": lease.since,
         "heartbeat": iso(lease.heartbeat), "expires": iso(lease.expires),
@@ -98,7 +101,7 @@ def list_runs(db: DbSpec) -> list[dict[str, Any]]:
                        AS ok
             FROM runs r ORDER BY r.created DESC, r.rowid DESC""")
         for run in runs:
-            _owner(conn, run)
+            _owner(conn, path, run)
         return runs
 
 
@@ -107,7 +110,7 @@ def run_status(db: DbSpec, run: str) -> dict[str, Any]:
     owner (the lease: host, pid, since); ``status`` as in :func:`list_runs`."""
     with _connection(db) as (conn, path), errors_named(path):
         info = _find_run(conn, path, run)
-        _owner(conn, info)
+        _owner(conn, path, info)
         counts = dict(conn.execute(
             "SELECT status, count(*) FROM items WHERE run_id = ? GROUP BY status",
             (info["id"],)).fetchall())
