@@ -17,6 +17,7 @@ import socket
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,8 +128,11 @@ class Lease:
 
 def in_use(lease: Lease, run: str, path: str, now: float) -> RunInUse:
     """The error for a second process that wants a run ``lease`` holds."""
+    here = (" (this process: close the store or runner that began it first)"
+            if lease.machine == MACHINE and lease.pid == os.getpid() else "")
     return RunInUse(
-        f"run {run!r} in {path} is in use by {lease.owner} since {lease.since} (lease renewed "
+        f"run {run!r} in {path} is in use by {lease.owner}{here} since {lease.since} (lease "
+        f"renewed "
         f"{max(0.0, now - lease.heartbeat):.0f}s ago, valid {max(0.0, lease.expires - now):.0f}s "
         f"more). Two processes on one run would pay for the same calls twice. Wait for it to "
         f"finish or stop it (a killed owner frees the run at once on its own host, and "
@@ -140,14 +144,17 @@ class LeaseKeeper:
     """Takes, renews and releases the leases of one store's runs.
 
     ``conn``/``lock`` are the connection renewals write on (the store's writer connection)
-    and the lock that serialises its use.
+    and the lock that serialises its use. Renewals stop once ``owner_alive()`` is false (the
+    store was dropped without ``close()``), so a forgotten store does not hold a run forever.
     """
 
     def __init__(self, conn: sqlite3.Connection, lock: Any, path: str,
-                 ttl: float = LEASE_TTL) -> None:
+                 ttl: float = LEASE_TTL, owner_alive: Callable[[], bool] = lambda: True
+                 ) -> None:
         if ttl <= 0:
             raise ValueError("lease ttl must be positive")
         self._conn, self._lock, self._path, self.ttl = conn, lock, path, ttl
+        self._owner_alive = owner_alive
         self._held: dict[str, tuple[str, float]] = {}  # run_id -> (token, expiry we wrote)
         self._names: dict[str, str] = {}
         self._guard = threading.Lock()
@@ -226,6 +233,10 @@ class LeaseKeeper:
 
     def _renew_loop(self) -> None:
         while not self._stop.wait(self.ttl / 3):
+            if not self._owner_alive():
+                for run_id in list(self._held):
+                    self.release(run_id)  # in memory only: it expires in the file
+                return
             self.renew()
 
     def renew(self) -> None:

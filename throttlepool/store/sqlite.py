@@ -105,7 +105,9 @@ class SQLiteStore:
                 raise
             wlock = threading.RLock()
             # An in-memory database lives and dies with this process: nobody to share it with.
-            self._leases = LeaseKeeper(wconn, wlock, self.path, lease_ttl)
+            me = weakref.ref(self)
+            self._leases = LeaseKeeper(wconn, wlock, self.path, lease_ttl,
+                                       owner_alive=lambda: me() is not None)
         self._wconn = wconn
         self.writer = Writer(wconn, wlock, self.path, group_size=group_size,
                              interval=flush_interval, max_pending=max_pending)
