@@ -238,3 +238,14 @@ def test_one_process_two_stores_one_run_and_a_lost_lease_stops_recording(
     finally:
         b.close()
         a.close()
+
+
+def test_status_of_a_finished_run_says_why_it_stopped(tmp_path: Path) -> None:
+    db = str(tmp_path / "x.db")
+    with SQLiteStore(db) as s:
+        rid = s.begin_run("r", {})
+        s.finish_run(rid, RunStats(total=3, done=1), "stopped",
+                     reason="LimiterUnavailable: redis at localhost:6379 is unreachable")
+    shown = cli(tmp_path, "status", "--db", "x.db")
+    assert "stopped (LimiterUnavailable: redis at localhost:6379 is unreachable)" in shown.stdout
+    assert run_status(db, "r")["status"] == "stopped"

@@ -46,11 +46,13 @@ def _rows(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...] = ()) -> l
     return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
 
 
-def live_status(status: str, lease: Lease | None, now: float | None = None) -> tuple[str, str]:
+def live_status(status: str, lease: Lease | None, now: float | None = None,
+                reason: str | None = None) -> tuple[str, str]:
     """``(status, detail)`` of a run as it is now: a ``running`` row whose owner is gone is
-    ``interrupted``, e.g. ``("interrupted", "interrupted (owner pid 12 gone)")``."""
+    ``interrupted``, e.g. ``("interrupted", "interrupted (owner pid 12 gone)")``; a finished
+    one is its stored status, with the stored ``reason`` if any: ``stopped (why)``."""
     if status != "running":
-        return status, status
+        return status, f"{status} ({reason})" if reason else status
     if lease is None:
         return "interrupted", "interrupted (no process holds its lease)"
     gone = lease.gone(time.time() if now is None else now)
@@ -62,14 +64,15 @@ def live_status(status: str, lease: Lease | None, now: float | None = None) -> t
     return "interrupted", f"interrupted (owner pid {lease.pid} gone)"
 
 
-def _owner(conn: sqlite3.Connection, path: str, row: dict[str, Any]) -> None:
+def _owner(conn: sqlite3.Connection, path: str, row: dict[str, Any],
+           reason: str | None) -> None:
     """Replace the stored status of ``row`` by what is true now; keep the stored one too."""
     lease = Lease.from_row(conn.execute(SELECT_LEASE, (row["id"],)).fetchone())
     row["recorded_status"] = row["status"]
-    if path == MEMORY:  # only its own process can see it, and nobody leases it
-        row["status_detail"] = row["status"]
+    if path == MEMORY and row["status"] == "running":
+        row["status_detail"] = "running"  # only its own process sees it; nobody leases it
     else:
-        row["status"], row["status_detail"] = live_status(row["status"], lease)
+        row["status"], row["status_detail"] = live_status(row["status"], lease, reason=reason)
     row["owner"] = None if lease is None else {
         "host": lease.host, "pid": lease.pid, "since": lease.since,
         "heartbeat": iso(lease.heartbeat), "expires": iso(lease.expires),
@@ -96,12 +99,13 @@ def list_runs(db: DbSpec) -> list[dict[str, Any]]:
     with _connection(db) as (conn, path), errors_named(path):
         runs = _rows(conn, """
             SELECT r.id, r.name, r.created, r.status, r.finished,
+                   json_extract(r.totals, '$.reason') AS reason,
                    (SELECT count(*) FROM items i WHERE i.run_id = r.id) AS items,
                    (SELECT count(*) FROM items i WHERE i.run_id = r.id AND i.status = 'ok')
                        AS ok
             FROM runs r ORDER BY r.created DESC, r.rowid DESC""")
         for run in runs:
-            _owner(conn, path, run)
+            _owner(conn, path, run, run.pop("reason"))
         return runs
 
 
@@ -110,7 +114,8 @@ def run_status(db: DbSpec, run: str) -> dict[str, Any]:
     owner (the lease: host, pid, since); ``status`` as in :func:`list_runs`."""
     with _connection(db) as (conn, path), errors_named(path):
         info = _find_run(conn, path, run)
-        _owner(conn, path, info)
+        totals = info["totals"] if isinstance(info["totals"], dict) else {}
+        _owner(conn, path, info, totals.get("reason"))
         counts = dict(conn.execute(
             "SELECT status, count(*) FROM items WHERE run_id = ? GROUP BY status",
             (info["id"],)).fetchall())

@@ -91,6 +91,7 @@ class SQLiteStore:
         self.path = parse_spec(path)
         self._lock = threading.RLock()
         self._conn = open_connection(self.path, timeout=timeout, synchronous=synchronous)
+        # An in-memory database lives and dies with this process: nobody to lease it from.
         self._leases: LeaseKeeper | None = None
         if self.path == MEMORY:
             # One in-memory database cannot be shared by two connections: the writer uses
@@ -104,7 +105,6 @@ class SQLiteStore:
                 self._conn.close()
                 raise
             wlock = threading.RLock()
-            # An in-memory database lives and dies with this process: nobody to share it with.
             me = weakref.ref(self)
             self._leases = LeaseKeeper(wconn, wlock, self.path, lease_ttl,
                                        owner_alive=lambda: me() is not None)
