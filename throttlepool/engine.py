@@ -5,6 +5,12 @@ drives this one engine; the sync ones run it on an event loop of their own.
 ``batch_size`` worker coroutines each take the next item, wait for the limiter, hand the
 call to the runner's thread pool and deliver the outcome; nothing else holds items, so
 memory is bounded by ``batch_size`` plus the re-order window.
+
+With a checkpoint, a worker takes a new item only while the items being worked on plus the
+outcomes the store has not committed number fewer than ``batch_size`` (store/backlog.py): a
+store that stops committing (locked, disk full) stops the calls at once. The run then
+delivers what it has, records why in its status and raises the StoreError with the outcomes
+the checkpoint does not hold.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from .limiter import Cost, Permit
 from .outcome import Outcome, RunStats, Source, Status
 from .pool import LoopHandoff
 from .progress import ProgressSink
+from .store.backlog import Backlog, finish_run
 from .store.keys import KeyMaker
 
 
@@ -61,6 +68,12 @@ class Engine:
         self._key = (KeyMaker(cfg.adapter.identity())
                      if cfg.store is not None or cfg.cache is not None else None)
         self._store_error: StoreError | None = None
+        self._backlog = Backlog(cfg.store, cfg.batch_size)
+        self._open = 0  # items taken whose outcome is not delivered yet
+        self._crash: BaseException | None = None
+        self._aborted = False
+        self.finished = False
+        self._task: asyncio.Future[Any] | None = None
         self._breaker_trips = cfg.breaker.trips if cfg.breaker else 0
         self._dispatch: Dispatcher  # bound to the running loop in run()
 
@@ -76,6 +89,14 @@ class Engine:
         for task in list(self._waiting):
             task.cancel()
         self._notify()
+
+    def abort(self) -> None:
+        """Stop now without waiting for calls in flight (a second Ctrl-C). Loop thread only.
+
+        The run is recorded as interrupted; the answers of the abandoned calls are lost.
+        """
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
 
     def notify_space(self) -> None:
         """The consumer took outcomes; workers blocked on a full output may go on."""
@@ -117,10 +138,13 @@ class Engine:
     async def run(self) -> RunStats:
         """Drive every item to an outcome (or stop); returns the run's statistics."""
         cfg, stats = self.cfg, self.stats
-        self._dispatch = Dispatcher(cfg, LoopHandoff(asyncio.get_running_loop()))
+        loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task()
+        self._dispatch = Dispatcher(cfg, LoopHandoff(loop))
         stats.started = cfg.clock.now()
         if cfg.store is not None:
             self.run_id = cfg.store.begin_run(cfg.run_name, cfg.settings)
+        self._backlog.watch(loop, self._store_changed)
         if self._progress is not None:
             self._progress.start(stats.total, stats)
         timer = None
@@ -131,42 +155,86 @@ class Engine:
         workers = [asyncio.create_task(self._worker()) for _ in range(cfg.batch_size)]
         try:
             results = await asyncio.gather(*workers, return_exceptions=True)
-        except BaseException:
+        except BaseException:  # cancelled (abort, a second Ctrl-C): record it on the way out
             for w in workers:
                 w.cancel()
+            self._aborted = self.interrupted = True
+            if self.stop_reason is None:
+                self.stop_reason = RunStopped("aborted")
+            self._finish(None)
             raise
         finally:
             if timer is not None:
                 timer.cancel()
-        crash = next((r for r in results if isinstance(r, BaseException)), None)
+            self._backlog.unwatch()
+        crash = self._crash or next((r for r in results if isinstance(r, BaseException)), None)
         if self._fill and self._stopping and crash is None and self._input_error is None:
             self._fill_not_attempted()
-        self._finish()
+        self._finish(crash)
         if crash is not None:
             raise crash
         if self._store_error is not None:
-            raise self._store_error
+            raise self._backlog.error(self._store_error)
         if self._input_error is not None:
             raise self._input_error
         return stats
 
-    def _finish(self) -> None:
+    def _finish(self, crash: BaseException | None) -> None:
         cfg, stats = self.cfg, self.stats
         stats.wall_time = cfg.clock.now() - stats.started
         if cfg.breaker is not None:
             stats.breaker_trips = cfg.breaker.trips - self._breaker_trips
         if cfg.store is not None and self.run_id is not None:
-            status = "interrupted" if self.interrupted else (
-                # Filling in NOT_ATTEMPTED outcomes exhausts the input too: count them.
-                "stopped" if self._stopping and (self.stats.not_attempted or not self._exhausted)
-                else "completed")
             try:
-                cfg.store.finish_run(self.run_id, stats, status)
-                cfg.store.flush()
+                finish_run(cfg.store, self.run_id, stats, *self._final_status(crash))
+                if self._backlog.problem is None:  # else the writer may retry for long
+                    cfg.store.flush()
             except StoreError as exc:
                 self._store_error = self._store_error or exc
         if self._progress is not None:
             self._progress.close(stats)
+        self.finished = True
+
+    def _final_status(self, crash: BaseException | None) -> tuple[str, str | None]:
+        """The run's recorded status, and why when it is not ``completed``."""
+        if self._aborted:
+            return "interrupted", "aborted before the calls in flight finished"
+        if crash is not None:
+            return "failed", f"{type(crash).__name__}: {crash}"
+        if self._store_error is not None:
+            return "failed", f"the checkpoint cannot be written: {self._store_error}"
+        if self._input_error is not None:
+            error = self._input_error
+            return "failed", f"the input iterator raised {type(error).__name__}: {error}"
+        if self.interrupted:
+            return "interrupted", "interrupted (Ctrl-C); the calls in flight were finished"
+        # Filling in NOT_ATTEMPTED outcomes exhausts the input too: count them.
+        if self._stopping and (self.stats.not_attempted or not self._exhausted):
+            return "stopped", str(self.stop_reason)
+        return "completed", None
+
+    # ---- the checkpoint's pace -----------------------------------------------------------
+
+    def _store_changed(self) -> None:
+        if self._backlog.problem is not None:
+            self._store_failed(self._backlog.problem)
+
+    async def _wait_for_store(self) -> bool:
+        """Wait while the checkpoint is behind (see store/backlog.py); False if it is not."""
+        backlog = self._backlog
+        with backlog.waiting():
+            if backlog.problem is not None:
+                self._store_failed(backlog.problem)
+                return False
+            if not backlog.behind(self._open):
+                return False
+            await self._pause(backlog.moved())
+            return True
+
+    def _store_failed(self, problem: StoreError) -> None:
+        # Calls whose outcomes cannot be kept would be paid for again: stop paying.
+        self._store_error = self._store_error or problem
+        self.request_stop(RunStopped("the checkpoint cannot be written", problem))
 
     def _take(self) -> tuple[int, Any] | None:
         if self._stopping or self._exhausted:
@@ -203,16 +271,24 @@ class Engine:
         return index, item
 
     async def _worker(self) -> None:
-        while True:
-            while not self._stopping and (
-                (self._ordered and self._next_index - self._emit_next >= self.cfg.window)
-                or (self._has_space is not None and not self._has_space())
-            ):
-                await self._pause(self._wait_changed())
-            taken = self._take()
-            if taken is None:
-                return
-            self._deliver(await self._process(*taken))
+        try:
+            while True:
+                while not self._stopping:
+                    if ((self._ordered and self._next_index - self._emit_next >= self.cfg.window)
+                            or (self._has_space is not None and not self._has_space())):
+                        await self._pause(self._wait_changed())
+                    elif self._backlog.writer is None or not await self._wait_for_store():
+                        break
+                taken = self._take()
+                if taken is None:
+                    return
+                self._open += 1
+                self._deliver(await self._process(*taken))
+                self._open -= 1
+        except Exception as exc:  # e.g. LimiterUnavailable: the run fails; stop paying now
+            self._crash = self._crash or exc
+            self.request_stop(RunStopped(f"{type(exc).__name__}: {exc}", exc))
+            raise
 
     # ---- one item ------------------------------------------------------------------------
 
@@ -413,14 +489,16 @@ class Engine:
         else:
             stats.not_attempted += 1
         stats.wall_time = cfg.clock.now() - stats.started
-        if (cfg.store is not None and self.run_id is not None and self._store_error is None
+        if (cfg.store is not None and self.run_id is not None
                 and status is not Status.NOT_ATTEMPTED and outcome.source is not Source.CHECKPOINT):
+            # Even after a failure: a writer that is only retrying may still keep it.
             try:
                 cfg.store.record(self.run_id, outcome)
             except StoreError as exc:
-                # Calls whose outcomes cannot be kept would be paid for again: stop paying.
-                self._store_error = exc
-                self.request_stop(RunStopped("the checkpoint cannot be written", exc))
+                self._backlog.refused(outcome)
+                self._store_failed(exc)
+            else:
+                self._backlog.accepted(outcome)
         if self._progress is not None:
             self._progress.update(stats, outcome)
         if not self._ordered:

@@ -17,7 +17,7 @@ from .channel import OutcomeChannel
 from .classify import Classifier
 from .clock import SYSTEM_CLOCK, Clock
 from .engine import Engine
-from .errors import ConfigError, RunStopped
+from .errors import ConfigError, RunStopped, StoreError
 from .limiter import TOKENS, LimitSpec, RateLimiter, build_limits
 from .outcome import BatchResult, Outcome
 from .pacing import HeaderBudget
@@ -210,6 +210,16 @@ class ThreadedBatchRunner(Generic[R]):
         return BatchResult(outcomes, engine.stats, engine.run_id, engine.stop_reason,
                            engine.interrupted)
 
+    async def _collect(self, engine: Engine, outcomes: list[Outcome[Any]]) -> BatchResult[R]:
+        try:
+            await engine.run()
+        except StoreError as exc:
+            # The answers already paid for stay with the caller: ``exc.result`` holds every
+            # outcome delivered (``exc.unrecorded`` those the checkpoint does not hold).
+            vars(exc).setdefault("result", self._result(engine, outcomes))
+            raise
+        return self._result(engine, outcomes)
+
     # ---- async core --------------------------------------------------------------------
 
     async def arun(self, items: Iterable[Any], *, run_name: str | None = None
@@ -219,8 +229,7 @@ class ThreadedBatchRunner(Generic[R]):
         outcomes: list[Outcome[Any]] = []
         engine = self._engine(items, outcomes.append, ordered=True, fill=True,
                               run_name=run_name)
-        await engine.run()
-        return self._result(engine, outcomes)
+        return await self._collect(engine, outcomes)
 
     async def aimap(self, items: Iterable[Any], *, ordered: bool = True,
                     run_name: str | None = None) -> AsyncIterator[Outcome[R]]:
@@ -262,7 +271,9 @@ class ThreadedBatchRunner(Generic[R]):
         """Run every item and wait; works with or without a running event loop (Jupyter).
 
         The first Ctrl-C stops dispatch and drains the calls in flight (the result says
-        ``interrupted``); a second one aborts at once.
+        ``interrupted``); a second one aborts at once. When the checkpoint cannot be written
+        the run stops and raises :class:`StoreError`; its ``result`` holds every outcome
+        delivered and ``unrecorded`` the ones the checkpoint does not hold.
         """
         if self.executor == "dask":  # chunks on a Dask cluster under the shared limiter
             from .distributed.dask import run_runner_on_dask
@@ -275,8 +286,7 @@ class ThreadedBatchRunner(Generic[R]):
             engine = self._engine(items, outcomes.append, ordered=True, fill=True,
                                   run_name=run_name)
             engine_box.append(engine)
-            await engine.run()
-            return self._result(engine, outcomes)
+            return await self._collect(engine, outcomes)
 
         return SyncDriver(engine_box).run(main)
 
@@ -335,8 +345,13 @@ class ThreadedBatchRunner(Generic[R]):
     def __enter__(self) -> ThreadedBatchRunner[R]:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        try:
+            self.close()
+        except StoreError:
+            if exc is None:
+                raise
+            # The run's own error (which lists what is not recorded) says more: keep it.
 
 
 class _Reclassified:

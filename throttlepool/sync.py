@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
 import threading
@@ -13,7 +14,7 @@ from typing import Any, TypeVar
 from .bridge import in_running_loop
 from .channel import OutcomeChannel
 from .engine import Engine
-from .errors import RunStopped
+from .errors import RunStopped, StoreError
 from .outcome import Outcome, RunStats
 
 T = TypeVar("T")
@@ -90,8 +91,18 @@ class SyncDriver:
             if pending:
                 loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             if self.engine_box and self.engine_box[0].cfg.store is not None:
-                self.engine_box[0].cfg.store.flush()
+                try:
+                    self.engine_box[0].cfg.store.flush()
+                except StoreError:
+                    pass  # the run raises it (or already did); do not mask its error here
             loop.close()
+
+    def abort(self) -> None:
+        """From another thread: abort the run at once (it is recorded as interrupted)."""
+        if not self.engine_box or not self.loop_box or self.engine_box[0].finished:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is already closed: nothing to do
+            self.loop_box[0].call_soon_threadsafe(self.engine_box[0].abort)
 
 
 class StreamIterator(Iterator[Outcome[Any]]):
@@ -137,9 +148,20 @@ class StreamIterator(Iterator[Outcome[Any]]):
             self._thread.start()
         try:
             return self._channel.get()  # type: ignore[no-any-return]
-        except BaseException:
+        except StopIteration:
             self._restore()
             raise
+        except BaseException:  # the run's error, or a second Ctrl-C while we wait
+            self.abort()
+            raise
+
+    def abort(self, wait: float = 5.0) -> None:
+        """Stop at once, without waiting for calls in flight (their answers are lost); the
+        run is recorded as interrupted. For a consumer that is itself being aborted."""
+        if self._started and self._thread.is_alive():
+            self._driver.abort()
+            self._thread.join(wait)  # the engine records the run's status on its way out
+        self._restore()
 
     def _restore(self) -> None:
         if self._previous is not None:
@@ -151,8 +173,9 @@ class StreamIterator(Iterator[Outcome[Any]]):
         if self._started and self._thread.is_alive() and self._driver.engine_box:
             engine = self._driver.engine_box[0]
             loop = self._driver.loop_box[0]
-            loop.call_soon_threadsafe(
-                lambda: engine.request_stop(RunStopped("the consumer stopped iterating")))
+            with contextlib.suppress(RuntimeError):  # the loop closed: the run is over
+                loop.call_soon_threadsafe(
+                    lambda: engine.request_stop(RunStopped("the consumer stopped iterating")))
             while self._thread.is_alive():
                 try:
                     self._channel.get()

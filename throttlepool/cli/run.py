@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 from collections import Counter
@@ -13,7 +14,7 @@ import click
 from ..adapters import Adapter, CallResult
 from ..classify import ErrorKind, Verdict
 from ..config import Settings, load_settings
-from ..errors import ConfigError, EndpointUnreachable, InputError
+from ..errors import ConfigError, EndpointUnreachable, InputError, OutputError, StoreError
 from ..hints import RateInfo
 from ..inputs import FORMATS, MAX_RECORD_BYTES, STDIN, BadRecord, InputSpec, Records
 from ..limiter import Cost
@@ -127,11 +128,14 @@ def execute(settings: Settings, records: Records, adapter: Adapter[Any], *, verb
     run_name = settings["run_name"] or default_run_name(records.spec.path)
     mode = CliProgress.auto_mode(bool(settings["progress"]) and not quiet)
     sink = CliProgress(mode, rpm=settings["rpm"], tpm=settings["tpm"], desc=run_name)
-    writer = ResultWriter(settings["output"])
+    writer = ResultWriter(settings["output"], run_name=run_name, db=settings["db"])
     failures: Counter[str] = Counter()
     store = _open_store(settings)
     if records.skip_bad:
         adapter = SkipBadRecords(adapter)
+    stream: StreamIterator | _Done | None = None
+    emitted = 0
+    failed = False
     try:
         runner: ThreadedBatchRunner[Any] = ThreadedBatchRunner(
             adapter, batch_size=settings["batch_size"], rpm=settings["rpm"],
@@ -143,9 +147,8 @@ def execute(settings: Settings, records: Records, adapter: Adapter[Any], *, verb
         with runner:
             writer.open()
             # Dask runs whole chunks remotely and returns once; threads stream in order.
-            stream: StreamIterator | _Done = (
+            stream = (
                 _Done(runner.run(records)) if settings["dask_scheduler"] else runner.imap(records))
-            emitted = 0
             for outcome in stream:
                 writer.write(row(outcome))
                 emitted += 1
@@ -157,17 +160,20 @@ def execute(settings: Settings, records: Records, adapter: Adapter[Any], *, verb
                                    err=True)
             interrupted = stream.interrupted
             # A stop (Ctrl-C, a fatal error) ends the stream early: the rest get rows too.
-            if emitted < total:
-                for index, item in enumerate(records):
-                    if index >= emitted:
-                        writer.write(row(Outcome(index, item, Status.NOT_ATTEMPTED)))
+            _write_not_attempted(writer, records, emitted)
             writer.commit()
-    except BaseException:
-        writer.discard()
+    except BaseException as exc:
+        failed = True
+        _stop_stream(stream, exc)
+        _keep_written(writer, records, emitted, exc)
         raise
     finally:
         if store is not None:
-            store.close()
+            try:
+                store.close()
+            except StoreError:
+                if not failed:
+                    raise  # else the run's own error (what is not recorded) says more
     stats = sink.stats
     if not quiet:
         path = getattr(store, "path", None)
@@ -184,6 +190,42 @@ def execute(settings: Settings, records: Records, adapter: Adapter[Any], *, verb
         click.echo(f"the run stopped early after a fatal error; {total - emitted} items were "
                    "not attempted", err=True)
     return EXIT_OK if stats.done == total else EXIT_FAILED
+
+
+def _write_not_attempted(writer: ResultWriter, records: Records, emitted: int) -> None:
+    if emitted < len(records):
+        for index, item in enumerate(records):
+            if index >= emitted:
+                writer.write(row(Outcome(index, item, Status.NOT_ATTEMPTED)))
+
+
+def _stop_stream(stream: StreamIterator | _Done | None, exc: BaseException) -> None:
+    """The consumer failed: a second Ctrl-C aborts the run, anything else stops it (the
+    calls in flight finish and are checkpointed). Either way its status is recorded."""
+    if isinstance(stream, StreamIterator):
+        if isinstance(exc, KeyboardInterrupt):
+            stream.abort()
+        else:
+            stream.close()
+
+
+def _keep_written(writer: ResultWriter, records: Records, emitted: int,
+                  exc: BaseException) -> None:
+    """A run ending in an exception keeps --output: every row delivered so far (answers that
+    were paid for), then not-attempted rows; a run that delivered nothing leaves it alone."""
+    result = getattr(exc, "result", None)  # run() (Dask) hands its outcomes on the error
+    if emitted == 0 and isinstance(result, BatchResult):
+        with contextlib.suppress(OutputError):
+            for outcome in result.outcomes:
+                writer.write(row(outcome))
+                emitted += 1
+    if emitted == 0:
+        writer.discard()
+        return
+    if not isinstance(exc, KeyboardInterrupt | OutputError):
+        with contextlib.suppress(Exception):  # e.g. the input cannot be read again
+            _write_not_attempted(writer, records, emitted)
+    writer.close_partial()
 
 
 @click.command("run", epilog=EXAMPLES)

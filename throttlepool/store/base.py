@@ -32,8 +32,10 @@ class Store(Protocol):
         """Queue an item's final outcome (``outcome.key`` is set) for a durable write."""
         ...
 
-    def finish_run(self, run_id: str, stats: RunStats, status: str) -> None:
-        """Mark the run finished (``completed``, ``stopped``, ``interrupted``), store totals."""
+    def finish_run(self, run_id: str, stats: RunStats, status: str,
+                   reason: str | None = None) -> None:
+        """Mark the run finished (``completed``, ``stopped``, ``interrupted``, ``failed``),
+        store totals and, unless completed, ``reason``: why (optional for older stores)."""
         ...
 
     def flush(self) -> None:

@@ -6,6 +6,7 @@ import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,10 @@ UPSERT_CACHE = (
 FINISH_RUN = "UPDATE runs SET status = ?, totals = ?, finished = ? WHERE id = ?"
 
 _RETRY_DELAYS = (0.05, 0.25, 1.0)
+# The writer waits for a locked database in slices of this many seconds (up to the
+# connection's own busy timeout), so that close() can give up on a database that has already
+# failed a write without sitting out the rest of the timeout.
+_LOCK_SLICE = 0.1
 
 
 @dataclass(slots=True)
@@ -59,10 +64,15 @@ Op = ItemOp | SqlOp | threading.Event | _Stop
 class Writer:
     """Owns one connection; commits a group when ``group_size`` ops wait or ``interval`` passes.
 
-    Producers append to a buffer under a lock and wake the thread only when a group is full,
-    so the writer does not compete for the GIL once per item. At most ``max_pending`` ops are
-    ever accepted but not yet committed: that number, plus the calls in flight, bounds what a
-    ``kill -9`` can make a resumed run call again.
+    Producers append to a buffer under a lock and wake the thread only when a group is full
+    (or when they ``kick`` it), so the writer does not compete for the GIL once per item. At
+    most ``max_pending`` ops are ever accepted but not yet committed.
+
+    Its health is public so that a producer can stop paying for work it cannot keep:
+    ``accepted`` and ``rows`` count item ops accepted and committed (groups commit in order,
+    so item op number *n* is committed once ``rows >= n``); ``problem`` is the error of a
+    failed write, set from the first failed attempt on (while the writer retries) and cleared
+    if a retry succeeds; subscribers are called on the writer thread after every group.
     """
 
     def __init__(
@@ -88,9 +98,14 @@ class Writer:
         self._pending = 0  # ops accepted and not yet committed (buffered + being written)
         self._wake = threading.Event()
         self._error: StoreError | None = None
+        self._stalled: StoreError | None = None  # a write failed; retrying
         self._closed = False
+        self._closing = threading.Event()  # close() was called: do not retry a failed write
+        self._listeners: list[Callable[[], None]] = []
         self.commits = 0
-        self.rows = 0
+        self.rows = 0  # item ops committed
+        self.accepted = 0  # item ops accepted
+        self._busy_timeout = self._take_busy_timeout(conn)
         self._thread = threading.Thread(target=self._run, name="throttlepool-store-writer",
                                         daemon=True)
         self._thread.start()
@@ -111,8 +126,24 @@ class Writer:
                 self._cv.wait(0.5)
             self._buf.append(op)
             self._pending += 1
+            if isinstance(op, ItemOp):
+                self.accepted += 1
             if len(self._buf) >= self.group_size:
                 self._wake.set()
+
+    def kick(self) -> None:
+        """Commit what is queued now rather than at the next interval (a producer waits)."""
+        self._wake.set()
+
+    def subscribe(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` on the writer thread after every group (committed or not)."""
+        with self._cv:
+            self._listeners = [*self._listeners, listener]
+
+    def unsubscribe(self, listener: Callable[[], None]) -> None:
+        """Stop calling ``listener``."""
+        with self._cv:
+            self._listeners = [f for f in self._listeners if f is not listener]
 
     def flush(self, timeout: float | None = None) -> None:
         """Block until everything submitted before this call is committed."""
@@ -125,21 +156,29 @@ class Writer:
             self._buf.append(done)
         self._wake.set()
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not done.wait(0.5):
+        while not done.wait(0.1):
             if not self._thread.is_alive():
                 break
+            problem = self.problem
+            if problem is not None:  # a failed write may be retried for long: do not wait
+                raise problem
             if deadline is not None and time.monotonic() > deadline:
                 raise StoreError(f"timed out flushing checkpoint database {self._path}")
         if self._error is not None:
             raise self._error
 
     def close(self) -> None:
-        """Commit what is queued and stop the thread."""
+        """Commit what is queued and stop the thread.
+
+        A write that has already failed once is not retried any more: its error is raised
+        instead of waiting out the retries on a database that stays locked or full.
+        """
         with self._cv:
             if self._closed:
                 return
             self._closed = True
             self._buf.append(_STOP)
+        self._closing.set()
         self._wake.set()
         self._thread.join()
         if self._error is not None:
@@ -149,6 +188,12 @@ class Writer:
     def error(self) -> StoreError | None:
         """The error that stopped the writer, if one did."""
         return self._error
+
+    @property
+    def problem(self) -> StoreError | None:
+        """Why writes are not being committed: a final error, or a failed attempt being
+        retried; None while the writer is healthy."""
+        return self._error or self._stalled
 
     # -- writer thread ------------------------------------------------------------------
 
@@ -166,6 +211,9 @@ class Writer:
             with self._cv:
                 self._pending -= len(batch)
                 self._cv.notify_all()
+                listeners = self._listeners
+            if batch:
+                self._announce(listeners)
             stop = False
             for op in ops:
                 if isinstance(op, threading.Event):
@@ -185,34 +233,80 @@ class Writer:
                 items.append(self._row(op))
             else:
                 others.append(op)
-        for attempt in range(len(_RETRY_DELAYS) + 1):
+        delays = iter(_RETRY_DELAYS)
+        while True:
             try:
-                with self._lock:
-                    self._conn.execute("BEGIN IMMEDIATE")
-                    try:
-                        if items:
-                            self._conn.executemany(UPSERT_ITEM, items)
-                        for sop in others:
-                            self._conn.execute(sop.sql, sop.params)
-                        self._conn.execute("COMMIT")
-                    except BaseException:
-                        if self._conn.in_transaction:
-                            self._conn.execute("ROLLBACK")
-                        raise
-                self.commits += 1
-                self.rows += len(items)
-                return
+                self._write(items, others)
             except sqlite3.Error as exc:
-                if attempt < len(_RETRY_DELAYS):
-                    log.warning("checkpoint write to %s failed (%s); retrying", self._path, exc)
-                    time.sleep(_RETRY_DELAYS[attempt])
-                    continue
-                self._error = describe(exc, self._path)
-                log.error("checkpoint writes to %s stopped: %s", self._path, self._error)
+                problem = describe(exc, self._path)
+                delay = next(delays, None)
+                if delay is None or self._closing.is_set():
+                    self._error = problem
+                    log.error("checkpoint writes to %s stopped: %s", self._path, problem)
+                    return
+                log.warning("checkpoint write to %s failed (%s); retrying", self._path, exc)
+                # Producers learn of it now, not after the retries: they stop paying for
+                # calls whose outcomes cannot be kept.
+                self._stalled = problem
+                self._announce(self._listeners)
+                if self._closing.wait(delay):
+                    self._error = problem
+                    return
+                continue
             except Exception as exc:  # never let the thread die silently
                 self._error = StoreError(f"checkpoint writer for {self._path} failed: {exc!r}")
                 log.exception("checkpoint writer for %s failed", self._path)
                 return
+            self.commits += 1
+            self.rows += len(items)
+            if self._stalled is not None:
+                log.warning("checkpoint writes to %s recovered", self._path)
+                self._stalled = None
+            return
+
+    def _write(self, items: list[tuple[Any, ...]], others: list[SqlOp]) -> None:
+        with self._lock:
+            self._begin()
+            try:
+                if items:
+                    self._conn.executemany(UPSERT_ITEM, items)
+                for sop in others:
+                    self._conn.execute(sop.sql, sop.params)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+
+    def _begin(self) -> None:
+        """``BEGIN IMMEDIATE``, waiting for a locked database up to the busy timeout."""
+        deadline = time.monotonic() + self._busy_timeout
+        while True:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() >= deadline or (
+                        self._closing.is_set() and self._stalled is not None):
+                    raise
+
+    @staticmethod
+    def _take_busy_timeout(conn: sqlite3.Connection) -> float:
+        """The connection's busy timeout (s); the connection then waits in short slices."""
+        try:
+            seconds = float(conn.execute("PRAGMA busy_timeout").fetchone()[0]) / 1000
+            conn.execute(f"PRAGMA busy_timeout = {int(min(seconds, _LOCK_SLICE) * 1000)}")
+        except sqlite3.Error:
+            return 0.0
+        return seconds
+
+    @staticmethod
+    def _announce(listeners: list[Callable[[], None]]) -> None:
+        for listener in listeners:
+            try:
+                listener()
+            except Exception:  # a listener's loop may be closed; the writer goes on
+                log.debug("checkpoint writer listener failed", exc_info=True)
 
     @staticmethod
     def _row(op: ItemOp) -> tuple[Any, ...]:
@@ -223,3 +317,9 @@ class Writer:
             return (op.run_id, o.index, o.key or "", "failed", None,
                     "throttlepool.UnstorableOutcome", f"outcome could not be stored: "
                     f"{type(exc).__name__}", 0, 0.0, None, None, op.finished, op.finished)
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    name = getattr(exc, "sqlite_errorname", "")
+    return name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in str(exc).lower()
+
