@@ -119,6 +119,46 @@ def test_cli_stops_at_once_when_nothing_listens(case: str, tmp_path: Path) -> No
     assert not any(s in json.dumps(rows) for s in ("s3cr3tpw", "k3yq"))
 
 
+@pytest.fixture
+def blackhole() -> Any:
+    """A port whose listen queue is full: connects hang (SYNs dropped) as to a dead host."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(8):
+        filler = socket.socket()
+        filler.setblocking(False)
+        try:
+            filler.connect(("127.0.0.1", port))
+        except BlockingIOError:
+            pass
+        fillers.append(filler)
+    yield port
+    for sock in (*fillers, listener):
+        sock.close()
+
+
+@pytest.mark.parametrize("provider", ["openai", "http"])
+def test_cli_stops_when_the_host_never_accepts(provider: str, blackhole: int,
+                                               tmp_path: Path) -> None:
+    pytest.importorskip(provider if provider == "openai" else "requests")
+    path = "/v1" if provider == "openai" else "/echo"
+    data = tmp_path / "in.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"p{i}"}) + "\n" for i in range(ITEMS)))
+    # --timeout 1: the runner's own deadline must not hide that the connect never completed.
+    proc = run_cli(["run", str(data), "--provider", provider, "--model", "m", "--timeout", "1",
+                    "--base-url", f"http://127.0.0.1:{blackhole}{path}", "--no-db",
+                    "-o", str(tmp_path / "out.jsonl")], tmp_path,
+                   {"OPENAI_API_KEY": "sk-test"}, timeout=45)
+    assert proc.returncode == 2, proc.stderr
+    assert f"endpoint unreachable: cannot connect to 127.0.0.1:{blackhole}" in proc.stderr
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    attempts = sum(r["attempts"] or 0 for r in rows)
+    assert 3 <= attempts <= 2 * BATCH and not any(r["status"] == "ok" for r in rows)
+
+
 # ---- a run that has been working rides out an outage ---------------------------------------
 
 def test_a_run_that_reached_the_simulator_keeps_retrying_when_it_goes_away() -> None:

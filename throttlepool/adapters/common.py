@@ -171,6 +171,16 @@ def public_url(url: str) -> str:
     return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
+def connect_timeout(timeout: float) -> float:
+    """The connect phase's share of a call's ``timeout``, for clients that can set it apart.
+
+    The runner cuts a call off at ``timeout`` with a bare ``CallTimeout``, which says
+    nothing of where; a connect that gives up first raises the client's connect timeout,
+    which names the host that never accepted (a blackholed address stops the run).
+    """
+    return timeout * 0.8
+
+
 def name_endpoint(exc: BaseException) -> None:
     """Make a transport error's message name the URL it was raised for, in place.
 

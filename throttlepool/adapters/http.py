@@ -21,6 +21,7 @@ from .common import (
     Extract,
     classify_http,
     classify_transport,
+    connect_timeout,
     jsonable_params,
     make_extractor,
     name_endpoint,
@@ -148,9 +149,11 @@ class HttpAdapter:
         body = self.body(item)
         send: dict[str, Any] = {"params": body} if self.method in ("GET", "DELETE") else {
             "json": body}
+        # (connect, read): a host that never accepts fails as a connect timeout, naming it.
+        limits = None if timeout is None else (connect_timeout(timeout), timeout)
         try:
             response = self.session().request(
-                self.method, self.url, headers=self._headers, timeout=timeout, **send
+                self.method, self.url, headers=self._headers, timeout=limits, **send
             )
         except Exception as exc:
             name_endpoint(exc)

@@ -17,6 +17,7 @@ from .common import (
     Extract,
     classify_http,
     classify_transport,
+    connect_timeout,
     jsonable_params,
     make_extractor,
     name_endpoint,
@@ -91,6 +92,7 @@ class OpenAIAdapter:
     ) -> None:
         require("openai", "openai", "openai")
         self._client: Any = client.with_options(max_retries=0)
+        self._timeout: Any = require("openai", "openai", "openai").Timeout
         self.model = model
         self.default_params = dict(default_params)
         self.output_reserve = output_reserve
@@ -164,7 +166,9 @@ class OpenAIAdapter:
         """One HTTP attempt; the value is what the SDK method returns (or ``extract`` of it)."""
         params = self.params(item)
         if timeout is not None:
-            params["timeout"] = timeout
+            # The connect phase gives up first, so a host that never accepts is named.
+            params["timeout"] = timeout if self._fn is not None else self._timeout(
+                timeout, connect=connect_timeout(timeout))
         try:
             if self._fn is not None:
                 result = self._fn(self._client, **params)
