@@ -1,12 +1,16 @@
 """Scale-out benchmark: one shared limit across processes, and the cost of an acquire.
 
-    python bench/bench_scaleout.py [--limit 200] [--seconds 4] [--acquires 2000]
+    python bench/bench_scaleout.py [--quick] [--limit 200] [--seconds 4] [--acquires 2000]
 
 1. Aggregate throughput of 1, 2 and 4 worker processes (4 threads each) under ONE shared
    limit, on the SQLite and Redis backends: it must stay at the limit, not multiply.
 2. p50/p99 latency of an uncontended, always-admitted acquire on each backend.
 
 Starts its own redis-server (unix socket and 127.0.0.1) and stops it by PID.
+
+:func:`run_shared_workload` is the server-backed side (``python -m bench --only shared-1s``):
+four client processes, one budget through Redis or the SQLite shared limiter, one simulator;
+its child processes are in :mod:`bench.shared_child`.
 """
 
 from __future__ import annotations
@@ -110,7 +114,10 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=200, help="shared requests per second")
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--acquires", type=int, default=2000)
+    ap.add_argument("--quick", action="store_true", help="2 s runs, 500 acquires")
     args = ap.parse_args()
+    if args.quick:
+        args.seconds, args.acquires = 2.0, 500
     with tempfile.TemporaryDirectory(prefix="tp-bench-") as tmp:
         d = Path(tmp)
         unix_proc, unix_url = start_redis(d, tcp=False)
@@ -143,6 +150,38 @@ def main() -> None:
             for proc in (unix_proc, tcp_proc):
                 proc.terminate()
                 proc.wait(5)
+
+
+def run_shared_workload(wl: Any, contenders: list[str], log: Any = print) -> list[Any]:
+    """Every contender on both shared backends: ``wl.processes`` client processes, each with
+    ``wl.concurrency`` calls in flight, sharing ``wl.rpm`` per ``wl.window`` through one
+    redis-server (127.0.0.1, started here, stopped by PID) or one SQLite file."""
+    from .shared_child import run_shared
+    from .simproc import RemoteSim
+    from .workloads import log_record
+
+    records = []
+    with tempfile.TemporaryDirectory(prefix="tp-bench-shared-") as tmp, \
+            RemoteSim(wl.sim_config()) as sim:
+        redis_dir = Path(tmp) / "redis"
+        redis_dir.mkdir()
+        redis_proc, redis_url = start_redis(redis_dir, tcp=True)
+        try:
+            for name in contenders:
+                for backend in ("redis", "sqlite"):
+                    url = redis_url if backend == "redis" else \
+                        f"sqlite:///{Path(tmp) / f'limit-{uuid.uuid4().hex}.sqlite'}"
+                    if backend == "redis":
+                        import redis
+
+                        redis.Redis.from_url(redis_url).flushall()
+                    rec = run_shared(sim, wl, name, backend, url)
+                    records.append(rec)
+                    log_record(rec, log)
+        finally:
+            redis_proc.terminate()
+            redis_proc.wait(5)
+    return records
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ class Workload:
     fail_rate: dict[str, float] = field(default_factory=dict)
     hang_seconds: float = 30.0
     ideal_note: str = ""
+    processes: int = 1  # client processes sharing one budget (concurrency is per process)
+    contenders: tuple[str, ...] = ()  # the contenders that run it; () for every one
 
     def items(self) -> list[str]:
         """Distinct prompts of exactly ``prompt_chars`` characters."""
@@ -53,6 +56,17 @@ class Workload:
         completion = min(self.max_tokens, max(1, (len(REPLY_PREFIX) + self.prompt_chars) // 4))
         return max(1, self.prompt_chars // 4) + completion
 
+    def estimate(self) -> int:
+        """Tokens a client reserves per request by the documented rule (PROVIDERS.md §2.5):
+        ceil(prompt chars / 4) + max_tokens. One above :meth:`charge` when the prompt's length
+        is not a multiple of 4 (the knife-edge); throttlepool's OpenAIAdapter computes the same
+        when tiktoken is not installed."""
+        return math.ceil(self.prompt_chars / 4) + self.max_tokens
+
+    def total_concurrency(self) -> int:
+        """Calls in flight at once over every client process."""
+        return self.concurrency * self.processes
+
     def per_window(self) -> int | None:
         """Requests the server admits per window (the binding one of rpm and tpm)."""
         caps = []
@@ -65,7 +79,7 @@ class Workload:
     def known(self) -> Known | None:
         if not self.client_knows:
             return None
-        return Known(self.window, self.rpm, self.tpm, self.charge())
+        return Known(self.window, self.rpm, self.tpm, self.estimate())
 
     def sim_config(self, seed: int = 0) -> SimConfig:
         return SimConfig(rpm=self.rpm, tpm=self.tpm, window=self.window, latency=self.latency,
@@ -74,7 +88,8 @@ class Workload:
 
     def ideal(self) -> float:
         """The fastest the server allows: see :func:`ideal_time`."""
-        return ideal_time(self.n, self.concurrency, self.latency, self.per_window(), self.window)
+        return ideal_time(self.n, self.total_concurrency(), self.latency, self.per_window(),
+                          self.window)
 
 
 def admission_times(n: int, concurrency: int, latency: float, per_window: int | None,
@@ -100,52 +115,25 @@ def admission_times(n: int, concurrency: int, latency: float, per_window: int | 
 def ideal_time(n: int, concurrency: int, latency: float, per_window: int | None,
                window: float) -> float:
     """The last ideal admission plus the latency; ``ceil(n / C) * latency`` when no limit
-    binds."""
+    binds.
+
+    With ``n = q * L + r`` items (``0 <= r < L``) and the limit binding, the last admission
+    comes ``q - 1`` windows after the start when ``r == 0`` and ``q`` windows after it when
+    ``r > 0``: a partial last window costs a whole window's wait (the server admits nothing
+    earlier), plus the time its ``r`` items need at ``C`` in flight. So the ideal is about
+    ``(ceil(n / L) - 1) * W + ceil(r' / C) * d`` with ``r'`` the items of the last window,
+    and a contender's lateness at each of the ``ceil(n / L) - 1`` window boundaries is what
+    efficiency measures; sizes are whole multiples of ``L`` so that no single boundary
+    weighs more than the others.
+    """
     t = admission_times(n, concurrency, latency, per_window, window)
     return (t[-1] if t else 0.0) + latency
 
 
 def ideal_schedule(wl: Workload) -> list[float]:
     """Ideal completion times of the workload's items (for the plot)."""
-    t = admission_times(wl.n, wl.concurrency, wl.latency, wl.per_window(), wl.window)
+    t = admission_times(wl.n, wl.total_concurrency(), wl.latency, wl.per_window(), wl.window)
     return [x + wl.latency for x in t]
-
-
-def workloads(quick: bool) -> list[Workload]:
-    """The five server workloads, sized for ``--quick`` (< 3 min total) or the full run."""
-    lat = 0.1 if quick else 0.2
-    c = 16
-    n_lat = 48 if quick else 256
-    w = 1.5 if quick else 6.0
-    lim = 16 if quick else 60
-    n_rate = 3 * lim
-    latency_note = (f"no limit binds (server limit {NO_LIMIT_RPM:,} per window, told to the "
-                    f"client): ideal = ceil(items / batch_size) x latency")
-    rate_note = ("ideal from the limit L per window W, concurrency C and latency d: the first "
-                 "window admits L at once (C at a time), then L more each time the window "
-                 "slides; t_i = max(t_{i-1}, t_{i-C} + d, t_{i-L} + W), ideal = t_last + d")
-    # Token-bound: the reply is "echo: " + 58 chars = 16 tokens; max_tokens is twice that.
-    tok_prompt, tok_max = 58, 32
-    tok_charge = tok_prompt // 4 + tok_max
-    return [
-        Workload("latency", "Latency-bound", n_lat, c, lat, 60.0, rpm=NO_LIMIT_RPM,
-                 ideal_note=latency_note),
-        Workload("rate-known", "Rate-bound, limit known", n_rate, c, lat, w, rpm=lim,
-                 ideal_note=rate_note),
-        Workload("rate-unknown", "Rate-bound, limit unknown to the client", n_rate, c, lat, w,
-                 rpm=lim, client_knows=False, ideal_note=rate_note),
-        Workload("token", "Token-bound, reservations 2x usage", n_rate, c, lat, w,
-                 tpm=lim * tok_charge, prompt_chars=tok_prompt, max_tokens=tok_max,
-                 ideal_note=(f"the simulator charges prompt//4 + max_tokens = {tok_charge} "
-                             f"tokens per request at admission (as OpenAI does), so the TPM "
-                             f"admits L = TPM // {tok_charge} = {lim} requests per window; "
-                             "then as rate-bound")),
-        Workload("faulty", "Faulty (5% 500, 2% reset, 1% hang)", n_lat, c, lat, 60.0,
-                 rpm=NO_LIMIT_RPM, timeout=1.0, hang_seconds=2.0,
-                 fail_rate={"500": 0.05, "reset": 0.02, "hang": 0.01},
-                 ideal_note=("fault-free latency-bound ideal, ceil(items / batch_size) x "
-                             "latency; hangs last 2 s against a 1 s client timeout")),
-    ]
 
 
 @dataclass
@@ -180,19 +168,15 @@ class RunRecord:
         return d
 
 
-def run_contender(sim: RemoteSim, wl: Workload, name: str, items: list[str]) -> RunRecord:
-    """Reset the simulator, run one contender over the items, read its figures."""
-    rec = RunRecord(wl.name, name, ideal=wl.ideal(), items=len(items),
-                    limit_per_window=wl.per_window() if wl.rpm != NO_LIMIT_RPM else None)
-    sim.reset()
-    ctx = Ctx(sim.openai_base_url, items, wl.concurrency, wl.max_tokens, wl.timeout, wl.known())
-    ctx.t0 = time.perf_counter()
-    try:
-        results = CONTENDERS[name](ctx)
-    except NotConfigurable as exc:
-        rec.status = f"n/a: {exc}"
-        return rec
-    rec.wall = time.perf_counter() - ctx.t0
+def new_record(wl: Workload, name: str) -> RunRecord:
+    """An empty record of ``name`` on ``wl``, with the ideal and the limit filled in."""
+    return RunRecord(wl.name, name, ideal=wl.ideal(), items=wl.n,
+                     limit_per_window=wl.per_window() if wl.rpm != NO_LIMIT_RPM else None)
+
+
+def server_figures(rec: RunRecord, sim: RemoteSim, results: list[Any], items: list[str]) -> None:
+    """Correct items from ``results``; requests, 429s and window maxima from the server's log;
+    the 1-minute load average now."""
     stats = sim.stats()
     expected = [REPLY_PREFIX + x for x in items]
     rec.correct = sum(1 for r, e in zip(results, expected, strict=True) if r == e)
@@ -202,9 +186,24 @@ def run_contender(sim: RemoteSim, wl: Workload, name: str, items: list[str]) -> 
     rec.max_in_window = int(stats["max_requests_in_window"])
     rec.max_tokens_in_window = int(stats["max_tokens_in_window"])
     rec.peak_concurrency = int(stats["peak_concurrency"])
+    rec.load = os.getloadavg()[0]
+
+
+def run_contender(sim: RemoteSim, wl: Workload, name: str, items: list[str]) -> RunRecord:
+    """Reset the simulator, run one contender over the items, read its figures."""
+    rec = new_record(wl, name)
+    sim.reset()
+    ctx = Ctx(sim.openai_base_url, items, wl.concurrency, wl.max_tokens, wl.timeout, wl.known())
+    ctx.t0 = time.perf_counter()
+    try:
+        results = CONTENDERS[name](ctx)
+    except NotConfigurable as exc:
+        rec.status = f"n/a: {exc}"
+        return rec
+    rec.wall = time.perf_counter() - ctx.t0
+    server_figures(rec, sim, results, items)
     rec.stamps = sorted(s - ctx.t0 for s in ctx.stamps)
     rec.extra = dict(ctx.extra)
-    rec.load = os.getloadavg()[0]
     return rec
 
 
@@ -221,21 +220,31 @@ def warm_up(sim: RemoteSim, wl: Workload, contenders: list[str]) -> None:
         sim.configure(rpm=wl.rpm, tpm=wl.tpm, fail_rate=dict(wl.fail_rate))
 
 
+def log_record(rec: RunRecord, log: Any) -> None:
+    """One line per run on the console, as the report's table row."""
+    if rec.status != "ok":
+        log(f"  {rec.workload:<16} {rec.contender:<32} {rec.status}")
+        return
+    limit = "-" if rec.limit_per_window is None else str(rec.limit_per_window)
+    log(f"  {rec.workload:<16} {rec.contender:<32} wall {rec.wall:7.2f}s  ideal "
+        f"{rec.ideal:6.2f}s  eff {rec.efficiency:5.3f}  req {rec.requests:4d}  429 "
+        f"{rec.rate_limited:3d}  failed {rec.failed:3d}  worst window {rec.max_in_window}/{limit}"
+        f"  load {rec.load:.2f}")
+
+
 def run_workload(wl: Workload, contenders: list[str], log: Any = print) -> list[RunRecord]:
-    """Start a simulator for the workload and run every contender against it in turn."""
+    """Start a simulator for the workload and run every contender that applies in turn."""
+    chosen = [c for c in contenders if not wl.contenders or c in wl.contenders]
+    if wl.processes > 1:
+        from .bench_scaleout import run_shared_workload
+
+        return run_shared_workload(wl, chosen, log)
     records = []
     items = wl.items()
     with RemoteSim(wl.sim_config()) as sim:
-        warm_up(sim, wl, contenders)
-        for name in contenders:
+        warm_up(sim, wl, chosen)
+        for name in chosen:
             rec = run_contender(sim, wl, name, items)
             records.append(rec)
-            if rec.status == "ok":
-                log(f"  {wl.name:<13} {name:<25} wall {rec.wall:7.2f}s  ideal {rec.ideal:6.2f}s"
-                    f"  eff {rec.efficiency:5.3f}  req {rec.requests:5d}  429 "
-                    f"{rec.rate_limited:4d}  failed {rec.failed:3d}  max/window "
-                    f"{rec.max_in_window}")
-            else:
-                log(f"  {wl.name:<13} {name:<25} {rec.status}")
+            log_record(rec, log)
     return records
-

@@ -1,0 +1,142 @@
+"""Issue 16's targets (and PRODUCT.md's), checked against one run's records."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .report import Report
+    from .workloads import RunRecord
+
+
+def _rec(report: Report, workload: str, contender: str = "throttlepool") -> RunRecord | None:
+    for r in report.records:
+        if r.workload == workload and r.contender == contender and r.status == "ok":
+            return r
+    return None
+
+
+PEER = "pyrate-limiter + threads"
+
+# (workload, contender, minimum efficiency, most 429s as a fraction of items, must match
+# pyrate-limiter's efficiency in the same run, the server's worst window must hold)
+GOALS: tuple[tuple[str, str, float | None, float | None, bool, bool], ...] = (
+    ("latency", "throttlepool", 0.97, None, False, False),
+    ("rate-1s", "throttlepool", 0.97, 0.0, True, True),
+    ("rate-6s", "throttlepool", 0.98, 0.0, True, True),
+    ("rate-60s", "throttlepool", 0.99, 0.0, True, True),
+    ("rate-unknown-6s", "throttlepool", 0.95, 0.01, False, False),
+    ("rate-unknown-60s", "throttlepool", 0.95, 0.01, False, False),
+    ("token", "throttlepool", 0.95, None, True, False),
+    ("token-knife", "throttlepool", 0.95, None, True, False),
+    ("faulty", "throttlepool", None, None, False, False),
+    ("shared-1s", "throttlepool, redis", 0.9, 0.0, False, True),
+    ("shared-1s", "throttlepool, sqlite", 0.9, 0.0, False, True),
+    ("shared-60s", "throttlepool, redis", 0.97, 0.0, False, True),
+    ("shared-60s", "throttlepool, sqlite", 0.97, 0.0, False, True),
+)
+
+
+def _goal_text(goal: tuple[str, str, float | None, float | None, bool, bool]) -> str:
+    workload, contender, eff, max429, beat, window = goal
+    parts = []
+    if eff is not None:
+        parts.append(f"efficiency >= {eff}")
+    if beat:
+        parts.append("at least pyrate-limiter's")
+    if max429 == 0:
+        parts.append("zero 429s")
+    elif max429 is not None:
+        parts.append(f"429s < {max429:.0%} of items")
+    if window:
+        parts.append("no window over the limit")
+    if not parts:
+        parts.append("every item correct")
+    return f"`{workload}` ({contender}): " + ", ".join(parts)
+
+
+def _goal_check(report: Report, goal: tuple[str, str, float | None, float | None, bool, bool]
+                ) -> tuple[str, bool | None]:
+    workload, contender, eff, max429, beat, window = goal
+    r = _rec(report, workload, contender)
+    if r is None:
+        return "not run", None
+    ok = r.failed == 0
+    if eff is not None:
+        ok = ok and r.efficiency >= eff
+    if max429 is not None:
+        ok = ok and (r.rate_limited == 0 if max429 == 0 else r.rate_limited < max429 * r.items)
+    if window and r.limit_per_window is not None:
+        ok = ok and r.max_in_window <= r.limit_per_window
+    limit = "none" if r.limit_per_window is None else r.limit_per_window
+    measured = (f"{r.efficiency:.3f}, {r.rate_limited} 429s, worst window "
+                f"{r.max_in_window}/{limit}, load {r.load:.2f}")
+    if r.failed:
+        measured += f", {r.failed} items failed"
+    if beat:
+        peer = _rec(report, workload, PEER)
+        if peer is not None:
+            ok = ok and r.efficiency >= peer.efficiency
+            measured += f" (pyrate-limiter {peer.efficiency:.3f})"
+    return measured, ok
+
+
+def _overhead_rows(report: Report) -> list[tuple[str, str, bool | None]]:
+    rows: list[tuple[str, str, bool | None]] = []
+    by = {(t.name, t.batch_size): t.median for t in report.overhead}
+    for bs in sorted({t.batch_size for t in report.overhead}):
+        run, pool = by.get(("throttlepool run()", bs)), by.get(("ThreadPoolExecutor.map", bs))
+        if run is not None and pool is not None:
+            rows.append((f"no-op run() >= ThreadPoolExecutor.map, batch_size {bs}",
+                         f"{run:,.0f} vs {pool:,.0f} items/s", run >= pool))
+        limited = by.get(("throttlepool run(), limit set", bs))
+        if run is not None and limited is not None and bs == 8:
+            rows.append(("a configured limit costs <= 30% (batch_size 8)",
+                         f"{limited:,.0f} vs {run:,.0f} items/s "
+                         f"({1 - limited / run:.0%} cost)", limited >= 0.7 * run))
+    if not rows:
+        rows.append(("no-op overhead against ThreadPoolExecutor.map", "not run", None))
+    return rows
+
+
+def targets(report: Report) -> list[str]:
+    """Each target of issue 16 / PRODUCT.md, the figure measured for it, met or missed."""
+    rows: list[tuple[str, str, bool | None]] = []
+    for goal in GOALS:
+        measured, ok = _goal_check(report, goal)
+        rows.append((_goal_text(goal), measured, ok))
+    rows += _overhead_rows(report)
+    s = report.scale
+    rows.append(("1,000,000 items via imap under 150 MB peak RSS",
+                 f"{s.peak_rss_mb:.1f} MB for {s.count:,} items" if s else "not run",
+                 None if s is None or s.n != 1_000_000 else
+                 (s.peak_rss_mb < 150 and s.count == 1_000_000)))
+    lines = ["| target | measured | met? |", "|---|---|---|"]
+    for target, measured, ok in rows:
+        verdict = "n/a" if ok is None or measured == "not run" else ("yes" if ok else "**no**")
+        lines.append(f"| {target} | {measured} | {verdict} |")
+    return [*lines, ""]
+
+
+def shortfalls(report: Report) -> list[str]:
+    """For each server workload where throttlepool misses its target: the figures that
+    show where the time went (attempts beyond one per item, 429s, pauses, machine load)."""
+    lines = []
+    for goal in GOALS:
+        _, ok = _goal_check(report, goal)
+        r = _rec(report, goal[0], goal[1])
+        if ok is not False or r is None:
+            continue
+        x = r.extra
+        lines.append(
+            f"- `{r.workload}` ({r.contender}): wall {r.wall:.2f} s against an ideal of "
+            f"{r.ideal:.2f} s (efficiency {r.efficiency:.3f}); {r.requests} requests reached "
+            f"the server for {r.items} items, {r.rate_limited} answered 429, worst window "
+            f"{r.max_in_window}/{r.limit_per_window or 'none'}; throttlepool counted "
+            f"{x.get('attempts', '?')} attempts, {x.get('retries', '?')} retries, "
+            f"{float(x.get('rate_limit_wait', 0.0)):.2f} s of rate-limit pauses; "
+            f"1-minute load average after the run {r.load:.2f} on {report.machine['cores']} "
+            "cores.")
+    if not lines:
+        return []
+    return ["Where throttlepool falls short, the measured figures behind it:", "", *lines, ""]
