@@ -381,7 +381,7 @@ def test_second_ctrl_c_records_the_run_as_interrupted(tmp_path: Path, surface: s
         assert proc.stdout.readline().strip() == "started", "".join(err_lines)
         proc.send_signal(signal.SIGINT)
         wait_until(lambda: any("stopping" in line for line in err_lines), 20,
-                   "the first Ctrl-C to be acknowledged")
+                   f"the first Ctrl-C to be acknowledged: {''.join(err_lines)}")
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=30)
     finally:

@@ -48,7 +48,9 @@ class OutcomeChannel:
             with self._cond:
                 self._consumer_waiting = True
                 while not items:
-                    self._cond.wait()
+                    # Timed: a Ctrl-C the OS hands to another thread is only handled when
+                    # this (main) thread runs Python again; an untimed wait never does.
+                    self._cond.wait(0.2)
                 self._consumer_waiting = False
         item = items.popleft()
         if item is _END:
