@@ -301,8 +301,10 @@ def banner(url: str) -> str:
 def serve(host: str = "127.0.0.1", port: int = 8080, config: SimConfig | None = None) -> None:
     """Run the simulator in the foreground until Ctrl-C."""
     sim = Simulator(config, host=host, port=port).start()
-    print(banner(sim.url), flush=True)
     try:
+        # Inside the try: a client may read the banner and send Ctrl-C before this thread
+        # gets back from the write (a loaded machine), and that is still a clean stop.
+        print(banner(sim.url), flush=True)
         sim.state.stop_event.wait()  # set only by stop(); Ctrl-C raises out of wait()
     except KeyboardInterrupt:
         pass
