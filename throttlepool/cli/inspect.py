@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as _dt
 import json
 import os
 from typing import Any
@@ -11,8 +12,10 @@ import click
 
 from ..config import load_settings
 from ..errors import ConfigError, OutputError
+from ..inputs import FORMATS, MAX_RECORD_BYTES, InputSpec, Records
 from ..store import export_run, list_runs, run_status
-from .output import create_temp, output_format
+from ..store.rows import STATUSES
+from .output import create_temp, missing_dir_note, output_format
 
 STATUS_EXAMPLES = """\b
 Examples:
@@ -24,8 +27,14 @@ Examples:
 EXPORT_EXAMPLES = """\b
 Examples:
   throttlepool export prompts.jsonl > results.jsonl
-  throttlepool export prompts.jsonl --format csv -o results.csv
-  throttlepool export run-20250101T120000-1a2b3c4d --db runs.db
+  throttlepool export prompts.jsonl --input prompts.jsonl -o results.csv
+  throttlepool export prompts.jsonl --failed --input prompts.jsonl
+  throttlepool export run-20250101T120000-1a2b3c4d --db runs.db --status ok
+
+\b
+Rows have the shape `run -o` writes (docs/output.md). The checkpoint keeps no input: give
+--input (the run's input file, read with the run's --field/--column/--template/--limit)
+to add each record's line number and own fields, and rows for records never attempted.
 """
 
 
@@ -36,56 +45,149 @@ def _db(db: str | None) -> str:
     return str(path)
 
 
-def _status_lines(info: dict[str, Any]) -> list[str]:
+def when(text: Any) -> str:
+    """An ISO-8601 time as local ``2025-01-01 12:00:00``; ``-`` when there is none."""
+    if not text:
+        return "-"
+    try:
+        moment = _dt.datetime.fromisoformat(str(text))
+    except ValueError:
+        return str(text)
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def duration(seconds: float | None) -> str:
+    """``0.4 s``, ``12 s``, ``3 min 05 s``, ``2 h 01 min``; ``-`` when unknown."""
+    if seconds is None or seconds < 0:
+        return "-"
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60:02d} s"
+    return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
+
+
+def _between(start: Any, end: Any) -> float | None:
+    try:
+        return (_dt.datetime.fromisoformat(str(end))
+                - _dt.datetime.fromisoformat(str(start))).total_seconds()
+    except (TypeError, ValueError):
+        return None
+
+
+def runs_table(runs: list[dict[str, Any]]) -> list[str]:
+    """The runs as a table with a header line, columns as wide as their widest cell."""
+    header = ("NAME", "STATUS", "OK", "FAILED", "OF", "CALLS", "CREATED", "FINISHED", "ID")
+    rows = [header]
+    for r in runs:
+        total = r.get("total")
+        rows.append((r.get("name") or "-", str(r.get("status")), str(r.get("ok", 0)),
+                     str(r.get("failed", 0)), "?" if total is None else str(total),
+                     str(r.get("calls", 0)), when(r.get("created")), when(r.get("finished")),
+                     str(r["id"])))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    numeric = {2, 3, 4, 5}
+    return ["  ".join(cell.rjust(widths[i]) if i in numeric else cell.ljust(widths[i])
+                      for i, cell in enumerate(row)).rstrip() for row in rows]
+
+
+def status_lines(info: dict[str, Any]) -> list[str]:
+    """One run in detail: what happened, counts that add up, times a person reads."""
     counts = info.get("counts") or {}
     items = info.get("items") or {}
     totals = info.get("totals") or {}
+    recorded = int(items.get("recorded") or 0)
+    total = totals.get("total")
+    ok, failed = int(counts.get("ok", 0)), int(counts.get("failed", 0))
+    line = f"{ok} ok, {failed} failed"
+    if total is not None:
+        line += f", {max(int(total) - recorded, 0)} not attempted, of {total}"
+    finished = info.get("finished")
     lines = [
-        f"run {info.get('name') or '-'} ({info['id']})",
-        f"  status:   {info.get('status_detail') or info.get('status')}  "
-        f"created {info.get('created')}  finished {info.get('finished') or '-'}",
-        "  items:    " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none")
-        + (f" of {totals['total']}" if totals.get("total") is not None else ""),
-        f"  attempts: {items.get('attempts') or 0}  tokens: {items.get('input_tokens') or 0} "
-        f"in, {items.get('output_tokens') or 0} out",
+        f"run {info.get('name') or '-'}  ({info['id']})",
+        f"  status     {info.get('status_detail') or info.get('status')}",
+        f"  created    {when(info.get('created'))}",
+        f"  finished   {when(finished)}" + (
+            f"  ({duration(_between(info.get('created'), finished))} after it was created)"
+            if finished else ""),
+        f"  items      {line}",
+        f"  calls      {items.get('calls') or 0} ({items.get('retries') or 0} of them "
+        "retries): the attempts of the recorded items",
+        f"  tokens     {items.get('input_tokens') or 0} in, {items.get('output_tokens') or 0} "
+        "out",
     ]
+    if items.get("first_started"):
+        span = _between(items.get("first_started"), items.get("last_finished"))
+        mean = items.get("mean_latency")
+        lines.append(f"  calls ran  {when(items.get('first_started'))} to "
+                     f"{when(items.get('last_finished'))}, spanning {duration(span)}"
+                     + (f"; mean latency {mean:.2f} s" if mean is not None else ""))
     if totals:
-        lines.append(f"  last run: {totals.get('calls', 0)} calls, {totals.get('retries', 0)} "
-                     f"retries, {totals.get('rate_limited', 0)} rate-limited, "
-                     f"{float(totals.get('wall_time') or 0):.1f}s")
+        calls = totals.get("calls", 0)
+        lines.append(f"  last session  {calls} call{'s' if calls != 1 else ''}, "
+                     f"{totals.get('retries', 0)} retries, {totals.get('rate_limited', 0)} "
+                     f"rate-limited (429), {totals.get('from_checkpoint', 0)} from the "
+                     f"checkpoint, in {duration(float(totals.get('wall_time') or 0))}")
     for err in info.get("errors") or []:
-        lines.append(f"  failed:   {err['n']} {err['error_type']}")
+        lines.append(f"  failed     {err['n']} {err['error_type']}")
+    owner = info.get("owner")
+    if owner and info.get("status") == "running":
+        lines.append(f"  owner      pid {owner['pid']} on {owner['host']} since "
+                     f"{when(owner['since'])}")
     settings = info.get("settings") or {}
     if settings:
-        lines.append("  settings: " + json.dumps(settings, sort_keys=True))
+        lines.append("  settings   " + ", ".join(
+            f"{k}={json.dumps(v, sort_keys=True)}" for k, v in sorted(settings.items())))
     return lines
 
 
 @click.command("status", epilog=STATUS_EXAMPLES)
 @click.argument("run", required=False)
 @click.option("--db", metavar="PATH", help="Checkpoint database. [default: throttlepool.db]")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (times as ISO-8601 UTC) "
+              "instead of text.")
 def status_command(run: str | None, db: str | None, as_json: bool) -> int:
-    """List the runs in a checkpoint database, or show one RUN (name or id) in detail."""
+    """List the runs in a checkpoint database, or show one RUN (name or id) in detail.
+
+    Times are local; CALLS counts the attempts of the recorded items (retries included).
+    """
     path = _db(db)
     if run is None:
         runs = list_runs(path)
         if as_json:
             click.echo(json.dumps(runs, indent=2, default=str))
-            return 0
-        if not runs:
+        elif not runs:
             click.echo(f"no runs in {path}")
-        for r in runs:
-            click.echo(f"{r['name'] or '-':<30} {r.get('status_detail') or r['status']:<12} "
-                       f"{r['ok']}/{r['items']} ok  {r['created']}  {r['id']}")
+        else:
+            for line in runs_table(runs):
+                click.echo(line)
         return 0
     info = run_status(path, run)
     if as_json:
         click.echo(json.dumps(info, indent=2, default=str))
     else:
-        for line in _status_lines(info):
+        for line in status_lines(info):
             click.echo(line)
     return 0
+
+
+def _input_records(input_path: str | None, config: str | None,
+                   flags: dict[str, Any]) -> Records | None:
+    if input_path is None:
+        if any(v is not None for v in flags.values()):
+            raise ConfigError("--field, --column, --template, --limit and --input-format "
+                              "read the --input file: give --input too")
+        return None
+    settings = load_settings(flags, config=config)
+    spec = InputSpec(path=input_path, format=settings["input_format"],
+                     column=settings["column"], field=settings["field"],
+                     template=settings["template"], limit=settings["limit"],
+                     max_record_bytes=settings.get("max_record_size", MAX_RECORD_BYTES))
+    # A bad record is a row (the run recorded it failed, or never reached it), not a stop.
+    return Records(spec, skip_bad=True)
 
 
 @click.command("export", epilog=EXPORT_EXAMPLES)
@@ -95,28 +197,47 @@ def status_command(run: str | None, db: str | None, as_json: bool) -> int:
               help="Output format. [default: by --output extension, else jsonl]")
 @click.option("-o", "--output", metavar="PATH", help="Write here (atomically) instead of "
               "stdout.")
-def export_command(run: str, db: str | None, fmt: str | None, output: str | None) -> int:
-    """Write a RUN's stored outcomes in input order as JSONL or CSV."""
+@click.option("--status", "statuses", multiple=True, type=click.Choice(STATUSES),
+              help="Only rows of this status (repeatable).")
+@click.option("--failed", is_flag=True, help="Only failed rows: --status failed.")
+@click.option("--input", "input_path", metavar="FILE", help="The run's input (- for stdin): "
+              "add each record's line and own fields, and rows for records never attempted.")
+@click.option("--field", help="As for run: the JSONL field holding the prompt.")
+@click.option("--column", help="As for run: the CSV column holding the prompt.")
+@click.option("--template", help="As for run: the prompt template.")
+@click.option("--limit", type=int, metavar="N", help="As for run: only the first N records.")
+@click.option("--input-format", type=click.Choice(FORMATS), help="As for run: the input "
+              "format.")
+@click.option("--config", metavar="PATH", help="Config file to read the options above from.")
+def export_command(run: str, db: str | None, fmt: str | None, output: str | None,
+                   statuses: tuple[str, ...], failed: bool, input_path: str | None,
+                   config: str | None, **reading: Any) -> int:
+    """Write a RUN's outcomes in input order as JSONL or CSV, one row per item."""
     path = _db(db)
     fmt = fmt or output_format(output)
-    if output is None:
-        export_run(path, run, fmt)
-        return 0
-    try:
-        fd, tmp = create_temp(output)  # named for its pid: a killed export's file is removed
-    except OSError as exc:
-        raise OutputError(f"cannot create --output {output}: {exc.strerror or exc}") from None
-    os.close(fd)
-    try:
-        n = export_run(path, run, fmt, tmp)
-        os.replace(tmp, output)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise OutputError(f"cannot write --output {output}: {exc.strerror or exc}; the "
-                              "checkpoint is unchanged: export again once the file can be "
-                              "written") from None
-        raise
+    wanted = {*statuses, *(["failed"] if failed else [])} or None
+    records = _input_records(input_path, config, reading)
+    with records if records is not None else contextlib.nullcontext():
+        if output is None:
+            export_run(path, run, fmt, inputs=records, statuses=wanted)
+            return 0
+        try:
+            fd, tmp = create_temp(output)  # named for its pid: a killed export's is removed
+        except OSError as exc:
+            raise OutputError(f"cannot create --output {output}: "
+                              f"{exc.strerror or exc}{missing_dir_note(output)}") from None
+        os.close(fd)
+        try:
+            n = export_run(path, run, fmt, tmp, inputs=records, statuses=wanted)
+            os.replace(tmp, output)
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            if isinstance(exc, OSError):
+                raise OutputError(f"cannot write --output {output}: {exc.strerror or exc}; "
+                                  "the checkpoint is unchanged: export again once the file "
+                                  "can be written") from None
+            raise
     click.echo(f"{n} rows written to {output}", err=True)
     return 0
+

@@ -18,15 +18,14 @@ import re
 import socket
 import sys
 import tempfile
+from collections.abc import Mapping
 from typing import IO, Any
 
 from ..errors import OutputError
-from ..inputs import BadRecord
-from ..outcome import Outcome, Status
-from ..store.codec import to_jsonable
-from ..store.redact import redact_text
+from ..inputs import Records
+from ..outcome import Outcome
+from ..store.rows import InputRows, columns, csv_cell, outcome_fields
 
-COLUMNS = ("index", "status", "input", "output", "error", "attempts")
 OUTPUT_FORMATS = ("jsonl", "csv")
 
 
@@ -37,31 +36,17 @@ def output_format(path: str | None) -> str:
     return "jsonl"
 
 
-def _plain(value: Any) -> Any:
-    try:
-        return to_jsonable(value)
-    except TypeError:
-        return repr(value)
+def row(outcome: Outcome[Any], line: int | None = None,
+        fields: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The result row of an outcome (docs/output.md); an item's index is its position in the
+    input. ``line`` and the input's own ``fields`` are filled in by a :class:`ResultWriter`
+    given the input when left out here.
 
-
-def error_text(error: BaseException | None) -> str | None:
-    """``HTTPError: 500 Server Error ...`` with any secret masked."""
-    if error is None:
-        return None
-    return redact_text(f"{type(error).__name__}: {error}")
-
-
-def row(outcome: Outcome[Any]) -> dict[str, Any]:
-    """One output row for an outcome; an item's index is its position in the input."""
-    item = outcome.item
-    return {
-        "index": outcome.index,
-        "status": outcome.status.value,
-        "input": None if isinstance(item, BadRecord) else _plain(item),
-        "output": _plain(outcome.value) if outcome.status is Status.OK else None,
-        "error": error_text(outcome.error),
-        "attempts": outcome.attempts,
-    }
+    ``started``/``finished`` stay empty: rows come in input order, after the item's call
+    ended, so no exact time is known here; ``export`` gives them from the checkpoint.
+    """
+    return {"index": outcome.index, "line": line, **(fields or {}),
+            **outcome_fields(outcome, None)}
 
 
 class ResultWriter:
@@ -70,11 +55,15 @@ class ResultWriter:
     Every fault writing the file is an :class:`OutputError` (never a bare OSError) saying
     that the answers are kept in the checkpoint; :meth:`close_partial` keeps the rows
     written so far. ``run_name`` and ``db`` only make that message name the export command.
+    Given ``inputs`` (the run's records), every row gets its input line number and the input's
+    own fields, and every row has the same columns (docs/output.md).
     """
 
-    def __init__(self, path: str | None, *, run_name: str | None = None,
-                 db: str | None = None) -> None:
+    def __init__(self, path: str | None, inputs: Records | None = None, *,
+                 run_name: str | None = None, db: str | None = None) -> None:
         self.path = path or None
+        self.inputs = InputRows(inputs) if inputs is not None else None
+        self.columns = columns()
         self.format = output_format(self.path)
         self.rows = 0
         self.run_name = run_name
@@ -97,16 +86,23 @@ class ResultWriter:
                 self._fd, self._tmp = create_temp(self.path)
             except OSError as exc:
                 raise OutputError(f"cannot create --output {self.path}: "
-                                  f"{exc.strerror or exc}") from None
+                                  f"{exc.strerror or exc}{missing_dir_note(self.path)}"
+                                  ) from None
+        if self.inputs is not None:
+            self.columns = columns(self.inputs.columns())
         if self._csv is not None:
-            self._put(self._encode_csv(COLUMNS))
+            self._put(self._encode_csv(self.columns))
             self.rows = 0
 
     def write(self, record: dict[str, Any]) -> None:
-        """Append one row; an OSError (disk full, ...) becomes an OutputError."""
+        """Append one row (of :func:`row`); an OSError (disk full, ...) becomes an OutputError."""
         assert self._fd is not None or self._stdout is not None, "open() first"
+        if self.inputs is not None and record.get("line") is None:
+            line, fields, _ = self.inputs.at(record["index"])
+            record = {**record, **fields, "line": line}
+        record = {c: record.get(c) for c in self.columns}
         if self._csv is not None:
-            self._put(self._encode_csv([_cell(record[c]) for c in COLUMNS]))
+            self._put(self._encode_csv([csv_cell(record[c]) for c in self.columns]))
         else:
             self._put(json.dumps(record, ensure_ascii=False) + "\n",
                       lambda: json.dumps(record, ensure_ascii=True) + "\n")
@@ -236,6 +232,12 @@ class ResultWriter:
 _HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
 
 
+def missing_dir_note(path: str) -> str:
+    """`` (the directory D does not exist)`` when that is why ``path`` cannot be created."""
+    directory = os.path.dirname(os.path.abspath(path))
+    return "" if os.path.isdir(directory) else f" (the directory {directory} does not exist)"
+
+
 def temp_name(path: str) -> str:
     """``.NAME.<host>-<pid>.`` : the prefix of this process's temp files for ``path``."""
     return f".{os.path.basename(path)}.{_HOST}-{os.getpid()}."
@@ -282,8 +284,3 @@ def _alive(pid: int) -> bool:
         return exc.errno != errno.ESRCH
     return True
 
-
-def _cell(value: Any) -> Any:
-    if value is None or isinstance(value, str | int | float):
-        return value
-    return json.dumps(value, ensure_ascii=False)

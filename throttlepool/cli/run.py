@@ -128,7 +128,7 @@ def execute(settings: Settings, records: Records, adapter: Adapter[Any], *, verb
     run_name = settings["run_name"] or default_run_name(records.spec.path)
     mode = CliProgress.auto_mode(bool(settings["progress"]) and not quiet)
     sink = CliProgress(mode, rpm=settings["rpm"], tpm=settings["tpm"], desc=run_name)
-    writer = ResultWriter(settings["output"], run_name=run_name, db=settings["db"])
+    writer = ResultWriter(settings["output"], records, run_name=run_name, db=settings["db"])
     failures: Counter[str] = Counter()
     store = _open_store(settings)
     if records.skip_bad:

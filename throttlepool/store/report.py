@@ -9,13 +9,26 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..errors import StoreError
+from ..errors import ConfigError, StoreError
+from ..inputs import Records
+from ..outcome import Status
 from .codec import ITEM_COLUMNS
 from .lease import MACHINE, SELECT_LEASE, Lease, iso
+from .redact import REDACTED
+from .rows import (
+    STATUSES,
+    InputRows,
+    columns,
+    csv_cell,
+    iso_time,
+    mismatched_lines,
+    result_fields,
+    stored_fields,
+)
 from .schema import MEMORY, errors_named, open_connection, parse_spec
 from .sqlite import SQLiteStore
 
@@ -91,7 +104,9 @@ def _find_run(conn: sqlite3.Connection, path: str, run: str) -> dict[str, Any]:
 
 
 def list_runs(db: DbSpec) -> list[dict[str, Any]]:
-    """Every run, newest first: id, name, created, status, finished, items recorded.
+    """Every run, newest first: id, name, created, status, finished (ISO-8601 UTC), items
+    recorded, of them ``ok`` and ``failed``, ``total`` (the input's items, if known), and
+    ``calls`` (the attempts of the recorded items).
 
     ``status`` is the run's state now (a ``running`` run whose owner died is
     ``interrupted``); ``status_detail`` says why, ``recorded_status`` is the stored value.
@@ -100,9 +115,14 @@ def list_runs(db: DbSpec) -> list[dict[str, Any]]:
         runs = _rows(conn, """
             SELECT r.id, r.name, r.created, r.status, r.finished,
                    json_extract(r.totals, '$.reason') AS reason,
+                   json_extract(r.totals, '$.total') AS total,
                    (SELECT count(*) FROM items i WHERE i.run_id = r.id) AS items,
                    (SELECT count(*) FROM items i WHERE i.run_id = r.id AND i.status = 'ok')
-                       AS ok
+                       AS ok,
+                   (SELECT count(*) FROM items i WHERE i.run_id = r.id
+                       AND i.status = 'failed') AS failed,
+                   (SELECT coalesce(sum(attempts), 0) FROM items i WHERE i.run_id = r.id)
+                       AS calls
             FROM runs r ORDER BY r.created DESC, r.rowid DESC""")
         for run in runs:
             _owner(conn, path, run, run.pop("reason"))
@@ -111,20 +131,32 @@ def list_runs(db: DbSpec) -> list[dict[str, Any]]:
 
 def run_status(db: DbSpec, run: str) -> dict[str, Any]:
     """One run (by id or name): its row, settings, totals, item counts by status, and its
-    owner (the lease: host, pid, since); ``status`` as in :func:`list_runs`."""
+    owner (the lease: host, pid, since); ``status`` as in :func:`list_runs`.
+
+    ``items`` sums the recorded items: ``calls`` (their attempts: every call the recorded
+    outcomes took), ``retries``, tokens, ``mean_latency`` and ``first_started`` /
+    ``last_finished`` (ISO-8601 UTC). ``totals`` are the counters of the run's last session
+    (a resumed run's earlier sessions are in ``items`` only).
+    """
     with _connection(db) as (conn, path), errors_named(path):
         info = _find_run(conn, path, run)
         totals = info["totals"] if isinstance(info["totals"], dict) else {}
+        totals.pop("started", None)  # a monotonic clock reading: meaningless once stored
         _owner(conn, path, info, totals.get("reason"))
         counts = dict(conn.execute(
             "SELECT status, count(*) FROM items WHERE run_id = ? GROUP BY status",
             (info["id"],)).fetchall())
         agg = _rows(conn, """
-            SELECT count(*) AS recorded, sum(attempts) AS attempts,
-                   sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+            SELECT count(*) AS recorded, coalesce(sum(attempts), 0) AS calls,
+                   coalesce(sum(max(attempts - 1, 0)), 0) AS retries,
+                   coalesce(sum(input_tokens), 0) AS input_tokens,
+                   coalesce(sum(output_tokens), 0) AS output_tokens,
                    avg(latency) AS mean_latency, min(started) AS first_started,
                    max(finished) AS last_finished
             FROM items WHERE run_id = ?""", (info["id"],))[0]
+        agg["attempts"] = agg["calls"]  # the earlier name, kept for existing callers
+        agg["first_started"] = iso_time(agg["first_started"])
+        agg["last_finished"] = iso_time(agg["last_finished"])
         errors = _rows(conn, """
             SELECT error_type, count(*) AS n FROM items
             WHERE run_id = ? AND error_type IS NOT NULL
@@ -148,14 +180,88 @@ def iter_outcomes(db: DbSpec, run: str) -> Iterator[dict[str, Any]]:
             yield row
 
 
-def export_run(db: DbSpec, run: str, fmt: str = "jsonl",
-               out: str | os.PathLike[str] | TextIO | None = None) -> int:
-    """Write a run's outcomes in input order as JSONL or CSV to ``out`` (path, file, stdout).
+def _stored(conn: sqlite3.Connection, run_id: str) -> Iterator[dict[str, Any]]:
+    cur = conn.execute(f"SELECT idx, {', '.join(ITEM_COLUMNS[2:])} FROM items "
+                       "WHERE run_id = ? ORDER BY idx", (run_id,))
+    for r in cur:
+        yield dict(zip(EXPORT_COLUMNS, r, strict=True))
 
-    In CSV the value column holds the value's JSON text. Returns the number of rows.
+
+def export_rows(db: DbSpec, run: str, inputs: Records | None = None,
+                statuses: Collection[str] | None = None
+                ) -> tuple[list[str], Iterator[dict[str, Any]]]:
+    """``(columns, rows)`` of a run's outcomes in input order, in the row shape of ``run -o``
+    (docs/output.md).
+
+    The checkpoint keeps no input, only its key hash: without ``inputs`` a row has no input
+    fields and ``line`` is null. With ``inputs`` (the run's input read with the run's
+    options) each row gets its record's line and fields by index, a record the run never
+    recorded is a ``not_attempted`` row, and an input that is not the run's (a record whose
+    request hashes to another key) is refused with a StoreError naming its lines.
+    ``statuses`` keeps only rows of those statuses.
+    """
+    wanted = None if statuses is None else set(statuses)
+    unknown = (wanted or set()) - set(STATUSES)
+    if unknown:
+        raise ConfigError(f"unknown status {sorted(unknown)[0]!r}; choose from "
+                          f"{', '.join(STATUSES)}")
+    joined = InputRows(inputs) if inputs is not None else None
+    with _connection(db) as (conn, path), errors_named(path):
+        info = _find_run(conn, path, run)
+        if joined is not None:
+            _check_input(conn, info, joined)
+    cols = columns(joined.columns() if joined is not None else ())
+
+    def rows() -> Iterator[dict[str, Any]]:
+        with _connection(db) as (conn, path), errors_named(path):
+            stored = _stored(conn, info["id"])
+            if joined is None:
+                for item in stored:
+                    row = {"index": item["index"], "line": None, **stored_fields(item)}
+                    if wanted is None or row["status"] in wanted:
+                        yield row
+                return
+            by_index = {item["index"]: item for item in stored}
+            for index, line, fields, _ in joined._read():
+                found = by_index.pop(index, None)
+                result = (stored_fields(found) if found is not None
+                          else result_fields(Status.NOT_ATTEMPTED.value))
+                if wanted is None or result["status"] in wanted:
+                    yield {"index": index, "line": line, **fields, **result}
+            for index, item in sorted(by_index.items()):  # past the end of a shorter input
+                result = stored_fields(item)
+                if wanted is None or result["status"] in wanted:
+                    yield {"index": index, "line": None, **result}
+    return cols, rows()
+
+
+def _check_input(conn: sqlite3.Connection, info: dict[str, Any], joined: InputRows) -> None:
+    identity = (info.get("settings") or {}).get("identity")
+    if not isinstance(identity, dict) or REDACTED in json.dumps(identity):
+        return  # without the run's exact identity the keys cannot be recomputed
+    keys = dict(conn.execute("SELECT idx, key FROM items WHERE run_id = ?", (info["id"],)))
+    bad = mismatched_lines(joined, identity, keys)
+    if bad:
+        shown = ", ".join(str(n) for n in bad[:5]) + (", ..." if len(bad) > 5 else "")
+        raise StoreError(
+            f"--input {joined.records.name} is not the input of run {info['name'] or info['id']}:"
+            f" {len(bad)} of its records differ from what the run sent (line"
+            f"{'s' if len(bad) > 1 else ''} {shown}); give the file the run read, with the "
+            "same reading options (--field, --column, --template, --limit)")
+
+
+def export_run(db: DbSpec, run: str, fmt: str = "jsonl",
+               out: str | os.PathLike[str] | TextIO | None = None, *,
+               inputs: Records | None = None, statuses: Collection[str] | None = None) -> int:
+    """Write a run's outcomes in input order as JSONL or CSV to ``out`` (path, file, stdout),
+    in the row shape of ``run -o`` (:func:`export_rows`, docs/output.md).
+
+    CSV cells hold strings and numbers as plain text and structured values as JSON; both
+    formats have the same columns. Returns the number of rows.
     """
     if fmt not in ("jsonl", "csv"):
         raise ValueError(f"export format must be 'jsonl' or 'csv', not {fmt!r}")
+    cols, rows = export_rows(db, run, inputs, statuses)
     with contextlib.ExitStack() as stack:
         if out is None:
             import sys
@@ -168,20 +274,18 @@ def export_run(db: DbSpec, run: str, fmt: str = "jsonl",
         n = 0
         writer = csv.writer(fh) if fmt == "csv" else None
         if writer is not None:
-            writer.writerow(EXPORT_COLUMNS)
-        for row in iter_outcomes(db, run):
+            writer.writerow(cols)
+        for row in rows:
             if writer is not None:
-                if row["value"] is not None:
-                    row["value"] = json.dumps(row["value"], ensure_ascii=False)
-                writer.writerow([row[c] for c in EXPORT_COLUMNS])
+                writer.writerow([csv_cell(row.get(c)) for c in cols])
             else:
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+                fh.write(json.dumps({c: row.get(c) for c in cols}, ensure_ascii=False) + "\n")
             n += 1
         return n
 
 
-def export_text(db: DbSpec, run: str, fmt: str = "jsonl") -> str:
+def export_text(db: DbSpec, run: str, fmt: str = "jsonl", **options: Any) -> str:
     """:func:`export_run` into a string (small runs, tests)."""
     buf = io.StringIO()
-    export_run(db, run, fmt, buf)
+    export_run(db, run, fmt, buf, **options)
     return buf.getvalue()
