@@ -110,8 +110,9 @@ def _create_private(path: str) -> None:
     p = Path(path)
     if p.exists():
         return
-    if p.parent and not p.parent.exists():
-        p.parent.mkdir(parents=True, exist_ok=True)
+    if not p.parent.is_dir():  # a typo'd directory is not made silently; the default has none
+        raise StoreError(f"cannot create checkpoint database {path}: the directory "
+                         f"{p.parent} does not exist (create it first)")
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except FileExistsError:
