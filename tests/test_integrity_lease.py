@@ -191,7 +191,7 @@ def test_a_0_1_checkpoint_is_migrated_and_keeps_its_rows(work: Path) -> None:
     assert again.returncode == 0, again.stderr
     assert len(calls(work)) == N
     conn = sqlite3.connect(work / "x.db")
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] >= 2  # 3 added samples
     assert conn.execute("SELECT count(*) FROM items").fetchone()[0] == N
     assert conn.execute("SELECT count(*) FROM leases").fetchone()[0] == 1
     conn.close()

@@ -25,6 +25,7 @@ from .pool import WorkerPool
 from .progress import ProgressSpec, make_progress
 from .retry import Retry
 from .store.base import Cache, Store
+from .store.samples import with_samples
 from .sync import StreamIterator, SyncDriver
 
 T = TypeVar("T")
@@ -202,8 +203,12 @@ class ThreadedBatchRunner(Generic[R]):
     def _engine(self, items: Iterable[Any], emit: Callable[[Outcome[Any]], None], *,
                 ordered: bool, fill: bool, run_name: str | None,
                 has_space: Callable[[], bool] | None = None) -> Engine:
-        return Engine(self._config(run_name), items, emit, ordered=ordered, fill_remaining=fill,
-                      progress=make_progress(self.progress, self.desc), has_space=has_space)
+        # A store also gets the run's counters about once a second, for `throttlepool report`.
+        progress = with_samples(make_progress(self.progress, self.desc), self.store,
+                                lambda: engine.run_id)
+        engine = Engine(self._config(run_name), items, emit, ordered=ordered,
+                        fill_remaining=fill, progress=progress, has_space=has_space)
+        return engine
 
     @staticmethod
     def _result(engine: Engine, outcomes: list[Outcome[Any]]) -> BatchResult[R]:

@@ -12,6 +12,7 @@ from ..errors import ThrottlepoolError
 from .demo import demo_command, sim_command
 from .errors import exit_code, message
 from .inspect import export_command, status_command
+from .report import report_command
 from .run import run_command
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -35,6 +36,7 @@ def cli() -> None:
 
 for command in (run_command, status_command, export_command, sim_command, demo_command):
     cli.add_command(command)
+cli.add_command(report_command)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -13,8 +13,9 @@ import sqlite_utils
 
 from ..errors import CheckpointDamaged, ConfigError, StoreError
 
-# 1: runs, items, cache (0.1). 2: leases (one owning process per run).
-SCHEMA_VERSION = 2
+# 1: runs, items, cache (0.1). 2: leases (one owning process per run). 3: samples (a run's
+# counters about once a second, for its report).
+SCHEMA_VERSION = 3
 MEMORY = ":memory:"
 
 LEASES_TABLE = """
@@ -30,6 +31,17 @@ CREATE TABLE IF NOT EXISTS leases (
     released REAL
 )
 """
+SAMPLES_TABLE = """
+CREATE TABLE IF NOT EXISTS samples (
+    run_id TEXT NOT NULL,
+    session REAL NOT NULL,
+    t REAL NOT NULL,
+    done INTEGER, failed INTEGER, not_attempted INTEGER, calls INTEGER, retries INTEGER,
+    rate_limited INTEGER, rate_limit_wait REAL, input_tokens INTEGER, output_tokens INTEGER,
+    cache_hits INTEGER, from_checkpoint INTEGER, in_flight INTEGER, retrying INTEGER
+)
+"""
+SAMPLES_INDEX = "CREATE INDEX IF NOT EXISTS samples_run ON samples(run_id, session, t)"
 _DAMAGE_WORDS = ("not a database", "malformed", "corrupt")
 
 RUN_METRICS_VIEW = """
@@ -197,6 +209,8 @@ def ensure_schema(conn: sqlite3.Connection, path: str) -> None:
         try:
             _create_v1(conn)
             conn.execute(LEASES_TABLE)
+            conn.execute(SAMPLES_TABLE)
+            conn.execute(SAMPLES_INDEX)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
