@@ -45,7 +45,7 @@ def test_callback_style_is_detected_by_signature() -> None:
 def test_status_line_shows_the_counters() -> None:
     stats = RunStats(total=10, done=4, failed=1, retrying=2, in_flight=3, rate_limited=5)
     line = status_line(stats)
-    for part in ("ok=4", "failed=1", "retrying=2", "in_flight=3", "429s=5", "calls/s="):
+    for part in ("ok=4", "failed=1", "retrying=2", "in_flight=3", "429s=5", "req/min"):
         assert part in line
 
 

@@ -16,6 +16,7 @@ the checkpoint does not hold.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Iterable, Iterator, Sized
 from typing import Any
 
@@ -27,6 +28,7 @@ from .limiter import Cost, Permit
 from .outcome import Outcome, RunStats, Source, Status
 from .pool import LoopHandoff
 from .progress import ProgressSink
+from .progress_line import BREAKER, RATE_LIMIT, SERVER_429, SERVER_BUDGET
 from .store.backlog import Backlog, finish_run
 from .store.keys import KeyMaker
 
@@ -76,6 +78,8 @@ class Engine:
         self._task: asyncio.Future[Any] | None = None
         self._breaker_trips = cfg.breaker.trips if cfg.breaker else 0
         self._dispatch: Dispatcher  # bound to the running loop in run()
+        self._waits: dict[object, tuple[float, str]] = {}  # shown in stats.waiting_for
+        self._server_pause = float("-inf")  # clock time a server's 429 asked us to wait to
 
     # ---- control -------------------------------------------------------------------------
 
@@ -142,6 +146,7 @@ class Engine:
         self._task = asyncio.current_task()
         self._dispatch = Dispatcher(cfg, LoopHandoff(loop))
         stats.started = cfg.clock.now()
+        stats.limits = tuple((lim.amount, lim.period, lim.unit) for lim in cfg.limiter.limits)
         if cfg.store is not None:
             self.run_id = cfg.store.begin_run(cfg.run_name, cfg.settings)
         self._backlog.watch(loop, self._store_changed)
@@ -412,6 +417,7 @@ class Engine:
         if delay is not None and verdict.kind is ErrorKind.RATE_LIMITED:
             # One worker's 429 holds back every dispatch, not just its own retry.
             cfg.limiter.pause_until(cfg.clock.now() + delay)
+            self._server_pause = max(self._server_pause, cfg.clock.now() + delay)
             stats.rate_limit_wait += delay
             return 0.0
         return delay
@@ -428,9 +434,11 @@ class Engine:
             permit = None
             if not limiter.unrestricted():
                 permit = limiter.reserve(cost)
-                if not limiter.admitted(permit) and not await self._pause(
-                    limiter.wait_async(permit)
-                ):
+                reason = SERVER_429 if permit.admit_at <= self._server_pause else RATE_LIMIT
+                with self._shown_wait(reason, permit.admit_at):
+                    admitted = limiter.admitted(permit) or await self._pause(
+                        limiter.wait_async(permit))
+                if not admitted:
                     limiter.cancel(permit)
                     return None
                 if self._stopping:
@@ -444,8 +452,9 @@ class Engine:
             if permit is not None:
                 limiter.cancel(permit)
             # Each answer re-syncs the budget, so the wait ends early when one arrives.
-            if not await self._pause(self._sleep_or_change(wait)):
-                return None
+            with self._shown_wait(SERVER_BUDGET, clock.now() + wait):
+                if not await self._pause(self._sleep_or_change(wait)):
+                    return None
 
     async def _sleep_or_change(self, delay: float) -> None:
         sleeper = asyncio.ensure_future(self.cfg.clock.asleep(delay))
@@ -466,8 +475,30 @@ class Engine:
             if self._stopping:
                 return False
             pending = self.cfg.clock.asleep(wait) if wait is not None else self._wait_changed()
-            if not await self._pause(pending):
-                return False
+            until = self.cfg.clock.now() + wait if wait is not None else None
+            with self._shown_wait(BREAKER, until):
+                if not await self._pause(pending):
+                    return False
+
+    @contextlib.contextmanager
+    def _shown_wait(self, reason: str, until: float | None) -> Iterator[None]:
+        """Show in the stats what a worker waits for: progress displays say the earliest."""
+        token = object()
+        self._waits[token] = (float("inf") if until is None else until, reason)
+        self._show_waits()
+        try:
+            yield
+        finally:
+            del self._waits[token]
+            self._show_waits()
+
+    def _show_waits(self) -> None:
+        stats = self.stats
+        if not self._waits:
+            stats.waiting_for = stats.waiting_until = None
+            return
+        until, stats.waiting_for = min(self._waits.values())
+        stats.waiting_until = None if until == float("inf") else until
 
     def _unfinished(
         self, index: int, item: Any, attempts: int, error: BaseException | None, key: str | None

@@ -60,7 +60,13 @@ class Outcome(Generic[T]):
 
 @dataclass(slots=True)
 class RunStats:
-    """Counters of one run; the runner updates them, progress displays read them."""
+    """Counters of one run; the runner updates them, progress displays read them.
+
+    ``waiting_for`` says what holds back the next call while one is awaited (``"rate
+    limit"``, ``"server asked to wait (429)"``, ``"server rate budget"``, ``"circuit breaker
+    open"``) and ``waiting_until`` when the earliest such wait ends, on the run's clock;
+    ``limits`` are the limiter's (amount, period in seconds, unit) for estimates.
+    """
 
     total: int | None = None
     done: int = 0
@@ -79,6 +85,10 @@ class RunStats:
     output_tokens: int = 0
     started: float = 0.0
     wall_time: float = 0.0
+    # Live state for progress displays, not totals: the store does not record them.
+    waiting_for: str | None = field(default=None, metadata={"live": True})
+    waiting_until: float | None = field(default=None, metadata={"live": True})  # clock time
+    limits: tuple[tuple[float, float, str], ...] = field(default=(), metadata={"live": True})
 
     @property
     def finished(self) -> int:
@@ -86,7 +96,9 @@ class RunStats:
         return self.done + self.failed
 
     def as_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+        """The run's totals by name (the live fields left out)."""
+        return {name: getattr(self, name) for name, spec in self.__dataclass_fields__.items()
+                if not spec.metadata.get("live")}
 
 
 @dataclass

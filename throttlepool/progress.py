@@ -1,13 +1,24 @@
-"""Progress seam: a tqdm bar on stderr, a callback, or anything with start/update/close."""
+"""Progress seam and the one live display the library and the CLI share.
+
+:class:`LiveProgress` redraws on a timer as well as on outcomes, so time keeps moving while
+every worker waits (a limiter's next slot, a server's Retry-After, an open breaker) and the
+line says what it waits for and until when. On a terminal it is one line fitted to the width
+(throttlepool/progress_line.py); anything else written to stderr while it shows -- ``-v``
+messages, warnings, logging of ``throttlepool.*`` -- goes above it, never into it. Elsewhere
+it writes a complete line every ``interval`` seconds.
+"""
 
 from __future__ import annotations
 
 import inspect
+import logging
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TextIO
 
+from . import progress_line as pl
 from .outcome import Outcome, RunStats
 
 
@@ -27,53 +38,218 @@ class ProgressSink(Protocol):
         ...
 
 
-def status_line(stats: RunStats) -> str:
-    """``failed=2 retrying=1 in_flight=8 rate=41.2/s`` for bars and log lines."""
-    elapsed = time.monotonic() - stats.started if stats.started else 0.0
-    rate = stats.calls / elapsed if elapsed > 0 else 0.0
-    return (
-        f"ok={stats.done} failed={stats.failed} retrying={stats.retrying} "
-        f"in_flight={stats.in_flight} 429s={stats.rate_limited} calls/s={rate:.1f}"
-    )
+def status_line(stats: RunStats, now: float | None = None) -> str:
+    """Every field of the live line, unfitted: ``3/10 30% 00:02<00:05 failed=1 ...``."""
+    now = time.monotonic() if now is None else now
+    active = max(0.0, now - stats.started) if stats.started else 0.0
+    span = max(0.0, now - stats.started) if stats.started else 0.0
+    rates = (span, pl.called(stats) / span if span else 0.0,
+             stats.calls * 60 / span if span else 0.0,
+             (stats.input_tokens + stats.output_tokens) * 60 / span if span else 0.0)
+    chosen = sorted(pl.fields(stats, now=now, active=active, rates=rates, desc=""),
+                    key=lambda f: f.order)
+    return " ".join(f.text for f in chosen)
 
 
-class TqdmProgress:
-    """A tqdm bar that advances on completion and shows failures, retries and call rate.
+class _AboveBar:
+    """Stands in for stderr while a bar shows: whole lines are written above the bar."""
 
-    Redraws at most every ``interval`` seconds so a fast run is not slowed by its own bar.
+    def __init__(self, owner: LiveProgress, real: TextIO) -> None:
+        self._owner, self._real, self._pending = owner, real, ""
+        self.encoding = getattr(real, "encoding", "utf-8")
+        self.errors = getattr(real, "errors", "strict")
+
+    def write(self, text: str) -> int:
+        self._pending += text
+        if "\n" in self._pending:
+            lines, _, self._pending = self._pending.rpartition("\n")
+            self._owner.write(lines)
+        return len(text)
+
+    def flush(self) -> None:
+        self._real.flush()
+
+    def isatty(self) -> bool:
+        return self._real.isatty()
+
+    def fileno(self) -> int:
+        return self._real.fileno()
+
+    def drain(self) -> None:
+        if self._pending:
+            self._owner.write(self._pending)
+            self._pending = ""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+class LiveProgress:
+    """A live progress line on a terminal (``mode="bar"``) or a line every ``interval``
+    seconds (``mode="lines"``, for logs and pipes); ``"off"`` shows nothing.
+
+    ``limits`` ((amount, period seconds, "requests"|"tokens") triples) are shown against
+    the rates when the engine does not report its limiter's own (a Dask run).
     """
 
     def __init__(self, desc: str = "items", file: TextIO | None = None,
-                 interval: float = 0.2) -> None:
+                 interval: float | None = None, *, mode: str = "bar",
+                 limits: Sequence[tuple[float, float, str]] = (),
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.desc = desc
         self.file = file or sys.stderr
-        self.interval = interval
-        self._bar: Any = None
-        self._last = 0.0
+        self.mode = mode
+        self.interval = interval if interval is not None else (0.2 if mode == "bar" else 2.0)
+        self.limits = tuple(limits)
+        self.clock = clock
+        self.stats = RunStats()
+        self.total: int | None = None
+        self._rates = pl.RateWindow()
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+        self._last_draw = 0.0
+        self._active = 0.0
+        self._last_tick: float | None = None
+        self._was_stalled = False
+        self._shown = ""
+        self._redirect: _AboveBar | None = None
+        self._restore: list[tuple[logging.StreamHandler[Any], Any]] = []
+
+    # ---- the sink ------------------------------------------------------------------------
 
     def start(self, total: int | None, stats: RunStats) -> None:
-        from tqdm.auto import tqdm
-
-        self._bar = tqdm(total=total, desc=self.desc, file=self.file, unit="item",
-                         dynamic_ncols=True, mininterval=self.interval, smoothing=0.1)
-
-    def _draw(self, stats: RunStats) -> None:
-        bar = self._bar
-        bar.n = stats.finished + stats.not_attempted
-        bar.set_postfix_str(status_line(stats), refresh=False)
-        bar.refresh()
+        """The run begins: draw, then keep drawing on a timer until :meth:`close`."""
+        self.stats, self.total = stats, total
+        if self.mode == "off":
+            return
+        self._last_tick = self.clock()
+        self._rates.sample(stats, self._last_tick)  # the baseline: rates cover the run so far
+        if self.mode == "bar":
+            self._take_stderr()
+            self._draw()
+        # Bars tick often enough for a smooth countdown; lines at their own pace.
+        period = min(self.interval * 2.5, 0.5) if self.mode == "bar" else self.interval
+        self._stop.clear()
+        self._ticker = threading.Thread(target=self._tick, args=(period,),
+                                        name="throttlepool-progress", daemon=True)
+        self._ticker.start()
 
     def update(self, stats: RunStats, outcome: Outcome[Any] | None) -> None:
-        now = time.monotonic()
-        if self._bar is not None and now - self._last >= self.interval:
-            self._last = now
-            self._draw(stats)
+        """Redraw the bar at most every ``interval`` seconds (lines keep their own timer)."""
+        self.stats = stats
+        if self.mode == "bar" and self.clock() - self._last_draw >= self.interval:
+            self._draw()
 
     def close(self, stats: RunStats) -> None:
-        if self._bar is not None:
-            self._draw(stats)
-            self._bar.close()
-            self._bar = None
+        """The run ended: stop the timer, draw the final state, give stderr back."""
+        self.stats = stats
+        self._stop.set()
+        if self._ticker is not None and self._ticker is not threading.current_thread():
+            self._ticker.join(2.0)
+        self._ticker = None
+        if self.mode == "off":
+            return
+        with self._lock:
+            self._draw()
+            if self.mode == "bar":
+                self.file.write("\n")
+                self.file.flush()
+                self._shown = ""
+                self._give_stderr_back()
+
+    def write(self, text: str) -> None:
+        """Write ``text`` (a log line) above the bar, then redraw the bar under it."""
+        with self._lock:
+            if self.mode == "bar" and self._shown:
+                self.file.write("\r\x1b[K" + text + "\n")
+                self._paint(self._shown)
+            else:
+                self.file.write(text + "\n")
+            self.file.flush()
+
+    # ---- drawing -------------------------------------------------------------------------
+
+    def _tick(self, period: float) -> None:
+        while not self._stop.wait(period):
+            try:
+                self._draw()
+            except Exception:  # a closed or broken stream: the run matters more than its bar
+                return
+
+    def _draw(self) -> None:
+        with self._lock:
+            now = self.clock()
+            self._account(now)
+            if self.mode == "bar":
+                self._paint(self.line(now))
+            elif self.mode == "lines":
+                stats = self.stats
+                rates = self._rates.sample(stats, now)
+                parts = pl.fields(stats, now=now, active=self._active, rates=rates, desc=self.desc,
+                                  fallback_limits=self.limits)
+                text = " ".join(f.text for f in sorted(parts, key=lambda f: f.order))
+                self.file.write(text + "\n")
+                self.file.flush()
+            self._last_draw = now
+
+    def _account(self, now: float) -> None:
+        """Count the time something was in flight: throughput is measured over that only."""
+        if self._last_tick is not None and not self._was_stalled and self.stats.started:
+            self._active += max(0.0, now - self._last_tick)
+        self._last_tick = now
+        self._was_stalled = pl.stalled(self.stats)
+
+    def line(self, now: float) -> str:
+        """The bar's line for ``now``, fitted to the terminal's width."""
+        stats = self.stats
+        rates = self._rates.sample(stats, now)
+        parts = pl.fields(stats, now=now, active=self._active, rates=rates, desc=self.desc,
+                          fallback_limits=self.limits)
+        total = stats.total if stats.total is not None else self.total
+        fraction = (stats.finished + stats.not_attempted) / total if total else None
+        # One column short of the width: a full line would leave the cursor pending a wrap.
+        return pl.fit(parts, self._width() - 1, fraction)
+
+    def _width(self) -> int:
+        try:
+            fd: int | None = self.file.fileno()
+        except (AttributeError, OSError, ValueError):
+            fd = None
+        return pl.terminal_width(fd)
+
+    def _paint(self, text: str) -> None:
+        self.file.write("\r" + text + "\x1b[K")
+        self.file.flush()
+        self._shown = text
+
+    # ---- log lines above the bar ---------------------------------------------------------
+
+    def _take_stderr(self) -> None:
+        if self.file is not sys.stderr:
+            return
+        real = sys.stderr
+        self._redirect = _AboveBar(self, real)
+        sys.stderr = self._redirect
+        for logger in (logging.getLogger(), logging.getLogger("throttlepool")):
+            for handler in logger.handlers:
+                if isinstance(handler, logging.StreamHandler) and handler.stream is real:
+                    self._restore.append((handler, handler.setStream(self._redirect)))
+
+    def _give_stderr_back(self) -> None:
+        redirect, self._redirect = self._redirect, None
+        if redirect is None:
+            return
+        if sys.stderr is redirect:
+            sys.stderr = self.file
+        redirect.drain()
+        for handler, stream in self._restore:
+            handler.setStream(stream)
+        self._restore.clear()
+
+
+# The name the library exported when the bar was tqdm's; the display is the same one now.
+TqdmProgress = LiveProgress
 
 
 class CallbackProgress:
@@ -113,9 +289,9 @@ ProgressSpec = bool | None | ProgressSink | Callable[..., Any]
 def make_progress(spec: ProgressSpec, desc: str = "items") -> ProgressSink | None:
     """None/"auto": a bar only when stderr is a terminal; True: always; False: none."""
     if spec is None:
-        return TqdmProgress(desc) if sys.stderr.isatty() else None
+        return LiveProgress(desc) if sys.stderr.isatty() else None
     if spec is True:
-        return TqdmProgress(desc)
+        return LiveProgress(desc)
     if spec is False:
         return None
     if hasattr(spec, "start") and hasattr(spec, "update") and hasattr(spec, "close"):

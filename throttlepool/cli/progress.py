@@ -1,24 +1,13 @@
-"""What the CLI shows on stderr: a tqdm bar (terminal) or periodic lines, then a summary."""
+"""What the CLI shows on stderr: the live progress line (or periodic lines), then a summary."""
 
 from __future__ import annotations
 
 import sys
-import time
-from collections import Counter, deque
-from collections.abc import Callable
+from collections import Counter
 from typing import Any, TextIO
 
 from ..outcome import Outcome, RunStats, Status
-
-RATE_WINDOW = 60.0  # rpm/tpm limits are per minute, so the live rate is the last minute's count
-
-
-def _short(n: float) -> str:
-    """``1234567`` -> ``1.2M``; counts for a narrow status line."""
-    for unit, size in (("M", 1e6), ("k", 1e3)):
-        if abs(n) >= size:
-            return f"{n / size:.1f}{unit}"
-    return f"{n:.0f}"
+from ..progress import LiveProgress
 
 
 def duration(seconds: float) -> str:
@@ -32,48 +21,20 @@ def duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m"
 
 
-class RateMeter:
-    """Requests and tokens of the last minute, from the run's cumulative counters."""
+class CliProgress(LiveProgress):
+    """The library's live display (:class:`~throttlepool.progress.LiveProgress`) with the
+    CLI's modes: ``"bar"`` on a terminal, ``"lines"`` (one every ``interval`` seconds) for
+    logs and pipes, ``"off"``. It keeps the run's stats for the summary.
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        self._samples: deque[tuple[float, int, int]] = deque()
-
-    def sample(self, stats: RunStats) -> tuple[int, int]:
-        """Record the counters now; returns (requests, tokens) in the trailing minute."""
-        now = self._clock()
-        tokens = stats.input_tokens + stats.output_tokens
-        samples = self._samples
-        samples.append((now, stats.calls, tokens))
-        # Keep one sample at or before the window start: it is the baseline to subtract.
-        while len(samples) > 1 and samples[1][0] <= now - RATE_WINDOW:
-            samples.popleft()
-        base_t, base_calls, base_tokens = samples[0]
-        if base_t > now - RATE_WINDOW:  # the run is younger than a minute: count from zero
-            return stats.calls, tokens
-        return stats.calls - base_calls, tokens - base_tokens
-
-
-class CliProgress:
-    """A :class:`~throttlepool.progress.ProgressSink` with live rates against the limits.
-
-    ``mode`` is ``"bar"`` (tqdm), ``"lines"`` (one line every ``interval`` seconds, for logs
-    and pipes) or ``"off"``. It also keeps the run's stats for the summary.
+    ``rpm``/``tpm`` are shown against the rates when the engine reports no limits of its own.
     """
 
     def __init__(self, mode: str, *, rpm: float | None = None, tpm: float | None = None,
                  interval: float = 2.0, file: TextIO | None = None, desc: str = "items") -> None:
-        self.mode = mode
-        self.rpm, self.tpm = rpm, tpm
-        self.interval = interval
-        self.file = file or sys.stderr
-        self.desc = desc
-        self.stats = RunStats()
-        self.total: int | None = None
-        self._meter = RateMeter()
-        self._bar: Any = None
-        self._last = 0.0
-        self._started = time.monotonic()
+        limits = [(rpm, 60.0, "requests")] if rpm else []
+        limits += [(tpm, 60.0, "tokens")] if tpm else []
+        super().__init__(desc, file, interval if mode == "lines" else None, mode=mode,
+                         limits=limits)
 
     @staticmethod
     def auto_mode(enabled: bool, stream: TextIO | None = None) -> str:
@@ -81,65 +42,6 @@ class CliProgress:
         if not enabled:
             return "off"
         return "bar" if (stream or sys.stderr).isatty() else "lines"
-
-    def status(self, stats: RunStats) -> str:
-        """``ok=120 failed=2 retrying=1 in_flight=5 req/min=118/120 tok/min=3.1k/10k``."""
-        requests, tokens = self._meter.sample(stats)
-        rpm = f"{requests}/{_short(self.rpm)}" if self.rpm else f"{requests}"
-        parts = [f"ok={stats.done}", f"failed={stats.failed}", f"retrying={stats.retrying}",
-                 f"in_flight={stats.in_flight}", f"req/min={rpm}"]
-        if self.tpm or tokens:
-            parts.append(f"tok/min={_short(tokens)}" + (f"/{_short(self.tpm)}" if self.tpm
-                                                        else ""))
-        if stats.rate_limited:
-            parts.append(f"429s={stats.rate_limited}")
-        return " ".join(parts)
-
-    def start(self, total: int | None, stats: RunStats) -> None:
-        """The run begins."""
-        self.stats, self.total = stats, total
-        self._started = time.monotonic()
-        if self.mode == "bar":
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=total, desc=self.desc, file=self.file, unit="item",
-                             dynamic_ncols=True, mininterval=0.2, smoothing=0.1)
-
-    def _eta(self, stats: RunStats) -> str:
-        elapsed = time.monotonic() - self._started
-        finished = stats.finished + stats.not_attempted - stats.from_checkpoint
-        if self.total is None or finished <= 0 or elapsed <= 0:
-            return "?"
-        left = self.total - stats.finished - stats.not_attempted
-        return duration(left * elapsed / finished)
-
-    def update(self, stats: RunStats, outcome: Outcome[Any] | None) -> None:
-        """Redraw at most every 0.2 s (bar) or ``interval`` seconds (lines)."""
-        now = time.monotonic()
-        wait = 0.2 if self.mode == "bar" else self.interval
-        if self.mode == "off" or now - self._last < wait:
-            return
-        self._last = now
-        self._draw(stats)
-
-    def _draw(self, stats: RunStats) -> None:
-        if self._bar is not None:
-            self._bar.n = stats.finished + stats.not_attempted
-            self._bar.set_postfix_str(self.status(stats), refresh=False)
-            self._bar.refresh()
-        elif self.mode == "lines":
-            done = stats.finished + stats.not_attempted
-            of = f"/{self.total}" if self.total is not None else ""
-            elapsed = duration(time.monotonic() - self._started)
-            print(f"[{elapsed}] {self.desc} {done}{of} {self.status(stats)} "
-                  f"eta={self._eta(stats)}", file=self.file, flush=True)
-
-    def close(self, stats: RunStats) -> None:
-        """The run ended: draw the final state."""
-        if self._bar is not None:
-            self._draw(stats)
-            self._bar.close()
-            self._bar = None
 
 
 def summary(stats: RunStats, failures: Counter[str], *, total: int,
