@@ -8,6 +8,7 @@ Keys are the flag names with ``_`` or ``-``: ``batch_size = 8``, ``rpm = 500``.
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -66,6 +67,39 @@ def _positive_float(value: Any) -> float:
     return x
 
 
+def _non_negative_float(value: Any) -> float:
+    x = _number(value)
+    if not x >= 0:
+        raise ValueError(f"expected a number >= 0, got {value!r}")
+    return x
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected a number, got {value!r}") from None
+
+
+def _text_list(value: Any) -> tuple[str, ...]:
+    """Repeatable options: a flag's tuple, a TOML list, or one string (an env variable,
+    several entries separated by newlines)."""
+    if isinstance(value, str):
+        return tuple(part for part in value.splitlines() if part.strip())
+    if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise ValueError(f"expected a string or a list of strings, got {value!r}")
+
+
+def _params(value: Any) -> tuple[str, ...]:
+    """``param``: ``key=value`` strings, or (in a config file) a table of request fields."""
+    if isinstance(value, dict):
+        return tuple(f"{k}={json.dumps(v)}" for k, v in value.items())
+    return _text_list(value)
+
+
 def _bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -99,11 +133,20 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "progress": _bool,
     "limiter_url": _text,
     "dask_scheduler": _text,
+    "system": _text,
+    "temperature": _non_negative_float,
+    "max_tokens": _positive_int,
+    "param": _params,
+    "api_key": _text,
+    "header": _text_list,
+    "reuse": _bool,
 }
 
 DEFAULTS: dict[str, Any] = {
     "provider": "openai",
-    "batch_size": 5,
+    # 8 in flight everywhere (CLI, generate_batch, @batchable, the runner): enough to keep a
+    # 500 requests/minute limit busy at ~1 s latency; raise it for higher limits.
+    "batch_size": 8,
     "retries": 3,
     "db": "throttlepool.db",
     "db_timeout": 10.0,
@@ -135,8 +178,17 @@ class Settings:
         ``--limiter-url redis://:PASS@host`` and ``--base-url https://u:PASS@h/v1?key=K`` are
         settings too, so every line goes through the same redaction as error messages.
         """
-        return [redact_text(f"{k} = {self.values[k]!r}  ({self.sources.get(k, 'default')})")
-                for k in sorted(self.values) if self.values[k] is not None]
+        return [redact_text(f"{k} = {_shown(k, self.values[k])}  "
+                            f"({self.sources.get(k, 'default')})")
+                for k in sorted(self.values) if self.values[k] not in (None, ())]
+
+
+def _shown(name: str, value: Any) -> str:
+    if name == "api_key":
+        return "'***'"
+    if name == "header":  # a header value is often a key: show only the names
+        return repr(tuple(f"{h.partition(':')[0].strip()}: ***" for h in value))
+    return repr(value)
 
 
 def env_name(name: str) -> str:

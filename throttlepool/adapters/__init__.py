@@ -6,6 +6,7 @@ installed; constructing an adapter whose SDK is missing raises :class:`MissingEx
 
 from __future__ import annotations
 
+import difflib
 import importlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,7 @@ __all__ = [
     "OpenAIAdapter",
     "as_adapter",
     "classify_http",
+    "is_provider_name",
     "count_tokens",
     "load_callable",
     "make_adapter",
@@ -116,7 +118,8 @@ def _generativeai(options: dict[str, Any]) -> Adapter[Any]:
             configure["client_options"] = {"api_endpoint": options.pop("base_url")}
         if configure:
             genai.configure(**configure)  # process-global, as in the SDK itself
-        model = genai.GenerativeModel(options.pop("model"))
+        system = options.pop("system_instruction", None)
+        model = genai.GenerativeModel(options.pop("model"), system_instruction=system)
     else:
         options.pop("model", None)
     return GenerativeModelAdapter(model, **options)
@@ -156,6 +159,29 @@ PROVIDERS: dict[str, Callable[[dict[str, Any]], Adapter[Any]]] = {
 }
 _ALIASES = {"google-genai": "gemini", "genai": "gemini", "requests": "http",
             "callable": "python", "generativeai": "google-generativeai"}
+#: Names people try that have no adapter yet, and what to use meanwhile.
+NOT_YET = {"anthropic": "use --provider http with its Messages API, or python:MODULE:FUNCTION "
+                        "around the anthropic SDK"}
+
+
+def is_provider_name(name: str) -> bool:
+    """A provider name or alias :func:`make_adapter` accepts (``python`` included)."""
+    return name in PROVIDERS or name in _ALIASES
+
+
+def unknown_provider(provider: str) -> str:
+    """The message for a provider name that is not known, with a "did you mean" when close."""
+    known = [*PROVIDERS, *_ALIASES, *NOT_YET]
+    close = difflib.get_close_matches(provider.lower(), known, n=1, cutoff=0.6)
+    text = f"unknown provider {provider!r}; choose one of {', '.join(PROVIDERS)}"
+    if provider.lower() in NOT_YET:
+        return f"{text} ({provider} is not supported yet: {NOT_YET[provider.lower()]})"
+    if close and close[0] in NOT_YET:
+        return (f"{text} (did you mean {close[0]!r}? it is not supported yet: "
+                f"{NOT_YET[close[0]]})")
+    if close:
+        return f"{text} (did you mean {_ALIASES.get(close[0], close[0])!r}?)"
+    return text
 
 
 def make_adapter(provider: str, **options: Any) -> Adapter[Any]:
@@ -170,9 +196,7 @@ def make_adapter(provider: str, **options: Any) -> Adapter[Any]:
     name = _ALIASES.get(provider, provider)
     factory = PROVIDERS.get(name)
     if factory is None:
-        raise ConfigError(
-            f"unknown provider {provider!r}; choose one of {', '.join(PROVIDERS)}"
-        )
+        raise ConfigError(unknown_provider(provider))
     return factory({k: v for k, v in options.items() if v is not None})
 
 

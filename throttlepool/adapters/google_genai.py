@@ -76,6 +76,7 @@ class GenAIAdapter:
         extract: Extract = None,
         output_reserve: int = DEFAULT_OUTPUT_RESERVE,
         tokenizer: Tokenizer | None = None,
+        config: Mapping[str, Any] | None = None,
         **default_config: Any,
     ) -> None:
         types = require("google.genai.types", "google-genai", "gemini")
@@ -86,7 +87,8 @@ class GenAIAdapter:
         self._client = client
         self.model = model
         self.method = method
-        self.default_config = dict(default_config)
+        # config: generation settings named like this constructor's arguments (the CLI's -p).
+        self.default_config = {**default_config, **(config or {})}
         self.output_reserve = output_reserve
         self._tokenizer = tokenizer
         named: dict[str, Callable[[Any], Any]] = {"text": _text, "embedding": _embedding}
@@ -108,6 +110,12 @@ class GenAIAdapter:
         request["config"] = config
         request.setdefault("model", self.model)
         return request
+
+    def request_problem(self, item: Any) -> str | None:
+        """Why the SDK would refuse the request for ``item`` before sending it, or None."""
+        if not isinstance(item, Mapping) or self.method == "count_tokens":
+            return None
+        return None if item.get("contents") else 'the request has no "contents", which gemini needs'
 
     def estimate(self, item: Any) -> Cost:
         """Prompt tokens plus ``max_output_tokens`` times ``candidate_count``."""

@@ -25,6 +25,7 @@ from .common import (
     rate_info_with_hint,
     require,
     server_hint,
+    to_jsonable,
 )
 from .tokens import DEFAULT_OUTPUT_RESERVE, Tokenizer, count_tokens, first_number, usage_from
 
@@ -90,11 +91,18 @@ class GenerativeModelAdapter:
     def identity(self) -> Mapping[str, Any]:
         """Provider, model, the model's and the adapter's generation settings; no key."""
         model_config = _as_dict(getattr(self._model, "_generation_config", None))
+        params = jsonable_params({**model_config, **self.defaults})
+        system = getattr(self._model, "_system_instruction", None)
+        if system is not None:  # part of the work: another system prompt, other answers
+            try:
+                params["system_instruction"] = to_jsonable(system)
+            except TypeError:
+                params["system_instruction"] = str(system)
         return {
             "provider": self.name,
             "method": "generate_content",
             "model": self.model,
-            "params": jsonable_params({**model_config, **self.defaults}),
+            "params": params,
         }
 
     def request(self, item: Any) -> dict[str, Any]:
@@ -105,6 +113,12 @@ class GenerativeModelAdapter:
         else:
             request["contents"] = item
         return request
+
+    def request_problem(self, item: Any) -> str | None:
+        """Why the SDK would refuse the request for ``item`` before sending it, or None."""
+        if not isinstance(item, Mapping) or item.get("contents"):
+            return None
+        return 'the request has no "contents", which google-generativeai needs'
 
     def estimate(self, item: Any) -> Cost:
         """Prompt tokens plus ``max_output_tokens`` times ``candidate_count``."""

@@ -70,6 +70,7 @@ class HttpAdapter:
         extract: Extract = None,
         output_reserve: int = 0,
         tokenizer: Tokenizer | None = None,
+        body: Mapping[str, Any] | None = None,
         **default_body: Any,
     ) -> None:
         self.url = url
@@ -77,7 +78,8 @@ class HttpAdapter:
         self._headers = dict(headers or {})
         self._factory: Callable[[], Any] = session_factory or requests.Session
         self.prompt_field = prompt_field
-        self.default_body = dict(default_body)
+        # body: fields named like this constructor's arguments (method, url), e.g. the CLI's -p.
+        self.default_body = {**default_body, **(body or {})}
         self.output_reserve = output_reserve
         self._tokenizer = tokenizer
         self._extract = make_extractor(extract, {"result": _result})

@@ -88,13 +88,18 @@ class OpenAIAdapter:
         prompt_param: str | None = None,
         output_reserve: int = DEFAULT_OUTPUT_RESERVE,
         tokenizer: Tokenizer | None = None,
+        system: str | None = None,
+        request_params: Mapping[str, Any] | None = None,
         **default_params: Any,
     ) -> None:
         require("openai", "openai", "openai")
         self._client: Any = client.with_options(max_retries=0)
         self._timeout: Any = require("openai", "openai", "openai").Timeout
         self.model = model
-        self.default_params = dict(default_params)
+        # request_params: fields named like this constructor's own arguments (model, method)
+        # that still belong in the request body, as the CLI's --param gives them.
+        self.default_params = {**default_params, **(request_params or {})}
+        self.system = system
         self.output_reserve = output_reserve
         self._fn: OpenAIMethod | None = None
         self._prompt_fields: tuple[str, ...]
@@ -129,8 +134,13 @@ class OpenAIAdapter:
             "provider": self.name,
             "method": self.method,
             "model": self.model,
-            "params": jsonable_params(self.default_params),
+            "params": jsonable_params(self._identity_params()),
         }
+
+    def _identity_params(self) -> dict[str, Any]:
+        if self.system is None:
+            return self.default_params
+        return {**self.default_params, "system": self.system}
 
     def params(self, item: Any) -> dict[str, Any]:
         """The keyword arguments one call sends for ``item``."""
@@ -144,7 +154,37 @@ class OpenAIAdapter:
             params["messages"] = [{"role": "user", "content": str(item)}]
         else:
             params[self._prompt_param] = item
+        if self.system is not None:
+            self._add_system(params)
         return params
+
+    def _add_system(self, params: dict[str, Any]) -> None:
+        """``system=``: a leading system message (chat) or ``instructions`` (responses),
+        unless the request already has its own."""
+        if self.method == "responses":
+            params.setdefault("instructions", self.system)
+            return
+        messages = params.get("messages")
+        if self._prompt_param != "messages" or not isinstance(messages, list):
+            return
+        first = messages[0] if messages else None
+        if not (isinstance(first, Mapping) and first.get("role") in ("system", "developer")):
+            params["messages"] = [{"role": "system", "content": self.system}, *messages]
+
+    def request_problem(self, item: Any) -> str | None:
+        """Why the SDK would refuse the request for ``item`` before sending it, or None.
+
+        Only a dict item (a full request body) can lack the method's required fields.
+        """
+        if not isinstance(item, Mapping) or self._fn is not None:
+            return None
+        params = self.params(item)
+        required = self._prompt_fields[0] if self.method in _METHODS else None
+        missing = [f for f in ("model", required) if f is not None and f not in params]
+        if not missing:
+            return None
+        names = " and ".join(f'"{f}"' for f in missing)
+        return f"the request has no {names}, which openai {self.method} needs"
 
     def _count(self, obj: Any, model: Any) -> int:
         tokenizer = self._tokenizer or cached_tokenizer(encoding_name_for(str(model or "")))

@@ -43,13 +43,20 @@ def _limit_text(limits: Iterable[Limit]) -> str:
 
 
 def dry_run(records: Records, adapter: Adapter[Any], *, rpm: float | None,
-            tpm: float | None, batch_size: int, verbose: bool) -> int:
-    """Print the plan for ``records`` on stdout; sends nothing. Returns the exit code 0."""
+            tpm: float | None, batch_size: int, verbose: bool,
+            missing_key: str | None = None) -> int:
+    """Print the plan for ``records`` on stdout; sends nothing. Returns the exit code 0.
+
+    ``missing_key`` names the variables to set when no API key is set: a dry run needs
+    none, the real run will.
+    """
     limits = build_limits(rpm=rpm, tpm=tpm)
     shown = 0
     count = bad = 0
     tokens = 0.0
     biggest = 0.0
+    reserve = float(getattr(adapter, "output_reserve", 0) or 0)
+    default_reserved = 0
     previews: list[str] = []
     for item in records:
         count += 1
@@ -58,6 +65,8 @@ def dry_run(records: Records, adapter: Adapter[Any], *, rpm: float | None,
             previews.append(f"  [{count - 1}] bad record: {item.message}")
             continue
         cost = adapter.estimate(item)
+        if reserve and cost.output == reserve:
+            default_reserved += 1
         tokens += cost.tokens
         biggest = max(biggest, cost.tokens)
         if verbose or shown < PREVIEW:
@@ -66,15 +75,24 @@ def dry_run(records: Records, adapter: Adapter[Any], *, rpm: float | None,
                                                              ensure_ascii=False, default=repr))
     sent = count - bad
     echo = click.echo
+    if count == 0:
+        echo(f"dry run: the input has no records ({records.name}): a run would send nothing")
+        return 0
     echo(f"dry run: nothing was sent. {records.name} ({records.format}): {count} records"
          + (f", {bad} bad (would fail as items)" if bad else ""))
     echo(f"provider: {adapter.name}, batch size {batch_size}")
+    if missing_key:
+        echo(f"no API key set: fine for a dry run; the real run needs {missing_key}")
     more = f" ({len(previews)} of {count} shown; -v shows all)" if len(previews) < count else ""
     echo(f"requests{more}:")
     for line in previews:
         echo(line)
     per = tokens / sent if sent else 0.0
     echo(f"estimated tokens: {tokens:,.0f} ({per:,.1f} per request, largest {biggest:,.0f})")
+    if default_reserved:
+        echo(f"  {default_reserved} of {sent} requests give no max_tokens: each reserves "
+             f"{reserve:,.0f} output tokens{' under --tpm' if tpm else ''}; --max-tokens N "
+             "reserves what the answers need")
     echo(f"limits: {_limit_text(limits)}")
     if limits:
         seconds, binding = minimum_time(limits, float(sent), tokens)

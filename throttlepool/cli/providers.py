@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from ..adapters import Adapter, make_adapter
+from ..adapters import Adapter, is_provider_name, make_adapter
 from ..errors import ConfigError, ThrottlepoolError
 
 #: Environment variables each SDK reads its key from, in the SDK's own order of preference.
@@ -32,6 +34,16 @@ def split_provider(provider: str) -> tuple[str, str | None]:
     return provider, None
 
 
+#: Stands in for a missing key in a dry run, which builds the client but sends nothing.
+DRY_RUN_KEY = "dry-run-sends-nothing"
+
+
+def key_hint(provider: str) -> str:
+    """Where the provider's key comes from, for messages: ``OPENAI_API_KEY``."""
+    names = KEY_VARS.get(split_provider(provider)[0])
+    return " or ".join(names) if names else "--api-key or --header 'Authorization: ...'"
+
+
 def api_key(provider: str, env: Mapping[str, str] | None = None) -> str | None:
     """The provider's key from its usual variables; a ConfigError names them if all unset."""
     names = KEY_VARS.get(provider)
@@ -45,12 +57,123 @@ def api_key(provider: str, env: Mapping[str, str] | None = None) -> str | None:
                       f"{' or '.join(names)} in the environment")
 
 
+def missing_key(provider: str, env: Mapping[str, str] | None = None) -> str | None:
+    """The variables to set when the provider needs a key and none is set, else None."""
+    names = KEY_VARS.get(split_provider(provider)[0])
+    env = os.environ if env is None else env
+    if not names or any(env.get(var) for var in names):
+        return None
+    return " or ".join(names)
+
+
+def looks_like_provider(text: str) -> bool:
+    """A provider name (or alias, or ``python:...``): what ``-p`` meant before ``--param``."""
+    name = text.strip().lower()
+    return name.startswith("python:") or is_provider_name(name)
+
+
+def parse_value(text: str) -> Any:
+    """A ``--param`` value: JSON when it parses (``0.2``, ``true``, ``{"a": 1}``), else text."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def parse_params(entries: Iterable[str]) -> dict[str, Any]:
+    """``["temperature=0.2", "response_format.type=json_object"]`` -> a nested dict."""
+    out: dict[str, Any] = {}
+    for entry in entries:
+        key, sep, raw = entry.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--param expects KEY=VALUE, got {entry!r} (the provider is "
+                              "-P/--provider)")
+        target = out
+        *parents, leaf = key.split(".")
+        for part in parents:
+            nested = target.setdefault(part, {})
+            if not isinstance(nested, dict):
+                raise ConfigError(f"--param {key}: {part!r} is already set to a value")
+            target = nested
+        target[leaf] = parse_value(raw)
+    return out
+
+
+def parse_headers(entries: Iterable[str]) -> dict[str, str]:
+    """``["X-Team: ml"]`` -> ``{"X-Team": "ml"}``; a ConfigError names a malformed one."""
+    headers: dict[str, str] = {}
+    for entry in entries:
+        name, sep, value = entry.partition(":")
+        if not sep or not name.strip() or any(c.isspace() for c in name.strip()):
+            raise ConfigError(f"--header expects 'Name: value', got {entry.partition(':')[0]!r}"
+                              "...")
+        headers[name.strip()] = value.strip()
+    return headers
+
+
+@dataclass(frozen=True)
+class RequestOptions:
+    """What the command line adds to every request body (``--system``, ``-p``...)."""
+
+    system: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        """No option was given."""
+        return (self.system is None and self.temperature is None and self.max_tokens is None
+                and not self.params)
+
+    def for_provider(self, name: str) -> dict[str, Any]:
+        """The adapter options that carry these settings for provider ``name``."""
+        sampling: dict[str, Any] = (
+            {} if self.temperature is None else {"temperature": self.temperature})
+        if name == "openai":
+            body = {**sampling, **({"max_tokens": self.max_tokens} if self.max_tokens else {})}
+            return {"system": self.system, "request_params": {**body, **self.params}}
+        if name == "gemini":
+            config = {**sampling, **({"max_output_tokens": self.max_tokens}
+                                     if self.max_tokens else {})}
+            if self.system is not None:
+                config["system_instruction"] = self.system
+            return {"config": {**config, **self.params}}
+        if name == "google-generativeai":
+            config = {**sampling, **({"max_output_tokens": self.max_tokens}
+                                     if self.max_tokens else {})}
+            merged = {**config, **self.params}
+            return {"system_instruction": self.system,
+                    "generation_config": merged or None}
+        if name == "http":
+            body = {**sampling, **({"max_tokens": self.max_tokens} if self.max_tokens else {})}
+            if self.system is not None:
+                body["system"] = self.system
+            return {"body": {**body, **self.params}}
+        raise ConfigError(f"--system, --temperature, --max-tokens and --param do not apply to "
+                          f"--provider {name}: the function builds its own request")
+
+
 def build_adapter(provider: str, *, model: str | None = None, base_url: str | None = None,
-                  extract: str | None = None, env: Mapping[str, str] | None = None
+                  extract: str | None = None, env: Mapping[str, str] | None = None,
+                  request: RequestOptions | None = None, key: str | None = None,
+                  headers: Mapping[str, str] | None = None, dry_run: bool = False
                   ) -> Adapter[Any]:
-    """The adapter ``throttlepool run`` calls; every problem is a ThrottlepoolError."""
+    """The adapter ``throttlepool run`` calls; every problem is a ThrottlepoolError.
+
+    ``key`` (``--api-key``) wins over the environment; a dry run without any key gets a
+    stand-in, since it sends nothing.
+    """
     name, target = split_provider(provider)
     options: dict[str, Any] = {"model": model, "base_url": base_url}
+    if request is not None and not request.empty:
+        options.update(request.for_provider(name))
+    if headers:
+        if name != "http":
+            raise ConfigError("--header applies to --provider http only (the SDK providers "
+                              "send their own headers)")
+        options["headers"] = dict(headers)
     if name == "python":
         options["target"] = target
         # Like `python -m`, let a module next to the user's data import: the console script
@@ -62,8 +185,14 @@ def build_adapter(provider: str, *, model: str | None = None, base_url: str | No
             raise ConfigError("the http provider needs --base-url, the endpoint's full URL "
                               "(e.g. http://127.0.0.1:8080/echo)")
         options["url"] = options.pop("base_url")
-    if name in KEY_VARS:
-        options["api_key"] = api_key(name, env)
+    if key is not None:
+        if name == "python":
+            raise ConfigError("--api-key does not apply to --provider python: the function "
+                              "brings its own client")
+        options["api_key"] = key
+    elif name in KEY_VARS:
+        options["api_key"] = (DRY_RUN_KEY if dry_run and missing_key(name, env)
+                              else api_key(name, env))
     chosen = extract if extract is not None else DEFAULT_EXTRACT.get(name)
     if chosen not in (None, "raw"):
         options["extract"] = chosen

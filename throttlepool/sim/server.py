@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import struct
 import sys
 import threading
+from collections import deque
 from collections.abc import Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
 from throttlepool.sim.config import SimConfig
-from throttlepool.sim.plan import Plan
+from throttlepool.sim.plan import Plan, encode, key_labels
 from throttlepool.sim.state import SimState
 
 _REASONS = {
@@ -37,6 +39,8 @@ _QUIET_ERRORS = (ConnectionError, TimeoutError, OSError)
 _MAX_LINE = 65536
 _DONTWAIT: int = getattr(socket, "MSG_DONTWAIT", 0)
 _MAX_HEADERS = 100
+#: API requests kept for ``Simulator.requests()`` and ``GET /__requests`` (tests read them).
+REQUEST_LOG_SIZE = 1000
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -111,6 +115,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self, method: str, target: str, headers: dict[str, str], body: bytes) -> None:
         state = self.server.state
+        if target.startswith("/__requests"):
+            self._write(encode(200, {}, self.server.logged()))
+            return
+        if not target.startswith("/__"):
+            self.server.log_request(method, target, headers, body)
         try:
             plan = state.handle(method, target, headers, body)
         except Exception as exc:  # a simulator bug must still answer, not hang the client
@@ -175,7 +184,27 @@ class _Server(ThreadingHTTPServer):
         self.state = state
         self._conns: set[socket.socket] = set()
         self._conns_lock = threading.Lock()
+        self._log: deque[tuple[str, str, dict[str, str], bytes]] = deque(
+            maxlen=REQUEST_LOG_SIZE)
         super().__init__(address, _Handler)
+
+    def log_request(self, method: str, target: str, headers: dict[str, str],
+                    body: bytes) -> None:
+        # Raw bytes only: decoding waits for a reader, off the hot path. deque.append is
+        # atomic, so the handler threads need no lock for it.
+        self._log.append((method, target, headers, body))
+
+    def logged(self) -> list[dict[str, Any]]:
+        """The last requests, oldest first, bodies decoded and API keys shortened."""
+        out = []
+        for method, target, headers, body in list(self._log):
+            try:
+                decoded: Any = json.loads(body) if body else None
+            except ValueError:
+                decoded = body.decode("utf-8", "replace")
+            out.append({"method": method, "path": target, "headers": _masked(headers),
+                        "body": decoded})
+        return out
 
     def track(self, conn: socket.socket, alive: bool) -> None:
         with self._conns_lock:
@@ -272,6 +301,11 @@ class Simulator:
         """Counters and exact window maxima; the same JSON as GET /__stats."""
         return self.state.stats()
 
+    def requests(self) -> list[dict[str, Any]]:
+        """The last API requests received (method, path, headers, JSON body), oldest first;
+        the same JSON as GET /__requests. Keys longer than 16 characters are shortened."""
+        return self._server.logged() if self._server is not None else []
+
     def reset(self) -> None:
         """Clear windows, stats and scripts (POST /__reset)."""
         self.state.reset()
@@ -285,28 +319,74 @@ class Simulator:
         return self.state.script(steps)
 
 
-def banner(url: str) -> str:
-    """The lines `serve` prints: where each SDK should point."""
-    return "\n".join(
-        [
-            f"throttlepool simulator listening on {url}",
-            f"  OpenAI base_url:         {url}/v1",
-            f"  Gemini base_url/endpoint: {url}   (google-genai: api_version 'v1' or 'v1beta')",
-            f"  requests JSON endpoint:  POST {url}/echo",
-            f"  stats: GET {url}/__stats   reset: POST {url}/__reset",
-        ]
-    )
+def _masked(headers: Mapping[str, str]) -> dict[str, str]:
+    out = dict(headers)
+    for name in ("authorization", "x-goog-api-key", "api-key"):
+        value = out.get(name)
+        if value:
+            scheme, _, key = value.rpartition(" ")
+            out[name] = (scheme + " " if scheme else "") + key_labels([key])[key]
+    return out
+
+
+def limits_text(config: SimConfig) -> str:
+    """``60 requests and 40,000 tokens per 60 s window, per API key; latency 0.2 s``."""
+    budgets = [f"{config.rpm:,} requests" if config.rpm else "",
+               f"{config.tpm:,} tokens" if config.tpm else ""]
+    shown = " and ".join(b for b in budgets if b)
+    limits = (f"{shown} per {config.window:g} s window, "
+              f"{'per API key' if config.per_key else 'shared by all keys'}"
+              if shown else "no rate limit (--rpm/--tpm set one)")
+    extra = [f"latency {config.latency:g} s" + (f" +/- {config.jitter:g}" if config.jitter
+                                                 else "")]
+    if config.fail_rate:
+        extra.append("faults " + ", ".join(f"{k}={v:g}" for k, v in sorted(
+            config.fail_rate.items())))
+    return f"{limits}; {'; '.join(extra)}"
+
+
+def banner(url: str, config: SimConfig | None = None) -> str:
+    """The lines `serve` prints: where each SDK should point, and the limits it enforces."""
+    lines = [
+        f"throttlepool simulator listening on {url}",
+        f"  OpenAI base_url:         {url}/v1",
+        f"  Gemini base_url/endpoint: {url}   (google-genai: api_version 'v1' or 'v1beta')",
+        f"  requests JSON endpoint:  POST {url}/echo",
+        f"  stats: GET {url}/__stats   reset: POST {url}/__reset   "
+        f"last requests: GET {url}/__requests",
+    ]
+    if config is not None:
+        lines.append(f"  limits: {limits_text(config)}")
+        lines.append("  Ctrl-C stops it and prints what it served")
+    return "\n".join(lines)
+
+
+def stats_summary(stats: Mapping[str, Any]) -> str:
+    """What a stopped simulator served: requests, answers by status, the busiest window."""
+    by_status = ", ".join(f"{n} x {code}" for code, n in stats.get("by_status", {}).items())
+    faults = ", ".join(f"{k} {v}" for k, v in stats.get("faults", {}).items())
+    return (f"throttlepool simulator served {stats.get('requests', 0)} requests"
+            f" ({by_status or 'none answered'}); {stats.get('rate_limited', 0)} rate-limited; "
+            f"busiest {stats.get('window', 0):g} s window: "
+            f"{stats.get('max_requests_in_window', 0)} requests, "
+            f"{stats.get('max_tokens_in_window', 0)} tokens"
+            + (f"; faults: {faults}" if faults else ""))
 
 
 def serve(host: str = "127.0.0.1", port: int = 8080, config: SimConfig | None = None) -> None:
-    """Run the simulator in the foreground until Ctrl-C."""
+    """Run the simulator in the foreground until Ctrl-C, then print what it served."""
     sim = Simulator(config, host=host, port=port).start()
     try:
         # Inside the try: a client may read the banner and send Ctrl-C before this thread
         # gets back from the write (a loaded machine), and that is still a clean stop.
-        print(banner(sim.url), flush=True)
+        print(banner(sim.url, sim.config), flush=True)
         sim.state.stop_event.wait()  # set only by stop(); Ctrl-C raises out of wait()
     except KeyboardInterrupt:
         pass
     finally:
+        stats = sim.stats()
         sim.stop()
+        try:
+            print(stats_summary(stats), flush=True)
+        except (OSError, ValueError):  # stdout already closed (a pipe whose reader left)
+            pass

@@ -244,10 +244,13 @@ class SQLiteStore:
         why = (f"; the run's settings changed too: {'; '.join(state.settings_diff[:5])}"
                if state.settings_diff else
                "; the item itself (or the function's identity) is not the same")
+        # "record N (index I)": people count from 1; the CLI turns it into the file's line.
         return (
-            f"item {index} differs from the checkpointed input of run {run!r} "
-            f"(recorded key {old[:12]}, now {new[:12]}){why}. The input must be the same, "
-            f"in the same order, to resume; use a new --run-name (run_name=) to start over"
+            f"record {index + 1} (index {index}) differs from the checkpointed input of run "
+            f"{run!r} (recorded key {old[:12]}, now {new[:12]}){why}. A run resumes only with "
+            f"the same input in the same order. To start over give a new run name (--run-name "
+            f"NAME, or run_name= in Python); on the command line add --reuse and the new run "
+            f"calls only the requests not answered ok before"
         )
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
