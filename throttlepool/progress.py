@@ -231,7 +231,9 @@ class LiveProgress:
         real = sys.stderr
         self._redirect = _AboveBar(self, real)
         sys.stderr = self._redirect
-        for logger in (logging.getLogger(), logging.getLogger("throttlepool")):
+        ours = [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)
+                if name == "throttlepool" or name.startswith("throttlepool.")]
+        for logger in (logging.getLogger(), *ours):
             for handler in logger.handlers:
                 if isinstance(handler, logging.StreamHandler) and handler.stream is real:
                     self._restore.append((handler, handler.setStream(self._redirect)))
