@@ -45,9 +45,12 @@ def write_atomically(path: str, text: str) -> None:
 @click.option("-o", "--output", metavar="PATH", default="report.html", show_default=True,
               help="HTML file to write.")
 def report_command(run: str, db: str | None, output: str) -> int:
-    """Write one self-contained HTML page about a RUN (name or id): completions, requests
-    against each limit, 429s and retries, calls in flight, latency and tokens over time,
-    with the run's summary and settings. No script and no network: open it anywhere."""
+    """Write a RUN's report (name or id) as one self-contained HTML page.
+
+    Charts over time of completions, requests against each limit, 429s and retries, calls in
+    flight and tokens; the latency distribution; the run's summary and settings. Inline SVG,
+    no script and no network: open it in any browser, offline. A run recorded before
+    samples existed gets the charts its items allow, and the page says what is missing."""
     path = db or load_settings({})["db"]
     if not path:
         raise ConfigError("no checkpoint database: pass --db PATH")

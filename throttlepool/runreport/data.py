@@ -124,21 +124,17 @@ def load(db: str | os.PathLike[str], run: str) -> RunData:
 # ---- derived series ---------------------------------------------------------------------
 
 
-def interpolate(ts: Sequence[float], ys: Sequence[float], t: float) -> float:
-    """``ys`` at ``t``, linear between samples, flat outside them."""
-    if not ts or t <= ts[0]:
-        return float(ys[0]) if ys else 0.0
-    if t >= ts[-1]:
-        return float(ys[-1])
+def value_at(ts: Sequence[float], ys: Sequence[float], t: float) -> float:
+    """``ys`` at ``t``: the last sample at or before it (counters are sampled after they
+    change, so a straight line between two samples would invent calls in a quiet gap)."""
     i = bisect.bisect_right(ts, t)
-    t1, t2, y1, y2 = ts[i - 1], ts[i], ys[i - 1], ys[i]
-    return y1 if t2 == t1 else y1 + (y2 - y1) * (t - t1) / (t2 - t1)
+    return float(ys[i - 1]) if i else 0.0
 
 
 def window_counts(ts: Sequence[float], cum: Sequence[float], window: float,
                   at: Sequence[float]) -> Points:
     """How much of a cumulative quantity fell in the trailing ``window`` at each of ``at``."""
-    return [(t, max(0.0, interpolate(ts, cum, t) - interpolate(ts, cum, t - window)))
+    return [(t, max(0.0, value_at(ts, cum, t) - value_at(ts, cum, t - window)))
             for t in at]
 
 
@@ -150,7 +146,7 @@ def event_window_counts(events: Sequence[float], window: float, at: Sequence[flo
 
 def per_bin(ts: Sequence[float], cum: Sequence[float], edges: Sequence[float]) -> Points:
     """``(bin start, increase of cum over the bin)`` for consecutive ``edges``."""
-    vals = [interpolate(ts, cum, e) for e in edges]
+    vals = [value_at(ts, cum, e) for e in edges]
     return [(edges[i], max(0.0, vals[i + 1] - vals[i])) for i in range(len(edges) - 1)]
 
 
