@@ -109,7 +109,7 @@ def test_failed_items_exit_1_with_summary_by_type(sim: Simulator, tmp_path: Path
     assert r.returncode == 1, r.stderr
     rows = read_jsonl(tmp_path / "out.jsonl")
     assert [row["status"] for row in rows] == ["failed"] * 6
-    assert all(str(row["error"]).startswith("HTTPError") for row in rows)
+    assert all(str(row["error_type"]).endswith("HTTPError") for row in rows)
     assert "0 ok, 6 failed (HTTPError 6) of 6" in r.stderr
 
 
@@ -120,7 +120,8 @@ def test_skip_bad_records_fails_only_that_item(sim: Simulator, tmp_path: Path) -
     assert r.returncode == 1, r.stderr
     rows = read_jsonl(tmp_path / "out.jsonl")
     assert [row["status"] for row in rows] == ["ok", "failed", "ok"]
-    assert str(rows[1]["error"]).startswith("InputError: in.jsonl:2: malformed JSON")
+    assert rows[1]["error_type"] == "throttlepool.errors.InputError"
+    assert str(rows[1]["error"]).startswith("in.jsonl:2: malformed JSON")
     assert sim.stats()["requests"] == 2
     assert "InputError 1" in r.stderr
 
@@ -194,7 +195,8 @@ def test_status_and_export(sim: Simulator, tmp_path: Path) -> None:
     runner = CliRunner()
     db = str(tmp_path / "runs.db")
     r2 = runner.invoke(cli, ["status", "--db", db])
-    assert r2.exit_code == 0 and "first" in r2.output and "5/5 ok" in r2.output
+    assert r2.exit_code == 0 and r2.output.startswith("NAME ")
+    assert r2.output.splitlines()[1].split()[:5] == ["first", "5", "0", "5", "5"]
     r2 = runner.invoke(cli, ["status", "first", "--db", db])
     assert r2.exit_code == 0 and "5 ok" in r2.output and "completed" in r2.output
     out = tmp_path / "x.csv"
@@ -202,7 +204,7 @@ def test_status_and_export(sim: Simulator, tmp_path: Path) -> None:
     assert r2.exit_code == 0, r2.output
     with open(out, newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
-    assert [json.loads(row["value"]) for row in rows] == [f"echo: prompt {i}" for i in range(5)]
+    assert [row["output"] for row in rows] == [f"echo: prompt {i}" for i in range(5)]
     r2 = runner.invoke(cli, ["export", "first", "--db", db])
     assert [json.loads(line)["index"] for line in r2.output.splitlines()] == list(range(5))
 

@@ -109,17 +109,18 @@ def test_byte_order_mark_is_not_part_of_the_input(work: Path) -> None:
     # stdin is sniffed: the mark must not turn JSONL into text prompts
     r = cli(work, "-", "--no-db", stdin=BOM + body)
     assert r.returncode == 0, r.stderr
-    assert [x["input"] for x in jsonl(r.stdout)] == ["a", "b"]
+    assert [x["prompt"] for x in jsonl(r.stdout)] == ["a", "b"]
     # each format, from a file and from stdin, and files joined with cat
     (work / "in.jsonl").write_bytes(BOM + body + BOM + b'{"prompt": "c"}\n')
     (work / "in.csv").write_bytes(BOM + b"prompt,id\na,1\nb,2\n")
     (work / "in.txt").write_bytes(BOM + b"a\nb\n")
     expected = {"jsonl": ["a", "b", "c"], "csv": ["a", "b"], "text": ["a", "b"]}
+    column = {"jsonl": "prompt", "csv": "prompt", "text": "input"}
     for fmt, name in (("jsonl", "in.jsonl"), ("csv", "in.csv"), ("text", "in.txt")):
         for source, data in ((name, None), ("-", (work / name).read_bytes())):
             r = cli(work, source, "--no-db", "--input-format", fmt, stdin=data)
             assert r.returncode == 0, (fmt, source, r.stderr)
-            assert [x["input"] for x in jsonl(r.stdout)] == expected[fmt], (fmt, source)
+            assert [x[column[fmt]] for x in jsonl(r.stdout)] == expected[fmt], (fmt, source)
 
 
 def deep(levels: int) -> str:
@@ -143,7 +144,8 @@ def test_deeply_nested_record_is_a_bad_record_not_a_traceback(work: Path) -> Non
     # at the limit a record still goes through whole
     (work / "edge.jsonl").write_text(deep(MAX_DEPTH) + "\n")
     r = cli(work, "edge.jsonl", "--no-db")
-    assert r.returncode == 0 and jsonl(r.stdout)[0]["input"] == json.loads(deep(MAX_DEPTH))
+    want = json.loads(deep(MAX_DEPTH))["messages"]
+    assert r.returncode == 0 and jsonl(r.stdout)[0]["messages"] == want
 
 
 @pytest.mark.parametrize(("body", "token", "field"), [
@@ -203,7 +205,7 @@ def test_csv_cell_above_128k_under_the_limit_is_accepted(work: Path) -> None:
     (work / "in.csv").write_text("prompt\nsmall\n" + "z" * 300_000 + "\n")
     r = cli(work, "in.csv", "--no-db")
     assert r.returncode == 0, r.stderr
-    assert [len(str(x["input"])) for x in jsonl(r.stdout)] == [5, 300_000]
+    assert [len(str(x["prompt"])) for x in jsonl(r.stdout)] == [5, 300_000]
 
 
 # -- output ----------------------------------------------------------------------------------

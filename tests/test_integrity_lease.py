@@ -137,7 +137,7 @@ def test_kill_9_of_the_owner_then_status_says_interrupted_and_a_rerun_resumes_at
     rows = [json.loads(line) for line in (work / "a.jsonl").read_text().splitlines()]
     assert [r["status"] for r in rows] == ["ok"] * N
     assert len(calls(work)) <= before + N  # the killed calls, then at most each item once
-    assert cli(work, "status", "--db", "x.db").stdout.split()[1] == "completed"
+    assert cli(work, "status", "--db", "x.db").stdout.splitlines()[1].split()[-1] == "completed"
 
 
 def set_lease(db: Path, *, age: float, ttl: float = 30.0, pid: int = 4242) -> None:

@@ -84,7 +84,7 @@ def test_resumed_and_exported_values_equal_fresh_values(tmp_path: Path) -> None:
     assert [o.value for o in resumed.outcomes] == expected
 
     assert [row["value"] for row in iter_outcomes(str(db), "verbatim")] == expected
-    exported = [json.loads(line)["value"]
+    exported = [json.loads(line)["output"]
                 for line in export_text(str(db), "verbatim").splitlines()]
     assert exported == expected
 
@@ -160,7 +160,7 @@ def test_cli_fresh_resumed_and_export_show_the_same_value(tmp_path: Path) -> Non
     want = [f"{p}: {ANSWER}" for p in "abc"]
     assert outputs("fresh.jsonl") == want
     assert outputs("resumed.jsonl") == want
-    assert [json.loads(line)["value"] for line in exported.stdout.splitlines()] == want
+    assert [json.loads(line)["output"] for line in exported.stdout.splitlines()] == want
 
 
 # -- item 7: URL credentials --------------------------------------------------------------

@@ -234,11 +234,11 @@ def test_reports_list_status_export_in_input_order(db: str, tmp_path: Path) -> N
     assert export_run(db, rid, "jsonl", out) == 4
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["index"] for r in rows] == [0, 1, 2, 3]
-    assert rows[1]["error_message"] == "boom" and rows[2]["value"] == {"n": 2}
+    assert rows[1]["error"] == "boom" and rows[2]["output"] == {"n": 2}
     csv_out = tmp_path / "o.csv"
     assert export_run(db, "r", "csv", csv_out) == 4
     lines = csv_out.read_text().splitlines()
-    assert lines[0].startswith("index,key,status,value") and lines[1].startswith("0,")
+    assert lines[0].startswith("index,line,status,output") and lines[1].startswith("0,")
     with pytest.raises(StoreError, match="no run 'nope'"):
         run_status(db, "nope")
 

@@ -80,16 +80,16 @@ def _between(start: Any, end: Any) -> float | None:
 
 def runs_table(runs: list[dict[str, Any]]) -> list[str]:
     """The runs as a table with a header line, columns as wide as their widest cell."""
-    header = ("NAME", "STATUS", "OK", "FAILED", "OF", "CALLS", "CREATED", "FINISHED", "ID")
+    header = ("NAME", "OK", "FAILED", "OF", "CALLS", "CREATED", "FINISHED", "ID", "STATUS")
     rows = [header]
     for r in runs:
         total = r.get("total")
-        rows.append((r.get("name") or "-", str(r.get("status")), str(r.get("ok", 0)),
-                     str(r.get("failed", 0)), "?" if total is None else str(total),
-                     str(r.get("calls", 0)), when(r.get("created")), when(r.get("finished")),
-                     str(r["id"])))
+        rows.append((r.get("name") or "-", str(r.get("ok", 0)), str(r.get("failed", 0)),
+                     "?" if total is None else str(total), str(r.get("calls", 0)),
+                     when(r.get("created")), when(r.get("finished")), str(r["id"]),
+                     str(r.get("status_detail") or r.get("status"))))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    numeric = {2, 3, 4, 5}
+    numeric = {1, 2, 3, 4}
     return ["  ".join(cell.rjust(widths[i]) if i in numeric else cell.ljust(widths[i])
                       for i, cell in enumerate(row)).rstrip() for row in rows]
 
