@@ -1,0 +1,74 @@
+"""Issue 13, item 8: `status` and `export` for people, through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+FNS = '''
+import os
+FAIL_ONCE = os.path.join(os.path.dirname(__file__), "failed-once")
+
+def flaky(prompt):
+    if prompt == "b" and not os.path.exists(FAIL_ONCE):
+        open(FAIL_ONCE, "w").close()
+        raise ConnectionError("reset by peer")
+    return prompt.upper()
+'''
+
+
+def cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("THROTTLEPOOL_")}
+    env["PYTHONPATH"] = str(cwd)
+    return subprocess.run([sys.executable, "-m", "throttlepool", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def make_run(tmp_path: Path) -> None:
+    (tmp_path / "fns.py").write_text(FNS)
+    (tmp_path / "in.txt").write_text("a\nb\nc\n")
+    r = cli(tmp_path, "run", "in.txt", "--provider", "python:fns:flaky", "--db", "t.db",
+            "--run-name", "job", "-q", "-o", "out.jsonl")
+    assert r.returncode == 0, r.stderr
+
+
+def test_status_is_a_table_with_headers_and_a_readable_detail(tmp_path: Path) -> None:
+    make_run(tmp_path)
+    table = cli(tmp_path, "status", "--db", "t.db").stdout.splitlines()
+    assert table[0].split() == ["NAME", "OK", "FAILED", "OF", "CALLS", "CREATED", "FINISHED",
+                                "ID", "STATUS"]
+    assert table[1].split()[:5] == ["job", "3", "0", "3", "4"]  # 4 calls: b was retried
+    detail = cli(tmp_path, "status", "job", "--db", "t.db").stdout
+    assert "3 ok, 0 failed, 0 not attempted, of 3" in detail
+    assert "calls      4 (1 of them retries)" in detail
+    assert "last session  4 calls" in detail
+    assert "started" not in detail and "902." not in detail
+    info = json.loads(cli(tmp_path, "status", "job", "--db", "t.db", "--json").stdout)
+    assert "started" not in info["totals"]  # a monotonic clock reading means nothing later
+    assert info["items"]["calls"] == info["totals"]["calls"] == 4
+    assert info["items"]["first_started"].endswith("+00:00")
+
+
+def test_calls_stay_the_attempts_recorded_after_a_resume(tmp_path: Path) -> None:
+    make_run(tmp_path)
+    again = cli(tmp_path, "run", "in.txt", "--provider", "python:fns:flaky", "--db", "t.db",
+                "--run-name", "job", "-q", "-o", "out.jsonl")
+    assert again.returncode == 0, again.stderr
+    runs = json.loads(cli(tmp_path, "status", "--db", "t.db", "--json").stdout)
+    assert runs[0]["calls"] == 4 and runs[0]["failed"] == 0 and runs[0]["total"] == 3
+    detail = cli(tmp_path, "status", "job", "--db", "t.db").stdout
+    assert "calls      4 (1 of them retries)" in detail and "last session  0 calls" in detail
+
+
+def test_missing_directories_are_named_not_created_nor_a_traceback(tmp_path: Path) -> None:
+    make_run(tmp_path)
+    r = cli(tmp_path, "run", "in.txt", "--provider", "python:fns:flaky",
+            "--db", "nowhere/sub/t.db", "-q")
+    assert r.returncode == 2 and "nowhere/sub does not exist" in r.stderr, r.stderr
+    assert not (tmp_path / "nowhere").exists()
+    r = cli(tmp_path, "export", "job", "--db", "t.db", "-o", "missing/x.csv")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"the directory {tmp_path / 'missing'} does not exist" in r.stderr, r.stderr
