@@ -3,8 +3,8 @@
 :class:`LiveProgress` redraws on a timer as well as on outcomes, so time keeps moving while
 every worker waits (a limiter's next slot, a server's Retry-After, an open breaker) and the
 line says what it waits for and until when. On a terminal it is one line fitted to the width
-(throttlepool/progress_line.py); anything else written to stderr while it shows -- ``-v``
-messages, warnings, logging of ``throttlepool.*`` -- goes above it, never into it. Elsewhere
+(throttlepool/progress_line.py) and drawn by tqdm; anything else written to stderr while it
+shows -- ``-v`` messages, warnings, logging of ``throttlepool.*`` -- goes above it. Elsewhere
 it writes a complete line every ``interval`` seconds.
 """
 
@@ -17,6 +17,8 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TextIO
+
+from tqdm import tqdm
 
 from . import progress_line as pl
 from .outcome import Outcome, RunStats
@@ -113,6 +115,7 @@ class LiveProgress:
         self._last_tick: float | None = None
         self._was_stalled = False
         self._shown = ""
+        self._bar: tqdm[Any] | None = None
         self._redirect: _AboveBar | None = None
         self._restore: list[tuple[logging.StreamHandler[Any], Any]] = []
 
@@ -126,6 +129,10 @@ class LiveProgress:
         self._last_tick = self.clock()
         self._rates.sample(stats, self._last_tick)  # the baseline: rates cover the run so far
         if self.mode == "bar":
+            # tqdm draws the line we fit (bar_format is just our text) and keeps log lines
+            # written through tqdm.write above it.
+            self._bar = tqdm(total=None, file=self.file, bar_format="{desc}", leave=True,
+                             dynamic_ncols=False, mininterval=0, miniters=0, delay=0)
             self._take_stderr()
             self._draw()
         # Bars tick often enough for a smooth countdown; lines at their own pace.
@@ -153,15 +160,21 @@ class LiveProgress:
         with self._lock:
             self._draw()
             if self.mode == "bar":
-                self.file.write("\n")
-                self.file.flush()
+                bar, self._bar = self._bar, None
+                if bar is not None:
+                    bar.close()  # leaves the final line in place and ends it
+                else:
+                    self.file.write("\n")
+                    self.file.flush()
                 self._shown = ""
                 self._give_stderr_back()
 
     def write(self, text: str) -> None:
         """Write ``text`` (a log line) above the bar, then redraw the bar under it."""
         with self._lock:
-            if self.mode == "bar" and self._shown:
+            if self.mode == "bar" and self._bar is not None:
+                tqdm.write(text, file=self.file)
+            elif self.mode == "bar" and self._shown:
                 self.file.write("\r\x1b[K" + text + "\n")
                 self._paint(self._shown)
             else:
@@ -219,8 +232,11 @@ class LiveProgress:
         return pl.terminal_width(fd)
 
     def _paint(self, text: str) -> None:
-        self.file.write("\r" + text + "\x1b[K")
-        self.file.flush()
+        if self._bar is not None:
+            self._bar.set_description_str(text, refresh=True)
+        else:
+            self.file.write("\r" + text + "\x1b[K")
+            self.file.flush()
         self._shown = text
 
     # ---- log lines above the bar ---------------------------------------------------------
@@ -250,7 +266,7 @@ class LiveProgress:
         self._restore.clear()
 
 
-# The name the library exported when the bar was tqdm's; the display is the same one now.
+# The name the library has always exported for its tqdm display.
 TqdmProgress = LiveProgress
 
 
