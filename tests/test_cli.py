@@ -71,7 +71,7 @@ def test_full_run_openai_to_jsonl_in_order(sim: Simulator, tmp_path: Path) -> No
     assert all(row["status"] == "ok" and row["attempts"] == 1 for row in rows)
     assert sim.stats()["requests"] == 30
     assert "30 ok, 0 failed of 30" in r.stderr
-    assert "checkpoint: throttlepool.db (run 'in.jsonl')" in r.stderr
+    assert "checkpoint: throttlepool.db (run 'in.jsonl-" in r.stderr
     assert "sk-test-0123456789abcdef" not in r.stderr + r.stdout
     assert r.stdout == ""
 

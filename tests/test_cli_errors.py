@@ -96,7 +96,7 @@ def test_missing_sdk_extra(tmp_path: Path) -> None:
     ("openai", "OPENAI_API_KEY"), ("gemini", "GEMINI_API_KEY or GOOGLE_API_KEY")])
 def test_missing_api_key(tmp_path: Path, provider: str, variables: str) -> None:
     (tmp_path / "in.txt").write_text("hi\n")
-    r = run_cli(["run", "in.txt", "-p", provider, "-m", "m", "-o", "out.jsonl"], tmp_path)
+    r = run_cli(["run", "in.txt", "-P", provider, "-m", "m", "-o", "out.jsonl"], tmp_path)
     expect_usage_error(r, tmp_path, f"no API key for the {provider} provider", variables)
 
 
@@ -128,7 +128,10 @@ def test_changed_input_under_same_run_name(sim: Simulator, tmp_path: Path) -> No
     (tmp_path / "out.jsonl").unlink()
     (tmp_path / "in.txt").write_text("x\ny\n")
     r = run_cli(["run", "in.txt", *http(sim), "-q"], tmp_path)
-    expect_usage_error(r, tmp_path, "checkpoint mismatch", "--run-name")
+    # The message, then the command that starts a new run reusing the answers, on its own line.
+    message, command = r.stderr.splitlines()
+    assert r.returncode == 2 and message.startswith("throttlepool: checkpoint mismatch: line 1 ")
+    assert command.split()[:2] == ["throttlepool", "run"] and "--reuse" in command
 
 
 def test_bad_setting_from_environment(tmp_path: Path) -> None:

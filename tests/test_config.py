@@ -12,7 +12,7 @@ from throttlepool.errors import ConfigError
 
 def test_defaults(tmp_path: Path) -> None:
     s = load_settings({}, env={}, cwd=tmp_path)
-    assert s["batch_size"] == DEFAULTS["batch_size"] == 5
+    assert s["batch_size"] == DEFAULTS["batch_size"] == 8
     assert s["provider"] == "openai" and s["rpm"] is None and s.file is None
 
 

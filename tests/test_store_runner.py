@@ -91,7 +91,7 @@ def test_changed_input_is_refused(tmp_path: Path) -> None:
     changed[7] = 700
     fn = Counting()
     r = make(fn, db)
-    with pytest.raises(CheckpointMismatch, match=r"item 7 differs .* run 'job'"):
+    with pytest.raises(CheckpointMismatch, match=r"record 8 \(index 7\) differs .* run 'job'"):
         r.run(changed)
     r.close()
     assert 700 not in fn.calls

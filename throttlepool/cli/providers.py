@@ -87,7 +87,7 @@ def parse_params(entries: Iterable[str]) -> dict[str, Any]:
         key, sep, raw = entry.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise ConfigError(f"--param expects KEY=VALUE, got {entry!r} (the provider is "
+            raise ConfigError(f"--param expects NAME=VALUE, got {entry!r} (the provider is "
                               "-P/--provider)")
         target = out
         *parents, leaf = key.split(".")

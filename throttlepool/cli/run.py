@@ -320,9 +320,9 @@ def _keep_written(writer: ResultWriter, records: Records, emitted: int,
 @click.option("--max-tokens", type=int, metavar="N", help="Output tokens at most per request "
               "(openai/http: max_tokens; gemini: max_output_tokens). Under --tpm a request "
               "without it reserves 256.")
-@click.option("-p", "--param", multiple=True, metavar="KEY=VALUE", help="Any field of the "
+@click.option("-p", "--param", multiple=True, metavar="NAME=VALUE", help="Any field of the "
               "request body (gemini: of its config), repeatable; VALUE is JSON when it parses, "
-              "else text; a dotted KEY nests: -p top_p=0.9 -p response_format.type=json_object")
+              "else text; a dotted NAME nests: -p top_p=0.9 -p response_format.type=json_object")
 @click.option("--api-key", metavar="KEY", help="API key, instead of the provider's environment "
               "variable (http: sent as 'Authorization: Bearer KEY'). Prefer the variable: a "
               "flag is visible to other users in the process list.")
@@ -440,7 +440,7 @@ def _legacy_provider_flag(flags: dict[str, Any]) -> None:
     if not names:
         return
     if len(names) > 1 or flags.get("provider"):
-        raise ConfigError(f"-p is --param (KEY=VALUE) now; give the provider once, with "
+        raise ConfigError(f"-p is --param (NAME=VALUE) now; give the provider once, with "
                           f"-P/--provider (got -p {names[0]})")
     click.echo(f"throttlepool: warning: -p {names[0]} as the provider is deprecated: -p is "
                f"--param now; write -P {names[0]}", err=True)

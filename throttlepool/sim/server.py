@@ -118,7 +118,9 @@ class _Handler(BaseHTTPRequestHandler):
         if target.startswith("/__requests"):
             self._write(encode(200, {}, self.server.logged()))
             return
-        if not target.startswith("/__"):
+        if target.startswith("/__reset"):
+            self.server.forget_requests()
+        elif not target.startswith("/__"):
             self.server.log_request(method, target, headers, body)
         try:
             plan = state.handle(method, target, headers, body)
@@ -193,6 +195,10 @@ class _Server(ThreadingHTTPServer):
         # Raw bytes only: decoding waits for a reader, off the hot path. deque.append is
         # atomic, so the handler threads need no lock for it.
         self._log.append((method, target, headers, body))
+
+    def forget_requests(self) -> None:
+        """Empty the request log."""
+        self._log.clear()
 
     def logged(self) -> list[dict[str, Any]]:
         """The last requests, oldest first, bodies decoded and API keys shortened."""
@@ -307,8 +313,10 @@ class Simulator:
         return self._server.logged() if self._server is not None else []
 
     def reset(self) -> None:
-        """Clear windows, stats and scripts (POST /__reset)."""
+        """Clear windows, stats, scripts and the request log (POST /__reset)."""
         self.state.reset()
+        if self._server is not None:
+            self._server.forget_requests()
 
     def configure(self, **changes: Any) -> SimConfig:
         """Change the config at runtime (POST /__config); returns the new config."""
