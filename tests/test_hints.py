@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 
 import pytest
@@ -10,7 +11,9 @@ from hypothesis import strategies as st
 
 from throttlepool.hints import (
     parse_duration,
+    parse_reset,
     parse_retry_after,
+    parse_rfc3339,
     rate_info_from_headers,
     retry_after_from_headers,
     retry_delay_from_body,
@@ -136,3 +139,71 @@ def test_retry_delay_from_message(message: str, seconds: float) -> None:
 @pytest.mark.parametrize("message", [None, "", "quota exceeded", "try again later"])
 def test_no_delay_in_message(message: str | None) -> None:
     assert retry_delay_from_message(message) is None
+
+
+# ---- Anthropic: RFC 3339 reset times ----------------------------------------------------
+
+NOW = 1_755_780_000.0  # 2025-08-21T12:40:00Z
+
+
+@pytest.mark.parametrize(("value", "seconds"), [
+    ("2025-08-21T12:40:59Z", 59.0),
+    ("2025-08-21T12:40:59z", 59.0),
+    ("2025-08-21t12:40:00.250Z", 0.25),
+    ("2025-08-21T14:41:00+02:00", 60.0),
+    ("2025-08-21T12:39:00Z", 0.0),  # already past: no wait, never negative
+    (" 2025-08-21T12:40:01.5Z ", 1.5),
+])
+def test_rfc3339_reset_is_seconds_from_now(value: str, seconds: float) -> None:
+    assert parse_rfc3339(value, NOW) == pytest.approx(seconds)
+    assert parse_reset(value, NOW) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("value", [
+    None, "", "2025-08-21T12:40:59", "2025-08-21", "soon", "2025-13-21T12:40:59Z", "6m0s",
+])
+def test_rfc3339_garbage_is_none(value: str | None) -> None:
+    assert parse_rfc3339(value, NOW) is None
+
+
+@given(st.datetimes(min_value=datetime.datetime(2000, 1, 1),
+                    max_value=datetime.datetime(2100, 1, 1)))
+def test_rfc3339_roundtrip(when: datetime.datetime) -> None:
+    aware = when.replace(tzinfo=datetime.timezone.utc)
+    text = aware.isoformat().replace("+00:00", "Z")
+    assert parse_rfc3339(text, 0.0) == pytest.approx(aware.timestamp(), abs=1e-6)
+
+
+def test_reset_keeps_reading_durations() -> None:
+    assert parse_reset("6m0s", NOW) == 360.0 and parse_reset("120ms") == pytest.approx(0.12)
+
+
+def test_anthropic_rate_headers() -> None:
+    info = rate_info_from_headers({
+        "anthropic-ratelimit-requests-limit": "50",
+        "anthropic-ratelimit-requests-remaining": "49",
+        "anthropic-ratelimit-requests-reset": "2025-08-21T12:40:02Z",
+        "Anthropic-RateLimit-Tokens-Limit": "90000",
+        "anthropic-ratelimit-tokens-remaining": "89000",
+        "anthropic-ratelimit-tokens-reset": "2025-08-21T12:40:30.5Z",
+        "anthropic-ratelimit-input-tokens-limit": "100000",
+        "anthropic-ratelimit-input-tokens-remaining": "99000",
+        "anthropic-ratelimit-input-tokens-reset": "2025-08-21T12:40:01Z",
+        "retry-after": "4",
+    }, now=NOW)
+    assert (info.limit_requests, info.remaining_requests) == (50, 49)
+    assert info.reset_requests == pytest.approx(2.0)
+    # tokens-* is the most restrictive token limit in effect: it wins over input-tokens-*.
+    assert (info.limit_tokens, info.remaining_tokens) == (90000, 89000)
+    assert info.reset_tokens == pytest.approx(30.5)
+    assert info.retry_after == 4.0
+
+
+def test_anthropic_input_tokens_stand_in_for_tokens() -> None:
+    info = rate_info_from_headers({
+        "anthropic-ratelimit-input-tokens-limit": "100000",
+        "anthropic-ratelimit-input-tokens-remaining": "0",
+        "anthropic-ratelimit-input-tokens-reset": "2025-08-21T12:40:07Z",
+    }, now=NOW)
+    assert (info.limit_tokens, info.remaining_tokens) == (100000, 0)
+    assert info.reset_tokens == pytest.approx(7.0) and info.limit_requests is None

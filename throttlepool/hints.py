@@ -1,10 +1,13 @@
 """Parse the waits servers suggest: Retry-After, retry-after-ms, x-ratelimit-*, retryDelay.
 
-Pure functions over header mappings and bodies; every header is optional.
+Pure functions over header mappings and bodies; every header is optional. Anthropic's
+``anthropic-ratelimit-*-reset`` headers are RFC 3339 timestamps, not durations: they become
+seconds from ``now`` (the wall clock unless given).
 """
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import re
 import time
@@ -14,6 +17,8 @@ from typing import Any
 
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_RFC3339_RE = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})$")
 _TRY_AGAIN_RE = re.compile(
     r"(?:try again|retry) in (?:(?P<go>(?:\d+(?:\.\d+)?(?:ms|h|m|s))+)\b"
     r"|(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>ms|s|seconds?)\b)",
@@ -71,6 +76,32 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when.timestamp() - wall)
 
 
+def parse_rfc3339(value: str | None, now: float | None = None) -> float | None:
+    """Seconds from ``now`` until an RFC 3339 time (``2025-08-21T12:40:59Z``); 0 if past.
+
+    Fractional seconds and numeric offsets are accepted; a time without an offset is refused,
+    since it names no instant.
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    if not _RFC3339_RE.match(text):
+        return None
+    text = text[:-1] + "+00:00" if text[-1] in "zZ" else text
+    try:
+        when = datetime.datetime.fromisoformat(text.replace("t", "T", 1))
+    except ValueError:
+        return None
+    wall = time.time() if now is None else now
+    return max(0.0, when.timestamp() - wall)
+
+
+def parse_reset(value: str | None, now: float | None = None) -> float | None:
+    """A ``*-reset`` header in seconds: a duration (OpenAI's ``6m0s``) or an RFC 3339 time."""
+    seconds = parse_duration(value)
+    return seconds if seconds is not None else parse_rfc3339(value, now)
+
+
 @dataclass(frozen=True, slots=True)
 class RateInfo:
     """What a response said about the caller's remaining budget; every field is optional."""
@@ -107,10 +138,23 @@ def retry_after_from_headers(
     return parse_retry_after(_get(headers, "retry-after"), now)
 
 
-def rate_info_from_headers(headers: Mapping[str, str] | None) -> RateInfo:
-    """Read OpenAI-style ``x-ratelimit-*`` (and Azure's hyphenated variant) and Retry-After."""
+_ANTHROPIC = "anthropic-ratelimit-"
+
+
+def rate_info_from_headers(
+    headers: Mapping[str, str] | None, now: float | None = None
+) -> RateInfo:
+    """Read OpenAI-style ``x-ratelimit-*`` (and Azure's hyphenated variant), Anthropic's
+    ``anthropic-ratelimit-*`` and Retry-After.
+
+    Anthropic's ``tokens-*`` is the most restrictive token limit in effect; without it the
+    input-token limit (ITPM), which a prompt always spends, stands for the tokens.
+    """
     if not headers:
         return RateInfo()
+    if any(_get(headers, f"{_ANTHROPIC}{unit}-limit") is not None
+           for unit in ("requests", "tokens", "input-tokens")):
+        return _anthropic_rate_info(headers, now)
 
     def pick(*names: str) -> str | None:
         for n in names:
@@ -129,6 +173,24 @@ def rate_info_from_headers(headers: Mapping[str, str] | None) -> RateInfo:
         remaining_tokens=_num(pick("x-ratelimit-remaining-tokens")),
         reset_tokens=parse_duration(pick("x-ratelimit-reset-tokens", "x-rate-limit-reset-tokens")),
         retry_after=retry_after_from_headers(headers),
+    )
+
+
+def _anthropic_rate_info(headers: Mapping[str, str], now: float | None) -> RateInfo:
+    tokens = "tokens" if _get(headers, _ANTHROPIC + "tokens-limit") is not None else (
+        "input-tokens")
+
+    def field(unit: str, name: str) -> str | None:
+        return _get(headers, f"{_ANTHROPIC}{unit}-{name}")
+
+    return RateInfo(
+        limit_requests=_num(field("requests", "limit")),
+        remaining_requests=_num(field("requests", "remaining")),
+        reset_requests=parse_reset(field("requests", "reset"), now),
+        limit_tokens=_num(field(tokens, "limit")),
+        remaining_tokens=_num(field(tokens, "remaining")),
+        reset_tokens=parse_reset(field(tokens, "reset"), now),
+        retry_after=retry_after_from_headers(headers, now),
     )
 
 
