@@ -169,7 +169,7 @@ def test_rfc3339_garbage_is_none(value: str | None) -> None:
 @given(st.datetimes(min_value=datetime.datetime(2000, 1, 1),
                     max_value=datetime.datetime(2100, 1, 1)))
 def test_rfc3339_roundtrip(when: datetime.datetime) -> None:
-    aware = when.replace(tzinfo=datetime.timezone.utc)
+    aware = when.replace(tzinfo=datetime.UTC)
     text = aware.isoformat().replace("+00:00", "Z")
     assert parse_rfc3339(text, 0.0) == pytest.approx(aware.timestamp(), abs=1e-6)
 
