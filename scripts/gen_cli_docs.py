@@ -36,10 +36,62 @@ tpm = 200000
 db = "runs.db"
 ```
 
-Exit codes: 0 every item succeeded, 1 some items failed (or were not attempted after a
-fatal error), 2 usage, configuration, input or checkpoint-database error (nothing is
-sent and no output is written), 130 interrupted (calls in flight were drained and
-checkpointed; run the same command again to resume).
+Exit codes: 0 every item succeeded (also an input with no records: it is said on stderr,
+and `--output` is written empty, so a pipeline whose filter found nothing goes on), 1 some
+items failed (or were not attempted after a fatal error), 2 usage, configuration, input or
+checkpoint-database error (nothing is sent and no output is written), 130 interrupted
+(calls in flight were drained and checkpointed; run the same command again to resume).
+
+## Request options
+
+`--system`, `--temperature`, `--max-tokens` and `-p/--param NAME=VALUE` (repeatable; the
+value is JSON when it parses, else text; a dotted name nests: `-p response_format.type=json_object`)
+go into every request: the openai chat body (`--system` as a leading system message,
+`--max-tokens` as `max_tokens`; give `-p max_completion_tokens=N` for models that want it),
+the google-genai `config` (`system_instruction`, `max_output_tokens`), the
+google-generativeai `generation_config` (the system prompt goes to the model), the http
+JSON body (`system`, `max_tokens`). `--provider python:...` takes none: the function builds
+its own request. Under `--tpm` a request without an output limit reserves 256 tokens;
+`--dry-run` says how many do, and counts `--max-tokens` in its estimate.
+
+`--api-key` overrides the provider's variable (http: `Authorization: Bearer KEY`), but
+other users can read a command line in the process list: prefer the variable.
+`--header 'Name: value'` (repeatable) is for `--provider http`. `-v` never shows either.
+
+**`-P` is the provider, `-p` the parameter.** `-p` was the short flag of `--provider` before
+`--param` existed. A `-p` value without `=` cannot be a parameter, so `-p openai` still
+selects the provider, with a warning, until scripts move to `-P openai`.
+
+## Run names, resuming and `--reuse`
+
+A run's default name is the input's file name plus a short hash of its absolute path
+(`q.txt-1a2b3c4d`), so `a/q.txt` and `b/q.txt` are two runs in one `throttlepool.db`;
+for stdin, a hash of what was piped in, so piping the same data again resumes. Running
+the same command again resumes: ok items come from the checkpoint and failed and
+not-attempted items are called again (the summary prints that command). A checkpoint made
+before this naming resumes with `--run-name <file name>`.
+
+An edited input under the same run name stops with the first changed line
+(`line 18 of q.txt differs ...`) and the command to use instead: a new `--run-name` with
+`--reuse`, which takes the answer of every request already answered ok in the database
+(any run, matched by the request and the provider, model and parameters), so only the
+changed lines are called.
+
+`--batch-size` defaults to 8 here, in `generate_batch`, `@batchable` and the runner: enough
+to keep a 500 requests/minute limit busy at about 1 s latency; raise it for higher limits
+(`demo` uses 16 to fill its 50/s limit at 0.2 s latency).
+
+## Shell completion
+
+Completion comes from click; add one line to your shell's start-up file:
+
+```bash
+eval "$(_THROTTLEPOOL_COMPLETE=bash_source throttlepool)"   # ~/.bashrc
+eval "$(_THROTTLEPOOL_COMPLETE=zsh_source throttlepool)"    # ~/.zshrc
+_THROTTLEPOOL_COMPLETE=fish_source throttlepool | source    # fish: config.fish
+```
+
+It completes commands, flags and `--input-format`/`--format` choices.
 """
 
 

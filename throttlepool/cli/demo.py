@@ -79,7 +79,9 @@ def sim_command(host: str, port: int, rpm: int | None, tpm: int | None, window: 
     """Serve the rate-limited OpenAI/Gemini-compatible API simulator until Ctrl-C.
 
     It answers every prompt with "echo: <prompt>", counts tokens, and returns 429s with
-    real rate-limit headers when --rpm/--tpm are exceeded.
+    real rate-limit headers when --rpm/--tpm are exceeded. The banner names its limits;
+    Ctrl-C stops it and prints what it served (requests by status, the busiest window).
+    GET /__requests shows the last requests it received (keys shortened).
     """
     config = sim_config(rpm=rpm, tpm=tpm, window=window, latency=latency, jitter=jitter,
                         fail_rate=_fail_rates(fail_rate), seed=seed)
@@ -144,7 +146,9 @@ def _batched_adapter(provider: str, sim: Simulator) -> Adapter[Any]:
 @click.option("--rate", default=50.0, show_default=True,
               help="Requests per second the simulator allows (and the runner is told).")
 @click.option("--latency", default=0.2, show_default=True, help="Seconds per reply.")
-@click.option("-b", "--batch-size", default=16, show_default=True, help="Calls in flight.")
+@click.option("-b", "--batch-size", default=16, show_default=True, help="Calls in flight: "
+              "more than run's default 8, since filling --rate 50/s at --latency 0.2 s "
+              "takes 10 (rate x latency).")
 @click.option("--provider", type=click.Choice(["auto", "openai", "http"]), default="auto",
               show_default=True, help="openai SDK if installed, else http (requests).")
 @click.option("--db", metavar="PATH", help="Checkpoint database. [default: in the temp dir]")
