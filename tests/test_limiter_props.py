@@ -20,6 +20,7 @@ from throttlepool.limiter import (
     Limit,
     Permit,
     RateLimiter,
+    SlidingWindowLog,
     TokenBucketLimiter,
 )
 from throttlepool.testing import FakeClock
@@ -335,3 +336,22 @@ def test_token_bucket_full_burst_at_once_then_steady_rate(
     clock.set(nxt[-1] + burst / rate + idle * GRID)
     again = [lim.reserve().admit_at for _ in range(burst)]
     assert again == [clock.now()] * burst
+
+
+@given(
+    start=st.floats(0.0, 1e7, allow_nan=False, allow_infinity=False),
+    period=st.sampled_from([0.1, 0.3, 0.5, 1.0, 2.0, 7.5, 60.0]),
+    amount=st.integers(1, 4),
+)
+def test_an_admission_at_the_boundary_is_one_the_log_itself_has_expired(
+    start: float, period: float, amount: int
+) -> None:
+    """Monotonic-clock times are not dyadic: ``admit_at + period`` rounds, and the log must
+    never hand out an instant at which, by its own expiry rule (and the server's half-open
+    window), the entry it waited for still counts: amount + 1 in one window, an ulp apart."""
+    log = SlidingWindowLog([Limit(float(amount), period)])
+    first = [log.reserve(Cost(1.0), start) for _ in range(amount)]
+    nxt = log.reserve(Cost(1.0), start)
+    assert first[0].admit_at <= nxt.admit_at - period
+    # At that instant the log counts only the new entry: the first ones have left.
+    assert log.usage(nxt.admit_at) == [(Limit(float(amount), period), 1.0)]

@@ -23,7 +23,13 @@ import pytest
 from _services import RedisServer, redis_server  # noqa: F401 - fixture
 
 from throttlepool.errors import ConfigError, CostExceedsLimit, LimiterUnavailable, MissingExtra
-from throttlepool.limiter import Cost, RateLimiter, Ticket, limiter_from_url
+from throttlepool.limiter import (
+    Cost,
+    RateLimiter,
+    SlidingWindowLog,
+    Ticket,
+    limiter_from_url,
+)
 
 
 @dataclass
@@ -140,9 +146,16 @@ class _Recording:
         a = time.time()
         ticket: Ticket = self.inner.reserve(cost, now)
         b = time.time()
-        if not ticket.provisional:
-            ahead = max(0.0, ticket.admit_at - now)  # the memory log schedules ahead
-            self.log.append((a + ahead, b + ahead, cost.of(self.unit)))
+        if ticket.provisional:
+            return ticket
+        if isinstance(self.inner, SlidingWindowLog):
+            # The memory log stamps with the limiter's own clock (read before ``a``, maybe
+            # a GIL switch earlier) and may schedule ahead: its stamp is admit_at exactly.
+            # Shifting it onto time.time() by ``a - now`` made stamps late by that gap, and
+            # a late first stamp put 61 admissions in one measured window (issue 12).
+            self.log.append((ticket.admit_at, ticket.admit_at, cost.of(self.unit)))
+        else:  # a shared backend stamps with the wall clock while it decides
+            self.log.append((a, b, cost.of(self.unit)))
         return ticket
 
     def __getattr__(self, name: str) -> Any:

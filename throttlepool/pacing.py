@@ -6,15 +6,28 @@ server could not have counted those yet). Between responses the level refills at
 ``(limit - remaining) / reset``, the average rate at which the server's budget returns. A 429
 empties the bucket; its hint pauses the limiter through the retry path. Servers that send no
 headers are not paced (429 hints still pause dispatch).
+
+A server that turns out to free its budget in bursts (a sliding window) is paced by what it
+told us instead: its limit and its window (the reset on a call it just admitted: the time
+until that call leaves its window) become an exact sliding-window log over our own calls,
+seeded with the calls already made. Each call counts from when we let it go until its answer
+arrives, and from then on from the answer; the server stamped it in between, so no window of
+the server's can hold more than the limit and, with the key to ourselves, there is no 429
+after the window is learned (no 429 per window reset, no wait for a full reset either).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Protocol
 
+from .errors import CostExceedsLimit
 from .hints import RateInfo
-from .limiter import Cost
+from .limiter import REQUESTS, TOKENS, Cost, Limit, SlidingWindowLog, Ticket
+
+# A level this close to the need is enough: waiting out 1e-17 s would not move a clock.
+_EPSILON = 1e-9
 
 
 class Pacer(Protocol):
@@ -37,23 +50,37 @@ class Pacer(Protocol):
 class _Bucket:
     """The server's budget in one unit, as its headers describe it.
 
-    Until a 429 says otherwise the budget is assumed to return steadily (a token bucket,
-    like OpenAI's or llmock's). A 429 whose wait is about as long as the server's full reset
-    shows the server frees its budget in bursts (a sliding window): from then on a spent
-    budget waits for the server's full reset and then returns whole.
+    Until a 429 or the headers say otherwise the budget is assumed to return steadily (a
+    token bucket, like OpenAI's or llmock's). Resets that do not grow with the spend, or a
+    429 whose wait is about as long as the server's full reset, show the server frees its
+    budget in bursts (a sliding window): with the limit known, :class:`HeaderBudget` then
+    gates this unit by the learned window; without it a spent budget waits for the server's
+    full reset and then returns whole.
     """
 
+    unit: str = REQUESTS
     level: float = float("inf")  # unknown until a response says otherwise
     capacity: float = float("inf")
     rate: float = 0.0
     stamp: float = 0.0
     full_at: float = float("inf")
     bursty: bool = False
+    window: float = 0.0  # the longest reset seen: a sliding window's length
+    _least_spend: tuple[float, float] | None = None  # (spent, reset): the least spend
+
+    def learned(self) -> Limit | None:
+        """The server's sliding-window limit in ``unit``, once a 429 and headers showed it."""
+        if not self.bursty or self.window <= 0 or not 0 < self.capacity < float("inf"):
+            return None
+        return Limit(self.capacity, self.window, self.unit)
 
     def note_reset(self, reset: float | None, now: float) -> None:
         """The server's budget is whole again ``reset`` from now (any response may say so)."""
         if reset is None:
             return
+        # A sliding window resets a call it just admitted after exactly its length; no reset
+        # is longer (ceil-rounded headers only make the learned window a little longer).
+        self.window = max(self.window, reset)
         # A response can arrive out of order; the latest of the full resets holds.
         self.full_at = now + reset if self.full_at == float("inf") else max(
             self.full_at, now + reset)
@@ -71,13 +98,31 @@ class _Bucket:
 
     def wait_for(self, amount: float, now: float) -> float:
         level = self.refill(now)
-        if level >= amount:
+        if level >= amount - _EPSILON:  # refills summed in floats fall short by an ulp
             return 0.0
         if self.bursty and self.full_at != float("inf"):
             return self.full_at - now
         if self.rate <= 0:
             return float("inf")
         return (amount - level) / self.rate
+
+    def _compare_resets(self, spent: float, reset: float) -> None:
+        """Tell a sliding window from a token bucket by how the reset follows the spend.
+
+        A token bucket is whole again after ``spent / rate``: twice the spend, twice the
+        reset. A sliding window is whole again when its newest call leaves, one window after
+        it was admitted, however much was spent. So a reset that barely grew while the spend
+        doubled is a window, known without meeting a 429. Resets under 50 ms are left out:
+        headers carry whole milliseconds, too coarse to compare them.
+        """
+        if reset < 0.05:
+            return
+        if self._least_spend is None or spent < self._least_spend[0]:
+            self._least_spend = (spent, reset)
+            return
+        spent0, reset0 = self._least_spend
+        if spent >= 2 * spent0 and reset <= 1.25 * reset0:
+            self.bursty = True
 
     def sync(self, remaining: float, limit: float | None, reset: float | None,
              in_flight: float, now: float) -> None:
@@ -89,46 +134,141 @@ class _Bucket:
             spent = limit - remaining
             if reset is not None and reset > 0 and spent > 0:
                 self.rate = spent / reset
+                self._compare_resets(spent, reset)
             elif self.rate <= 0:
                 self.rate = limit / 60.0  # the per-minute convention of RPM/TPM headers
         elif reset is not None and reset > 0:
             self.rate = max(self.rate, 1.0 / reset)
 
 
+@dataclass
+class _Sent:
+    """One call we let go: when it counts from (its answer, once there is one) and its cost."""
+
+    stamp: float
+    cost: Cost
+    open: bool = True
+    ticket: Ticket | None = field(default=None, repr=False)  # its entry in the learned log
+
+
 class HeaderBudget:
-    """A :class:`Pacer` that keeps a request bucket and a token bucket synced to headers."""
+    """A :class:`Pacer` that keeps a request bucket and a token bucket synced to headers.
+
+    Once a dimension is learned to be a sliding window (see the module docstring), an exact
+    :class:`SlidingWindowLog` of that limit gates it instead of its bucket.
+    """
+
+    #: Calls answered this long ago are forgotten while no window is known yet.
+    _UNKNOWN_HORIZON = 60.0
 
     def __init__(self) -> None:
-        self.requests = _Bucket()
-        self.tokens = _Bucket()
+        self.requests = _Bucket(REQUESTS)
+        self.tokens = _Bucket(TOKENS)
         self._seq = 0
         self._fresh = 0  # the newest dispatch whose response has synced the buckets
         self._tokens_sent = 0.0
         self._tokens_at: dict[int, float] = {}  # seq -> tokens sent up to it, until it ends
         self._open: dict[int, float] = {}  # calls without an answer yet: seq -> tokens
+        self._sent: dict[int, _Sent] = {}  # calls that may still count at the server
+        self._window: SlidingWindowLog | None = None
+        self._learned_seq = 0  # the last call let go before the current window was learned
+        #: 429s met by calls let go after their server's window was learned.
+        self.rate_limited_after_learning = 0
+
+    @property
+    def learned_limits(self) -> list[Limit]:
+        """The server's sliding-window limits in force (empty until one is learned)."""
+        return list(self._window.limits) if self._window is not None else []
+
+    def _buckets(self) -> Iterator[_Bucket]:
+        yield self.requests
+        yield self.tokens
 
     def admit(self, cost: Cost, now: float) -> tuple[int | None, float]:
-        wait = max(self.requests.wait_for(cost.requests, now),
-                   self.tokens.wait_for(cost.tokens, now) if cost.tokens else 0.0)
+        window = self._window
+        learned = {lim.unit for lim in window.limits} if window is not None else set()
+        wait = max(
+            self.requests.wait_for(cost.requests, now) if REQUESTS not in learned else 0.0,
+            self.tokens.wait_for(cost.tokens, now) if cost.tokens and TOKENS not in learned
+            else 0.0)
+        ticket = None
+        if wait <= 0 and window is not None:
+            ticket, wait = self._reserve(window, cost, now)
         if wait > 0:
             return None, min(wait, 60.0)
         self.requests.level -= cost.requests
         self.tokens.level -= cost.tokens
         self._seq += 1
         self._open[self._seq] = cost.tokens
+        self._sent[self._seq] = _Sent(now, cost, ticket=ticket)
+        self._forget(now)
         if self._fresh:  # bookkeeping starts with the first headers; plain calls skip it
             self._tokens_sent += cost.tokens
             self._tokens_at[self._seq] = self._tokens_sent
         return self._seq, 0.0
 
+    def _reserve(self, window: SlidingWindowLog, cost: Cost, now: float
+                 ) -> tuple[Ticket | None, float]:
+        """A place in the learned log now, or the wait until there is one."""
+        # A call still unanswered a whole window later may yet be counted by the server:
+        # count it from now (this is what keeps the log exact, not a margin).
+        shortest = min(lim.period for lim in window.limits)
+        for seq in self._open:
+            sent = self._sent.get(seq)
+            if sent is not None and sent.ticket is not None and sent.stamp <= now - shortest:
+                sent.stamp = now
+                window.restamp(sent.ticket, now)
+        try:
+            ticket = window.reserve(cost, now)
+        except CostExceedsLimit:
+            return None, 0.0  # never admissible: let the server say so, once
+        if ticket.admit_at > now:
+            window.cancel(ticket, now)
+            return None, ticket.admit_at - now
+        return ticket, 0.0
+
+    def _forget(self, now: float) -> None:
+        """Drop answered calls that no window can count any more (dispatch order)."""
+        horizon = max((b.window for b in self._buckets()), default=0.0) or self._UNKNOWN_HORIZON
+        sent = self._sent
+        while sent:
+            seq = next(iter(sent))
+            first = sent[seq]
+            if first.open or first.stamp > now - horizon:
+                break
+            del sent[seq]
+
+    def _answered(self, seq: int, now: float) -> None:
+        """The server stamped ``seq`` before now: count it from now on, never from earlier."""
+        self._open.pop(seq, None)
+        sent = self._sent.get(seq)
+        if sent is None or not sent.open:
+            return
+        sent.open = False
+        sent.stamp = max(sent.stamp, now)
+        if sent.ticket is not None and self._window is not None:
+            self._window.restamp(sent.ticket, now)
+
+    def _learn(self, now: float) -> None:
+        """Install the sliding-window limits learned so far, seeded with the calls made."""
+        limits = [lim for lim in (b.learned() for b in self._buckets()) if lim is not None]
+        if not limits or (self._window is not None and self._window.limits == limits):
+            return
+        window = SlidingWindowLog(limits)
+        for sent in sorted(self._sent.values(), key=lambda s: s.stamp):
+            sent.ticket = window.record(sent.cost, sent.stamp)
+        self._window = window
+        self._learned_seq = self._seq
+
     def observe(self, seq: int, info: RateInfo | None, now: float) -> None:
         tokens_upto = self._tokens_at.pop(seq, None)
-        self._open.pop(seq, None)
+        self._answered(seq, now)
         if info is None:
             return
         if seq <= self._fresh:  # older than one already seen: only its reset time still counts
             self.requests.note_reset(info.reset_requests, now)
             self.tokens.note_reset(info.reset_tokens, now)
+            self._learn(now)
             return
         self._fresh = seq
         # Not yet counted by the server: calls sent after this one, and, to be safe, earlier
@@ -144,11 +284,22 @@ class HeaderBudget:
         if info.remaining_tokens is not None:
             self.tokens.sync(info.remaining_tokens, info.limit_tokens, info.reset_tokens,
                              later_tokens, now)
+        self._learn(now)
 
     def rate_limited(self, seq: int, now: float, retry_after: float | None) -> None:
         self._tokens_at.pop(seq, None)
         self._open.pop(seq, None)
-        for bucket in (self.requests, self.tokens):
+        sent = self._sent.pop(seq, None)  # refused unprocessed: the server did not count it
+        window = self._window
+        if window is not None and sent is not None and sent.ticket is not None:
+            window.cancel(sent.ticket, now)
+        if window is not None and seq > self._learned_seq:
+            # Someone else spends this key's budget too: our log cannot see their calls, so
+            # believe the server's wait before the next call.
+            self.rate_limited_after_learning += 1
+            if retry_after is not None:
+                window.pause_until(now + retry_after, now)
+        for bucket in self._buckets():
             if bucket.level == float("inf"):
                 continue
             # A token bucket frees its next unit long before it is full again (llmock: 0.5 s
@@ -159,3 +310,4 @@ class HeaderBudget:
                 bucket.bursty = True
             bucket.level = min(bucket.level, 0.0)
             bucket.stamp = now
+        self._learn(now)

@@ -9,6 +9,7 @@ later window that contains the candidate holds a subset of the same entries.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections import deque
 from collections.abc import Iterable, Sequence
 
@@ -55,8 +56,20 @@ class _Window:
         for entry in self.log:
             freed += self.weight(entry)
             if freed >= need - _EPSILON:
-                return max(start, entry.admit_at + self.span)
+                return max(start, self.leaves_at(entry))
         return start  # unreachable while w <= amount: freeing everything always suffices
+
+    def leaves_at(self, ticket: Ticket) -> float:
+        """The first instant at which :meth:`expire` drops ``ticket``.
+
+        ``admit_at + span`` rounds; ``(admit_at + span) - span`` can then fall an ulp short of
+        ``admit_at``, and the log would hand out an instant at which, by its own rule, the
+        entry still counts (a second admission in the same window, one ulp apart).
+        """
+        t = ticket.admit_at + self.span
+        while t - self.span < ticket.admit_at:
+            t = math.nextafter(t, math.inf)
+        return t
 
 
 class SlidingWindowLog:
@@ -94,6 +107,21 @@ class SlidingWindowLog:
                 win.used += w
         if t > now:
             self._pending.append(ticket)
+
+    def record(self, cost: Cost, at: float) -> Ticket:
+        """Count a call already made at ``at`` without scheduling it (the log learns its past).
+
+        A pacer that learns the server's window only after some calls went out seeds a new
+        log with them: they count whatever the windows held, in time order.
+        """
+        ticket = Ticket(cost, at)
+        for win in self._windows:
+            w = win.weight(ticket)
+            if w > 0:
+                _insert_sorted_from_tail(win.log, ticket)
+                win.used += w
+        self._last_admit = max(self._last_admit, at)
+        return ticket
 
     def reserve(self, cost: Cost, now: float) -> Ticket:
         self._check(cost)

@@ -1,0 +1,200 @@
+"""The pacer learns a sliding-window server's limit and window, and then meets no 429.
+
+A model of the simulator's server (its own exact window, ``throttlepool.sim.window``) is
+driven by the pacer on a virtual clock: every call reaches the server some time after the
+pacer lets it go and its answer comes back some time later, so the only thing the pacer can
+rely on is the order "let go <= stamped by the server <= answered". Nothing sleeps.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from dataclasses import dataclass, field
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from throttlepool.hints import RateInfo
+from throttlepool.limiter import Cost, Limit
+from throttlepool.pacing import HeaderBudget
+from throttlepool.sim.window import Windows
+
+ONE = Cost(1.0)
+
+
+def _ceil_ms(seconds: float) -> float:
+    """What a duration header carries: whole milliseconds, rounded up (sim's go_duration)."""
+    return math.ceil(seconds * 1000 - 1e-6) / 1000
+
+
+@dataclass
+class ServerModel:
+    """A sliding-window server (requests only) and a batch of ``items`` calls against it."""
+
+    limit: int
+    window: float
+    workers: int
+    items: int
+    uplink: tuple[float, float]  # seconds from "let go" to the server's stamp (min, max)
+    downlink: tuple[float, float]  # seconds from the stamp to our answer
+    seed: int = 0
+    pacer: HeaderBudget = field(default_factory=HeaderBudget)
+    rejected: list[tuple[int, bool]] = field(default_factory=list)  # (seq, learned when sent)
+    stamps: list[float] = field(default_factory=list)
+    now: float = 0.0
+
+    def run(self) -> ServerModel:
+        rng = random.Random(self.seed)
+        server = Windows()
+        events: list[tuple[float, int, str, object]] = []  # (time, tie, kind, payload)
+        tie = 0
+
+        def push(at: float, kind: str, payload: object) -> None:
+            nonlocal tie
+            tie += 1
+            heapq.heappush(events, (at, tie, kind, payload))
+
+        todo = self.items
+        for worker in range(self.workers):
+            push(0.0, "try", worker)
+        waiting: set[int] = set()  # workers waiting for the budget: an answer wakes them
+        learned_at_send: dict[int, bool] = {}
+        while events:
+            self.now, _, kind, payload = heapq.heappop(events)
+            assert self.now < 10_000, "the batch never finishes"
+            if kind == "try":
+                worker = int(payload)  # type: ignore[call-overload]
+                if todo == 0:
+                    continue
+                seq, wait = self.pacer.admit(ONE, self.now)
+                if seq is None:
+                    waiting.add(worker)
+                    push(self.now + wait, "wake", worker)
+                    continue
+                todo -= 1
+                learned_at_send[seq] = bool(self.pacer.learned_limits)
+                push(self.now + rng.uniform(*self.uplink), "arrive", (worker, seq))
+            elif kind == "wake":
+                if int(payload) in waiting:  # type: ignore[call-overload]
+                    waiting.discard(int(payload))  # type: ignore[call-overload]
+                    push(self.now, "try", payload)
+            elif kind == "arrive":
+                worker, seq = payload  # type: ignore[misc]
+                d = server.admit("k", 0, self.now, self.limit, None, self.window)
+                if d.admitted:
+                    self.stamps.append(self.now)
+                info = RateInfo(limit_requests=self.limit,
+                                remaining_requests=d.remaining_requests,
+                                reset_requests=_ceil_ms(d.reset_requests),
+                                retry_after=None if d.admitted else _ceil_ms(d.wait))
+                push(self.now + rng.uniform(*self.downlink), "answer", (worker, seq, info))
+            else:  # an answer: observe it, wake every waiter (as the engine does)
+                worker, seq, info = payload  # type: ignore[misc]
+                self.pacer.observe(seq, info, self.now)
+                if info.retry_after is not None:
+                    self.pacer.rate_limited(seq, self.now, info.retry_after)
+                    self.rejected.append((seq, learned_at_send[seq]))
+                    todo += 1  # the item is retried after the server's wait
+                    push(self.now + info.retry_after, "try", worker)
+                else:
+                    push(self.now, "try", worker)
+                for waiter in list(waiting):
+                    waiting.discard(waiter)
+                    push(self.now, "try", waiter)
+        return self
+
+    def max_in_window(self) -> int:
+        best, left = 0, 0
+        for right, t in enumerate(self.stamps):
+            while self.stamps[left] <= t - self.window:
+                left += 1
+            best = max(best, right - left + 1)
+        return best
+
+
+def test_no_429_per_window_reset_over_a_long_run() -> None:
+    """40 windows of a bursty server: the 429s stay those met while learning (at most one
+    per call in flight when the first one is answered), never one per window reset."""
+    model = ServerModel(limit=50, window=2.0, workers=16, items=2000,
+                        uplink=(0.001, 0.02), downlink=(0.005, 0.02)).run()
+    assert len(model.rejected) <= model.workers
+    assert model.max_in_window() <= model.limit
+
+
+def test_the_window_is_learned_from_the_headers_and_installed() -> None:
+    model = ServerModel(limit=50, window=2.0, workers=16, items=300,
+                        uplink=(0.001, 0.01), downlink=(0.005, 0.015)).run()
+    # The reset of a call just admitted is the window; the limit header is the amount.
+    assert model.pacer.learned_limits == [Limit(50, 2.0)]
+    assert [seq for seq, learned in model.rejected if learned] == []
+    assert model.pacer.rate_limited_after_learning == 0
+    # Paced by the window, not by full resets: 300 calls take about 300 / 50 windows.
+    assert model.now <= (300 / 50) * 2.0 + 1.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    limit=st.integers(1, 40),
+    window=st.sampled_from([0.5, 1.0, 2.0, 7.5]),
+    workers=st.integers(1, 24),
+    uplink=st.tuples(st.floats(0.0, 0.05), st.floats(0.0, 1.0)),
+    downlink=st.tuples(st.floats(0.0, 0.05), st.floats(0.0, 3.0)),
+    seed=st.integers(0, 2**16),
+)
+def test_once_learned_a_sliding_window_server_never_refuses(
+    limit: int, window: float, workers: int, uplink: tuple[float, float],
+    downlink: tuple[float, float], seed: int,
+) -> None:
+    """Whatever the delays (up to seconds: a loaded machine, calls open for longer than the
+    window), no call let go after the window was learned meets a 429."""
+    model = ServerModel(limit=limit, window=window, workers=workers, items=6 * limit + 20,
+                        uplink=(min(uplink), max(uplink)),
+                        downlink=(min(downlink), max(downlink)), seed=seed).run()
+    assert [seq for seq, learned in model.rejected if learned] == []
+    assert model.pacer.rate_limited_after_learning == 0
+
+
+def test_the_learned_log_waits_for_the_oldest_call_not_the_full_reset() -> None:
+    pacer = HeaderBudget()
+    seqs = [pacer.admit(ONE, 0.0)[0] for _ in range(3)]
+    assert None not in seqs
+    # Answers at 0.1, 0.5 and 0.9: the spend grows 1, 2, 3 while the reset stays 2 s.
+    for seq, at, remaining in zip(seqs, (0.1, 0.5, 0.9), (2, 1, 0), strict=True):
+        pacer.observe(seq, RateInfo(limit_requests=3, remaining_requests=remaining,  # type: ignore[arg-type]
+                                    reset_requests=2.0), at)
+    assert pacer.learned_limits == [Limit(3, 2.0)]  # learned without a 429
+    # The first call counts until 0.1 + 2.0 (from its answer): not a whole reset from now.
+    assert pacer.admit(ONE, 1.0) == (None, pytest.approx(1.1))
+    assert pacer.admit(ONE, 2.1)[0] is not None
+    assert pacer.admit(ONE, 2.1)[0] is None
+    assert pacer.admit(ONE, 2.5)[0] is not None
+
+
+def test_an_unanswered_call_keeps_counting_past_the_window() -> None:
+    """A call that has had no answer for a whole window may still reach the server."""
+    pacer = HeaderBudget()
+    first, _ = pacer.admit(ONE, 0.0)
+    second, _ = pacer.admit(ONE, 0.0)
+    assert first is not None and second is not None
+    pacer.observe(first, RateInfo(limit_requests=2, remaining_requests=1, reset_requests=1.0),
+                  0.01)
+    pacer.rate_limited(99, 0.02, 0.98)
+    assert pacer.learned_limits == [Limit(2, 1.0)]
+    assert pacer.admit(ONE, 0.5)[0] is None
+    # At 1.5 the first call has left every window, the second is still out: one slot.
+    assert pacer.admit(ONE, 1.5)[0] is not None
+    assert pacer.admit(ONE, 1.5)[0] is None
+
+
+def test_a_token_bucket_server_is_not_taken_for_a_window() -> None:
+    """llmock's headers: the reset grows with the spend (12 s, 24 s ... 60 s)."""
+    pacer = HeaderBudget()
+    seqs = [pacer.admit(ONE, 0.0)[0] for _ in range(5)]
+    for i, seq in enumerate(seqs):
+        pacer.observe(seq, RateInfo(limit_requests=5, remaining_requests=4 - i,  # type: ignore[arg-type]
+                                    reset_requests=12.0 * (i + 1)), 0.01 * (i + 1))
+    assert pacer.learned_limits == []
+    assert not pacer.requests.bursty
