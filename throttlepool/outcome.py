@@ -28,10 +28,16 @@ class Source(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Tokens a call consumed, as the server reported them."""
+    """Tokens a call consumed, as the server reported them.
+
+    The cache fields are Anthropic's (prompt caching), 0 where a provider reports none; its
+    ``input_tokens`` counts only the tokens after the last cache breakpoint.
+    """
 
     input_tokens: int = 0
     output_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:

@@ -19,6 +19,7 @@ from .http import HttpAdapter
 from .tokens import count_tokens, usage_from
 
 if TYPE_CHECKING:
+    from .anthropic import AnthropicAdapter
     from .google_genai import GenAIAdapter
     from .google_generativeai import GenerativeModelAdapter
     from .openai import OpenAIAdapter
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = [
     "PROVIDERS",
     "Adapter",
+    "AnthropicAdapter",
     "CallResult",
     "CallableAdapter",
     "GenAIAdapter",
@@ -44,6 +46,7 @@ __all__ = [
 ]
 
 _LAZY = {
+    "AnthropicAdapter": ".anthropic",
     "OpenAIAdapter": ".openai",
     "GenAIAdapter": ".google_genai",
     "GenerativeModelAdapter": ".google_generativeai",
@@ -80,6 +83,19 @@ def _openai(options: dict[str, Any]) -> Adapter[Any]:
                 if k in options}
         client = openai.OpenAI(**keys)
     return OpenAIAdapter(client, **options)
+
+
+def _anthropic(options: dict[str, Any]) -> Adapter[Any]:
+    from .anthropic import AnthropicAdapter
+    from .common import require
+
+    client = options.pop("client", None)
+    if client is None:
+        anthropic = require("anthropic", "anthropic", "anthropic")
+        # base_url None: the SDK reads ANTHROPIC_BASE_URL itself, as the user's client would.
+        keys = {k: options.pop(k) for k in ("api_key", "base_url") if k in options}
+        client = anthropic.Anthropic(**keys)
+    return AnthropicAdapter(client, **options)
 
 
 def _gemini(options: dict[str, Any]) -> Adapter[Any]:
@@ -152,6 +168,7 @@ def _python(options: dict[str, Any]) -> Adapter[Any]:
 #: Provider names the CLI accepts, and the factory behind each.
 PROVIDERS: dict[str, Callable[[dict[str, Any]], Adapter[Any]]] = {
     "openai": _openai,
+    "anthropic": _anthropic,
     "gemini": _gemini,
     "google-generativeai": _generativeai,
     "http": _http,
@@ -160,8 +177,7 @@ PROVIDERS: dict[str, Callable[[dict[str, Any]], Adapter[Any]]] = {
 _ALIASES = {"google-genai": "gemini", "genai": "gemini", "requests": "http",
             "callable": "python", "generativeai": "google-generativeai"}
 #: Names people try that have no adapter yet, and what to use meanwhile.
-NOT_YET = {"anthropic": "use --provider http with its Messages API, or python:MODULE:FUNCTION "
-                        "around the anthropic SDK"}
+NOT_YET: dict[str, str] = {}
 
 
 def is_provider_name(name: str) -> bool:
@@ -188,7 +204,9 @@ def make_adapter(provider: str, **options: Any) -> Adapter[Any]:
     """Build the adapter for a provider name; options set to None are ignored.
 
     ``openai``: ``client`` or ``api_key``/``base_url``, then ``model``, ``method`` and request
-    parameters. ``gemini``: ``client`` or ``api_key``/``base_url``/``api_version``, ``model``.
+    parameters. ``anthropic``: ``client`` or ``api_key``/``base_url``, then ``model``,
+    ``max_tokens`` and request parameters. ``gemini``: ``client`` or
+    ``api_key``/``base_url``/``api_version``, ``model``.
     ``google-generativeai``: ``client`` (a GenerativeModel) or ``model``/``api_key``/
     ``base_url``. ``http``: ``url``, ``method``, ``headers`` (``api_key`` becomes a Bearer
     ``Authorization`` header). ``python``: ``target`` (``module:function``).
@@ -209,10 +227,11 @@ def as_adapter(obj: Any) -> Adapter[Any]:
         from .google_generativeai import GenerativeModelAdapter
 
         return GenerativeModelAdapter(obj)
-    if module.startswith(("openai", "google.genai")):
+    if module.startswith(("openai", "google.genai", "anthropic")):
         raise TypeError(
             f"wrap the {type(obj).__name__} client in an adapter that names the model, e.g. "
-            "OpenAIAdapter(client, model=...) or GenAIAdapter(client, model=...)"
+            "OpenAIAdapter(client, model=...), AnthropicAdapter(client, model=...) or "
+            "GenAIAdapter(client, model=...)"
         )
     if callable(obj):
         return CallableAdapter(obj)

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-FAULT_KINDS: frozenset[str] = frozenset({"500", "503", "reset", "hang"})
+FAULT_KINDS: frozenset[str] = frozenset({"500", "503", "529", "reset", "hang"})
 
 
 @dataclass
@@ -20,7 +20,7 @@ class SimConfig:
     window: float = 60.0  # seconds
     latency: float = 0.0  # seconds before an admitted request is answered (refusals are quick)
     jitter: float = 0.0  # latency varies by uniform(-jitter, +jitter), never below 0
-    fail_rate: dict[str, float] = field(default_factory=dict)  # {"500"|"503"|"reset"|"hang": p}
+    fail_rate: dict[str, float] = field(default_factory=dict)  # {"500"|"503"|"529"|...: p}
     hang_seconds: float = 30.0  # a hang answers (200) after this long, past client timeouts
     seed: int = 0  # of the fault and jitter draws; reset() reseeds
     per_key: bool = True  # budgets per API key; False: one budget for everyone

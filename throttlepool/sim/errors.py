@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from throttlepool.sim import anthropic
 from throttlepool.sim.formats import GEMINI, ceil_ms, go_duration, proto_duration
 from throttlepool.sim.window import Decision
 
@@ -17,6 +18,7 @@ _GOOGLE_STATUS = {
     429: "RESOURCE_EXHAUSTED",
     500: "INTERNAL",
     503: "UNAVAILABLE",
+    529: "UNAVAILABLE",
 }
 
 _OPENAI_ERRORS: dict[int, tuple[str, str | None, str]] = {
@@ -38,6 +40,7 @@ _OPENAI_ERRORS: dict[int, tuple[str, str | None, str]] = {
         "server_is_overloaded",
         "The server is overloaded or not ready yet.",
     ),
+    529: ("service_unavailable_error", "server_is_overloaded", "The server is overloaded."),
 }
 
 _GEMINI_MESSAGES = {
@@ -48,6 +51,7 @@ _GEMINI_MESSAGES = {
     500: "An internal error has occurred. Please retry or report in "
     "https://developers.generativeai.google/guide/troubleshooting",
     503: "The model is overloaded. Please try again later.",
+    529: "The model is overloaded. Please try again later.",
 }
 
 _QUOTA_LINK = "https://ai.google.dev/gemini-api/docs/rate-limits"
@@ -79,8 +83,11 @@ def gemini_error(
 
 
 def fault(api: str, status: int, message: str | None = None) -> Reply:
-    """A plain 400/401/404/500/503 error in the API's own format (503 carries retry-after)."""
-    headers = {"retry-after": "1"} if status == 503 else {}
+    """A plain 400/401/404/500/503/529 error in the API's own format (503 and 529 carry
+    retry-after)."""
+    if api == anthropic.ANTHROPIC:
+        return anthropic.fault(status, message)
+    headers = {"retry-after": "1"} if status in (503, 529) else {}
     if api == GEMINI:
         return gemini_error(status, message or _GEMINI_MESSAGES[status], headers=headers)
     type_, code, default = _OPENAI_ERRORS[status]
@@ -88,7 +95,9 @@ def fault(api: str, status: int, message: str | None = None) -> Reply:
 
 
 def quota_exceeded(api: str) -> Reply:
-    """A billing/daily quota 429 that no wait will fix (no retry hint)."""
+    """A billing/daily quota 429 that no wait will fix (no retry hint); Anthropic's 400."""
+    if api == anthropic.ANTHROPIC:
+        return anthropic.credit_balance_too_low()
     if api == GEMINI:
         violation = {
             "quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests",
@@ -133,6 +142,8 @@ def ratelimit_headers(d: Decision, rpm: int | None, tpm: int | None) -> dict[str
 
 def too_large(api: str, model: str, d: Decision, rpm: int | None, tpm: int, charge: int) -> Reply:
     """A request whose charge alone exceeds the token limit: never admissible, no hint."""
+    if api == anthropic.ANTHROPIC:
+        return anthropic.too_large(tpm, charge)
     if api == GEMINI:
         return gemini_error(
             400,
@@ -161,6 +172,8 @@ def rate_limited(
     gemini_headers: bool,
 ) -> Reply:
     """A 429 with an exact retry hint: the time until this request would be admitted."""
+    if api == anthropic.ANTHROPIC:
+        return anthropic.rate_limited(d, rpm, tpm)
     ms = ceil_ms(d.wait)
     hint = go_duration(d.wait) if ms >= 1000 else f"{ms}ms"
     headers = {"retry-after": str(-(-ms // 1000)), "retry-after-ms": str(ms)}

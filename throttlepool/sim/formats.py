@@ -1,4 +1,5 @@
-"""Request parsing and response bodies in the shapes the real OpenAI and Gemini APIs use."""
+"""Request parsing and response bodies in the shapes the real OpenAI and Gemini APIs use
+(Anthropic's are in :mod:`throttlepool.sim.anthropic`)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,8 @@ class Request:
         """Tokens reserved at admission: prompt estimate plus max_tokens for every choice."""
         if self.endpoint == "embeddings":
             return len(self.prompt) // 4
+        if self.endpoint == "messages":  # Anthropic: the output generated, never max_tokens
+            return self.prompt_tokens + completion_tokens(self)
         return len(self.prompt) // 4 + self.max_tokens * self.n
 
 

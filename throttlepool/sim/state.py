@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qs
 
-from throttlepool.sim import errors
+from throttlepool.sim import anthropic, errors
 from throttlepool.sim.config import SimConfig
 from throttlepool.sim.formats import (
     ECHO,
@@ -32,11 +32,12 @@ from throttlepool.sim.window import AdmissionLog, Windows
 
 _GEMINI_PATH = re.compile(r"^/(v1beta|v1|v1alpha)/models/([^/:]+):generateContent$")
 _FAULT_TAG = re.compile(rb"\[\[fault:([a-z0-9]+)\]\]")
-_FIXED = {"/v1/chat/completions": "chat", "/v1/embeddings": "embeddings", "/echo": "echo"}
-_API_OF = {"chat": OPENAI, "embeddings": OPENAI, "echo": ECHO}
-_FAULT_ORDER = ("500", "503", "reset", "hang")
+_FIXED = {"/v1/chat/completions": "chat", "/v1/embeddings": "embeddings", "/echo": "echo",
+          "/v1/messages": "messages"}
+_API_OF = {"chat": OPENAI, "embeddings": OPENAI, "echo": ECHO, "messages": anthropic.ANTHROPIC}
+_FAULT_ORDER = ("500", "503", "529", "reset", "hang")
 _PRE_FAULTS = frozenset({"400", "401", "quota"})
-_POST_FAULTS = frozenset({"500", "503", "reset", "hang"})
+_POST_FAULTS = frozenset({"500", "503", "529", "reset", "hang"})
 
 
 class SimState:
@@ -179,16 +180,19 @@ class SimState:
         if kind:
             with self._stats_lock:
                 self._faults[kind] = self._faults.get(kind, 0) + 1
-        if kind in ("500", "503"):
+        if kind in ("500", "503", "529"):
             plan = encode(*errors.fault(api, int(kind)))
             plan.delay = delay
             return plan
         rl_headers = {}
-        if api != GEMINI or cfg.gemini_headers:
+        if api == anthropic.ANTHROPIC:
+            rl_headers = anthropic.ratelimit_headers(decision, cfg.rpm, cfg.tpm)
+            rl_headers["request-id"] = f"req_sim{seq:x}"
+        elif api != GEMINI or cfg.gemini_headers:
             rl_headers = errors.ratelimit_headers(decision, cfg.rpm, cfg.tpm)
         if api == OPENAI:
             rl_headers["x-request-id"] = f"req_sim{seq:x}"
-        plan = encode(200, rl_headers, success_body(req, seq, int(time.time())))
+        plan = encode(200, rl_headers, self._body(req, seq))
         plan.delay = delay + (cfg.hang_seconds if kind == "hang" else 0.0)
         plan.reset = kind == "reset"
         plan.digest = digest
@@ -239,16 +243,25 @@ class SimState:
             return parse_openai_embeddings(data)
         if endpoint == "echo":
             return parse_echo(data)
+        if endpoint == "messages":
+            return anthropic.parse_messages(data)
         return parse_gemini(model, data)
+
+    @staticmethod
+    def _body(req: Request, seq: int) -> dict[str, Any]:
+        if req.api == anthropic.ANTHROPIC:
+            return anthropic.message_body(req, seq)
+        return success_body(req, seq, int(time.time()))
 
     @staticmethod
     def _api_key(headers: Mapping[str, str], query: str) -> str:
         auth = headers.get("authorization")
         if auth:
             return auth[7:].strip() if auth[:7].lower() == "bearer " else auth.strip()
-        goog = headers.get("x-goog-api-key")
-        if goog:
-            return goog.strip()
+        for name in ("x-goog-api-key", "x-api-key"):  # Gemini's, Anthropic's
+            value = headers.get(name)
+            if value:
+                return value.strip()
         if query and "key=" in query:
             keys = parse_qs(query).get("key")
             if keys:
@@ -270,13 +283,13 @@ class SimState:
             payload = step["body"]
         elif 200 <= status < 300:
             try:
-                payload = success_body(
-                    self._parse(api, endpoint, model, body), seq, int(time.time())
-                )
+                payload = self._body(self._parse(api, endpoint, model, body), seq)
             except BadRequest as exc:
                 status, _, payload = errors.fault(api, 400, str(exc))
         elif api == GEMINI:
             payload = errors.gemini_error(status, f"Scripted error {status}")[2]
+        elif api == anthropic.ANTHROPIC:
+            payload = anthropic.error(status, f"Scripted error {status}")[2]
         else:
             payload = errors.openai_error(status, f"Scripted error {status}", "api_error", None)[2]
         plan = encode(status, step["headers"], payload)
