@@ -134,6 +134,9 @@ class RequestOptions:
         if name == "openai":
             body = {**sampling, **({"max_tokens": self.max_tokens} if self.max_tokens else {})}
             return {"system": self.system, "request_params": {**body, **self.params}}
+        if name == "anthropic":  # max_tokens is required there: its own argument
+            return {"system": self.system, "max_tokens": self.max_tokens,
+                    "request_params": {**sampling, **self.params}}
         if name == "gemini":
             config = {**sampling, **({"max_output_tokens": self.max_tokens}
                                      if self.max_tokens else {})}
