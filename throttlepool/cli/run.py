@@ -57,6 +57,9 @@ Examples:
   cat questions.txt | throttlepool run - --provider http \\
       --base-url http://127.0.0.1:8080/echo --extract result
   throttlepool run prompts.jsonl --dry-run --rpm 60 --tpm 40000
+  throttlepool run questions.txt -P openai -m gpt-4o-mini --system 'Answer briefly.' \\
+      --temperature 0 --max-tokens 200 -p seed=7 -p response_format.type=json_object
+  throttlepool run questions.txt -m gpt-4o-mini --run-name v2 --reuse   # only new lines
   throttlepool run items.jsonl --provider python:mypkg.calls:ask --batch-size 16
 
 \b
