@@ -78,8 +78,8 @@ def test_template_placeholder_missing(sim: Simulator, tmp_path: Path) -> None:
 
 def test_unknown_provider(tmp_path: Path) -> None:
     (tmp_path / "in.txt").write_text("hi\n")
-    r = run_cli(["run", "in.txt", "--provider", "anthropic", "-o", "out.jsonl"], tmp_path)
-    expect_usage_error(r, tmp_path, "unknown provider 'anthropic'", "openai")
+    r = run_cli(["run", "in.txt", "--provider", "bedrock", "-o", "out.jsonl"], tmp_path)
+    expect_usage_error(r, tmp_path, "unknown provider 'bedrock'", "openai")
 
 
 def test_missing_sdk_extra(tmp_path: Path) -> None:
