@@ -15,12 +15,15 @@ from ..errors import ConfigError, ThrottlepoolError
 #: Environment variables each SDK reads its key from, in the SDK's own order of preference.
 KEY_VARS: dict[str, tuple[str, ...]] = {
     "openai": ("OPENAI_API_KEY",),
+    "anthropic": ("ANTHROPIC_API_KEY",),
     "gemini": ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
     "google-generativeai": ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
 }
 #: ``extract=`` each provider gets unless ``--extract`` says otherwise: the reply's text.
-DEFAULT_EXTRACT = {"openai": "text", "gemini": "text", "google-generativeai": "text"}
-PROVIDER_NAMES = ("openai", "gemini", "google-generativeai", "http", "python:MODULE:FUNCTION")
+DEFAULT_EXTRACT = {"openai": "text", "anthropic": "text", "gemini": "text",
+                   "google-generativeai": "text"}
+PROVIDER_NAMES = ("openai", "anthropic", "gemini", "google-generativeai", "http",
+                  "python:MODULE:FUNCTION")
 
 
 def split_provider(provider: str) -> tuple[str, str | None]:
