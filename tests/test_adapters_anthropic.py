@@ -295,3 +295,23 @@ def test_connect_failure_names_the_address() -> None:
     verdict = adapter.classify(info.value)
     assert verdict.kind is ErrorKind.TRANSIENT and verdict.unreachable == "127.0.0.1:9"
     assert "127.0.0.1:9" in str(info.value)
+
+
+def test_x_api_key_is_the_budget_key_and_never_logged_in_full(sim: Simulator) -> None:
+    import json
+    import urllib.request
+
+    sim.configure(rpm=1)
+    body = json.dumps({"model": MODEL, "max_tokens": 8,
+                       "messages": [{"role": "user", "content": "hi"}]}).encode()
+    statuses = []
+    for key in ("sk-ant-api03-first-0123456789", "sk-ant-api03-second-0123456789"):
+        request = urllib.request.Request(
+            f"{sim.url}/v1/messages", data=body, method="POST",
+            headers={"x-api-key": key, "anthropic-version": "2023-06-01",
+                     "content-type": "application/json"})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            statuses.append(response.status)
+    assert statuses == [200, 200]  # one request a minute per key: two keys, two budgets
+    logged = [r["headers"]["x-api-key"] for r in sim.requests()]
+    assert len(logged) == 2 and not any("0123456789" in k for k in logged)

@@ -34,6 +34,7 @@ _REASONS = {
     502: "Bad Gateway",
     503: "Service Unavailable",
     504: "Gateway Timeout",
+    529: "Overloaded",
 }
 _QUIET_ERRORS = (ConnectionError, TimeoutError, OSError)
 _MAX_LINE = 65536
@@ -236,7 +237,7 @@ class _Server(ThreadingHTTPServer):
 
 
 class Simulator:
-    """A rate-limited OpenAI/Gemini-compatible API server on loopback, run in a thread."""
+    """A rate-limited OpenAI/Anthropic/Gemini-compatible API server on loopback, in a thread."""
 
     def __init__(
         self, config: SimConfig | None = None, *, host: str = "127.0.0.1", port: int = 0
@@ -329,7 +330,7 @@ class Simulator:
 
 def _masked(headers: Mapping[str, str]) -> dict[str, str]:
     out = dict(headers)
-    for name in ("authorization", "x-goog-api-key", "api-key"):
+    for name in ("authorization", "x-goog-api-key", "api-key", "x-api-key"):
         value = out.get(name)
         if value:
             scheme, _, key = value.rpartition(" ")
@@ -358,6 +359,7 @@ def banner(url: str, config: SimConfig | None = None) -> str:
     lines = [
         f"throttlepool simulator listening on {url}",
         f"  OpenAI base_url:         {url}/v1",
+        f"  Anthropic base_url:      {url}   (POST /v1/messages)",
         f"  Gemini base_url/endpoint: {url}   (google-genai: api_version 'v1' or 'v1beta')",
         f"  requests JSON endpoint:  POST {url}/echo",
         f"  stats: GET {url}/__stats   reset: POST {url}/__reset   "
