@@ -315,3 +315,17 @@ def test_x_api_key_is_the_budget_key_and_never_logged_in_full(sim: Simulator) ->
     assert statuses == [200, 200]  # one request a minute per key: two keys, two budgets
     logged = [r["headers"]["x-api-key"] for r in sim.requests()]
     assert len(logged) == 2 and not any("0123456789" in k for k in logged)
+
+
+def test_async_adapter_survives_a_second_runner_and_plain_calls(sim: Simulator) -> None:
+    # An AsyncAnthropic client's pooled connections belong to the loop that opened them.
+    client = anthropic.AsyncAnthropic(api_key="k-async-2", base_url=sim.url, max_retries=5)
+    adapter = AnthropicAdapter(client, model=MODEL, max_tokens=MAX_TOKENS, extract="text")
+    for run in range(2):
+        with ThreadedBatchRunner(adapter, batch_size=4, retries=0, timeout=5.0,
+                                 progress=False) as runner:
+            result = runner.run([f"run {run} item {i}" for i in range(4)])
+        assert result.results == [f"echo: run {run} item {i}" for i in range(4)], result.errors
+    assert [adapter.call(f"plain {i}", 5.0).value for i in range(2)] == [
+        "echo: plain 0", "echo: plain 1"]
+    assert _requests(sim) == 10

@@ -8,6 +8,8 @@ The user's client is kept (base URL, key, headers); the adapter only takes a cop
 from __future__ import annotations
 
 import asyncio
+import threading
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -107,6 +109,12 @@ class AnthropicAdapter:
         self._timeout: Any = sdk.Timeout
         #: True for an ``AsyncAnthropic`` client: the runner awaits :meth:`acall`.
         self.is_async = isinstance(client, sdk.AsyncAnthropic)
+        # An async client's pooled connections belong to the event loop that opened them: a
+        # second loop (another runner, or call() from a thread) gets a copy with its own pool.
+        self._loop_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+            weakref.WeakKeyDictionary())
+        self._loop_lock = threading.Lock()
+        self._first_loop_taken = False
         self.model = model
         # request_params: fields named like this constructor's own arguments (model, method)
         # that still belong in the request body, as the CLI's --param gives them.
@@ -133,9 +141,9 @@ class AnthropicAdapter:
         self._tokenizer = tokenizer
         self._extract = make_extractor(extract, {"text": _text})
 
-    def _resolve(self, path: str) -> tuple[Any, str]:
+    def _resolve(self, path: str, client: Any = None) -> tuple[Any, str]:
         *parents, leaf = path.split(".")
-        target = self._client
+        target = self._client if client is None else client
         for part in parents:
             target = getattr(target, part, None)
         if not callable(getattr(target, leaf, None)):
@@ -191,9 +199,25 @@ class AnthropicAdapter:
         output = first_number(params, "max_tokens") or 0.0
         return Cost(1.0, float(prompt) + output)
 
+    def _loop_client(self) -> Any:
+        """The async client for the running event loop: the user's on the first loop."""
+        loop = asyncio.get_running_loop()
+        with self._loop_lock:
+            client = self._loop_clients.get(loop)
+            if client is None:
+                if not self._first_loop_taken:
+                    client, self._first_loop_taken = self._client, True
+                else:
+                    sdk = require("anthropic", "anthropic", "anthropic")
+                    client = self._client.with_options(
+                        http_client=sdk.DefaultAsyncHttpxClient())
+                self._loop_clients[loop] = client
+            return client
+
     def _request(
-        self, item: Any, timeout: float | None
+        self, item: Any, timeout: float | None, client: Any = None
     ) -> tuple[Callable[..., Any], dict[str, Any]]:
+        client = self._client if client is None else client
         params = self.params(item)
         if timeout is not None:
             # The connect phase gives up first, so a host that never accepts is named.
@@ -201,8 +225,8 @@ class AnthropicAdapter:
                 timeout, connect=connect_timeout(timeout))
         if self._fn is not None:
             fn = self._fn
-            return (lambda **p: fn(self._client, **p)), params
-        target, leaf = self._resolve(self._path)
+            return (lambda **p: fn(client, **p)), params
+        target, leaf = self._resolve(self._path, client)
         raw_target = getattr(target, "with_raw_response", None)
         method = getattr(raw_target, leaf, None) if raw_target is not None else None
         return method or getattr(target, leaf), params
@@ -225,7 +249,7 @@ class AnthropicAdapter:
 
     async def acall(self, item: Any, timeout: float | None) -> CallResult[Any]:
         """One HTTP attempt with an ``AsyncAnthropic`` client, awaited on the running loop."""
-        send, params = self._request(item, timeout)
+        send, params = self._request(item, timeout, self._loop_client())
         try:
             result = send(**params)
             if asyncio.iscoroutine(result) or asyncio.isfuture(result):
