@@ -241,7 +241,8 @@ def tiny_disk(tmp_path: Path) -> Iterator[Path]:
 def test_full_disk_on_output_is_an_output_error_and_answers_are_kept(
         work: Path, tiny_disk: Path) -> None:
     (work / "in.txt").write_text("".join(f"item{i}\n" for i in range(60)))
-    r = cli(work, "in.txt", "--db", "c.db", "-o", "disk/out.jsonl", fn="big")
+    r = cli(work, "in.txt", "--db", "c.db", "--run-name", "in.txt", "-o", "disk/out.jsonl",
+            fn="big")
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr, r.stderr
     line = next(x for x in r.stderr.splitlines() if x.startswith("throttlepool: output: "))
@@ -280,7 +281,7 @@ def test_close_partial_keeps_whole_rows_on_a_full_disk(tiny_disk: Path) -> None:
 
 def test_export_to_a_full_disk_is_an_output_error(work: Path, tiny_disk: Path) -> None:
     (work / "in.txt").write_text("".join(f"item{i}\n" for i in range(60)))
-    r = cli(work, "in.txt", "--db", "c.db", "-o", "all.jsonl", fn="big")
+    r = cli(work, "in.txt", "--db", "c.db", "--run-name", "in.txt", "-o", "all.jsonl", fn="big")
     assert r.returncode == 0, r.stderr
     export = subprocess.run([sys.executable, "-m", "throttlepool", "export", "in.txt",
                              "--db", "c.db", "-o", "disk/out.jsonl"], cwd=work, env=env(),
@@ -335,7 +336,7 @@ def test_temp_file_of_a_killed_writer_is_removed_by_the_next_one(work: Path) -> 
 
 def test_export_removes_the_temp_file_of_a_dead_writer(work: Path) -> None:
     (work / "in.txt").write_text("a\n")
-    assert cli(work, "in.txt", "--db", "c.db").returncode == 0
+    assert cli(work, "in.txt", "--db", "c.db", "--run-name", "in.txt").returncode == 0
     # a real process that creates its temp file and dies without cleaning up
     died = subprocess.run([sys.executable, "-c", "import os; from throttlepool.cli.output "
                            "import create_temp; create_temp('out.jsonl'); os._exit(9)"],

@@ -115,7 +115,7 @@ def test_mismatch_names_index_and_run(db: str) -> None:
         with pytest.raises(CheckpointMismatch) as e:
             s.prior(rid, 17, item_key(IDENT, "something else"))
         msg = str(e.value)
-        assert "item 17" in msg and "'nightly'" in msg and "run-name" in msg
+        assert "record 18 (index 17)" in msg and "'nightly'" in msg and "run-name" in msg
     with SQLiteStore(db) as s:
         rid = s.begin_run("nightly", {"model": "m2"})
         with pytest.raises(CheckpointMismatch, match=r"model 'm1' -> 'm2'"):
