@@ -109,10 +109,12 @@ def _items(sim: Simulator, n: int) -> list[dict[str, str]]:
 def test_two_workers_share_one_redis_limit(client: Any, redis_url: str, tmp_path: Path
                                            ) -> None:
     n, limit = 160, 40
+    # The margin covers the gap between our admission and the server's stamp: p99 about
+    # 220 ms on this 2-core box at load 8 (measured for 0.1); 0.1 s met 2 429s once.
     with Simulator(SimConfig(rpm=limit, window=1.0, latency=0.02)) as sim:
         runner: ThreadedBatchRunner[str] = ThreadedBatchRunner(
             call_echo, executor="dask", scheduler=client, limiter_url=redis_url,
-            limits=[f"{limit}/second"], margin=0.1, batch_size=4, progress=False,
+            limits=[f"{limit}/second"], margin=0.25, batch_size=4, progress=False,
             store=tmp_path / "ck.sqlite")
         t0 = time.monotonic()
         result = runner.run(_items(sim, n), run_name="shared")
@@ -124,7 +126,7 @@ def test_two_workers_share_one_redis_limit(client: Any, redis_url: str, tmp_path
     assert stats["rate_limited"] == 0
     assert stats["accepted"] == n
     assert stats["max_requests_in_window"] <= limit
-    # One budget: 40 at once, then 40 per 1.1 s, so ~3.3 s; two private budgets: ~1.2 s.
+    # One budget: 40 at once, then 40 per 1.25 s, so ~3.8 s; two private budgets: ~1.2 s.
     assert 3.0 <= wall < 7.0, wall
 
 
