@@ -198,3 +198,17 @@ def test_a_token_bucket_server_is_not_taken_for_a_window() -> None:
                                     reset_requests=12.0 * (i + 1)), 0.01 * (i + 1))
     assert pacer.learned_limits == []
     assert not pacer.requests.bursty
+
+
+def test_whole_second_resets_of_a_token_bucket_are_not_taken_for_a_window() -> None:
+    """Anthropic's RFC 3339 resets are whole seconds, rounded up: a bucket refilling 2 per
+    second reads 1 s after 1 call and still 1 s after 2, which looks like a window."""
+    pacer = HeaderBudget()
+    seqs = [pacer.admit(ONE, 0.0)[0] for _ in range(8)]
+    for i, seq in enumerate(seqs):
+        spent = i + 1
+        pacer.observe(seq, RateInfo(limit_requests=120, remaining_requests=120 - spent,  # type: ignore[arg-type]
+                                    reset_requests=float(math.ceil(spent / 2)),
+                                    reset_resolution=1.0), 0.001 * spent)
+    assert pacer.learned_limits == []
+    assert not pacer.requests.bursty

@@ -113,10 +113,13 @@ class RateInfo:
     remaining_tokens: float | None = None
     reset_tokens: float | None = None
     retry_after: float | None = None
+    #: How finely the reset headers tell time: OpenAI's durations carry milliseconds,
+    #: Anthropic's RFC 3339 times whole seconds (rounded up).
+    reset_resolution: float = 0.001
 
     @property
     def empty(self) -> bool:
-        return all(getattr(self, f) is None for f in self.__slots__)
+        return all(getattr(self, f) is None for f in self.__slots__ if f != "reset_resolution")
 
 
 def _num(value: str | None) -> float | None:
@@ -191,6 +194,7 @@ def _anthropic_rate_info(headers: Mapping[str, str], now: float | None) -> RateI
         remaining_tokens=_num(field(tokens, "remaining")),
         reset_tokens=parse_reset(field(tokens, "reset"), now),
         retry_after=retry_after_from_headers(headers, now),
+        reset_resolution=1.0,
     )
 
 

@@ -106,16 +106,18 @@ class _Bucket:
             return float("inf")
         return (amount - level) / self.rate
 
-    def _compare_resets(self, spent: float, reset: float) -> None:
+    def _compare_resets(self, spent: float, reset: float, resolution: float) -> None:
         """Tell a sliding window from a token bucket by how the reset follows the spend.
 
         A token bucket is whole again after ``spent / rate``: twice the spend, twice the
         reset. A sliding window is whole again when its newest call leaves, one window after
         it was admitted, however much was spent. So a reset that barely grew while the spend
-        doubled is a window, known without meeting a 429. Resets under 50 ms are left out:
-        headers carry whole milliseconds, too coarse to compare them.
+        doubled is a window, known without meeting a 429. A reset rounded up to the header's
+        ``resolution`` r is off by up to r, so a bucket's (at least doubled) reset could pass
+        for an unchanged one while its true value is under 5r/3; resets under 3r (and under
+        50 ms) are too coarse to compare.
         """
-        if reset < 0.05:
+        if reset < max(0.05, 3 * resolution):
             return
         if self._least_spend is None or spent < self._least_spend[0]:
             self._least_spend = (spent, reset)
@@ -125,7 +127,7 @@ class _Bucket:
             self.bursty = True
 
     def sync(self, remaining: float, limit: float | None, reset: float | None,
-             in_flight: float, now: float) -> None:
+             in_flight: float, now: float, resolution: float = 0.001) -> None:
         self.level = remaining - in_flight
         self.stamp = now
         self.note_reset(reset, now)
@@ -134,7 +136,7 @@ class _Bucket:
             spent = limit - remaining
             if reset is not None and reset > 0 and spent > 0:
                 self.rate = spent / reset
-                self._compare_resets(spent, reset)
+                self._compare_resets(spent, reset, resolution)
             elif self.rate <= 0:
                 self.rate = limit / 60.0  # the per-minute convention of RPM/TPM headers
         elif reset is not None and reset > 0:
@@ -280,10 +282,10 @@ class HeaderBudget:
                         + sum(stragglers))
         if info.remaining_requests is not None:
             self.requests.sync(info.remaining_requests, info.limit_requests,
-                               info.reset_requests, later_requests, now)
+                               info.reset_requests, later_requests, now, info.reset_resolution)
         if info.remaining_tokens is not None:
             self.tokens.sync(info.remaining_tokens, info.limit_tokens, info.reset_tokens,
-                             later_tokens, now)
+                             later_tokens, now, info.reset_resolution)
         self._learn(now)
 
     def rate_limited(self, seq: int, now: float, retry_after: float | None) -> None:
