@@ -360,8 +360,11 @@ def test_second_ctrl_c_records_the_run_as_interrupted(tmp_path: Path, surface: s
     if surface == "run":
         args = ["-c", SIGINT_WORKER, str(db)]
     else:
+        # One line from the first call only: four threads printing at once interleave.
         (tmp_path / "slowcalls.py").write_text(
-            "import time\ndef ask(item):\n    print('started', flush=True)\n"
+            "import threading, time\nlock, calls = threading.Lock(), []\n"
+            "def ask(item):\n    with lock:\n        calls.append(item)\n"
+            "        if len(calls) == 1:\n            print('started', flush=True)\n"
             "    time.sleep(60)\n    return item\n")
         (tmp_path / "items.txt").write_text("".join(f"q{i}\n" for i in range(40)))
         args = ["-m", "throttlepool", "run", "items.txt", "--provider", "python:slowcalls:ask",
