@@ -5,7 +5,6 @@ scripted and in-prompt faults."""
 from __future__ import annotations
 
 import shlex
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,21 +12,9 @@ import pytest
 from tests.test_cli import read_jsonl, run_cli
 from throttlepool.classify import ErrorKind, Verdict
 from throttlepool.cli.advice import FailureCause, explain
-from throttlepool.sim import SimConfig, Simulator
+from throttlepool.sim import Simulator
 
 KEY = {"OPENAI_API_KEY": "sk-test-advice"}
-
-
-@pytest.fixture(scope="module")
-def shared_sim() -> Iterator[Simulator]:
-    with Simulator(SimConfig()) as sim:
-        yield sim
-
-
-@pytest.fixture
-def sim(shared_sim: Simulator) -> Simulator:
-    shared_sim.reset()
-    return shared_sim
 
 
 def openai(sim: Simulator, *more: str) -> list[str]:

@@ -7,12 +7,11 @@ import os
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from throttlepool.sim import SimConfig, Simulator
+from throttlepool.sim import Simulator
 
 SECRET_VARS = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "GEMINI_API_KEY", "GOOGLE_API_KEY")
 
@@ -25,18 +24,6 @@ def run_cli(args: list[str], cwd: Path, env: dict[str, str] | None = None
     full.update(env or {})
     return subprocess.run([sys.executable, "-m", "throttlepool", *args], cwd=cwd, env=full,
                           capture_output=True, text=True, timeout=60)
-
-
-@pytest.fixture(scope="module")
-def shared_sim() -> Iterator[Simulator]:
-    with Simulator(SimConfig()) as sim:
-        yield sim
-
-
-@pytest.fixture
-def sim(shared_sim: Simulator) -> Simulator:
-    shared_sim.reset()
-    return shared_sim
 
 
 def expect_usage_error(r: subprocess.CompletedProcess[str], cwd: Path, *parts: str) -> str:

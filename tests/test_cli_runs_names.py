@@ -3,25 +3,10 @@ edited input calls only the changed lines. The real CLI against the simulator.""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from tests.test_cli import read_jsonl, run_cli
-from throttlepool.sim import SimConfig, Simulator
-
-
-@pytest.fixture(scope="module")
-def shared_sim() -> Iterator[Simulator]:
-    with Simulator(SimConfig()) as sim:
-        yield sim
-
-
-@pytest.fixture
-def sim(shared_sim: Simulator) -> Simulator:
-    shared_sim.reset()
-    return shared_sim
+from throttlepool.sim import Simulator
 
 
 def http(sim: Simulator) -> list[str]:
