@@ -20,7 +20,7 @@ WIDTH = 100  # fixed, so the text does not depend on the terminal that generates
 HEADER = """# The `throttlepool` command line
 
 Generated from `--help` by `scripts/gen_cli_docs.py`; do not edit by hand
-(`tests/test_cli_docs.py` checks that it is current).
+(`tests/cli/test_cli_docs.py` checks that it is current).
 
 Settings come from flags, then `THROTTLEPOOL_<OPTION>` environment variables
 (`THROTTLEPOOL_BATCH_SIZE=8`), then a `[tool.throttlepool]` table in `pyproject.toml` or a

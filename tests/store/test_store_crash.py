@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import crash_worker
 
-WORKER = Path(__file__).resolve().parent / "crash_worker.py"
+WORKER = Path(__file__).resolve().parents[1] / "crash_worker.py"
 N = 3000
 BATCH = 4
 KILLS = 4

@@ -152,7 +152,7 @@ def test_serve_prints_urls_and_stops_on_ctrl_c() -> None:
         [sys.executable, "-c", code],
         stdout=subprocess.PIPE,
         text=True,
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=Path(__file__).resolve().parents[2],
     )
     try:
         assert proc.stdout is not None

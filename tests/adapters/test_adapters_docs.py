@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "providers.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "providers.md"
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 
 

@@ -29,7 +29,7 @@ from throttlepool.errors import LimiterUnavailable, StoreError
 from throttlepool.outcome import Status
 from throttlepool.store import SQLiteStore
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 # Holds the checkpoint's write lock from another process: "go" takes it, any line frees it.
 LOCKER = r"""

@@ -34,7 +34,7 @@ WINDOW = 6.0  # seconds: the scaled limit's window (see the module docstring)
 PER_WINDOW = 6
 ITEMS = 2 * PER_WINDOW  # the second half waits for the first half's window to pass
 COLUMNS = 80
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 SCALED_CLI = f"""
 import sys

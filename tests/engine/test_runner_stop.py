@@ -20,7 +20,7 @@ from throttlepool.errors import NotAttempted, RunStopped
 from throttlepool.outcome import Status
 from throttlepool.testing import FakeClock, FakeStore, ScriptedCallable
 
-WORKER = Path(__file__).with_name("sigint_worker.py")
+WORKER = Path(__file__).resolve().parents[1] / "sigint_worker.py"
 
 
 class APIError(Exception):

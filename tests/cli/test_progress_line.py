@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.test_cli_progress_pty import Screen
+from tests.cli.test_cli_progress_pty import Screen
 from throttlepool import ThreadedBatchRunner
 from throttlepool.outcome import Outcome, RunStats
 from throttlepool.progress import LiveProgress
