@@ -2,31 +2,32 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
-import threading
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, Generic, TypeVar
 
-from .adapters.base import Adapter
+from .adapters.base import Adapter, Delegating
 from .adapters.function import CallableAdapter
 from .breaker import CircuitBreaker
 from .calls import RunConfig
-from .channel import OutcomeChannel
-from .classify import Classifier
+from .channel import OutcomeChannel, consume
+from .classify import Classifier, Verdict
 from .clock import SYSTEM_CLOCK, Clock
-from .engine import Engine
-from .errors import ConfigError, RunStopped, StoreError
-from .limiter import TOKENS, LimitSpec, RateLimiter, build_limits
+from .engine import Engine, run_to_result
+from .errors import ConfigError, StoreError
+from .executors import Executor, executor_named
+from .ledger import run_settings
+from .limiter import TOKENS, LimitSpec, RateLimiter, build_limits, limiter_from_url
 from .outcome import BatchResult, Outcome
 from .pacing import HeaderBudget
 from .pool import WorkerPool
 from .progress import ProgressSpec, make_progress
 from .retry import Retry
+from .store import open_cache, open_store
 from .store.base import Cache, Store
 from .store.samples import with_samples
-from .sync import StreamIterator, SyncDriver
+from .sync import StreamIterator
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -36,9 +37,7 @@ BreakerSpec = CircuitBreaker | int | bool | None
 
 def _make_adapter(fn: Any, estimate: Callable[[Any], float] | None,
                   classifier: Classifier | None) -> Adapter[Any]:
-    if isinstance(fn, Adapter) and not isinstance(fn, CallableAdapter):
-        return fn
-    if isinstance(fn, CallableAdapter):
+    if isinstance(fn, Adapter):
         return fn
     if not callable(fn):
         raise ConfigError(f"expected a callable or an adapter, got {type(fn).__name__}")
@@ -56,29 +55,7 @@ def _make_breaker(spec: BreakerSpec, clock: Clock) -> CircuitBreaker | None:
 
 
 def _open_store(spec: Any) -> Store | None:
-    if spec is None or spec is False:
-        return None
-    if isinstance(spec, Store):
-        return spec
-    from . import store as store_pkg
-
-    opener = getattr(store_pkg, "open_store", None)
-    if opener is None:
-        raise ConfigError("no checkpoint store backend is installed in this build")
-    return opener(spec)  # type: ignore[no-any-return]
-
-
-def _open_cache(spec: Any, store: Store | None, ttl: float | None) -> Cache | None:
-    if spec is None or spec is False:
-        return None
-    if isinstance(spec, Cache) and not isinstance(spec, bool):
-        return spec
-    from . import store as store_pkg
-
-    opener = getattr(store_pkg, "open_cache", None)
-    if opener is None:
-        raise ConfigError("no response cache backend is installed in this build")
-    return opener(spec, store, ttl)  # type: ignore[no-any-return]
+    return None if spec is None or spec is False else open_store(spec)
 
 
 class ThreadedBatchRunner(Generic[R]):
@@ -123,7 +100,7 @@ class ThreadedBatchRunner(Generic[R]):
         clock: Clock | None = None,
         seed: int | None = None,
         desc: str = "items",
-        executor: str = "threads",
+        executor: str | Executor = "threads",
         scheduler: Any = None,
     ) -> None:
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -137,12 +114,10 @@ class ThreadedBatchRunner(Generic[R]):
         self.batch_size = batch_size
         if limiter is not None and (rpm or tpm or rps or limits):
             raise ConfigError("give either limiter= or rpm/tpm/rps/limits, not both")
-        if executor not in ("threads", "dask"):
-            raise ConfigError(f"executor must be 'threads' or 'dask', got {executor!r}")
-        self.executor, self.scheduler, self.limiter_url = executor, scheduler, limiter_url
+        self.executor = (executor if isinstance(executor, Executor)
+                         else executor_named(executor, scheduler=scheduler))
+        self.scheduler, self.limiter_url, self.margin = scheduler, limiter_url, margin
         if limiter is None and limiter_url is not None:  # shared by processes/machines
-            from .limiter import limiter_from_url
-
             limiter = limiter_from_url(limiter_url, build_limits(
                 limits, rpm=rpm, tpm=tpm, rps=rps, safety=safety), clock=self.clock, margin=margin)
         self.limiter = limiter or RateLimiter(
@@ -162,7 +137,7 @@ class ThreadedBatchRunner(Generic[R]):
         self.retry_failed = retry_failed
         self._owns_cache = cache is not None and cache is not False and not isinstance(
             cache, Cache)
-        self.cache = _open_cache(cache, self.store, cache_ttl)
+        self.cache = open_cache(cache, self.store, cache_ttl)
         # Headers can only tighten a configured limit, so pacing by them is always safe.
         self.adaptive = True if adaptive is None else adaptive
         self.pacer = HeaderBudget() if self.adaptive else None
@@ -191,39 +166,19 @@ class ThreadedBatchRunner(Generic[R]):
 
     def settings(self) -> dict[str, Any]:
         """What a checkpoint records about this runner (no secrets)."""
-        return {
-            "adapter": self.adapter.name,
-            "identity": dict(self.adapter.identity()),
-            "batch_size": self.batch_size,
-            "limits": [str(lim) for lim in self.limiter.limits],
-            "attempts": self.retry.attempts,
-            "timeout": self.timeout,
-        }
+        return run_settings(self.adapter.name, self.adapter.identity(), self.batch_size,
+                            self.limiter.limits, self.retry, self.timeout)
 
-    def _engine(self, items: Iterable[Any], emit: Callable[[Outcome[Any]], None], *,
-                ordered: bool, fill: bool, run_name: str | None,
-                has_space: Callable[[], bool] | None = None) -> Engine:
+    def engine(self, items: Iterable[Any], emit: Callable[[Outcome[Any]], None], *,
+               ordered: bool, fill: bool, run_name: str | None,
+               has_space: Callable[[], bool] | None = None) -> Engine:
+        """The engine of one local run with this runner's settings (for executors)."""
         # A store also gets the run's counters about once a second, for `throttlepool report`.
         progress = with_samples(make_progress(self.progress, self.desc), self.store,
                                 lambda: engine.run_id)
         engine = Engine(self._config(run_name), items, emit, ordered=ordered,
                         fill_remaining=fill, progress=progress, has_space=has_space)
         return engine
-
-    @staticmethod
-    def _result(engine: Engine, outcomes: list[Outcome[Any]]) -> BatchResult[R]:
-        return BatchResult(outcomes, engine.stats, engine.run_id, engine.stop_reason,
-                           engine.interrupted)
-
-    async def _collect(self, engine: Engine, outcomes: list[Outcome[Any]]) -> BatchResult[R]:
-        try:
-            await engine.run()
-        except StoreError as exc:
-            # The answers already paid for stay with the caller: ``exc.result`` holds every
-            # outcome delivered (``exc.unrecorded`` those the checkpoint does not hold).
-            vars(exc).setdefault("result", self._result(engine, outcomes))
-            raise
-        return self._result(engine, outcomes)
 
     # ---- async core --------------------------------------------------------------------
 
@@ -232,43 +187,19 @@ class ThreadedBatchRunner(Generic[R]):
         """Run every item; the BatchResult is in input order. The async core of ``run``."""
         self._local_only("arun")
         outcomes: list[Outcome[Any]] = []
-        engine = self._engine(items, outcomes.append, ordered=True, fill=True,
-                              run_name=run_name)
-        return await self._collect(engine, outcomes)
+        engine = self.engine(items, outcomes.append, ordered=True, fill=True,
+                             run_name=run_name)
+        return await run_to_result(engine, outcomes)
 
     async def aimap(self, items: Iterable[Any], *, ordered: bool = True,
                     run_name: str | None = None) -> AsyncIterator[Outcome[R]]:
         """Stream outcomes as an async iterator, in input order (or completion order)."""
         self._local_only("aimap")
-        ready: list[Outcome[Any]] = []
-        wake = asyncio.Event()
-
-        def emit(outcome: Outcome[Any]) -> None:
-            ready.append(outcome)
-            wake.set()
-
-        engine = self._engine(items, emit, ordered=ordered, fill=False, run_name=run_name,
-                              has_space=lambda: len(ready) < self.window)
-        task = asyncio.ensure_future(engine.run())
-        try:
-            while True:
-                if not ready:
-                    if task.done():
-                        task.result()
-                        return
-                    wake.clear()
-                    await asyncio.wait([task, asyncio.ensure_future(wake.wait())],
-                                       return_when=asyncio.FIRST_COMPLETED)
-                    continue
-                batch = ready[:]
-                ready.clear()
-                engine.notify_space()
-                for outcome in batch:
-                    yield outcome
-        finally:
-            if not task.done():
-                engine.request_stop(RunStopped("the consumer stopped iterating"))
-                await asyncio.gather(task, return_exceptions=True)
+        channel = OutcomeChannel(self.window)
+        engine = self.engine(items, channel.put, ordered=ordered, fill=False,
+                             run_name=run_name, has_space=channel.has_space)
+        async for outcome in consume(engine, channel):
+            yield outcome
 
     # ---- sync facades ------------------------------------------------------------------
 
@@ -280,20 +211,8 @@ class ThreadedBatchRunner(Generic[R]):
         the run stops and raises :class:`StoreError`; its ``result`` holds every outcome
         delivered and ``unrecorded`` the ones the checkpoint does not hold.
         """
-        if self.executor == "dask":  # chunks on a Dask cluster under the shared limiter
-            from .distributed.dask import run_runner_on_dask
-
-            return run_runner_on_dask(self, items, run_name)
-        outcomes: list[Outcome[Any]] = []
-        engine_box: list[Engine] = []
-
-        async def main() -> BatchResult[R]:
-            engine = self._engine(items, outcomes.append, ordered=True, fill=True,
-                                  run_name=run_name)
-            engine_box.append(engine)
-            return await self._collect(engine, outcomes)
-
-        return SyncDriver(engine_box).run(main)
+        name = run_name if run_name is not None else self.run_name
+        return self.executor.run(self, items, name)
 
     def imap(self, items: Iterable[Any], *, run_name: str | None = None) -> StreamIterator:
         """Stream outcomes in input order with bounded memory; inputs are read lazily."""
@@ -307,34 +226,15 @@ class ThreadedBatchRunner(Generic[R]):
     def _stream(self, items: Iterable[Any], *, ordered: bool, run_name: str | None
                 ) -> StreamIterator:
         self._local_only("imap/as_completed")
-        engine_box: list[Engine] = []
-        loop_box: list[asyncio.AbstractEventLoop] = []
-        def on_space() -> None:
-            loop_box[0].call_soon_threadsafe(engine_box[0].notify_space)
-
-        channel = OutcomeChannel(self.window, on_space)
-
-        async def main() -> None:
-            loop_box.append(asyncio.get_running_loop())
-            engine = self._engine(items, channel.put, ordered=ordered, fill=False,
-                                  run_name=run_name, has_space=channel.has_space)
-            engine_box.append(engine)
-            try:
-                await engine.run()
-            except BaseException as exc:
-                channel.close(exc)
-                raise
-            channel.close()
-
-        driver = SyncDriver(engine_box, loop_box)
-        thread = threading.Thread(target=driver.run_delivering_errors, args=(main,),
-                                  name="throttlepool-imap", daemon=True)
-        return StreamIterator(channel, thread, driver)
+        channel = OutcomeChannel(self.window)
+        engine = self.engine(items, channel.put, ordered=ordered, fill=False,
+                             run_name=run_name, has_space=channel.has_space)
+        return StreamIterator(engine, channel)
 
     def _local_only(self, what: str) -> None:
-        if self.executor != "threads":
+        if not self.executor.local:
             raise ConfigError(f"{what} runs on local threads only; with executor="
-                              f"{self.executor!r} use run()")
+                              f"{self.executor.name!r} use run()")
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -359,17 +259,13 @@ class ThreadedBatchRunner(Generic[R]):
             # The run's own error (which lists what is not recorded) says more: keep it.
 
 
-class _Reclassified:
+class _Reclassified(Delegating[Any]):
     """An adapter whose errors are classified by the caller's classifier instead."""
 
     def __init__(self, inner: Adapter[Any], classify: Classifier) -> None:
-        self._inner = inner
-        self.name = inner.name
-        self.classify = classify
-        self.identity = inner.identity
-        self.estimate = inner.estimate
-        self.call = inner.call
-        self.rate_info = inner.rate_info
-        self.is_async = getattr(inner, "is_async", False)
-        self.acall = getattr(inner, "acall", None)
-        self.enforces_timeout = getattr(inner, "enforces_timeout", False)
+        super().__init__(inner)
+        self._classifier = classify
+
+    def classify(self, exc: BaseException) -> Verdict:
+        """The caller's verdict."""
+        return self._classifier(exc)

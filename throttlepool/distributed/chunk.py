@@ -9,7 +9,6 @@ driver can stop dispatch at once instead of waiting for task retries.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import pickle
 import socket
@@ -123,21 +122,22 @@ def run_chunk(chunk_no: int, chunk: Sequence[tuple[int, Any]], cfg: ChunkConfig
         seed=cfg.seed,
     )
     outcomes: list[Outcome[Any]] = []
-    items = [item for _, item in chunk]
-    engine = runner._engine(items, outcomes.append, ordered=False, fill=True, run_name=None)
+    stream = runner.as_completed([item for _, item in chunk])
     try:
-        asyncio.run(engine.run())
+        for outcome in stream:  # through the bridge, like every sync entry point
+            outcomes.append(outcome)
     except LimiterUnavailable as exc:
         result.stopped = exc
     finally:
         runner.close()
-    stats = engine.stats
+    stats = stream.stats
+    assert stats is not None
     result.calls, result.retries = stats.calls, stats.retries
     result.rate_limited, result.rate_limit_wait = stats.rate_limited, stats.rate_limit_wait
     for outcome in outcomes:
         if outcome.status is Status.NOT_ATTEMPTED:
             continue  # the driver decides what happens to items never called
         result.items.append(_portable(outcome, chunk[outcome.index][0]))
-    if result.stopped is None and engine.stop_reason is not None:
-        result.stopped = _portable_error(engine.stop_reason)
+    if result.stopped is None and stream.stopped is not None:
+        result.stopped = _portable_error(stream.stopped)
     return result

@@ -19,17 +19,23 @@ from __future__ import annotations
 import itertools
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sized
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ..adapters import Adapter, CallableAdapter, as_adapter
 from ..clock import SYSTEM_CLOCK
-from ..errors import ConfigError, LimiterUnavailable, MissingExtra, NotAttempted, RunStopped
+from ..errors import ConfigError, LimiterUnavailable, MissingExtra, RunStopped
+from ..executors import Executor, register_executor
+from ..ledger import Ending, RunLedger, run_settings
 from ..limiter import LimitSpec, build_limits, limiter_from_url
-from ..outcome import BatchResult, Outcome, RunStats, Source, Status
+from ..outcome import BatchResult, Outcome, Source, Status
 from ..progress import ProgressSpec, make_progress
 from ..retry import Retry
+from ..store import open_store
 from ..store.base import Store
-from ..store.keys import item_key
 from .chunk import ChunkConfig, ChunkResult, run_chunk
+
+if TYPE_CHECKING:
+    from ..runner import ThreadedBatchRunner
 
 try:
     from distributed import Client, as_completed
@@ -69,24 +75,16 @@ def _check_limiter(url: str | None, limits: list[Any], name: str) -> None:
 
 
 class _Run:
-    """The driver state of one distributed run."""
+    """The driver state of one distributed run: what is in flight, over the run's ledger."""
 
-    def __init__(self, items: Iterable[Any], cfg: ChunkConfig, identity: dict[str, Any],
-                 store: Store | None, run_name: str | None, settings: dict[str, Any],
-                 chunk_size: int, progress: ProgressSpec, retry_failed: bool) -> None:
-        self.cfg, self.identity, self.store = cfg, identity, store
-        self.chunk_size = chunk_size
-        self.retry_failed = retry_failed
-        self.stats = RunStats(total=len(items) if isinstance(items, Sized) else None)
+    def __init__(self, items: Iterable[Any], cfg: ChunkConfig, ledger: RunLedger,
+                 chunk_size: int) -> None:
+        self.cfg, self.ledger, self.chunk_size = cfg, ledger, chunk_size
+        self.stats = ledger.stats
         self._items: Iterator[tuple[int, Any]] = enumerate(items)
         self.outcomes: dict[int, Outcome[Any]] = {}
         self.waiting: dict[int, tuple[Any, str | None]] = {}  # index -> (item, key) in flight
         self.exhausted = False
-        self.progress = make_progress(progress, "items")
-        self.run_id = store.begin_run(run_name, settings) if store is not None else None
-        self.stats.started = SYSTEM_CLOCK.now()
-        if self.progress is not None:
-            self.progress.start(self.stats.total, self.stats)
 
     def next_chunk(self) -> list[tuple[int, Any]]:
         """The next items to call; items already checkpointed are delivered from the store."""
@@ -97,41 +95,21 @@ class _Run:
             except StopIteration:
                 self.exhausted = True
                 break
-            key = None
-            if self.store is not None and self.run_id is not None:
-                key = item_key(self.identity, item)
-                prior = self.store.prior(self.run_id, index, key)
-                if prior is not None and (prior.status is Status.OK or not self.retry_failed):
-                    prior.item, prior.source, prior.key = item, Source.CHECKPOINT, key
-                    self.stats.from_checkpoint += 1
-                    self.deliver(prior, record=False)
-                    continue
+            key = self.ledger.key(item)
+            known = self.ledger.known(index, item, key)
+            if known is not None:
+                self.deliver(known)
+                continue
             self.waiting[index] = (item, key)
             chunk.append((index, item))
         return chunk
 
-    def deliver(self, outcome: Outcome[Any], *, record: bool = True) -> None:
-        if outcome.index in self.outcomes:
-            return  # a rerun chunk's duplicate: each item is recorded once
+    def deliver(self, outcome: Outcome[Any]) -> None:
         self.outcomes[outcome.index] = outcome
-        stats = self.stats
-        if outcome.status is Status.OK:
-            stats.done += 1
-            if outcome.usage is not None:
-                stats.input_tokens += outcome.usage.input_tokens
-                stats.output_tokens += outcome.usage.output_tokens
-        elif outcome.status is Status.FAILED:
-            stats.failed += 1
-        else:
-            stats.not_attempted += 1
-        stats.wall_time = SYSTEM_CLOCK.now() - stats.started
-        if (record and outcome.status is not Status.NOT_ATTEMPTED and self.store is not None
-                and self.run_id is not None):
-            self.store.record(self.run_id, outcome)
-        if self.progress is not None:
-            self.progress.update(stats, outcome)
+        self.ledger.deliver(outcome)
 
     def accept(self, result: ChunkResult) -> None:
+        """A chunk's outcomes; a rerun chunk's duplicates are dropped (each item counts once)."""
         stats = self.stats
         stats.calls += result.calls
         stats.retries += result.retries
@@ -144,23 +122,20 @@ class _Run:
             self.deliver(Outcome(r.index, item, Status(r.status), r.value, r.error, r.attempts,
                                  r.latency, r.usage, Source.CALL, key))
 
-    def finish(self, stop: BaseException | None) -> BatchResult[Any]:
-        reason = NotAttempted(f"not attempted: {stop}") if stop is not None else None
+    def finish(self, ending: Ending) -> BatchResult[Any]:
+        """Fill in what a stop left uncalled, record the ending; the run's result."""
+        stop = ending.stop_reason
         for index in sorted(self.waiting):
             item, key = self.waiting.pop(index)
-            self.deliver(Outcome(index, item, Status.NOT_ATTEMPTED, error=reason, key=key))
+            self.deliver(RunLedger.not_attempted(index, item, stop, key))
         if stop is not None:
             for index, item in self._items:
-                self.deliver(Outcome(index, item, Status.NOT_ATTEMPTED, error=reason))
-        stats = self.stats
-        stats.wall_time = SYSTEM_CLOCK.now() - stats.started
-        if self.store is not None and self.run_id is not None:
-            self.store.finish_run(self.run_id, stats, "stopped" if stop else "completed")
-            self.store.flush()
-        if self.progress is not None:
-            self.progress.close(stats)
+                self.deliver(RunLedger.not_attempted(index, item, stop))
+        ending.exhausted = True
+        ending.store_error = self.ledger.problem
+        self.ledger.finish(ending)
         ordered = [self.outcomes[i] for i in sorted(self.outcomes)]
-        return BatchResult(ordered, stats, self.run_id, stop, False)
+        return BatchResult(ordered, self.stats, self.ledger.run_id, stop, ending.interrupted)
 
 
 def run_on_dask(
@@ -197,23 +172,21 @@ def run_on_dask(
     between a worker's admission and the API server's clock. ``batch_size`` calls run at
     once per chunk of ``chunk_size`` items; ``store`` checkpoints on the driver.
     """
-    from ..runner import _make_adapter, _open_store
-
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
     resolved = build_limits(limits, rpm=rpm, tpm=tpm, safety=safety)
     _check_limiter(limiter_url, resolved, limiter_name)
-    adapter = _make_adapter(fn_or_adapter, estimate, None)
+    adapter = (CallableAdapter(fn_or_adapter, estimate=estimate)
+               if estimate is not None and not isinstance(fn_or_adapter, Adapter)
+               else as_adapter(fn_or_adapter))
     size = _chunk_size(chunk_size, batch_size)
     cfg = ChunkConfig(fn_or_adapter, limiter_url, tuple(resolved), limiter_name, batch_size,
                       retries, timeout, estimate, margin=margin)
-    settings = {
-        "adapter": adapter.name, "identity": dict(adapter.identity()),
-        "batch_size": batch_size, "limits": [str(lim) for lim in resolved],
-        "attempts": Retry.of(retries).attempts, "timeout": timeout,
-    }
+    retry = retries if isinstance(retries, Retry) else Retry.of(retries)
+    settings = run_settings(adapter.name, adapter.identity(), batch_size, resolved, retry,
+                            timeout)
     owns_store = store is not None and not isinstance(store, Store)
-    the_store = _open_store(store)
+    the_store = open_store(store)
     owns_client = client is None
     if client is None:
         if scheduler is None:
@@ -224,9 +197,12 @@ def run_on_dask(
             # every worker thread busy, plus one chunk queued per worker
             nthreads = client.nthreads()
             max_chunks_in_flight = max(2, sum(nthreads.values()) + len(nthreads))
-        run = _Run(items, cfg, dict(adapter.identity()), the_store, run_name, settings, size,
-                   progress, retry_failed)
-        return _drive(client, run, max_chunks_in_flight, task_retries)
+        ledger = RunLedger(clock=SYSTEM_CLOCK, identity=adapter.identity(), store=the_store,
+                           retry_failed=retry_failed, progress=make_progress(progress, "items"),
+                           total=len(items) if isinstance(items, Sized) else None)
+        ledger.begin(run_name, settings)
+        return _drive(client, _Run(items, cfg, ledger, size), max_chunks_in_flight,
+                      task_retries)
     finally:
         if owns_client:
             client.close()
@@ -239,7 +215,7 @@ def _drive(client: Any, run: _Run, window: int, task_retries: int) -> BatchResul
     numbers = itertools.count()
     pending = as_completed()  # type: ignore[no-untyped-call]
     in_flight: dict[Any, int] = {}
-    stop: BaseException | None = None
+    ending = Ending()
 
     def submit() -> bool:
         chunk = run.next_chunk()
@@ -252,6 +228,9 @@ def _drive(client: Any, run: _Run, window: int, task_retries: int) -> BatchResul
         pending.add(fut)  # type: ignore[no-untyped-call]
         return True
 
+    def stop(reason: BaseException) -> None:
+        ending.stop_reason = ending.stop_reason or reason
+
     try:
         while len(in_flight) < window and submit():
             pass
@@ -260,43 +239,62 @@ def _drive(client: Any, run: _Run, window: int, task_retries: int) -> BatchResul
             try:
                 result: ChunkResult = fut.result()
             except Exception as exc:  # the task failed on every try (e.g. KilledWorker)
-                stop = stop or RunStopped(f"a chunk failed on the cluster: {exc!r}", exc)
+                stop(RunStopped(f"a chunk failed on the cluster: {exc!r}", exc))
                 continue
             finally:
                 fut.release()
             run.accept(result)
-            if result.stopped is not None and stop is None:
-                stop = result.stopped
-            if stop is None:
+            if result.stopped is not None:
+                stop(result.stopped)
+            if run.ledger.problem is not None:
+                # Calls whose outcomes cannot be kept would be paid for again: stop paying.
+                stop(RunStopped("the checkpoint cannot be written", run.ledger.problem))
+            if ending.stop_reason is None:
                 submit()
     except BaseException as exc:
         for fut in list(in_flight):
             fut.cancel()
-        stop = stop or RunStopped("interrupted", exc)
-        run.finish(stop)
+        stop(RunStopped("interrupted", exc))
+        ending.interrupted = isinstance(exc, KeyboardInterrupt)
+        run.finish(ending)
         raise
-    result_ = run.finish(stop)
-    if isinstance(stop, LimiterUnavailable):
+    outcome = run.finish(ending)
+    if ending.store_error is not None:
+        error = run.ledger.backlog.error(ending.store_error)
+        vars(error).setdefault("result", outcome)
+        raise error
+    if isinstance(ending.stop_reason, LimiterUnavailable):
         raise LimiterUnavailable(
-            f"{stop} ({result_.stats.finished} outcomes were checkpointed; rerun with the "
-            "same run_name to resume)") from stop
-    return result_
+            f"{ending.stop_reason} ({outcome.stats.finished} outcomes were checkpointed; "
+            "rerun with the same run_name to resume)") from ending.stop_reason
+    return outcome
 
 
-def run_runner_on_dask(runner: Any, items: Iterable[Any], run_name: str | None
-                       ) -> BatchResult[Any]:
-    """``ThreadedBatchRunner(..., executor="dask").run(items)``: the runner's settings on Dask."""
-    scheduler = runner.scheduler
-    client = scheduler if scheduler is not None and not isinstance(scheduler, str) else None
-    if client is None and scheduler is None:
-        raise ConfigError("executor='dask' needs scheduler='tcp://host:8786' or a Client")
-    return run_on_dask(
-        runner.adapter, items, client=client,
-        scheduler=scheduler if isinstance(scheduler, str) else None,
-        limiter_url=runner.limiter_url, limits=list(runner.limiter.limits),
-        margin=getattr(runner.limiter.backend, "margin", 0.0),
-        batch_size=runner.batch_size, store=runner.store,
-        run_name=run_name if run_name is not None else runner.run_name,
-        progress=runner.progress, retries=runner.retry, timeout=runner.timeout,
-        retry_failed=runner.retry_failed,
-    )
+class DaskExecutor(Executor):
+    """``ThreadedBatchRunner(..., executor="dask", scheduler=...)``: chunks of each run on a
+    Dask cluster, with the runner's settings, under its shared limiter (``limiter_url``)."""
+
+    name = "dask"
+    local = False
+
+    def __init__(self, scheduler: Any = None) -> None:
+        self.scheduler = scheduler
+
+    def run(self, runner: ThreadedBatchRunner[Any], items: Iterable[Any],
+            run_name: str | None) -> BatchResult[Any]:
+        """Run ``items`` on the cluster; the checkpoint and the display stay on this side."""
+        scheduler = self.scheduler
+        if scheduler is None:
+            raise ConfigError("executor='dask' needs scheduler='tcp://host:8786' or a Client")
+        is_address = isinstance(scheduler, str)
+        return run_on_dask(
+            runner.adapter, items, client=None if is_address else scheduler,
+            scheduler=scheduler if is_address else None,
+            limiter_url=runner.limiter_url, limits=list(runner.limiter.limits),
+            margin=runner.margin, batch_size=runner.batch_size, store=runner.store,
+            run_name=run_name, progress=runner.progress, retries=runner.retry,
+            timeout=runner.timeout, retry_failed=runner.retry_failed,
+        )
+
+
+register_executor("dask", lambda scheduler=None, **options: DaskExecutor(scheduler))

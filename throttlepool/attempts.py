@@ -1,0 +1,197 @@
+"""One item's way to its outcome: admission, the call, and retries until it succeeds or fails.
+
+Each attempt passes the breaker, then the limiter and the server's budget (as its headers
+tell) at the same instant, and goes to the dispatcher (calls.py). A failure is classified:
+a 429 pauses every dispatch, a fatal error stops the run, anything else retries by the
+run's policy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .adapters.base import CallResult
+from .calls import Dispatcher, RunConfig
+from .classify import ErrorKind, Verdict
+from .control import RunControl
+from .errors import RetryHintTooLong, RunStopped
+from .ledger import RunLedger
+from .limiter import Cost, Permit
+from .outcome import Outcome, RunStats, Source, Status
+from .progress_line import BREAKER, RATE_LIMIT, SERVER_429, SERVER_BUDGET
+
+
+class Attempts:
+    """Drives items to outcomes for one run (loop thread only)."""
+
+    def __init__(self, cfg: RunConfig, ledger: RunLedger, control: RunControl,
+                 dispatch: Dispatcher) -> None:
+        self.cfg = cfg
+        self.ledger = ledger
+        self.stats: RunStats = ledger.stats
+        self.control = control
+        self.dispatch = dispatch
+        self._server_pause = float("-inf")  # clock time a server's 429 asked us to wait to
+
+    async def process(self, index: int, item: Any) -> Outcome[Any]:
+        """The item's outcome: from the checkpoint or cache, else from calls."""
+        cfg, stats, clock, control = self.cfg, self.stats, self.cfg.clock, self.control
+        key = self.ledger.key(item)
+        known = self.ledger.known(index, item, key)
+        if known is not None:
+            return known
+        adapter, limiter = cfg.adapter, cfg.limiter
+        cost = adapter.estimate(item)
+        attempts = 0
+        first_start = 0.0
+        last_error: BaseException | None = None
+        while True:
+            if cfg.breaker is not None and not await self._breaker_gate():
+                return self._unfinished(index, item, attempts, last_error, key)
+            admission = await self._admit(cost)
+            if admission is None:
+                return self._unfinished(index, item, attempts, last_error, key)
+            permit, seq = admission
+            if attempts:
+                stats.retrying -= 1
+            else:
+                first_start = clock.now()
+            attempts += 1
+            stats.calls += 1
+            stats.in_flight += 1
+            try:
+                result: CallResult[Any] = await self.dispatch.call(item, permit)
+            except Exception as exc:
+                stats.in_flight -= 1
+                last_error = exc
+                verdict = adapter.classify(exc)
+                if permit is not None and verdict.kind is ErrorKind.RATE_LIMITED:
+                    # The server refused it unprocessed and did not count it: neither do we.
+                    limiter.cancel(permit)
+                delay = self._after_failure(exc, verdict, attempts, seq)
+                if delay is None or isinstance(delay, BaseException):
+                    error = delay if isinstance(delay, BaseException) else exc
+                    return Outcome(index, item, Status.FAILED, None, error, attempts,
+                                   clock.now() - first_start, key=key)
+                stats.retries += 1
+                stats.retrying += 1
+                if delay > 0 and not await control.pause(clock.asleep(delay)):
+                    stats.retrying -= 1
+                    return self._unfinished(index, item, attempts, last_error, key)
+                continue
+            stats.in_flight -= 1
+            self._after_success(result, cost, permit, seq, key)
+            return Outcome(index, item, Status.OK, result.value, None, attempts,
+                           clock.now() - first_start, result.usage, Source.CALL, key)
+
+    def _after_success(self, result: CallResult[Any], cost: Cost, permit: Permit | None,
+                       seq: int | None, key: str | None) -> None:
+        cfg = self.cfg
+        if cfg.breaker is not None:
+            cfg.breaker.record_success()
+            self.control.notify()
+        usage = result.usage
+        if usage is not None and cfg.token_limited and permit is not None:
+            charged = usage.input_tokens + cost.output if cost.output else usage.total_tokens
+            cfg.limiter.settle(permit, Cost(cost.requests, float(charged), cost.output))
+        if cfg.pacer is not None and seq is not None:
+            cfg.pacer.observe(seq, result.rate, cfg.clock.now())
+            self.control.notify()
+        if cfg.cache is not None and key is not None:
+            cfg.cache.put(key, result.value)
+
+    def _after_failure(
+        self, exc: BaseException, verdict: Verdict, attempts: int, seq: int | None
+    ) -> float | BaseException | None:
+        """Seconds until the retry, None to fail with ``exc``, or the error to fail with."""
+        cfg, stats, control = self.cfg, self.stats, self.control
+        if cfg.pacer is not None and seq is not None:
+            cfg.pacer.observe(seq, cfg.adapter.rate_info(exc), cfg.clock.now())
+            if verdict.kind is ErrorKind.RATE_LIMITED:
+                cfg.pacer.rate_limited(seq, cfg.clock.now(), verdict.retry_after)
+            control.notify()
+        if cfg.breaker is not None:
+            if verdict.kind is ErrorKind.TRANSIENT:
+                cfg.breaker.record_failure()
+            else:
+                cfg.breaker.record_neutral()
+            control.notify()
+        if verdict.kind is ErrorKind.RATE_LIMITED:
+            stats.rate_limited += 1
+            if cfg.limiter.limits:
+                # A 429 despite our own limit: the server's clock sees more jitter than the
+                # margin allows for. Widen it; the headers may only ever tighten a limit.
+                cfg.limiter.widen_margin()
+        unreachable = cfg.reachability.observe_failure(exc, verdict)
+        if unreachable is not None:  # no call ever reached the server: a wrong URL, not a blip
+            control.request_stop(unreachable)
+            return None
+        if verdict.kind is ErrorKind.FATAL:
+            control.request_stop(RunStopped(f"stopped by a fatal error: {verdict.reason}", exc))
+            return None
+        try:
+            delay = cfg.retry.delay(attempts, verdict, cfg.rng)
+        except RetryHintTooLong as too_long:
+            too_long.__cause__ = exc
+            return too_long
+        if delay is not None and verdict.kind is ErrorKind.RATE_LIMITED:
+            # One worker's 429 holds back every dispatch, not just its own retry.
+            cfg.limiter.pause_until(cfg.clock.now() + delay)
+            self._server_pause = max(self._server_pause, cfg.clock.now() + delay)
+            stats.rate_limit_wait += delay
+            return 0.0
+        return delay
+
+    async def _admit(self, cost: Cost) -> tuple[Permit | None, int | None] | None:
+        """Wait until both our limiter and the server's budget (as its headers tell) admit
+        ``cost``, at the same instant; None if the run stopped meanwhile.
+
+        The pacer is asked only once the limiter admits, and the permit goes back while the
+        pacer makes us wait: a grant held through a long 429 pause would be spent twice.
+        """
+        limiter, pacer, clock = self.cfg.limiter, self.cfg.pacer, self.cfg.clock
+        control = self.control
+        while True:
+            permit = None
+            if not limiter.unrestricted():
+                permit = limiter.reserve(cost)
+                reason = SERVER_429 if permit.admit_at <= self._server_pause else RATE_LIMIT
+                with control.shown_wait(reason, permit.admit_at):
+                    admitted = limiter.admitted(permit) or await control.pause(
+                        limiter.wait_async(permit))
+                if not admitted or control.stopping:
+                    limiter.cancel(permit)
+                    return None
+            if pacer is None:
+                return permit, None
+            seq, wait = pacer.admit(cost, clock.now())
+            if seq is not None:
+                return permit, seq
+            if permit is not None:
+                limiter.cancel(permit)
+            # Each answer re-syncs the budget, so the wait ends early when one arrives.
+            with control.shown_wait(SERVER_BUDGET, clock.now() + wait):
+                if not await control.pause(control.sleep_or_change(wait)):
+                    return None
+
+    async def _breaker_gate(self) -> bool:
+        breaker, clock, control = self.cfg.breaker, self.cfg.clock, self.control
+        assert breaker is not None
+        while True:
+            wait = breaker.admit()
+            if wait == 0:
+                return True
+            if control.stopping:
+                return False
+            pending = clock.asleep(wait) if wait is not None else control.changed()
+            until = clock.now() + wait if wait is not None else None
+            with control.shown_wait(BREAKER, until):
+                if not await control.pause(pending):
+                    return False
+
+    def _unfinished(
+        self, index: int, item: Any, attempts: int, error: BaseException | None, key: str | None
+    ) -> Outcome[Any]:
+        if attempts and error is not None:
+            return Outcome(index, item, Status.FAILED, None, error, attempts, key=key)
+        return self.ledger.not_attempted(index, item, self.control.stop_reason, key)
