@@ -46,7 +46,7 @@ class Usage:
 
 @dataclass(slots=True)
 class Outcome(Generic[T]):
-    """An item's final value or error, with the attempts and time it took."""
+    """An item's final value or error, with the attempts, time and cost (USD) it took."""
 
     index: int
     item: Any
@@ -58,6 +58,7 @@ class Outcome(Generic[T]):
     usage: Usage | None = None
     source: Source = Source.CALL
     key: str | None = None
+    cost: float | None = None  # USD of its call(s); None: not priced or price unknown
 
     @property
     def ok(self) -> bool:
@@ -89,6 +90,8 @@ class RunStats:
     from_checkpoint: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    cost_usd: float = 0.0  # of this session's calls, where their price is known
+    cost_unknown: int = 0  # this session's answered calls whose price is unknown
     started: float = 0.0
     wall_time: float = 0.0
     # Live state for progress displays, not totals: the store does not record them.
