@@ -22,7 +22,7 @@ def answer(prompt):
 RECORDS = ['{"id": "a1", "prompt": "hello, world", "status": "draft"}', "",
            '{"id": "a2", "prompt": "boom"}', '{"id": "a3", "prompt": "struct me"}']
 RESULT = ["status", "output", "error_type", "error", "attempts", "latency", "input_tokens",
-          "output_tokens", "started", "finished"]
+          "output_tokens", "cost_usd", "started", "finished"]
 COLUMNS = ["index", "line", "id", "prompt", "input.status", *RESULT]
 
 

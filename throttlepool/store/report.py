@@ -105,8 +105,10 @@ def _find_run(conn: sqlite3.Connection, path: str, run: str) -> dict[str, Any]:
 
 def list_runs(db: DbSpec) -> list[dict[str, Any]]:
     """Every run, newest first: id, name, created, status, finished (ISO-8601 UTC), items
-    recorded, of them ``ok`` and ``failed``, ``total`` (the input's items, if known), and
-    ``calls`` (the attempts of the recorded items).
+    recorded, of them ``ok`` and ``failed``, ``total`` (the input's items, if known),
+    ``calls`` (the attempts of the recorded items), ``cost_usd`` (the sum of the items'
+    known costs, null when none is known) and ``cost_unknown`` (ok items with usage but no
+    price).
 
     ``status`` is the run's state now (a ``running`` run whose owner died is
     ``interrupted``); ``status_detail`` says why, ``recorded_status`` is the stored value.
@@ -122,7 +124,11 @@ def list_runs(db: DbSpec) -> list[dict[str, Any]]:
                    (SELECT count(*) FROM items i WHERE i.run_id = r.id
                        AND i.status = 'failed') AS failed,
                    (SELECT coalesce(sum(attempts), 0) FROM items i WHERE i.run_id = r.id)
-                       AS calls
+                       AS calls,
+                   (SELECT sum(cost) FROM items i WHERE i.run_id = r.id) AS cost_usd,
+                   (SELECT count(*) FROM items i WHERE i.run_id = r.id AND i.status = 'ok'
+                       AND i.cost IS NULL AND (i.input_tokens IS NOT NULL
+                       OR i.output_tokens IS NOT NULL)) AS cost_unknown
             FROM runs r ORDER BY r.created DESC, r.rowid DESC""")
         for run in runs:
             _owner(conn, path, run, run.pop("reason"))
@@ -151,6 +157,9 @@ def run_status(db: DbSpec, run: str) -> dict[str, Any]:
                    coalesce(sum(max(attempts - 1, 0)), 0) AS retries,
                    coalesce(sum(input_tokens), 0) AS input_tokens,
                    coalesce(sum(output_tokens), 0) AS output_tokens,
+                   sum(cost) AS cost_usd,
+                   coalesce(sum(status = 'ok' AND cost IS NULL AND (input_tokens IS NOT NULL
+                       OR output_tokens IS NOT NULL)), 0) AS cost_unknown,
                    avg(latency) AS mean_latency, min(started) AS first_started,
                    max(finished) AS last_finished
             FROM items WHERE run_id = ?""", (info["id"],))[0]

@@ -25,7 +25,7 @@ log = logging.getLogger("throttlepool.store")
 # Cumulative counters of the session (reset when a run is resumed), then two levels.
 CUMULATIVE = ("done", "failed", "not_attempted", "calls", "retries", "rate_limited",
               "rate_limit_wait", "input_tokens", "output_tokens", "cache_hits",
-              "from_checkpoint")
+              "from_checkpoint", "cost_usd")
 LEVELS = ("in_flight", "retrying")
 SAMPLE_FIELDS = CUMULATIVE + LEVELS
 INSERT_SAMPLE = (f"INSERT INTO samples (run_id, session, t, {', '.join(SAMPLE_FIELDS)}) "

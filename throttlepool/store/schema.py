@@ -14,8 +14,8 @@ import sqlite_utils
 from ..errors import CheckpointDamaged, ConfigError, StoreError
 
 # 1: runs, items, cache (0.1). 2: leases (one owning process per run). 3: samples (a run's
-# counters about once a second, for its report).
-SCHEMA_VERSION = 3
+# counters about once a second, for its report). 4: cost (USD) per item and per sample.
+SCHEMA_VERSION = 4
 MEMORY = ":memory:"
 
 LEASES_TABLE = """
@@ -38,7 +38,8 @@ CREATE TABLE IF NOT EXISTS samples (
     t REAL NOT NULL,
     done INTEGER, failed INTEGER, not_attempted INTEGER, calls INTEGER, retries INTEGER,
     rate_limited INTEGER, rate_limit_wait REAL, input_tokens INTEGER, output_tokens INTEGER,
-    cache_hits INTEGER, from_checkpoint INTEGER, in_flight INTEGER, retrying INTEGER
+    cache_hits INTEGER, from_checkpoint INTEGER, in_flight INTEGER, retrying INTEGER,
+    cost_usd REAL
 )
 """
 SAMPLES_INDEX = "CREATE INDEX IF NOT EXISTS samples_run ON samples(run_id, session, t)"
@@ -57,6 +58,8 @@ SELECT id, name, status, created, finished,
        json_extract(totals, '$.from_checkpoint') AS from_checkpoint,
        json_extract(totals, '$.input_tokens') AS input_tokens,
        json_extract(totals, '$.output_tokens') AS output_tokens,
+       json_extract(totals, '$.cost_usd') AS cost_usd,
+       json_extract(totals, '$.cost_unknown') AS cost_unknown,
        json_extract(totals, '$.wall_time') AS wall_time,
        json_extract(totals, '$.throughput') AS throughput
 FROM runs
@@ -181,7 +184,7 @@ def _create_v1(conn: sqlite3.Connection) -> None:
         {"run_id": str, "idx": int, "key": str, "status": str, "value": str,
          "error_type": str, "error_message": str, "attempts": int, "latency": float,
          "input_tokens": int, "output_tokens": int, "started": float,
-         "finished": float},
+         "finished": float, "cost": float},
         pk=("run_id", "idx"), not_null={"key", "status"}, if_not_exists=True,
     )
     db["cache"].create(  # type: ignore[union-attr]
@@ -190,6 +193,20 @@ def _create_v1(conn: sqlite3.Connection) -> None:
     )
     conn.execute("CREATE UNIQUE INDEX IF NOT EXISTS runs_name ON runs(name)")
     conn.execute(f"CREATE VIEW IF NOT EXISTS run_metrics AS {RUN_METRICS_VIEW}")
+
+
+# Columns added after the table was first created: (table, column, type).
+ADDED_COLUMNS = (("items", "cost", "REAL"), ("samples", "cost_usd", "REAL"))
+
+
+def _add_columns(conn: sqlite3.Connection) -> None:
+    for table, column, kind in ADDED_COLUMNS:
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+    # The view names its columns: rebuilt so that it shows the new totals too.
+    conn.execute("DROP VIEW IF EXISTS run_metrics")
+    conn.execute(f"CREATE VIEW run_metrics AS {RUN_METRICS_VIEW}")
 
 
 def ensure_schema(conn: sqlite3.Connection, path: str) -> None:
@@ -211,6 +228,7 @@ def ensure_schema(conn: sqlite3.Connection, path: str) -> None:
             conn.execute(LEASES_TABLE)
             conn.execute(SAMPLES_TABLE)
             conn.execute(SAMPLES_INDEX)
+            _add_columns(conn)  # v3 -> v4: an item's cost, a sample's
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:

@@ -13,6 +13,8 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 
+from ..cost.meter import price_outcome
+from ..cost.pricing import Pricing
 from ..errors import CheckpointMismatch, StoreError
 from ..outcome import Outcome, RunStats, Source, Status
 from .codec import ITEM_COLUMNS, row_outcome, to_jsonable
@@ -52,11 +54,12 @@ def _diff(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> l
 class _RunState:
     """What ``prior`` needs about one run, kept in memory so the hot path is a dict lookup."""
 
-    __slots__ = ("chunk", "chunk_base", "id", "keys", "name", "settings_diff")
+    __slots__ = ("chunk", "chunk_base", "id", "keys", "name", "pricing", "settings_diff")
 
     def __init__(self, run_id: str, name: str | None, keys: dict[int, str],
-                 settings_diff: list[str]) -> None:
+                 settings_diff: list[str], pricing: Pricing | None = None) -> None:
         self.id = run_id
+        self.pricing = pricing
         self.name = name
         self.keys = keys
         self.settings_diff = settings_diff
@@ -158,7 +161,7 @@ class SQLiteStore:
                 keys = dict(conn.execute("SELECT idx, key FROM items WHERE run_id = ?",
                                          (run_id,)).fetchall())
         diff = _diff(json.loads(old_settings or "{}"), json.loads(settings_text))
-        self._runs[run_id] = _RunState(run_id, name, keys, diff)
+        self._runs[run_id] = _RunState(run_id, name, keys, diff, Pricing.from_settings(settings))
         return run_id
 
     def prior(self, run_id: str, index: int, key: str) -> Outcome[Any] | None:
@@ -185,11 +188,18 @@ class SQLiteStore:
         return row_outcome(row) if row is not None else None
 
     def record(self, run_id: str, outcome: Outcome[Any]) -> None:
-        """Queue an item's final outcome for the writer; skips not-attempted and loaded ones."""
+        """Queue an item's final outcome for the writer; skips not-attempted and loaded ones.
+
+        An outcome not priced yet gets its cost here, from its usage and the run's pricing
+        (``settings["identity"]`` and ``settings["pricing"]``, see cost/pricing.py).
+        """
         if outcome.status is Status.NOT_ATTEMPTED or outcome.source is Source.CHECKPOINT:
             return
         if outcome.key is None:
             raise StoreError(f"outcome of item {outcome.index} has no key; cannot checkpoint it")
+        state = self._runs.get(run_id)
+        if state is not None and outcome.source is Source.CALL:
+            price_outcome(state.pricing, outcome)
         if self._leases is not None:
             self._leases.check(run_id)  # a process that lost its run must stop paying for it
         self.writer.submit(ItemOp(run_id, outcome, time.time()))
@@ -205,6 +215,17 @@ class SQLiteStore:
         released = self._leases.release(run_id) if self._leases is not None else None
         if released is not None:
             self.writer.submit(SqlOp(RELEASE, released))
+
+    def recorded_cost(self, run_id: str) -> tuple[float, int]:
+        """``(USD, items whose cost is unknown)`` the run's recorded outcomes cost: what a
+        resumed run has already spent (a budget starts from it)."""
+        self.flush()
+        with self._lock, errors_named(self.path):
+            usd, unknown = self._conn.execute(
+                "SELECT coalesce(sum(cost), 0), coalesce(sum(cost IS NULL AND status = 'ok' "
+                "AND (input_tokens IS NOT NULL OR output_tokens IS NOT NULL)), 0) "
+                "FROM items WHERE run_id = ?", (run_id,)).fetchone()
+        return float(usd), int(unknown)
 
     def flush(self) -> None:
         """Block until every recorded outcome is committed."""
