@@ -30,6 +30,7 @@ retry-after, retry-after-ms and the message.
 from __future__ import annotations
 
 from throttlepool.sim.config import SimConfig
-from throttlepool.sim.server import Simulator, banner, serve
+from throttlepool.sim.console import banner, serve
+from throttlepool.sim.server import Simulator
 
 __all__ = ["SimConfig", "Simulator", "banner", "serve"]
