@@ -11,8 +11,9 @@ import importlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ..classify import Classifier
 from ..errors import ConfigError
-from .base import Adapter, CallResult
+from .base import Adapter, CallResult, Delegating
 from .common import classify_http, server_hint, to_jsonable
 from .function import CallableAdapter
 from .http import HttpAdapter
@@ -30,9 +31,11 @@ __all__ = [
     "AnthropicAdapter",
     "CallResult",
     "CallableAdapter",
+    "Delegating",
     "GenAIAdapter",
     "GenerativeModelAdapter",
     "HttpAdapter",
+    "NotAnAdapter",
     "OpenAIAdapter",
     "as_adapter",
     "classify_http",
@@ -218,21 +221,32 @@ def make_adapter(provider: str, **options: Any) -> Adapter[Any]:
     return factory({k: v for k, v in options.items() if v is not None})
 
 
-def as_adapter(obj: Any) -> Adapter[Any]:
-    """An adapter for ``obj``: adapters pass through, plain callables are wrapped."""
+class NotAnAdapter(ConfigError, TypeError):
+    """What was given as the call is neither an adapter nor a callable (nor a known model)."""
+
+
+def as_adapter(obj: Any, *, estimate: Callable[[Any], float] | None = None,
+               classifier: Classifier | None = None) -> Adapter[Any]:
+    """The adapter for ``obj``, the one path every entry point takes.
+
+    An adapter passes through (one that has the methods without deriving from
+    :class:`Adapter` gets its defaults); a google-generativeai ``GenerativeModel`` is
+    wrapped; a plain callable becomes a :class:`CallableAdapter` with ``estimate`` and
+    ``classifier``. An SDK client alone raises: its adapter needs the model.
+    """
     if isinstance(obj, Adapter):
-        return obj
+        return obj if Adapter in type(obj).__mro__ else Delegating(obj)
     module = type(obj).__module__ or ""
     if module.startswith("google.generativeai") and hasattr(obj, "generate_content"):
         from .google_generativeai import GenerativeModelAdapter
 
         return GenerativeModelAdapter(obj)
     if module.startswith(("openai", "google.genai", "anthropic")):
-        raise TypeError(
+        raise NotAnAdapter(
             f"wrap the {type(obj).__name__} client in an adapter that names the model, e.g. "
             "OpenAIAdapter(client, model=...), AnthropicAdapter(client, model=...) or "
             "GenAIAdapter(client, model=...)"
         )
     if callable(obj):
-        return CallableAdapter(obj)
-    raise TypeError(f"expected a callable or an Adapter, got {type(obj).__name__}")
+        return CallableAdapter(obj, estimate=estimate, classifier=classifier)
+    raise NotAnAdapter(f"expected a callable or an adapter, got {type(obj).__name__}")

@@ -8,8 +8,6 @@ The user's client is kept (base URL, key, headers); the adapter only takes a cop
 from __future__ import annotations
 
 import asyncio
-import threading
-import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -17,21 +15,23 @@ from ..classify import ErrorKind, Verdict, default_classifier
 from ..hints import RateInfo, rate_info_from_headers
 from ..limiter.limits import Cost
 from ..outcome import Usage
-from .base import CallResult
+from .base import Adapter, CallResult
 from .common import (
     Extract,
-    classify_http,
+    classify_setup,
+    classify_stainless,
     classify_transport,
     connect_timeout,
     error_object,
     jsonable_params,
     make_extractor,
     name_endpoint,
-    rate_info_with_hint,
     require,
     server_hint,
+    stainless_rate_info,
 )
 from .function import callable_name
+from .portable import SdkClient, anthropic_spec
 from .tokens import Tokenizer, count_tokens, first_number
 
 # method name -> (client attribute path, parameter a string item goes to, prompt fields)
@@ -77,7 +77,7 @@ def _is_raw(result: Any) -> bool:
     return callable(getattr(result, "parse", None)) and hasattr(result, "headers")
 
 
-class AnthropicAdapter:
+class AnthropicAdapter(Adapter[Any]):
     """Wraps an ``anthropic.Anthropic`` or ``anthropic.AsyncAnthropic`` client for one method.
 
     ``method`` is ``"messages"``, a dotted path on the client (``"beta.messages.create"``), or
@@ -105,16 +105,10 @@ class AnthropicAdapter:
         **default_params: Any,
     ) -> None:
         sdk = require("anthropic", "anthropic", "anthropic")
-        self._client: Any = client.with_options(max_retries=0)
+        self._client = SdkClient(client.with_options(max_retries=0), anthropic_spec)
         self._timeout: Any = sdk.Timeout
         #: True for an ``AsyncAnthropic`` client: the runner awaits :meth:`acall`.
         self.is_async = isinstance(client, sdk.AsyncAnthropic)
-        # An async client's pooled connections belong to the event loop that opened them: a
-        # second loop (another runner, or call() from a thread) gets a copy with its own pool.
-        self._loop_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
-            weakref.WeakKeyDictionary())
-        self._loop_lock = threading.Lock()
-        self._first_loop_taken = False
         self.model = model
         # request_params: fields named like this constructor's own arguments (model, method)
         # that still belong in the request body, as the CLI's --param gives them.
@@ -143,7 +137,7 @@ class AnthropicAdapter:
 
     def _resolve(self, path: str, client: Any = None) -> tuple[Any, str]:
         *parents, leaf = path.split(".")
-        target = self._client if client is None else client
+        target = self._client.get() if client is None else client
         for part in parents:
             target = getattr(target, part, None)
         if not callable(getattr(target, leaf, None)):
@@ -199,25 +193,10 @@ class AnthropicAdapter:
         output = first_number(params, "max_tokens") or 0.0
         return Cost(1.0, float(prompt) + output)
 
-    def _loop_client(self) -> Any:
-        """The async client for the running event loop: the user's on the first loop."""
-        loop = asyncio.get_running_loop()
-        with self._loop_lock:
-            client = self._loop_clients.get(loop)
-            if client is None:
-                if not self._first_loop_taken:
-                    client, self._first_loop_taken = self._client, True
-                else:
-                    sdk = require("anthropic", "anthropic", "anthropic")
-                    client = self._client.with_options(
-                        http_client=sdk.DefaultAsyncHttpxClient())
-                self._loop_clients[loop] = client
-            return client
-
     def _request(
         self, item: Any, timeout: float | None, client: Any = None
     ) -> tuple[Callable[..., Any], dict[str, Any]]:
-        client = self._client if client is None else client
+        client = self._client.get() if client is None else client
         params = self.params(item)
         if timeout is not None:
             # The connect phase gives up first, so a host that never accepts is named.
@@ -235,8 +214,8 @@ class AnthropicAdapter:
         """One HTTP attempt; the value is the Message (or ``extract`` of it)."""
         if self.is_async:  # off the runner's loop (Dask, a plain thread): a loop of its own
             return asyncio.run(self.acall(item, timeout))
-        send, params = self._request(item, timeout)
         try:
+            send, params = self._request(item, timeout)
             result = send(**params)
         except Exception as exc:
             name_endpoint(exc)  # "Connection error." alone does not say where
@@ -249,8 +228,8 @@ class AnthropicAdapter:
 
     async def acall(self, item: Any, timeout: float | None) -> CallResult[Any]:
         """One HTTP attempt with an ``AsyncAnthropic`` client, awaited on the running loop."""
-        send, params = self._request(item, timeout, self._loop_client())
         try:
+            send, params = self._request(item, timeout, self._client.for_loop())
             result = send(**params)
             if asyncio.iscoroutine(result) or asyncio.isfuture(result):
                 result = await result
@@ -291,20 +270,9 @@ class AnthropicAdapter:
             if exc.status_code == 529 or type_ == "overloaded_error":
                 hint = server_hint(exc.response.headers, exc.body)
                 return Verdict(ErrorKind.TRANSIENT, hint, f"{exc.status_code} overloaded")
-            return classify_http(exc.status_code, exc.response.headers, exc.body,
-                                 message=message, type_=type_)
-        if isinstance(exc, sdk.APIConnectionError):  # APITimeoutError included
-            timeout = isinstance(exc, sdk.APITimeoutError)
-            return classify_transport(exc) or Verdict(
-                ErrorKind.TRANSIENT, None, "timeout" if timeout else "connection error")
-        if isinstance(exc, sdk.APIResponseValidationError):
-            return Verdict(ErrorKind.PERMANENT, None, "response did not match the schema")
-        return classify_transport(exc) or default_classifier(exc)
+        return (classify_setup(exc) or classify_stainless(exc, sdk)
+                or classify_transport(exc) or default_classifier(exc))
 
     def rate_info(self, exc: BaseException) -> RateInfo | None:
         """Rate-limit headers (and the body's hint) of a failed call."""
-        response = getattr(exc, "response", None)
-        headers = getattr(response, "headers", None)
-        if headers is None:
-            return None
-        return rate_info_with_hint(headers, server_hint(headers, getattr(exc, "body", None)))
+        return stainless_rate_info(exc)

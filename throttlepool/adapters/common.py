@@ -7,10 +7,7 @@ versions.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import datetime
-import enum
 import importlib
 import re
 import urllib.parse
@@ -29,7 +26,7 @@ from ..classify import (
     status_of,
     transport_verdict,
 )
-from ..errors import MissingExtra
+from ..errors import ConfigError, MissingExtra
 from ..hints import (
     RateInfo,
     rate_info_from_headers,
@@ -37,6 +34,7 @@ from ..hints import (
     retry_delay_from_body,
     retry_delay_from_message,
 )
+from ..store.codec import to_jsonable as codec_to_jsonable
 
 #: OpenAI 429 codes/types that mean billing or spend limits: no retry can succeed.
 QUOTA_CODES = frozenset({
@@ -162,6 +160,46 @@ def classify_transport(exc: BaseException) -> Verdict | None:
     return None
 
 
+def classify_setup(exc: BaseException) -> Verdict | None:
+    """A setting this process lacks (no key on a worker, an SDK not installed): stop the run.
+
+    Every later call would fail the same way; the error's message names the setting.
+    """
+    if isinstance(exc, (ConfigError, MissingExtra)):
+        return Verdict(ErrorKind.FATAL, None, str(exc))
+    return None
+
+
+def classify_stainless(exc: BaseException, sdk: ModuleType) -> Verdict | None:
+    """The errors of a Stainless-generated SDK (``openai``, ``anthropic``); None for others.
+
+    Both share one exception tree: ``APIStatusError`` (status, headers, body, ``code``,
+    ``type``), ``APIConnectionError`` (``APITimeoutError`` included) and
+    ``APIResponseValidationError``.
+    """
+    if isinstance(exc, sdk.APIStatusError):
+        return classify_http(
+            exc.status_code, exc.response.headers, exc.body,
+            message=getattr(exc, "message", None), code=getattr(exc, "code", None),
+            type_=getattr(exc, "type", None),
+        )
+    if isinstance(exc, sdk.APIConnectionError):
+        timeout = isinstance(exc, sdk.APITimeoutError)
+        return classify_transport(exc) or Verdict(
+            ErrorKind.TRANSIENT, None, "timeout" if timeout else "connection error")
+    if isinstance(exc, sdk.APIResponseValidationError):
+        return Verdict(ErrorKind.PERMANENT, None, "response did not match the schema")
+    return None
+
+
+def stainless_rate_info(exc: BaseException) -> RateInfo | None:
+    """Rate-limit headers (and the body's hint) of a Stainless SDK's failed call."""
+    headers = getattr(getattr(exc, "response", None), "headers", None)
+    if headers is None:
+        return None
+    return rate_info_with_hint(headers, server_hint(headers, getattr(exc, "body", None)))
+
+
 def public_url(url: str) -> str:
     """The URL without credentials or query string, which may hold a key."""
     parts = urllib.parse.urlsplit(url)
@@ -217,37 +255,33 @@ def rate_info_with_hint(headers: Mapping[str, str] | None, hint: float | None) -
     return None if info.empty else info
 
 
-def to_jsonable(value: Any) -> Any:
-    """A JSON-serialisable copy of an SDK response or plain value (for checkpoints)."""
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    if isinstance(value, Mapping):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, enum.Enum):
-        return to_jsonable(value.value)
-    if isinstance(value, (bytes, bytearray)):
-        return base64.b64encode(bytes(value)).decode("ascii")
-    if isinstance(value, (datetime.datetime, datetime.date)):
-        return value.isoformat()
+def sdk_plain(value: Any) -> Any:
+    """An SDK response as plain data, before the checkpoint's own JSON encoding.
+
+    What the store's encoder does not know: google-genai's raw HTTP headers (not part of the
+    answer), fields left unset (``None``), proto-plus messages and numpy arrays.
+    """
     dump = getattr(value, "model_dump", None)
-    if callable(dump):  # pydantic: openai and google-genai responses
-        # google-genai keeps the raw HTTP headers on the response; they are not the answer.
+    if callable(dump):  # pydantic: openai, anthropic and google-genai responses
         exclude = {"sdk_http_response"} if hasattr(value, "sdk_http_response") else None
-        return to_jsonable(dump(mode="json", exclude_none=True, exclude=exclude))
-    to_dict = getattr(value, "to_dict", None)
-    if callable(to_dict):  # google-generativeai responses
-        return to_jsonable(to_dict())
-    to_dict = getattr(type(value), "to_dict", None)
-    if callable(to_dict):  # proto-plus messages
-        return to_jsonable(to_dict(value))
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return to_jsonable(dataclasses.asdict(value))
-    tolist = getattr(value, "tolist", None)
-    if callable(tolist):  # numpy arrays
-        return to_jsonable(tolist())
-    raise TypeError(f"cannot convert a {type(value).__name__} to JSON; pass extract=")
+        return dump(mode="json", exclude_none=True, exclude=exclude)
+    if not isinstance(value, Mapping):
+        to_dict = getattr(type(value), "to_dict", None)
+        if callable(to_dict) and not callable(getattr(value, "to_dict", None)):
+            return to_dict(value)  # proto-plus messages: a class-level to_dict only
+        tolist = getattr(value, "tolist", None)
+        if callable(tolist):  # numpy arrays
+            return tolist()
+    return value
+
+
+def to_jsonable(value: Any) -> Any:
+    """A JSON-serialisable copy of an SDK response or plain value (the checkpoint's encoder,
+    :func:`throttlepool.store.codec.to_jsonable`, after :func:`sdk_plain`)."""
+    try:
+        return codec_to_jsonable(sdk_plain(value))
+    except TypeError as exc:
+        raise TypeError(f"{exc}; pass extract= to keep part of the response") from None
 
 
 def make_extractor(

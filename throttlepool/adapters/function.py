@@ -10,7 +10,7 @@ from typing import Any
 from ..classify import Classifier, Verdict, default_classifier, headers_of
 from ..hints import RateInfo, rate_info_from_headers
 from ..limiter.limits import ONE_REQUEST, Cost
-from .base import CallResult
+from .base import Adapter, CallResult
 
 
 def callable_name(fn: Callable[..., Any]) -> str:
@@ -21,7 +21,7 @@ def callable_name(fn: Callable[..., Any]) -> str:
     return f"{module}:{qualname}"
 
 
-class CallableAdapter:
+class CallableAdapter(Adapter[Any]):
     """Calls ``fn(item)``; ``estimate(item)`` gives a token estimate when a tpm limit is set.
 
     ``fn`` may return a :class:`CallResult` itself to report usage and rate headers.
@@ -44,14 +44,17 @@ class CallableAdapter:
         self._classifier = classifier or default_classifier
 
     def identity(self) -> Mapping[str, Any]:
+        """The callable's ``module:qualname``."""
         return {"callable": self.name}
 
     def estimate(self, item: Any) -> Cost:
+        """One request, plus ``estimate(item)`` tokens when an estimate was given."""
         if self._estimate is None:
             return ONE_REQUEST
         return Cost(1.0, float(self._estimate(item)))
 
     def call(self, item: Any, timeout: float | None) -> CallResult[Any]:
+        """Call ``fn(item)`` (an async ``fn`` on a loop of its own)."""
         value = self.fn(item)
         if self.is_async:  # called from a worker thread: give the coroutine a loop of its own
             value = asyncio.run(value)
@@ -69,8 +72,10 @@ class CallableAdapter:
         return CallResult(value)
 
     def classify(self, exc: BaseException) -> Verdict:
+        """The classifier given, else the default one."""
         return self._classifier(exc)
 
     def rate_info(self, exc: BaseException) -> RateInfo | None:
+        """Rate headers found on the exception (``response.headers``...)."""
         headers = headers_of(exc)
         return rate_info_from_headers(headers) if headers else None

@@ -2,11 +2,15 @@
 
 google-genai does not retry unless the client was built with ``retry_options``; each call
 passes per-request ``http_options`` with one attempt, so a user's retrying client is made
-single-shot for throttlepool without touching the client itself.
+single-shot for throttlepool without touching the client itself. The async client
+(``client.aio``) is awaited on the runner's event loop. Pickled, the adapter carries the
+client's settings (key, base URL, API version, headers, timeout) and is rebuilt once per
+process (:mod:`throttlepool.adapters.portable`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -14,10 +18,11 @@ from typing import Any
 from ..classify import Verdict, default_classifier
 from ..hints import RateInfo
 from ..limiter.limits import Cost
-from .base import CallResult
+from .base import Adapter, CallResult
 from .common import (
     Extract,
     classify_http,
+    classify_setup,
     classify_transport,
     jsonable_params,
     make_extractor,
@@ -26,6 +31,7 @@ from .common import (
     require,
     server_hint,
 )
+from .portable import SdkClient, genai_spec
 from .tokens import DEFAULT_OUTPUT_RESERVE, Tokenizer, count_tokens, first_number, usage_from
 
 _METHODS = ("generate_content", "embed_content", "count_tokens")
@@ -57,8 +63,8 @@ def response_headers(value: Any) -> Mapping[str, str] | None:
     return headers if isinstance(headers, Mapping) else None
 
 
-class GenAIAdapter:
-    """Wraps a ``google.genai.Client`` calling ``client.models.<method>`` for one model.
+class GenAIAdapter(Adapter[Any]):
+    """Wraps a ``google.genai.Client`` (or its ``client.aio``) calling ``models.<method>``.
 
     A string item is the ``contents``; a dict item may give ``contents``, ``config`` (dict or
     ``types.GenerateContentConfig``) and ``model``. ``default_config`` is merged under each
@@ -84,7 +90,10 @@ class GenAIAdapter:
         self._has_retry_options = "retry_options" in types.HttpOptions.model_fields
         if method not in _METHODS:
             raise ValueError(f"method must be one of {', '.join(_METHODS)}, got {method!r}")
-        self._client = client
+        self._client = SdkClient(client, genai_spec)
+        genai_client = require("google.genai.client", "google-genai", "gemini")
+        #: True for ``client.aio``: the runner awaits :meth:`acall` on its loop.
+        self.is_async = isinstance(client, genai_client.AsyncClient)
         self.model = model
         self.method = method
         # config: generation settings named like this constructor's arguments (the CLI's -p).
@@ -132,8 +141,7 @@ class GenAIAdapter:
         reserved = (output if output is not None else self.output_reserve) * n
         return Cost(1.0, prompt + reserved, reserved)
 
-    def call(self, item: Any, timeout: float | None) -> CallResult[Any]:
-        """One HTTP attempt through ``client.models``; the value is the SDK response."""
+    def _request(self, item: Any, timeout: float | None) -> dict[str, Any]:
         request = self.request(item)
         config = request["config"]
         http_options = _config_dict(config.get("http_options"))
@@ -143,12 +151,31 @@ class GenAIAdapter:
         if timeout is not None:
             http_options["timeout"] = max(1, math.ceil(timeout * 1000))  # milliseconds
         config["http_options"] = http_options
+        return request
+
+    def call(self, item: Any, timeout: float | None) -> CallResult[Any]:
+        """One HTTP attempt through ``client.models``; the value is the SDK response."""
+        if self.is_async:  # off the runner's loop (a plain thread): a loop of its own
+            return asyncio.run(self.acall(item, timeout))
         try:
-            method = getattr(self._client.models, self.method)
-            result = method(**request)
+            request = self._request(item, timeout)
+            result = getattr(self._client.get().models, self.method)(**request)
         except Exception as exc:
             name_endpoint(exc)
             raise
+        return self._result(result)
+
+    async def acall(self, item: Any, timeout: float | None) -> CallResult[Any]:
+        """One HTTP attempt through ``client.aio.models``, awaited on the running loop."""
+        try:
+            request = self._request(item, timeout)
+            result = await getattr(self._client.for_loop().models, self.method)(**request)
+        except Exception as exc:
+            name_endpoint(exc)
+            raise
+        return self._result(result)
+
+    def _result(self, result: Any) -> CallResult[Any]:
         headers = response_headers(result)
         rate = rate_info_with_hint(headers, None) if headers else None
         value = self._extract(result) if self._extract is not None else result
@@ -157,6 +184,9 @@ class GenAIAdapter:
     def classify(self, exc: BaseException) -> Verdict:
         """``errors.APIError`` by code and body; raw httpx/httpx2 transport errors retry."""
         errors = require("google.genai.errors", "google-genai", "gemini")
+        setup = classify_setup(exc)
+        if setup is not None:
+            return setup
         if isinstance(exc, errors.APIError) and isinstance(exc.code, int):
             response = getattr(exc, "response", None)
             return classify_http(

@@ -4,6 +4,10 @@ Its default retry repeats a 503 for up to ten minutes, invisible to any rate lim
 every call passes ``request_options={"retry": None}``. Over REST its timeouts and connection
 failures arrive as raw ``requests`` exceptions, and a 429 as ``TooManyRequests`` (not
 ``ResourceExhausted``), so errors are classified by ``e.code`` and ``e.details``.
+
+The SDK's settings are process-wide (``genai.configure``). Pickled, the adapter carries them
+with the model's own settings, and the receiving process applies them once
+(:class:`throttlepool.adapters.portable.GenerativeAIConfig`).
 """
 
 from __future__ import annotations
@@ -14,10 +18,11 @@ from typing import Any
 from ..classify import Verdict, default_classifier
 from ..hints import RateInfo
 from ..limiter.limits import Cost
-from .base import CallResult
+from .base import Adapter, CallResult
 from .common import (
     Extract,
     classify_http,
+    classify_setup,
     classify_transport,
     jsonable_params,
     make_extractor,
@@ -27,9 +32,12 @@ from .common import (
     server_hint,
     to_jsonable,
 )
+from .portable import GenerativeAIConfig
 from .tokens import DEFAULT_OUTPUT_RESERVE, Tokenizer, count_tokens, first_number, usage_from
 
 _CALL_KEYS = ("generation_config", "safety_settings", "tools", "tool_config")
+#: A GenerativeModel's own attributes that hold connections, rebuilt where it is used.
+_MODEL_CLIENTS = ("_client", "_async_client")
 
 
 def _text(value: Any) -> Any:
@@ -58,7 +66,7 @@ def _error_body(exc: BaseException) -> dict[str, Any]:
     }}
 
 
-class GenerativeModelAdapter:
+class GenerativeModelAdapter(Adapter[Any]):
     """Wraps a ``google.generativeai.GenerativeModel``; calls ``generate_content``.
 
     A string item (or list of parts) is the ``contents``; a dict item may give ``contents``
@@ -87,6 +95,25 @@ class GenerativeModelAdapter:
         self.output_reserve = output_reserve
         self._tokenizer = tokenizer
         self._extract = make_extractor(extract, {"text": _text})
+        self._configured: GenerativeAIConfig | None = None  # set where it was unpickled
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The model's settings, without its clients, and the process's genai.configure().
+        state = self.__dict__.copy()
+        model = self._model
+        state["_model"] = (type(model), {k: v for k, v in vars(model).items()
+                                         if k not in _MODEL_CLIENTS})
+        state["_configured"] = GenerativeAIConfig.current()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        cls, fields = state["_model"]
+        model = cls.__new__(cls)
+        model.__dict__.update(fields)
+        for name in _MODEL_CLIENTS:
+            setattr(model, name, None)
+        self.__dict__.update(state)
+        self._model = model
 
     def identity(self) -> Mapping[str, Any]:
         """Provider, model, the model's and the adapter's generation settings; no key."""
@@ -145,6 +172,8 @@ class GenerativeModelAdapter:
         if timeout is not None:
             options["timeout"] = timeout
         try:
+            if self._configured is not None:
+                self._configured.apply()  # once per process: a no-op when already applied
             result = self._model.generate_content(contents, request_options=options, **request)
         except Exception as exc:
             name_endpoint(exc)
@@ -157,6 +186,9 @@ class GenerativeModelAdapter:
         """``GoogleAPICallError`` by ``code`` and ``details``; raw requests errors retry."""
         core = require("google.api_core.exceptions", "google-generativeai",
                        "google-generativeai")
+        setup = classify_setup(exc)
+        if setup is not None:
+            return setup
         if isinstance(exc, core.GoogleAPICallError) and isinstance(exc.code, int):
             headers = getattr(getattr(exc, "response", None), "headers", None)
             return classify_http(exc.code, headers, _error_body(exc))

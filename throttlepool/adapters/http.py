@@ -16,10 +16,11 @@ import requests
 from ..classify import ErrorKind, Verdict, default_classifier
 from ..hints import RateInfo
 from ..limiter.limits import Cost
-from .base import CallResult
+from .base import Adapter, CallResult
 from .common import (
     Extract,
     classify_http,
+    classify_setup,
     classify_transport,
     connect_timeout,
     jsonable_params,
@@ -48,7 +49,7 @@ def _result(value: Any) -> Any:
     return value.get("result") if isinstance(value, Mapping) else value
 
 
-class HttpAdapter:
+class HttpAdapter(Adapter[Any]):
     """Sends each item as a JSON request to ``url`` and returns the decoded JSON reply.
 
     A dict item is the JSON body (merged over ``default_body``); any other item is put in the
@@ -168,6 +169,9 @@ class HttpAdapter:
 
     def classify(self, exc: BaseException) -> Verdict:
         """By status and body (OpenAI/Gemini error formats understood); transport errors retry."""
+        setup = classify_setup(exc)
+        if setup is not None:
+            return setup
         response: Any = getattr(exc, "response", None)
         status = getattr(response, "status_code", None)
         if isinstance(status, int):

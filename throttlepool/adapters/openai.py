@@ -2,30 +2,35 @@
 
 The user's client is kept (base URL, key, headers, organisation); the adapter only takes a
 copy with ``max_retries=0`` so that every HTTP attempt passes through throttlepool's limiter.
+An ``AsyncOpenAI`` client is awaited on the runner's event loop (:meth:`OpenAIAdapter.acall`).
+Pickled (to a Dask worker), the adapter carries the client's settings and the receiving
+process rebuilds the client once (:mod:`throttlepool.adapters.portable`).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..classify import ErrorKind, Verdict, default_classifier
+from ..classify import Verdict, default_classifier
 from ..hints import RateInfo, rate_info_from_headers
 from ..limiter.limits import Cost
-from .base import CallResult
+from .base import Adapter, CallResult
 from .common import (
     Extract,
-    classify_http,
+    classify_setup,
+    classify_stainless,
     classify_transport,
     connect_timeout,
     jsonable_params,
     make_extractor,
     name_endpoint,
-    rate_info_with_hint,
     require,
-    server_hint,
+    stainless_rate_info,
 )
 from .function import callable_name
+from .portable import SdkClient, openai_spec
 from .tokens import (
     DEFAULT_OUTPUT_RESERVE,
     Tokenizer,
@@ -67,8 +72,13 @@ def _is_raw(result: Any) -> bool:
     return callable(getattr(result, "parse", None)) and hasattr(result, "headers")
 
 
-class OpenAIAdapter:
-    """Wraps an ``openai.OpenAI`` client (or Azure / compatible client) for one method.
+def _rate(headers: Any) -> RateInfo | None:
+    info = rate_info_from_headers(headers)
+    return None if info.empty else info
+
+
+class OpenAIAdapter(Adapter[Any]):
+    """Wraps an ``openai.OpenAI`` or ``AsyncOpenAI`` client (or Azure / compatible client).
 
     ``method`` is ``"chat"``, ``"embeddings"``, ``"responses"``, ``"completions"``, a dotted
     path on the client (``"moderations.create"``), or a callable ``fn(client, **params)`` that
@@ -92,9 +102,11 @@ class OpenAIAdapter:
         request_params: Mapping[str, Any] | None = None,
         **default_params: Any,
     ) -> None:
-        require("openai", "openai", "openai")
-        self._client: Any = client.with_options(max_retries=0)
-        self._timeout: Any = require("openai", "openai", "openai").Timeout
+        sdk = require("openai", "openai", "openai")
+        self._client = SdkClient(client.with_options(max_retries=0), openai_spec)
+        self._timeout: Any = sdk.Timeout
+        #: True for an ``AsyncOpenAI`` client: the runner awaits :meth:`acall` on its loop.
+        self.is_async = isinstance(client, sdk.AsyncOpenAI)
         self.model = model
         # request_params: fields named like this constructor's own arguments (model, method)
         # that still belong in the request body, as the CLI's --param gives them.
@@ -119,9 +131,9 @@ class OpenAIAdapter:
         named: dict[str, Callable[[Any], Any]] = {"text": _text, "embedding": _embedding}
         self._extract = make_extractor(extract, named)
 
-    def _resolve(self, path: str) -> tuple[Any, str]:
+    def _resolve(self, path: str, client: Any = None) -> tuple[Any, str]:
         *parents, leaf = path.split(".")
-        target = self._client
+        target = self._client.get() if client is None else client
         for part in parents:
             target = getattr(target, part, None)
         if not callable(getattr(target, leaf, None)):
@@ -202,52 +214,65 @@ class OpenAIAdapter:
         n = first_number(params, "n", "best_of") or 1.0
         return Cost(1.0, float(prompt) + output * n, output * n)
 
-    def call(self, item: Any, timeout: float | None) -> CallResult[Any]:
-        """One HTTP attempt; the value is what the SDK method returns (or ``extract`` of it)."""
+    def _request(self, item: Any, timeout: float | None, client: Any
+                 ) -> tuple[Callable[..., Any], dict[str, Any]]:
         params = self.params(item)
         if timeout is not None:
             # The connect phase gives up first, so a host that never accepts is named.
             params["timeout"] = timeout if self._fn is not None else self._timeout(
                 timeout, connect=connect_timeout(timeout))
+        if self._fn is not None:
+            fn = self._fn
+            return (lambda **p: fn(client, **p)), params
+        target, leaf = self._resolve(self._path, client)
+        raw_target = getattr(target, "with_raw_response", None)
+        method = getattr(raw_target, leaf, None) if raw_target is not None else None
+        return method or getattr(target, leaf), params
+
+    def call(self, item: Any, timeout: float | None) -> CallResult[Any]:
+        """One HTTP attempt; the value is what the SDK method returns (or ``extract`` of it)."""
+        if self.is_async:  # off the runner's loop (a plain thread): a loop of its own
+            return asyncio.run(self.acall(item, timeout))
         try:
-            if self._fn is not None:
-                result = self._fn(self._client, **params)
-            else:
-                target, leaf = self._resolve(self._path)
-                raw_target = getattr(target, "with_raw_response", None)
-                method = getattr(raw_target, leaf, None) if raw_target is not None else None
-                result = (method or getattr(target, leaf))(**params)
+            send, params = self._request(item, timeout, self._client.get())
+            result = send(**params)
         except Exception as exc:
             name_endpoint(exc)  # "Connection error." alone does not say where
             raise
         rate: RateInfo | None = None
         if _is_raw(result):
-            info = rate_info_from_headers(result.headers)
-            rate = None if info.empty else info
+            rate = _rate(result.headers)
             result = result.parse()
+        return self._result(result, rate)
+
+    async def acall(self, item: Any, timeout: float | None) -> CallResult[Any]:
+        """One HTTP attempt with an ``AsyncOpenAI`` client, awaited on the running loop."""
+        try:
+            send, params = self._request(item, timeout, self._client.for_loop())
+            result = send(**params)
+            if asyncio.iscoroutine(result) or asyncio.isfuture(result):
+                result = await result
+        except Exception as exc:
+            name_endpoint(exc)
+            raise
+        rate: RateInfo | None = None
+        if _is_raw(result):
+            rate = _rate(result.headers)
+            result = result.parse()
+            if asyncio.iscoroutine(result):
+                result = await result
+        return self._result(result, rate)
+
+    def _result(self, result: Any, rate: RateInfo | None) -> CallResult[Any]:
         value = self._extract(result) if self._extract is not None else result
         return CallResult(value, usage_from(result), rate)
 
     def classify(self, exc: BaseException) -> Verdict:
         """Per PROVIDERS.md §1: 429 vs quota vs too large, auth, 4xx, 5xx, timeouts."""
-        openai = require("openai", "openai", "openai")
-        if isinstance(exc, openai.APIStatusError):
-            return classify_http(
-                exc.status_code, exc.response.headers, exc.body,
-                message=exc.message, code=exc.code, type_=exc.type,
-            )
-        if isinstance(exc, openai.APIConnectionError):  # APITimeoutError included
-            timeout = isinstance(exc, openai.APITimeoutError)
-            return classify_transport(exc) or Verdict(
-                ErrorKind.TRANSIENT, None, "timeout" if timeout else "connection error")
-        if isinstance(exc, openai.APIResponseValidationError):
-            return Verdict(ErrorKind.PERMANENT, None, "response did not match the schema")
-        return classify_transport(exc) or default_classifier(exc)
+        sdk = require("openai", "openai", "openai")
+        return (classify_setup(exc) or classify_stainless(exc, sdk)
+                or classify_transport(exc) or default_classifier(exc))
 
     def rate_info(self, exc: BaseException) -> RateInfo | None:
         """Rate-limit headers (and the body's hint) of a failed call."""
-        response = getattr(exc, "response", None)
-        headers = getattr(response, "headers", None)
-        if headers is None:
-            return None
-        return rate_info_with_hint(headers, server_hint(headers, getattr(exc, "body", None)))
+        return stainless_rate_info(exc)

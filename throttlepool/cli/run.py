@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from ..adapters import Adapter, CallResult
+from ..adapters import Adapter, CallResult, Delegating
 from ..classify import ErrorKind, Verdict
 from ..config import Settings, load_settings
 from ..errors import (
@@ -71,17 +71,8 @@ GOOGLE_API_KEY. Exit codes: 0 all ok, 1 some items failed, 2 usage or input erro
 """
 
 
-class SkipBadRecords:
+class SkipBadRecords(Delegating[Any]):
     """Wraps an adapter so a :class:`BadRecord` item fails as that item, without a call."""
-
-    def __init__(self, inner: Adapter[Any]) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.enforces_timeout = getattr(inner, "enforces_timeout", False)
-
-    def identity(self) -> Mapping[str, Any]:
-        """The wrapped adapter's identity, so checkpoints match runs without the wrapper."""
-        return self.inner.identity()
 
     def estimate(self, item: Any) -> Cost:
         """Nothing for a bad record: it never reaches the API."""
@@ -92,6 +83,12 @@ class SkipBadRecords:
         if isinstance(item, BadRecord):
             raise item.error()
         return self.inner.call(item, timeout)
+
+    async def acall(self, item: Any, timeout: float | None) -> CallResult[Any]:
+        """Raise a bad record's InputError; await the wrapped adapter otherwise."""
+        if isinstance(item, BadRecord):
+            raise item.error()
+        return await self.inner.acall(item, timeout)
 
     def classify(self, exc: BaseException) -> Verdict:
         """A bad record is permanent: never retried."""
