@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .cost.text import usd
 from .outcome import RunStats
 
 RATE_INTERVAL = 10.0  # seconds of history behind a live rate: short enough to see a stall
@@ -110,6 +111,30 @@ def eta(stats: RunStats, now: float, active: float) -> float | None:
     return waited + max(limits, work or 0.0)
 
 
+def projected_cost(stats: RunStats) -> float | None:
+    """USD the whole input will have cost this session: what was spent, plus the items left
+    at the mean cost of the priced calls so far. None without a total or a priced call."""
+    priced = called(stats) - stats.cost_unknown
+    if stats.total is None or priced <= 0 or stats.cost_usd <= 0:
+        return None
+    left = max(0, stats.total - stats.finished - stats.not_attempted)
+    return stats.cost_usd + left * stats.cost_usd / priced
+
+
+def cost_field(stats: RunStats) -> str | None:
+    """``cost=$0.0123 (~$1.20)``: spent so far and projected for the whole input; ``+?``
+    when some calls have no price, ``cost=?`` when none has. None while nothing is priced."""
+    if stats.cost_usd <= 0 and not stats.cost_unknown:
+        return None
+    if stats.cost_usd <= 0:
+        return "cost=?"
+    text = f"cost={usd(stats.cost_usd)}{'+?' if stats.cost_unknown else ''}"
+    projected = projected_cost(stats)
+    if projected is not None and projected > stats.cost_usd * 1.0001:
+        text += f" (~{usd(projected)})"
+    return text
+
+
 class RateWindow:
     """Counters sampled over time; rates over the last ``interval`` seconds (or the run so far)."""
 
@@ -191,6 +216,9 @@ def fields(stats: RunStats, *, now: float, active: float, rates: tuple[float, fl
     if "tokens" in per_minute or stats.input_tokens or stats.output_tokens:
         limit = f"/{short(per_minute['tokens'])}" if "tokens" in per_minute else ""
         out.append(Field(9, 7, f"tok/min{label}={short(tokens)}{limit}"))
+    cost = cost_field(stats)
+    if cost:
+        out.append(Field(9, 4, cost))
     out.append(Field(10, 8, f"item/s{label}={items:.1f}"))
     if stats.retrying:
         out.append(Field(11, 10, f"retrying={stats.retrying}"))

@@ -38,8 +38,8 @@ def make_run(tmp_path: Path) -> None:
 def test_status_is_a_table_with_headers_and_a_readable_detail(tmp_path: Path) -> None:
     make_run(tmp_path)
     table = cli(tmp_path, "status", "--db", "t.db").stdout.splitlines()
-    assert table[0].split() == ["NAME", "OK", "FAILED", "OF", "CALLS", "CREATED", "FINISHED",
-                                "ID", "STATUS"]
+    assert table[0].split() == ["NAME", "OK", "FAILED", "OF", "CALLS", "COST", "CREATED",
+                                "FINISHED", "ID", "STATUS"]
     assert table[1].split()[:5] == ["job", "3", "0", "3", "4"]  # 4 calls: b was retried
     detail = cli(tmp_path, "status", "job", "--db", "t.db").stdout
     assert "3 ok, 0 failed, 0 not attempted, of 3" in detail

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from ..config import load_settings
+from ..cost.text import cost_cell, cost_text
 from ..errors import ConfigError, OutputError
 from ..inputs import FORMATS, MAX_RECORD_BYTES, InputSpec, Records
 from ..store import export_run, list_runs, run_status
@@ -80,18 +81,31 @@ def _between(start: Any, end: Any) -> float | None:
 
 def runs_table(runs: list[dict[str, Any]]) -> list[str]:
     """The runs as a table with a header line, columns as wide as their widest cell."""
-    header = ("NAME", "OK", "FAILED", "OF", "CALLS", "CREATED", "FINISHED", "ID", "STATUS")
+    header = ("NAME", "OK", "FAILED", "OF", "CALLS", "COST", "CREATED", "FINISHED", "ID",
+              "STATUS")
     rows = [header]
     for r in runs:
         total = r.get("total")
+        unknown = int(r.get("cost_unknown") or 0)
+        cost = cost_cell(r.get("cost_usd"), unknown)
         rows.append((r.get("name") or "-", str(r.get("ok", 0)), str(r.get("failed", 0)),
-                     "?" if total is None else str(total), str(r.get("calls", 0)),
+                     "?" if total is None else str(total), str(r.get("calls", 0)), cost,
                      when(r.get("created")), when(r.get("finished")), str(r["id"]),
                      str(r.get("status_detail") or r.get("status"))))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    numeric = {1, 2, 3, 4}
+    numeric = {1, 2, 3, 4, 5}
     return ["  ".join(cell.rjust(widths[i]) if i in numeric else cell.ljust(widths[i])
                       for i, cell in enumerate(row)).rstrip() for row in rows]
+
+
+def _cost_note(items: dict[str, Any]) -> str:
+    unknown = int(items.get("cost_unknown") or 0)
+    if unknown:
+        return (f" ({unknown} answered item{'s have' if unknown != 1 else ' has'} usage but "
+                "no price: the model is not in the price table; give --price-in/--price-out)")
+    if items.get("cost_usd") is not None:
+        return " (the recorded items' usage x price)"
+    return ""
 
 
 def status_lines(info: dict[str, Any]) -> list[str]:
@@ -118,6 +132,8 @@ def status_lines(info: dict[str, Any]) -> list[str]:
         "retries): the attempts of the recorded items",
         f"  tokens     {items.get('input_tokens') or 0} in, {items.get('output_tokens') or 0} "
         "out",
+        f"  cost       {cost_text(items.get('cost_usd'), int(items.get('cost_unknown') or 0))}"
+        + _cost_note(items),
     ]
     if items.get("first_started"):
         span = _between(items.get("first_started"), items.get("last_finished"))

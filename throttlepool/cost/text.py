@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import math
+
 
 def usd(amount: float | None) -> str:
-    """``$12.30``; under a dollar ``$0.0042``; ``?`` when unknown."""
+    """``$12.30``; under a dollar ``$0.0042``, ``$0.000065``; ``?`` when unknown."""
     if amount is None:
         return "?"
     if amount == 0:
         return "$0"
     if abs(amount) >= 1:
         return f"${amount:,.2f}"
-    return f"${amount:.4f}" if abs(amount) >= 0.0001 else f"${amount:.2g}"
+    # Two significant digits at least, in plain decimals: $0.0042, $0.000065.
+    places = min(10, max(4, 1 - math.floor(math.log10(abs(amount)))))
+    return f"${amount:.{places}f}"
 
 
 def cost_text(amount: float | None, unknown: int = 0) -> str:

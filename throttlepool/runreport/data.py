@@ -35,6 +35,7 @@ class Item:
     attempts: int
     input_tokens: int | None
     output_tokens: int | None
+    cost: float | None = None  # USD; None when unknown or not priced
 
 
 @dataclass
@@ -85,9 +86,9 @@ def load(db: str | os.PathLike[str], run: str) -> RunData:
     try:
         with errors_named(path):
             items = [Item(float(r[0] or r[1]), float(r[1]), r[2] == "ok", float(r[3] or 0),
-                          int(r[4] or 0), r[5], r[6]) for r in conn.execute(
+                          int(r[4] or 0), r[5], r[6], r[7]) for r in conn.execute(
                 "SELECT started, finished, status, latency, attempts, input_tokens, "
-                "output_tokens FROM items WHERE run_id = ? AND finished IS NOT NULL "
+                "output_tokens, cost FROM items WHERE run_id = ? AND finished IS NOT NULL "
                 "ORDER BY finished", (info["id"],))]
             has_samples = conn.execute(
                 "SELECT 1 FROM sqlite_master WHERE name = 'samples'").fetchone() is not None

@@ -8,6 +8,7 @@ from html import escape
 from typing import Any
 
 from .. import __version__
+from ..cost.text import cost_text, usd
 from ..limiter.limits import TOKENS, Limit
 from .data import (
     RunData,
@@ -185,6 +186,22 @@ def tokens(d: RunData) -> str:
         x_range=(0, d.duration), x_label=_x_label(d), y_label="tokens", markers=_resumes(d))
 
 
+def spend(d: RunData) -> str:
+    """Cumulative cost (USD) over time, by item finish time."""
+    title = "Cost (USD, cumulative)"
+    priced = [i for i in d.items if i.cost is not None]
+    if not priced:
+        unknown = int((d.info.get("items") or {}).get("cost_unknown") or 0)
+        why = (f"cost unknown: {unknown} items have usage but their model has no price"
+               if unknown else "no cost recorded (no usage reported, or an older checkpoint)")
+        return empty("cost", title, why)
+    curve = steps([i.finished for i in priced], [float(i.cost or 0.0) for i in priced])
+    return chart("cost", title, [Series(f"spent ({usd(curve[-1][1])})", thin(curve), CALLS,
+                                        "step")],
+                 x_range=(0, d.duration), x_label=_x_label(d), y_label="USD",
+                 markers=_resumes(d))
+
+
 def _kpis(d: RunData) -> str:
     info = d.info
     counts = info.get("counts") or {}
@@ -205,6 +222,8 @@ def _kpis(d: RunData) -> str:
         ("p99 latency", fmt_seconds(percentile(lat, 0.99)) if lat else "-"),
         ("input tokens", fmt_number(sum(i.input_tokens or 0 for i in d.items))),
         ("output tokens", fmt_number(sum(i.output_tokens or 0 for i in d.items))),
+        ("cost", cost_text((info.get("items") or {}).get("cost_usd"),
+                           int((info.get("items") or {}).get("cost_unknown") or 0))),
     ]
     body = "".join(f'<div class="kpi"><b>{escape(_show(v))}</b><span>{escape(k)}</span></div>'
                    for k, v in cells)
@@ -249,7 +268,7 @@ def render(d: RunData) -> str:
         "<h2>Progress</h2>", completions(d),
         "<h2>Rate limits</h2>", *(against_limit(d, lim) for lim in limits),
         rate_limited(d), in_flight(d),
-        "<h2>Latency and tokens</h2>", latency(d), tokens(d),
+        "<h2>Latency, tokens and cost</h2>", latency(d), tokens(d), spend(d),
     ]
     errors = info.get("errors") or []
     if errors:
