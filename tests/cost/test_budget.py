@@ -7,8 +7,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from throttlepool.cost import BudgetGate
+from throttlepool.cost import BudgetGate, Pricing, RunBudget
 from throttlepool.errors import ConfigError
+from throttlepool.limiter import Cost
+from throttlepool.outcome import Usage
 
 
 def test_admits_until_the_projected_spend_would_pass_the_cap() -> None:
@@ -78,3 +80,26 @@ def test_spend_never_passes_the_cap_when_estimates_are_upper_bounds(
     for res, actual in open_ones:
         gate.settle(res, actual)
     assert gate.spent <= cap * (1 + 1e-9) + 1e-12
+
+
+def test_run_budget_prices_the_limiters_estimate_and_settles_to_usage() -> None:
+    # --price-in 2 --price-out 8: a call estimated at 1,000 prompt + 500 reply tokens
+    # projects $0.006; three fit a $0.015 cap only once the first settles below its estimate.
+    budget = RunBudget(Pricing("openai", "sim-model", price_in=2, price_out=8), 0.015)
+    estimate = Cost(1.0, 1500.0, 500.0)
+    first, second = budget.reserve(estimate), budget.reserve(estimate)
+    assert first is not None and second is not None
+    assert budget.reserve(estimate) is None
+    assert "budget reached" in budget.reason()
+    budget.settle(first, Usage(1000, 100))  # $0.0028 actually
+    assert budget.gate.spent == pytest.approx(0.0028)
+    third = budget.reserve(estimate)
+    assert third is not None
+    budget.cancel(second)
+    assert budget.gate.reserved == pytest.approx(0.006)
+
+
+def test_run_budget_refuses_a_model_without_a_price() -> None:
+    with pytest.raises(ConfigError, match="max_cost needs a price"):
+        RunBudget(Pricing("openai", "no-such-model"), 1.0)
+    assert RunBudget(Pricing("openai", "gpt-4o-mini"), 1.0).reserve(Cost(1, 10, 5)) is not None

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from .budget import BUDGET_REACHED, BudgetGate, Reservation
+from .budget import BUDGET_REACHED, BudgetGate, Reservation, RunBudget
 from .meter import CostMeter, price_outcome
 from .prices import TablePrice, candidates, lookup
 from .pricing import BATCH, ONLINE, Pricing, item_model
@@ -16,6 +16,7 @@ __all__ = [
     "CostMeter",
     "Pricing",
     "Reservation",
+    "RunBudget",
     "TablePrice",
     "candidates",
     "item_model",

@@ -11,8 +11,11 @@ clock, no threads; the engine calls it from its one event loop.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import ConfigError
+from ..outcome import Usage
+from .pricing import Pricing, item_model
 
 BUDGET_REACHED = "budget reached"
 
@@ -82,3 +85,43 @@ class BudgetGate:
         """Why dispatch stopped, for the run's status: ``budget reached ($0.50 of $0.50)``."""
         return (f"{BUDGET_REACHED} (${self.spent:.4f} spent, ${self.reserved:.4f} reserved, "
                 f"of max_cost ${self.max_cost:.4f})")
+
+
+class RunBudget:
+    """A run's ``max_cost``: a :class:`BudgetGate` with the run's :class:`Pricing`, taking the
+    limiter's estimate (``tokens`` of which ``output`` are the reply's) and the call's usage,
+    so that each engine site is one call: ``reserve`` before admission, ``settle`` after an
+    answer, ``cancel`` after a call that was not billed.
+
+    A model whose price is unknown cannot be budgeted: refused here, before any call.
+    """
+
+    def __init__(self, pricing: Pricing, max_cost: float, spent: float = 0.0) -> None:
+        if not pricing.known():
+            raise ConfigError(
+                f"max_cost needs a price for {pricing.model or 'the calls'}: "
+                f"{pricing.describe()}")
+        self.pricing = pricing
+        self.gate = BudgetGate(max_cost, spent)
+
+    def estimate(self, tokens: float, output: float, item: Any = None) -> float | None:
+        """USD a call estimated at ``tokens`` (``output`` of them the reply's) would cost."""
+        return self.pricing.estimate(max(0.0, tokens - output), output, item_model(item))
+
+    def reserve(self, estimate: Any, item: Any = None) -> Reservation | None:
+        """Reserve the call's projected cost (``estimate`` has ``tokens`` and ``output``, as
+        the limiter's ``Cost``); None: the budget is reached, stop dispatch."""
+        return self.gate.reserve(self.estimate(float(estimate.tokens),
+                                               float(estimate.output), item))
+
+    def settle(self, reservation: Reservation, usage: Usage | None, item: Any = None) -> None:
+        """The call was answered: its reservation becomes what its usage cost."""
+        self.gate.settle(reservation, self.pricing.cost(usage, item_model(item)))
+
+    def cancel(self, reservation: Reservation) -> None:
+        """The call was not billed: give its reservation back."""
+        self.gate.cancel(reservation)
+
+    def reason(self) -> str:
+        """Why dispatch stopped (the run's recorded reason)."""
+        return self.gate.reason()
