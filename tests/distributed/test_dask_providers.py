@@ -1,0 +1,121 @@
+"""SDK adapters on a real Dask cluster (two worker processes) under one Redis limit: the
+client's settings travel, the key stays out of the checkpoint, every item comes back ok."""
+
+from __future__ import annotations
+
+import importlib
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _services import start_redis
+
+from throttlepool import ThreadedBatchRunner
+from throttlepool.adapters import Adapter
+from throttlepool.sim import SimConfig, Simulator
+
+distributed = pytest.importorskip("distributed")
+warnings.filterwarnings("ignore", category=FutureWarning)  # google-generativeai is deprecated
+
+KEY = "sk-dask-secret-9876543210"
+LIMIT = 30  # requests per second, the simulator's and the cluster's
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    tmp = tmp_path_factory.mktemp("dask")
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=4, processes=True, host="127.0.0.1",
+        dashboard_address=None, local_directory=str(tmp))
+    c = distributed.Client(cluster)
+    # Warm the workers: importing an SDK takes seconds on a loaded 2-core box.
+    for module in ("throttlepool.distributed.chunk", "openai", "google.genai"):
+        c.run(importlib.import_module, module)
+    try:
+        yield c
+    finally:
+        c.close()
+        cluster.close()
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    server = start_redis(tmp_path_factory.mktemp("redis"), tcp=True)
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+def _openai(sim: Simulator) -> Adapter[Any]:
+    openai = pytest.importorskip("openai")
+    from throttlepool.adapters.openai import OpenAIAdapter
+
+    client = openai.OpenAI(api_key=KEY, base_url=sim.openai_base_url, organization="org-d",
+                           default_headers={"X-Team": "ml"})
+    return OpenAIAdapter(client, model="gpt-4o-mini", extract="text")
+
+
+def _async_openai(sim: Simulator) -> Adapter[Any]:
+    openai = pytest.importorskip("openai")
+    from throttlepool.adapters.openai import OpenAIAdapter
+
+    client = openai.AsyncOpenAI(api_key=KEY, base_url=sim.openai_base_url,
+                                default_headers={"X-Team": "ml"})
+    return OpenAIAdapter(client, model="gpt-4o-mini", extract="text")
+
+
+def _genai(sim: Simulator) -> Adapter[Any]:
+    genai = pytest.importorskip("google.genai")
+    from throttlepool.adapters.google_genai import GenAIAdapter
+
+    client = genai.Client(api_key=KEY, http_options={"base_url": sim.url,
+                                                     "headers": {"X-Team": "ml"}})
+    return GenAIAdapter(client, model="gemini-2.0-flash", extract="text")
+
+
+def _generativeai(sim: Simulator) -> Adapter[Any]:
+    genai = pytest.importorskip("google.generativeai")
+    from throttlepool.adapters.google_generativeai import GenerativeModelAdapter
+
+    # Process-wide, on the driver only: the workers get it with the adapter.
+    genai.configure(api_key=KEY, transport="rest", client_options={"api_endpoint": sim.url})
+    return GenerativeModelAdapter(genai.GenerativeModel("gemini-2.0-flash"), extract="text")
+
+
+BUILDERS: dict[str, Callable[[Simulator], Adapter[Any]]] = {
+    "openai": _openai, "async-openai": _async_openai, "gemini": _genai,
+    "google-generativeai": _generativeai,
+}
+
+
+@pytest.mark.parametrize("provider", list(BUILDERS))
+def test_sdk_adapter_runs_on_dask_under_one_limit(provider: str, client: Any, redis_url: str,
+                                                  tmp_path: Path) -> None:
+    n = 60
+    with Simulator(SimConfig(rpm=LIMIT, window=1.0, latency=0.02)) as sim:
+        adapter = BUILDERS[provider](sim)
+        checkpoint = tmp_path / "ck.sqlite"
+        runner: ThreadedBatchRunner[Any] = ThreadedBatchRunner(
+            adapter, executor="dask", scheduler=client, limiter_url=redis_url,
+            limits=[f"{LIMIT}/second"], margin=0.25, batch_size=4, progress=False,
+            store=checkpoint, run_name=f"dask-{provider}")
+        result = runner.run([f"p{i}" for i in range(n)])
+        runner.close()
+        stats, logged = sim.stats(), sim.requests()
+
+    assert [o.error for o in result.outcomes] == [None] * n, result.summary()
+    assert [o.value for o in result.outcomes] == [f"echo: p{i}" for i in range(n)]
+    assert stats["rate_limited"] == 0
+    assert stats["max_requests_in_window"] <= LIMIT
+    if provider != "google-generativeai":  # its SDK sets no custom headers
+        assert {r["headers"].get("x-team") for r in logged} == {"ml"}
+    if provider == "openai":
+        assert {r["headers"].get("openai-organization") for r in logged} == {"org-d"}
+    # The key crossed to the workers inside the task, never into the checkpoint.
+    assert KEY.encode() not in checkpoint.read_bytes()
+    for extra in ("-wal", "-shm"):
+        side = checkpoint.with_name(checkpoint.name + extra)
+        assert not side.exists() or KEY.encode() not in side.read_bytes()
