@@ -2,8 +2,9 @@
 ``anthropic-ratelimit-*`` headers and errors, in the shapes BATCH-APIS.md §4 and
 PROVIDERS.md §6 describe.
 
-The budget is the simulator's one sliding window per key: ``requests-*`` reports the request
-limit, ``tokens-*`` and ``input-tokens-*`` the token limit. A message is charged its prompt
+The budgets are the simulator's sliding windows per key: ``requests-*`` reports the request
+limit, ``input-tokens-*`` ITPM (else the token limit), ``output-tokens-*`` OTPM and
+``tokens-*`` the most restrictive of them. A message is charged its prompt
 estimate plus the output it generates (Anthropic counts output as it is produced, never
 ``max_tokens``), which is also what its ``usage`` reports. Reset times are RFC 3339, to the
 second and rounded up, like the real headers; ``retry-after`` is whole seconds.
@@ -16,6 +17,7 @@ import math
 import time
 from typing import Any
 
+from throttlepool.sim.config import SimConfig
 from throttlepool.sim.formats import (
     DEFAULT_MAX_TOKENS,
     BadRequest,
@@ -64,7 +66,7 @@ def parse_messages(body: dict[str, Any]) -> Request:
     texts = [_text_of(body.get("system"))] if body.get("system") else []
     texts += [_text_of(m.get("content")) for m in messages if isinstance(m, dict)]
     return Request(ANTHROPIC, "messages", str(body.get("model", "")), "\n".join(texts), (),
-                   max_tokens, 1, "")
+                   max_tokens, 1, "", body.get("stream") is True)
 
 
 def charge(req: Request) -> int:
@@ -119,35 +121,54 @@ def _rfc3339(seconds_from_now: float) -> str:
     return datetime.datetime.fromtimestamp(when, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def ratelimit_headers(d: Decision, rpm: int | None, tpm: int | None) -> dict[str, str]:
+def _unit(h: dict[str, str], unit: str, limit: int, remaining: int, reset: str) -> None:
+    h[f"anthropic-ratelimit-{unit}-limit"] = str(limit)
+    h[f"anthropic-ratelimit-{unit}-remaining"] = str(remaining)
+    h[f"anthropic-ratelimit-{unit}-reset"] = reset
+
+
+def ratelimit_headers(d: Decision, cfg: SimConfig) -> dict[str, str]:
     """``anthropic-ratelimit-*`` for the limits that are configured; resets when each budget
-    is whole again."""
+    is whole again. ``input-tokens-*`` is ITPM (the token limit when no ITPM is set),
+    ``output-tokens-*`` OTPM, and ``tokens-*`` the most restrictive token limit in effect."""
     h: dict[str, str] = {}
-    if rpm is not None and d.remaining_requests is not None:
-        h["anthropic-ratelimit-requests-limit"] = str(rpm)
-        h["anthropic-ratelimit-requests-remaining"] = str(d.remaining_requests)
-        h["anthropic-ratelimit-requests-reset"] = _rfc3339(d.reset_requests)
-    if tpm is not None and d.remaining_tokens is not None:
-        reset = _rfc3339(d.reset_tokens)
-        for unit in ("tokens", "input-tokens"):
-            h[f"anthropic-ratelimit-{unit}-limit"] = str(tpm)
-            h[f"anthropic-ratelimit-{unit}-remaining"] = str(d.remaining_tokens)
-            h[f"anthropic-ratelimit-{unit}-reset"] = reset
+    if cfg.rpm is not None and d.remaining_requests is not None:
+        _unit(h, "requests", cfg.rpm, d.remaining_requests, _rfc3339(d.reset_requests))
+    reset = _rfc3339(d.reset_tokens)
+    tokens = [(limit, left) for limit, left in ((cfg.tpm, d.remaining_tokens),
+                                                (cfg.itpm, d.remaining_input),
+                                                (cfg.otpm, d.remaining_output))
+              if limit is not None and left is not None]
+    if tokens:
+        _unit(h, "tokens", *min(tokens, key=lambda pair: pair[1]), reset)
+    if cfg.itpm is not None and d.remaining_input is not None:
+        _unit(h, "input-tokens", cfg.itpm, d.remaining_input, reset)
+    elif cfg.tpm is not None and d.remaining_tokens is not None:
+        _unit(h, "input-tokens", cfg.tpm, d.remaining_tokens, reset)
+    if cfg.otpm is not None and d.remaining_output is not None:
+        _unit(h, "output-tokens", cfg.otpm, d.remaining_output, reset)
     return h
 
 
-def rate_limited(d: Decision, rpm: int | None, tpm: int | None) -> Reply:
-    """A 429 ``rate_limit_error`` with ``retry-after`` (whole seconds, rounded up)."""
+_LIMIT_NAMES = {"requests": "requests per minute", "tokens": "input tokens per minute",
+                "input_tokens": "input tokens per minute",
+                "output_tokens": "output tokens per minute"}
+
+
+def rate_limited(d: Decision, cfg: SimConfig, limit: int | None) -> Reply:
+    """A 429 ``rate_limit_error`` with ``retry-after`` (whole seconds, rounded up) naming the
+    limit (`limit`, the one of ``d.kind``) that refuses it."""
     headers = {"retry-after": str(max(1, math.ceil(d.wait - 1e-6)))}
-    headers.update(ratelimit_headers(d, rpm, tpm))
-    limit = ("requests per minute", rpm) if d.kind == "requests" else (
-        "input tokens per minute", tpm)
+    headers.update(ratelimit_headers(d, cfg))
     return error(429, f"This request would exceed the rate limit for your organization of "
-                      f"{limit[1]:,} {limit[0]}. Please retry after the time in the "
-                      "retry-after header.", "rate_limit_error", headers)
+                      f"{limit or 0:,} {_LIMIT_NAMES[d.kind]}. Please retry after the time in "
+                      "the retry-after header.", "rate_limit_error", headers)
 
 
-def too_large(tpm: int, cost: int) -> Reply:
-    """A message whose charge alone exceeds the token limit: never admissible."""
-    return error(400, f"prompt is too long: {cost} tokens > {tpm} maximum",
+def too_large(kind: str, limit: int, cost: int) -> Reply:
+    """A message whose charge alone exceeds a token limit: never admissible."""
+    if kind == "output_tokens":
+        return error(400, f"the reply would be {cost} output tokens > {limit} output tokens "
+                          "per minute", "invalid_request_error")
+    return error(400, f"prompt is too long: {cost} tokens > {limit} maximum",
                  "invalid_request_error")

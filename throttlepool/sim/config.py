@@ -8,7 +8,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-FAULT_KINDS: frozenset[str] = frozenset({"500", "503", "529", "reset", "hang"})
+#: "break" drops the connection midway: after `stream_break_after` events of a stream, or
+#: halfway through a plain body.
+FAULT_KINDS: frozenset[str] = frozenset({"500", "503", "529", "reset", "hang", "break"})
 
 
 @dataclass
@@ -17,6 +19,8 @@ class SimConfig:
 
     rpm: int | None = None  # requests admitted per window and key; None: unlimited
     tpm: int | None = None  # tokens (charges) admitted per window and key
+    itpm: int | None = None  # input (prompt) tokens admitted per window and key
+    otpm: int | None = None  # output (generated) tokens admitted per window and key
     window: float = 60.0  # seconds
     latency: float = 0.0  # seconds before an admitted request is answered (refusals are quick)
     jitter: float = 0.0  # latency varies by uniform(-jitter, +jitter), never below 0
@@ -25,13 +29,16 @@ class SimConfig:
     seed: int = 0  # of the fault and jitter draws; reset() reseeds
     per_key: bool = True  # budgets per API key; False: one budget for everyone
     gemini_headers: bool = False  # real Gemini sends no x-ratelimit-*/retry-after headers
+    first_token_delay: float = 0.0  # seconds between a stream's headers and its first event
+    chunk_interval: float = 0.0  # seconds between a stream's later events
+    stream_break_after: int = 2  # events a "break" fault lets through before it drops
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
         """Raise ValueError when a field is out of range."""
-        for name in ("rpm", "tpm"):
+        for name in ("rpm", "tpm", "itpm", "otpm"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise ValueError(f"{name} must be an int or None, got {value!r}")
@@ -41,7 +48,11 @@ class SimConfig:
             raise ValueError(f"window must be a finite number, got {self.window!r}")
         if self.window <= 0:
             raise ValueError(f"window must be > 0, got {self.window}")
-        for name in ("latency", "jitter", "hang_seconds"):
+        brk = self.stream_break_after
+        if isinstance(brk, bool) or not isinstance(brk, int) or brk < 0:
+            raise ValueError(f"stream_break_after must be an int >= 0, got {brk!r}")
+        for name in ("latency", "jitter", "hang_seconds", "first_token_delay",
+                     "chunk_interval"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or value < 0:
                 raise ValueError(f"{name} must be a number >= 0, got {value!r}")

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from throttlepool.sim import anthropic
+from throttlepool.sim.config import SimConfig
 from throttlepool.sim.formats import GEMINI, ceil_ms, go_duration, proto_duration
-from throttlepool.sim.window import Decision
+from throttlepool.sim.window import Decision, Limits
 
 Reply = tuple[int, dict[str, str], Any]
 
@@ -140,57 +141,64 @@ def ratelimit_headers(d: Decision, rpm: int | None, tpm: int | None) -> dict[str
     return h
 
 
-def too_large(api: str, model: str, d: Decision, rpm: int | None, tpm: int, charge: int) -> Reply:
-    """A request whose charge alone exceeds the token limit: never admissible, no hint."""
+def dimension(d: Decision, cfg: SimConfig, charge: int, io: Limits) -> tuple[int, int, int, str]:
+    """(limit, used, requested, OpenAI's name) of the dimension `d.kind` that refused."""
+    if d.kind == "requests":
+        return cfg.rpm or 0, d.used_requests, 1, "requests per min (RPM)"
+    if d.kind == "input_tokens":
+        return cfg.itpm or 0, d.used_input, io.input_cost, "input tokens per min (ITPM)"
+    if d.kind == "output_tokens":
+        return cfg.otpm or 0, d.used_output, io.output_cost, "output tokens per min (OTPM)"
+    return cfg.tpm or 0, d.used_tokens, charge, "tokens per min (TPM)"
+
+
+def too_large(api: str, model: str, d: Decision, cfg: SimConfig, charge: int,
+              io: Limits) -> Reply:
+    """A request whose charge alone exceeds a token limit: never admissible, no hint."""
+    limit, _, requested, dim = dimension(d, cfg, charge, io)
     if api == anthropic.ANTHROPIC:
-        return anthropic.too_large(tpm, charge)
+        return anthropic.too_large(d.kind, limit, requested)
     if api == GEMINI:
         return gemini_error(
             400,
-            f"The request is too large: it needs {charge} tokens but the limit is {tpm} tokens "
-            "per window. The input or output tokens must be reduced.",
+            f"The request is too large: it needs {requested} tokens but the limit is {limit} "
+            "tokens per window. The input or output tokens must be reduced.",
         )
     return openai_error(
         429,
-        f"Request too large for {model or 'model'} in organization org-sim on tokens per min "
-        f"(TPM): Limit {tpm}, Requested {charge}. The input or output tokens must be reduced in "
+        f"Request too large for {model or 'model'} in organization org-sim on {dim}: "
+        f"Limit {limit}, Requested {requested}. The input or output tokens must be reduced in "
         "order to run successfully. Visit https://platform.openai.com/account/rate-limits to "
         "learn more.",
         "tokens",
         "rate_limit_exceeded",
-        ratelimit_headers(d, rpm, tpm),
+        ratelimit_headers(d, cfg.rpm, cfg.tpm),
     )
 
 
-def rate_limited(
-    api: str,
-    model: str,
-    d: Decision,
-    rpm: int | None,
-    tpm: int | None,
-    charge: int,
-    gemini_headers: bool,
-) -> Reply:
+_GEMINI_QUOTAS = {
+    "requests": ("generate_content_requests", "GenerateRequestsPerMinutePerProjectPerModel"),
+    "tokens": ("generate_content_input_token_count",
+               "GenerateContentInputTokensPerModelPerMinute"),
+    "input_tokens": ("generate_content_input_token_count",
+                     "GenerateContentInputTokensPerModelPerMinute"),
+    "output_tokens": ("generate_content_output_token_count",
+                      "GenerateContentOutputTokensPerModelPerMinute"),
+}
+
+
+def rate_limited(api: str, model: str, d: Decision, cfg: SimConfig, charge: int,
+                 io: Limits) -> Reply:
     """A 429 with an exact retry hint: the time until this request would be admitted."""
+    limit, used, requested, dim = dimension(d, cfg, charge, io)
     if api == anthropic.ANTHROPIC:
-        return anthropic.rate_limited(d, rpm, tpm)
+        return anthropic.rate_limited(d, cfg, limit)
     ms = ceil_ms(d.wait)
     hint = go_duration(d.wait) if ms >= 1000 else f"{ms}ms"
     headers = {"retry-after": str(-(-ms // 1000)), "retry-after-ms": str(ms)}
-    headers.update(ratelimit_headers(d, rpm, tpm))
-    if d.kind == "requests":
-        limit, used, requested, dim = rpm, d.used_requests, 1, "requests per min (RPM)"
-    else:
-        limit, used, requested, dim = tpm, d.used_tokens, charge, "tokens per min (TPM)"
+    headers.update(ratelimit_headers(d, cfg.rpm, cfg.tpm))
     if api == GEMINI:
-        metric, quota_id = (
-            ("generate_content_requests", "GenerateRequestsPerMinutePerProjectPerModel")
-            if d.kind == "requests"
-            else (
-                "generate_content_input_token_count",
-                "GenerateContentInputTokensPerModelPerMinute",
-            )
-        )
+        metric, quota_id = _GEMINI_QUOTAS[d.kind]
         violation = {
             "quotaMetric": f"generativelanguage.googleapis.com/{metric}",
             "quotaId": quota_id,
@@ -213,14 +221,14 @@ def rate_limited(
                 },
                 {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": delay},
             ],
-            headers if gemini_headers else None,
+            headers if cfg.gemini_headers else None,
         )
     return openai_error(
         429,
         f"Rate limit reached for {model or 'model'} in organization org-sim on {dim}: "
         f"Limit {limit}, Used {used}, Requested {requested}. Please try again in {hint}. "
         "Visit https://platform.openai.com/account/rate-limits to learn more.",
-        d.kind,
+        "requests" if d.kind == "requests" else "tokens",
         "rate_limit_exceeded",
         headers,
     )

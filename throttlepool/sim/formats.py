@@ -27,6 +27,8 @@ class Request:
     max_tokens: int  # per choice
     n: int
     encoding_format: str
+    stream: bool = False  # answer as a stream of server-sent events
+    include_usage: bool = False  # OpenAI stream_options.include_usage: a last usage chunk
 
     @property
     def prompt_tokens(self) -> int:
@@ -41,6 +43,17 @@ class Request:
         if self.endpoint == "messages":  # Anthropic: the output generated, never max_tokens
             return self.prompt_tokens + completion_tokens(self)
         return len(self.prompt) // 4 + self.max_tokens * self.n
+
+
+    @property
+    def input_charge(self) -> int:
+        """Input tokens (ITPM): the prompt estimate its usage reports."""
+        return self.prompt_tokens
+
+    @property
+    def output_charge(self) -> int:
+        """Output tokens (OTPM): what is generated (counted at admission, as it is known)."""
+        return 0 if self.endpoint == "embeddings" else completion_tokens(self) * self.n
 
 
 class BadRequest(ValueError):
@@ -73,6 +86,7 @@ def parse_openai_chat(body: dict[str, Any]) -> Request:
     if not isinstance(messages, list) or not messages:
         raise BadRequest("'messages' must be a non-empty array")
     prompt = "\n".join(_text_of(m.get("content")) for m in messages if isinstance(m, dict))
+    options = body.get("stream_options")
     return Request(
         OPENAI,
         "chat",
@@ -82,6 +96,8 @@ def parse_openai_chat(body: dict[str, Any]) -> Request:
         _int_field(body, "max_completion_tokens", "max_tokens", default=DEFAULT_MAX_TOKENS),
         _int_field(body, "n", default=1),
         "",
+        body.get("stream") is True,
+        isinstance(options, dict) and options.get("include_usage") is True,
     )
 
 
@@ -112,7 +128,7 @@ def parse_openai_embeddings(body: dict[str, Any]) -> Request:
     )
 
 
-def parse_gemini(model: str, body: dict[str, Any]) -> Request:
+def parse_gemini(model: str, body: dict[str, Any], stream: bool = False) -> Request:
     """Parse a generateContent body; the prompt is the parts' text joined by newlines."""
     contents = body.get("contents")
     if isinstance(contents, dict):
@@ -136,6 +152,7 @@ def parse_gemini(model: str, body: dict[str, Any]) -> Request:
         _int_field(cfg, "maxOutputTokens", "max_output_tokens", default=DEFAULT_MAX_TOKENS),
         _int_field(cfg, "candidateCount", "candidate_count", default=1),
         "",
+        stream,
     )
 
 

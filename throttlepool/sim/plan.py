@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 _JSON = json.JSONEncoder(separators=(",", ":"))  # built once: json.dumps(**kw) builds one per call
-_SCRIPT_FIELDS = frozenset({"status", "headers", "body", "delay", "reset"})
+_SCRIPT_FIELDS = frozenset({"status", "headers", "body", "delay", "reset", "break_after"})
 
 
 @dataclass(slots=True)
@@ -23,6 +23,11 @@ class Plan:
     reset: bool = False  # close the socket without answering
     digest: int | None = None  # identifies the request body, for duplicate counting
     counted: bool = True  # an API request (admin endpoints are not counted)
+    events: list[bytes] | None = None  # a stream: sent one chunk each, after the headers
+    first_delay: float = 0.0  # before the first event (time to first token)
+    interval: float = 0.0  # before each later event
+    break_after: int | None = None  # drop the connection after this many events (or half
+    # of a plain body)
 
 
 def encode(status: int, headers: dict[str, str], body: Any) -> Plan:
@@ -66,6 +71,9 @@ def validate_step(step: Mapping[str, Any]) -> dict[str, Any]:
     delay = step.get("delay", 0.0)
     if not isinstance(delay, int | float) or delay < 0:
         raise ValueError(f"script delay must be a number >= 0, got {delay!r}")
+    brk = step.get("break_after")
+    if brk is not None and (isinstance(brk, bool) or not isinstance(brk, int) or brk < 0):
+        raise ValueError(f"script break_after must be an int >= 0, got {brk!r}")
     out = dict(step)
     out.update(
         status=status,

@@ -15,6 +15,7 @@ from typing import Any
 
 from throttlepool.sim.config import SimConfig
 from throttlepool.sim.plan import Plan, encode, key_labels
+from throttlepool.sim.routing import RouteFactory
 from throttlepool.sim.state import SimState
 
 _REASONS = {
@@ -42,6 +43,10 @@ _DONTWAIT: int = getattr(socket, "MSG_DONTWAIT", 0)
 _MAX_HEADERS = 100
 #: API requests kept for ``Simulator.requests()`` and ``GET /__requests`` (tests read them).
 REQUEST_LOG_SIZE = 1000
+
+#: Extra endpoints, each built once per Simulator from its state and tried before the
+#: built-in API paths (see :class:`throttlepool.sim.routing.Route`). Register one here.
+ROUTES: tuple[RouteFactory, ...] = ()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -143,6 +148,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         elif plan.reset:
             self._reset()
+        elif plan.events is not None:
+            self._write_stream(plan)
         else:
             self._write(plan)
 
@@ -167,15 +174,43 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
-    def _write(self, plan: Plan) -> None:
+    def _head(self, plan: Plan, framing: str) -> bytes:
         lines = [f"HTTP/1.1 {plan.status} {_REASONS.get(plan.status, 'Status')}"]
         # The framing is ours: a scripted content-length would corrupt the connection.
-        lines.extend(f"{k}: {v}" for k, v in plan.headers.items() if k != "content-length")
-        lines.append(f"content-length: {len(plan.body)}")
+        lines.extend(f"{k}: {v}" for k, v in plan.headers.items()
+                     if k not in ("content-length", "transfer-encoding"))
+        lines.append(framing)
         if self.close_connection:
             lines.append("connection: close")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+    def _write(self, plan: Plan) -> None:
+        head = self._head(plan, f"content-length: {len(plan.body)}")
+        if plan.break_after is not None:  # a "break" fault: half the body, then a dropped line
+            self.wfile.write(head + plan.body[: len(plan.body) // 2])
+            self._reset()
+            return
         self.wfile.write(head + plan.body)
+
+    def _write_stream(self, plan: Plan) -> None:
+        # Chunked framing keeps the connection reusable; each event is flushed on its own
+        # (wfile is unbuffered), after the time to first token, then the chunk interval.
+        events = plan.events or []
+        self.wfile.write(self._head(plan, "transfer-encoding: chunked"))
+        stop = self.server.state.stop_event
+        for i, event in enumerate(events):
+            if plan.break_after is not None and i >= plan.break_after:
+                self._reset()  # no terminating chunk: the client sees the stream broken
+                return
+            wait = plan.first_delay if i == 0 else plan.interval
+            if wait > 0.0 and stop.wait(wait):
+                self.close_connection = True
+                return
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+        if plan.break_after is not None and plan.break_after >= len(events):
+            self._reset()  # all events sent, the end of the stream never comes
+            return
+        self.wfile.write(b"0\r\n\r\n")
 
 
 class _Server(ThreadingHTTPServer):
@@ -242,7 +277,7 @@ class Simulator:
     def __init__(
         self, config: SimConfig | None = None, *, host: str = "127.0.0.1", port: int = 0
     ) -> None:
-        self.state = SimState(config or SimConfig())
+        self.state = SimState(config or SimConfig(), ROUTES)
         self._host, self._port = host, port
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None

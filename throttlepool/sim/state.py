@@ -11,39 +11,24 @@ import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import parse_qs
 
-from throttlepool.sim import anthropic, errors
+from throttlepool.sim import anthropic, errors, routing, stream
 from throttlepool.sim.config import SimConfig
-from throttlepool.sim.formats import (
-    ECHO,
-    GEMINI,
-    OPENAI,
-    BadRequest,
-    Request,
-    parse_echo,
-    parse_gemini,
-    parse_openai_chat,
-    parse_openai_embeddings,
-    success_body,
-)
+from throttlepool.sim.formats import GEMINI, OPENAI, BadRequest, Request
 from throttlepool.sim.plan import Plan, encode, key_labels, validate_step
-from throttlepool.sim.window import AdmissionLog, Windows
+from throttlepool.sim.routing import RouteFactory, Target
+from throttlepool.sim.window import AdmissionLog, Decision, Limits, Windows
 
-_GEMINI_PATH = re.compile(r"^/(v1beta|v1|v1alpha)/models/([^/:]+):generateContent$")
 _FAULT_TAG = re.compile(rb"\[\[fault:([a-z0-9]+)\]\]")
-_FIXED = {"/v1/chat/completions": "chat", "/v1/embeddings": "embeddings", "/echo": "echo",
-          "/v1/messages": "messages"}
-_API_OF = {"chat": OPENAI, "embeddings": OPENAI, "echo": ECHO, "messages": anthropic.ANTHROPIC}
-_FAULT_ORDER = ("500", "503", "529", "reset", "hang")
+_FAULT_ORDER = ("500", "503", "529", "reset", "hang", "break")
 _PRE_FAULTS = frozenset({"400", "401", "quota"})
-_POST_FAULTS = frozenset({"500", "503", "529", "reset", "hang"})
+_POST_FAULTS = frozenset(_FAULT_ORDER)
 
 
 class SimState:
     """Shared state of one simulator; every method is thread-safe."""
 
-    def __init__(self, config: SimConfig) -> None:
+    def __init__(self, config: SimConfig, routes: Sequence[RouteFactory] = ()) -> None:
         self.config = config
         self._wall_offset = time.time() - time.monotonic()
         self.stop_event = threading.Event()
@@ -53,6 +38,7 @@ class SimState:
         self._log = AdmissionLog()
         self._in_flight = 0
         self._clear()
+        self.routes = [make(self) for make in routes]
 
     def _clear(self) -> None:
         self._rng = random.Random(self.config.seed)
@@ -65,7 +51,7 @@ class SimState:
         self._faults: dict[str, int] = {}
         self._limited = 0
         self._scripted = 0
-        self._tokens = 0  # guarded by _lock, like the admission log
+        self._tokens = self._inputs = self._outputs = 0  # guarded by _lock, like the log
         self._seen: set[int] = set()
         self._duplicates = 0
         self._abandoned = 0
@@ -76,6 +62,8 @@ class SimState:
             self._windows.clear()
             self._log.clear()
             self._clear()
+        for route in self.routes:
+            route.reset()
 
     def configure(self, changes: Mapping[str, Any]) -> SimConfig:
         """Apply config changes at runtime; windows and stats are kept."""
@@ -99,23 +87,15 @@ class SimState:
         path, _, query = target.partition("?")
         if path.startswith("/__"):
             return self._admin(method, path, body)
-        endpoint = _FIXED.get(path)
-        model = ""
-        if endpoint is None:
-            m = _GEMINI_PATH.match(path)
-            if m is None:
-                return self._admin_reply(
-                    404,
-                    {
-                        "error": {
-                            "code": 404,
-                            "status": "NOT_FOUND",
-                            "message": f"Unknown path {path}",
-                        }
-                    },
-                )
-            endpoint, model = "generate", m.group(2)
-        api = _API_OF.get(endpoint, GEMINI)
+        for route in self.routes:
+            answer = route.handle(method, path, query, headers, body)
+            if answer is not None:
+                return answer
+        to = routing.target(path, query)
+        if to is None:
+            return self._admin_reply(404, {"error": {"code": 404, "status": "NOT_FOUND",
+                                                     "message": f"Unknown path {path}"}})
+        api = to.api
         if method != "POST":
             plan = encode(*errors.fault(api, 404, f"{method} {path} is not supported"))
             plan.counted = False
@@ -141,7 +121,7 @@ class SimState:
             hashlib.blake2b(path.encode() + b"\0" + body, digest_size=8).digest()
         )
         if step is not None:
-            return self._scripted_plan(step, api, endpoint, model, body, seq, digest)
+            return self._scripted_plan(step, to, body, seq, digest)
 
         tag = _FAULT_TAG.search(body) if b"[[fault:" in body else None
         content_fault = tag.group(1).decode() if tag else ""
@@ -151,29 +131,28 @@ class SimState:
             return encode(*errors.fault(api, int(content_fault)))
 
         try:
-            req = self._parse(api, endpoint, model, body)
+            req = routing.parse(to, body)
         except BadRequest as exc:
             return encode(*errors.fault(api, 400, str(exc)))
 
-        key = self._api_key(headers, query) if cfg.per_key else "*"
+        key = routing.api_key(headers, query) if cfg.per_key else "*"
         charge = req.charge
+        io = Limits(cfg.itpm, cfg.otpm, req.input_charge, req.output_charge)
         with self._lock:
             now = time.monotonic()
-            decision = self._windows.admit(key, charge, now, cfg.rpm, cfg.tpm, cfg.window)
+            decision = self._windows.admit(key, charge, now, cfg.rpm, cfg.tpm, cfg.window, io)
             if decision.admitted:
-                self._log.add(key, now, charge)
+                self._log.add(key, now, charge, io.input_cost, io.output_cost)
                 self._tokens += charge
+                self._inputs += io.input_cost
+                self._outputs += io.output_cost
 
         if not decision.admitted:
-            if decision.too_large and cfg.tpm is not None:
-                return encode(*errors.too_large(api, req.model, decision, cfg.rpm, cfg.tpm, charge))
+            if decision.too_large:
+                return encode(*errors.too_large(api, req.model, decision, cfg, charge, io))
             with self._stats_lock:
                 self._limited += 1
-            return encode(
-                *errors.rate_limited(
-                    api, req.model, decision, cfg.rpm, cfg.tpm, charge, cfg.gemini_headers
-                )
-            )
+            return encode(*errors.rate_limited(api, req.model, decision, cfg, charge, io))
 
         delay = max(0.0, cfg.latency + cfg.jitter * (2.0 * u_jitter - 1.0))
         kind = content_fault if content_fault in _POST_FAULTS else self._draw(u_fault)
@@ -184,19 +163,34 @@ class SimState:
             plan = encode(*errors.fault(api, int(kind)))
             plan.delay = delay
             return plan
-        rl_headers = {}
-        if api == anthropic.ANTHROPIC:
-            rl_headers = anthropic.ratelimit_headers(decision, cfg.rpm, cfg.tpm)
-            rl_headers["request-id"] = f"req_sim{seq:x}"
-        elif api != GEMINI or cfg.gemini_headers:
-            rl_headers = errors.ratelimit_headers(decision, cfg.rpm, cfg.tpm)
-        if api == OPENAI:
-            rl_headers["x-request-id"] = f"req_sim{seq:x}"
-        plan = encode(200, rl_headers, self._body(req, seq))
+        plan = self._success(req, to, seq, self._rate_headers(api, decision, seq))
         plan.delay = delay + (cfg.hang_seconds if kind == "hang" else 0.0)
         plan.reset = kind == "reset"
+        if kind == "break":
+            plan.break_after = cfg.stream_break_after
         plan.digest = digest
         return plan
+
+    def _rate_headers(self, api: str, decision: Decision, seq: int) -> dict[str, str]:
+        cfg = self.config
+        headers = {}
+        if api == anthropic.ANTHROPIC:
+            headers = anthropic.ratelimit_headers(decision, cfg)
+            headers["request-id"] = f"req_sim{seq:x}"
+        elif api != GEMINI or cfg.gemini_headers:
+            headers = errors.ratelimit_headers(decision, cfg.rpm, cfg.tpm)
+        if api == OPENAI:
+            headers["x-request-id"] = f"req_sim{seq:x}"
+        return headers
+
+    def _success(self, req: Request, to: Target, seq: int, headers: dict[str, str]) -> Plan:
+        """A 200: the reply body, or its stream of events when the request asks for one."""
+        if not req.stream:
+            return encode(200, headers, routing.reply_body(req, seq))
+        stream_headers, events = stream.events(req, seq, to.sse)
+        return Plan(200, {**stream_headers, **headers}, b"", events=events,
+                    first_delay=self.config.first_token_delay,
+                    interval=self.config.chunk_interval)
 
     def done(self, plan: Plan, delivered: bool = True) -> None:
         """Record that a planned response is being sent, or was not (client gone, reset)."""
@@ -207,8 +201,8 @@ class SimState:
             if not delivered:
                 self._abandoned += 1
                 return
-            if plan.reset:
-                return
+            if plan.reset or plan.break_after is not None:
+                return  # dropped midway: a fault, not an answer
             self._by_status[plan.status] = self._by_status.get(plan.status, 0) + 1
             if plan.status == 200 and plan.digest is not None:
                 if plan.digest in self._seen:
@@ -229,72 +223,29 @@ class SimState:
                 return kind
         return ""
 
-    @staticmethod
-    def _parse(api: str, endpoint: str, model: str, body: bytes) -> Request:
-        try:
-            data = json.loads(body) if body else {}
-        except ValueError as exc:
-            raise BadRequest(f"Invalid JSON payload received: {exc}") from None
-        if not isinstance(data, dict):
-            raise BadRequest("Invalid JSON payload received: expected an object")
-        if endpoint == "chat":
-            return parse_openai_chat(data)
-        if endpoint == "embeddings":
-            return parse_openai_embeddings(data)
-        if endpoint == "echo":
-            return parse_echo(data)
-        if endpoint == "messages":
-            return anthropic.parse_messages(data)
-        return parse_gemini(model, data)
-
-    @staticmethod
-    def _body(req: Request, seq: int) -> dict[str, Any]:
-        if req.api == anthropic.ANTHROPIC:
-            return anthropic.message_body(req, seq)
-        return success_body(req, seq, int(time.time()))
-
-    @staticmethod
-    def _api_key(headers: Mapping[str, str], query: str) -> str:
-        auth = headers.get("authorization")
-        if auth:
-            return auth[7:].strip() if auth[:7].lower() == "bearer " else auth.strip()
-        for name in ("x-goog-api-key", "x-api-key"):  # Gemini's, Anthropic's
-            value = headers.get(name)
-            if value:
-                return value.strip()
-        if query and "key=" in query:
-            keys = parse_qs(query).get("key")
-            if keys:
-                return keys[0]
-        return "anonymous"
-
-    def _scripted_plan(
-        self,
-        step: dict[str, Any],
-        api: str,
-        endpoint: str,
-        model: str,
-        body: bytes,
-        seq: int,
-        digest: int,
-    ) -> Plan:
+    def _scripted_plan(self, step: dict[str, Any], to: Target, body: bytes, seq: int,
+                       digest: int) -> Plan:
         status: int = step["status"]
         if "body" in step:
-            payload = step["body"]
+            plan = encode(status, step["headers"], step["body"])
         elif 200 <= status < 300:
             try:
-                payload = self._body(self._parse(api, endpoint, model, body), seq)
+                plan = self._success(routing.parse(to, body), to, seq, dict(step["headers"]))
+                plan.status = status
             except BadRequest as exc:
-                status, _, payload = errors.fault(api, 400, str(exc))
-        elif api == GEMINI:
-            payload = errors.gemini_error(status, f"Scripted error {status}")[2]
-        elif api == anthropic.ANTHROPIC:
-            payload = anthropic.error(status, f"Scripted error {status}")[2]
+                plan = encode(*errors.fault(to.api, 400, str(exc)))
+        elif to.api == GEMINI:
+            plan = encode(*errors.gemini_error(status, f"Scripted error {status}"))
+        elif to.api == anthropic.ANTHROPIC:
+            plan = encode(*anthropic.error(status, f"Scripted error {status}"))
         else:
-            payload = errors.openai_error(status, f"Scripted error {status}", "api_error", None)[2]
-        plan = encode(status, step["headers"], payload)
+            plan = encode(*errors.openai_error(status, f"Scripted error {status}", "api_error",
+                                               None))
+        if "body" not in step and not 200 <= status < 300:
+            plan.headers.update(step["headers"])
         plan.delay = step["delay"]
         plan.reset = bool(step.get("reset", False))
+        plan.break_after = step.get("break_after")
         plan.digest = digest
         return plan
 
@@ -337,18 +288,21 @@ class SimState:
         by code (dropped connections are in faults only); rate_limited: every 429 sent;
         limiter_rejections: the 429s of the sliding window alone; accepted: admissions into
         the window (charged, including those a 500/503/reset/hang fault struck afterwards);
-        max_requests_in_window / max_tokens_in_window: the most admitted in any window of the
-        current length, over all keys and in per_key; duplicates: 200s for a (path, body)
-        already answered with a 200; abandoned: delayed replies (latency, hang) not sent
-        because the client had hung up by then; first/last_admission: epoch seconds.
+        max_requests_in_window / max_tokens_in_window (and max_input_/max_output_tokens_...,
+        the ITPM/OTPM charges: prompt estimate, output generated): the most admitted in
+        any window of the current length, over all keys and in per_key (per_key_io);
+        duplicates: 200s for a (path, body) already answered with a 200; abandoned: delayed
+        replies (latency, hang) not sent because the client had hung up by then;
+        first/last_admission: epoch seconds.
         """
         with self._lock:
             window = self.config.window
             (max_req, max_tok), per_key = self._log.maxima(window)
+            (max_in, max_out), per_key_io = self._log.io_maxima(window)
             first, last = self._log.first_last()
             accepted = len(self._log)
             per_key_counts = self._log.counts()
-            tokens = self._tokens
+            tokens, inputs, outputs = self._tokens, self._inputs, self._outputs
         labels = key_labels(list(per_key))
         with self._stats_lock:
             return {
@@ -358,9 +312,13 @@ class SimState:
                 "limiter_rejections": self._limited,
                 "accepted": accepted,
                 "tokens_charged": tokens,
+                "input_tokens_charged": inputs,
+                "output_tokens_charged": outputs,
                 "window": window,
                 "max_requests_in_window": max_req,
                 "max_tokens_in_window": max_tok,
+                "max_input_tokens_in_window": max_in,
+                "max_output_tokens_in_window": max_out,
                 "per_key": {
                     labels[k]: {
                         "accepted": per_key_counts[k],
@@ -368,6 +326,11 @@ class SimState:
                         "max_tokens_in_window": v[1],
                     }
                     for k, v in per_key.items()
+                },
+                "per_key_io": {
+                    labels[k]: {"max_input_tokens_in_window": v[0],
+                                "max_output_tokens_in_window": v[1]}
+                    for k, v in per_key_io.items()
                 },
                 "peak_concurrency": self._peak,
                 "in_flight": self._in_flight,
