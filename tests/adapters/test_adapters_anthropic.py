@@ -254,7 +254,8 @@ def test_unknown_limit_is_paced_from_the_anthropic_headers(sim: Simulator) -> No
     result, stats = _paced_run(sim)
     assert result.all_succeeded
     assert result.results == [f"echo: item {i}" for i in range(ITEMS)]
-    assert stats["rate_limited"] <= 0.02 * ITEMS  # the bound tests/limiter/test_pacing.py holds openai to
+    # the bound tests/limiter/test_pacing.py holds openai to
+    assert stats["rate_limited"] <= 0.02 * ITEMS
 
 
 def test_known_token_limit_settles_to_usage_and_sees_no_429(sim: Simulator) -> None:

@@ -3,7 +3,8 @@
 llmock (PROVIDERS.md §7) is a mock server nobody here wrote: per-key token buckets with
 ``anthropic-ratelimit-*`` headers (RFC 3339 resets), ``rate_limit_error`` 429s with
 ``retry-after``, scripted 529 ``overloaded_error`` faults, a journal of every attempt and a
-verdict on the client. The server and its helpers are those of tests/adapters/test_interop_llmock.py.
+verdict on the client. The server and its helpers are those of
+tests/adapters/test_interop_llmock.py.
 """
 
 from __future__ import annotations
