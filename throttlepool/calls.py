@@ -56,8 +56,7 @@ class Dispatcher:
         self.cfg = cfg
         self.handoff = handoff
         self._acall: Callable[[Any, float | None], Awaitable[CallResult[Any]]] | None = (
-            getattr(cfg.adapter, "acall", None) if getattr(cfg.adapter, "is_async", False)
-            else None)
+            cfg.adapter.acall if cfg.adapter.is_async else None)
 
     def _stamped_call(self, permit: Permit, item: Any, timeout: float | None) -> CallResult[Any]:
         # On the worker thread: the admission counts from when the call really starts, not

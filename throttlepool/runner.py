@@ -7,8 +7,8 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, Generic, TypeVar
 
+from .adapters import as_adapter
 from .adapters.base import Adapter, Delegating
-from .adapters.function import CallableAdapter
 from .breaker import CircuitBreaker
 from .calls import RunConfig
 from .channel import OutcomeChannel, consume
@@ -33,15 +33,6 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 BreakerSpec = CircuitBreaker | int | bool | None
-
-
-def _make_adapter(fn: Any, estimate: Callable[[Any], float] | None,
-                  classifier: Classifier | None) -> Adapter[Any]:
-    if isinstance(fn, Adapter):
-        return fn
-    if not callable(fn):
-        raise ConfigError(f"expected a callable or an adapter, got {type(fn).__name__}")
-    return CallableAdapter(fn, estimate=estimate, classifier=classifier)
 
 
 def _make_breaker(spec: BreakerSpec, clock: Clock) -> CircuitBreaker | None:
@@ -110,7 +101,7 @@ class ThreadedBatchRunner(Generic[R]):
         if deadline is not None and deadline <= 0:
             raise ConfigError(f"deadline must be positive, got {deadline!r}")
         self.clock = clock or SYSTEM_CLOCK
-        self.adapter = _make_adapter(fn, estimate, classifier)
+        self.adapter = as_adapter(fn, estimate=estimate, classifier=classifier)
         self.batch_size = batch_size
         if limiter is not None and (rpm or tpm or rps or limits):
             raise ConfigError("give either limiter= or rpm/tpm/rps/limits, not both")
@@ -156,7 +147,7 @@ class ThreadedBatchRunner(Generic[R]):
             adapter=adapter, batch_size=self.batch_size, limiter=self.limiter,
             retry=self.retry, pool=self._pool, clock=self.clock, rng=self._rng,
             timeout=self.timeout,
-            runner_enforces_timeout=not getattr(self.adapter, "enforces_timeout", False),
+            runner_enforces_timeout=not self.adapter.enforces_timeout,
             deadline=self.deadline, breaker=self.breaker, store=self.store,
             run_name=run_name if run_name is not None else self.run_name,
             retry_failed=self.retry_failed, cache=self.cache, pacer=self.pacer,

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sized
 from typing import TYPE_CHECKING, Any
 
-from ..adapters import Adapter, CallableAdapter, as_adapter
+from ..adapters import as_adapter
 from ..clock import SYSTEM_CLOCK
 from ..errors import ConfigError, LimiterUnavailable, MissingExtra, RunStopped
 from ..executors import Executor, register_executor
@@ -176,9 +176,7 @@ def run_on_dask(
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
     resolved = build_limits(limits, rpm=rpm, tpm=tpm, safety=safety)
     _check_limiter(limiter_url, resolved, limiter_name)
-    adapter = (CallableAdapter(fn_or_adapter, estimate=estimate)
-               if estimate is not None and not isinstance(fn_or_adapter, Adapter)
-               else as_adapter(fn_or_adapter))
+    adapter = as_adapter(fn_or_adapter, estimate=estimate)
     size = _chunk_size(chunk_size, batch_size)
     cfg = ChunkConfig(fn_or_adapter, limiter_url, tuple(resolved), limiter_name, batch_size,
                       retries, timeout, estimate, margin=margin)
