@@ -61,18 +61,16 @@ class Dispatcher:
     def _stamped_call(self, permit: Permit, item: Any, timeout: float | None) -> CallResult[Any]:
         # On the worker thread: the admission counts from when the call really starts, not
         # from when it was granted; a busy machine can put tens of ms between the two. A
-        # thread's first call also opens a connection and may initialise the SDK, which
-        # delays its arrival at the server by far more, so it counts from when it ends: the
-        # server stamped it before it answered.
+        # thread's first call may also open a connection or initialise the SDK before the
+        # server sees it; the limiter learns from its duration how late that may have been.
         limiter = self.cfg.limiter
-        if getattr(_thread_state, "warm", False):
-            limiter.restamp(permit)
-            return self.cfg.adapter.call(item, timeout)
+        first_on_thread = not getattr(_thread_state, "warm", False)
+        started = limiter.call_started(permit)
         try:
             return self.cfg.adapter.call(item, timeout)
         finally:
             _thread_state.warm = True
-            limiter.restamp(permit)
+            limiter.call_ended(permit, started, first_on_thread=first_on_thread)
 
     async def call(self, item: Any, permit: Permit | None = None) -> CallResult[Any]:
         """One attempt: on the loop for an async function, else on a pool thread."""

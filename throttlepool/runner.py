@@ -70,7 +70,7 @@ class ThreadedBatchRunner(Generic[R]):
         rps: float | None = None,
         limits: Iterable[LimitSpec] | LimitSpec | None = None,
         safety: float = 1.0,
-        margin: float = 0.1,
+        margin: float | None = None,
         limiter: RateLimiter | None = None,
         limiter_url: str | None = None,
         retries: int | Retry | None = 3,

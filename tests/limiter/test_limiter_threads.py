@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from throttlepool.limiter import (
     REQUESTS,
     TOKENS,
+    BackendBase,
     Cost,
     Limit,
     Permit,
@@ -26,7 +27,7 @@ from throttlepool.limiter import (
 )
 
 
-class RecordingBackend:
+class RecordingBackend(BackendBase):
     """A sliding-window backend that remembers every reservation, in decision order."""
 
     def __init__(self, limits: Sequence[Limit]) -> None:

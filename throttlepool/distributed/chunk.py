@@ -38,7 +38,7 @@ class ChunkConfig:
     estimate: Any = None
     breaker: bool | int = True
     seed: int | None = None
-    margin: float = 0.0
+    margin: float | None = None
 
 
 @dataclass
@@ -72,7 +72,7 @@ _limiters: dict[tuple[Any, ...], RateLimiter] = {}
 _limiters_lock = threading.Lock()
 
 
-def worker_limiter(url: str | None, limits: Sequence[Limit], name: str, margin: float = 0.0
+def worker_limiter(url: str | None, limits: Sequence[Limit], name: str, margin: float | None = None
                    ) -> RateLimiter:
     """One limiter per (URL, name, limits) per worker process, reused across chunks."""
     key = (url, name, tuple(limits), margin)

@@ -149,7 +149,7 @@ def run_on_dask(
     tpm: float | None = None,
     limits: Iterable[LimitSpec] | LimitSpec | None = None,
     safety: float = 1.0,
-    margin: float = 0.1,
+    margin: float | None = None,
     batch_size: int = 8,
     chunk_size: int | None = None,
     max_chunks_in_flight: int | None = None,

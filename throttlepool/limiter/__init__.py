@@ -8,8 +8,9 @@ from ..clock import Clock
 from .bucket import TokenBucket
 from .core import Permit, RateLimiter
 from .limits import ONE_REQUEST, REQUESTS, TOKENS, Cost, Limit, LimitSpec, build_limits
+from .margin import AdmissionMargin
 from .sliding import SlidingWindowLog
-from .ticket import LimiterBackend, Ticket
+from .ticket import BackendBase, LimiterBackend, Ticket
 from .url import limiter_from_url
 
 if TYPE_CHECKING:
@@ -46,6 +47,8 @@ __all__ = [
     "ONE_REQUEST",
     "REQUESTS",
     "TOKENS",
+    "AdmissionMargin",
+    "BackendBase",
     "Cost",
     "Limit",
     "LimitSpec",

@@ -13,12 +13,12 @@ from collections.abc import Iterable
 
 from ..errors import ConfigError, CostExceedsLimit
 from .limits import REQUESTS, Cost, Limit
-from .ticket import Ticket, replace_in_order
+from .ticket import BackendBase, Ticket, replace_in_order
 
 _EPSILON = 1e-9
 
 
-class TokenBucket:
+class TokenBucket(BackendBase):
     """In-memory token-bucket backend for one unit (requests by default)."""
 
     def __init__(

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..clock import SYSTEM_CLOCK, Clock
 from .limits import ONE_REQUEST, Cost, Limit, LimitSpec, build_limits
+from .margin import DEFAULT_FLOOR, AdmissionMargin
 from .sliding import SlidingWindowLog
 from .ticket import LimiterBackend, Ticket
 
@@ -46,7 +47,10 @@ class RateLimiter:
         limiter.settle(permit, Cost(tokens=830))   # actual usage refunds the rest
 
     ``margin`` (seconds) lengthens the time each admission counts: a server stamps a request
-    when it arrives, a little after we decide, and the margin covers that jitter.
+    when it arrives, a little after we decide, and the margin covers that delay. It is the
+    floor of an :class:`AdmissionMargin`, which widens with the delays observed between a
+    grant and its call's start (:meth:`call_started`) and after a 429; ``None`` is the
+    default floor for calls to a server (a few milliseconds).
     """
 
     def __init__(
@@ -56,17 +60,22 @@ class RateLimiter:
         tpm: float | None = None,
         rps: float | None = None,
         safety: float = 1.0,
-        margin: float = 0.0,
+        margin: float | None = 0.0,
         backend: LimiterBackend | None = None,
         clock: Clock | None = None,
     ) -> None:
         if backend is not None and (limits or rpm or tpm or rps):
             raise TypeError("give either limits or a backend, not both")
+        floor = DEFAULT_FLOOR if margin is None else margin
         self.backend: LimiterBackend = backend or SlidingWindowLog(
-            build_limits(limits, rpm=rpm, tpm=tpm, rps=rps, safety=safety), margin=margin
+            build_limits(limits, rpm=rpm, tpm=tpm, rps=rps, safety=safety), margin=floor
         )
+        self.margin = AdmissionMargin([lim.period for lim in self.backend.limits],
+                                      max(floor, self.backend.margin))
         self.clock = clock or SYSTEM_CLOCK
         self._lock = threading.Lock()
+        self._first_calls: list[tuple[Permit, float, float]] = []  # (permit, start, duration)
+        self._apply_margin(self.clock.now())
 
     @property
     def limits(self) -> list[Limit]:
@@ -75,8 +84,7 @@ class RateLimiter:
 
     def unrestricted(self) -> bool:
         """True while no limit is configured and no pause is in force: nothing to reserve."""
-        return not self.backend.limits and getattr(
-            self.backend, "paused_until", float("inf")) <= self.clock.now()
+        return not self.backend.limits and self.backend.paused_until <= self.clock.now()
 
     def reserve(self, cost: Cost = ONE_REQUEST) -> Permit:
         """Record a reservation without waiting; ``permit.admit_at`` says when it is admitted."""
@@ -169,19 +177,66 @@ class RateLimiter:
 
     def restamp(self, permit: Permit) -> None:
         """Count an admitted permit from now on (its call starts later than it was granted)."""
-        restamp = getattr(self.backend, "restamp", None)
-        if restamp is None or permit.provisional:
+        if permit.provisional:
             return
         with self._lock:
-            moved = restamp(permit, self.clock.now())
+            moved = self.backend.restamp(permit, self.clock.now())
         _wake(moved)
+
+    def call_started(self, permit: Permit) -> float:
+        """The permit's call starts now: count it from now, learn the hand-off delay; returns
+        the start time for :meth:`call_ended`."""
+        with self._lock:
+            now = self.clock.now()
+            if permit.provisional:
+                return now
+            self.margin.started(now - permit.admit_at)
+            moved = [*self._apply_margin(now), *self.backend.restamp(permit, now)]
+        _wake(moved)
+        return now
+
+    def call_ended(self, permit: Permit, started: float, *, first_on_thread: bool) -> None:
+        """The permit's call, started at ``started``, answered now.
+
+        A thread's first call may open a connection or initialise its SDK before the server
+        sees it: it counts from its answer until a later call's duration shows how long the
+        server takes at least, then from as late as its extra delay may have reached (see
+        :meth:`AdmissionMargin.first_call_delay`), which frees its budget sooner.
+        """
+        with self._lock:
+            now = self.clock.now()
+            duration = now - started
+            if first_on_thread:
+                if permit.provisional:
+                    return
+                moved = list(self.backend.restamp(permit, now))
+                self._first_calls.append((permit, started, duration))
+            else:
+                self.margin.ended(duration)
+                moved = self._place_first_calls(now)
+        _wake(moved)
+
+    def _place_first_calls(self, now: float) -> list[Ticket]:
+        moved: list[Ticket] = []
+        for permit, started, duration in self._first_calls:
+            delay = self.margin.first_call_delay(duration)
+            if delay is not None:
+                moved += self.backend.restamp(permit, now, min(started + delay, now))
+        self._first_calls.clear()
+        return moved
 
     def widen_margin(self) -> None:
         """Lengthen the margin each admission counts for (after a server still said 429)."""
-        widen = getattr(self.backend, "widen_margin", None)
-        if widen is not None:
-            with self._lock:
-                widen()
+        with self._lock:
+            self.margin.widen()
+            moved = self._apply_margin(self.clock.now())
+        _wake(moved)
+
+    def _apply_margin(self, now: float) -> Iterable[Ticket]:
+        value = self.margin.value
+        if value == self.backend.margin:
+            return []
+        return self.backend.set_margin(value, now)
 
     def cancel(self, permit: Permit) -> None:
         """Withdraw a reservation whose call was not made; its budget goes to the next."""

@@ -22,7 +22,7 @@ from typing import Any
 from ..errors import CostExceedsLimit, LimiterUnavailable, MissingExtra
 from ..store.redact import mask_url, redact_text
 from .limits import Cost, Limit
-from .ticket import Ticket
+from .ticket import BackendBase, Ticket
 
 try:
     import redis as _redis
@@ -149,11 +149,6 @@ def _milli(x: float) -> int:
     return math.ceil(x * _MILLI - 1e-6) if x > 0 else 0
 
 
-def _wider(margin: float, limits: Sequence[Limit]) -> float:
-    ceiling = 0.05 * min((lim.period for lim in limits), default=0.0)
-    return min(max(2 * margin, 0.02), max(ceiling, margin))
-
-
 def _period_tag(period: float) -> str:
     return f"{period:g}s"
 
@@ -172,7 +167,7 @@ def make_client(url: str, *, timeout: float = 5.0) -> Any:
     )
 
 
-class RedisWindowBackend:
+class RedisWindowBackend(BackendBase):
     """Shared exact sliding-window log over any limits, admitted atomically in Redis.
 
     ``url_or_client`` is a ``redis://host:port/db``, ``rediss://`` or ``unix:///path`` URL,
@@ -202,7 +197,7 @@ class RedisWindowBackend:
             base = f"{tag}:{lim.unit}:{_period_tag(lim.period)}"
             self._keys += [f"{base}:z", f"{base}:s"]
             self._settle_keys += [f"{base}:z", f"{base}:s"]
-        self.margin = margin
+        self._margin = margin
         self._win_us = [round((lim.period + margin) * 1_000_000) for lim in self.limits]
         self._lim_m = [math.floor(lim.amount * _MILLI + 1e-6) for lim in self.limits]
         self._sha: dict[str, str] = {}
@@ -290,8 +285,12 @@ class RedisWindowBackend:
         self._swap(ticket, [0] * len(self.limits))
         return []
 
-    def restamp(self, ticket: Ticket, now: float) -> Iterable[Ticket]:
-        """Count an admitted reservation from the server's now on (its call started late)."""
+    def restamp(self, ticket: Ticket, now: float, at: float | None = None
+                ) -> Iterable[Ticket]:
+        """Count an admitted reservation from the server's now on (its call started late);
+        a past ``at`` is not honoured (it would only free budget sooner; this is safe)."""
+        if at is not None and at < now:
+            return []
         if ticket.provisional or ticket.handle is None:
             return []
         member, at, weights = ticket.handle
@@ -304,10 +303,11 @@ class RedisWindowBackend:
         ticket.handle = (member, int(new_at), weights)
         return []
 
-    def widen_margin(self) -> None:
-        """Double the margin (at least 20 ms, at most 5 % of the shortest period)."""
-        self.margin = _wider(self.margin, self.limits)
-        self._win_us = [round((lim.period + self.margin) * 1_000_000) for lim in self.limits]
+    def set_margin(self, margin: float, now: float) -> Iterable[Ticket]:
+        """Count this process's admissions for ``margin`` seconds beyond their windows."""
+        self._margin = margin
+        self._win_us = [round((lim.period + margin) * 1_000_000) for lim in self.limits]
+        return []
 
     def pause_until(self, until: float, now: float) -> Iterable[Ticket]:
         duration = until - now

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 
 from ..errors import ConfigError, CostExceedsLimit
 from .limits import Cost, Limit
-from .ticket import Ticket, replace_in_order
+from .ticket import BackendBase, Ticket, replace_in_order
 
 # Float sums of token weights drift; a freed amount within this of the need counts as enough.
 _EPSILON = 1e-9
@@ -72,14 +72,14 @@ class _Window:
         return t
 
 
-class SlidingWindowLog:
+class SlidingWindowLog(BackendBase):
     """In-memory backend: exact sliding-window logs for any number of limits."""
 
     def __init__(self, limits: Sequence[Limit], margin: float = 0.0) -> None:
         if margin < 0:
             raise ConfigError(f"window margin must be >= 0, got {margin!r}")
         self.limits = list(limits)
-        self.margin = margin
+        self._margin = margin
         self._windows = [_Window(lim, margin) for lim in self.limits]
         self._pending: deque[Ticket] = deque()
         self._last_admit = float("-inf")
@@ -196,13 +196,16 @@ class SlidingWindowLog:
     def paused_until(self) -> float:
         return self._paused_until
 
-    def restamp(self, ticket: Ticket, now: float) -> Iterable[Ticket]:
-        """Move an admitted ticket's time up to ``now`` (its call started late).
+    def restamp(self, ticket: Ticket, now: float, at: float | None = None
+                ) -> Iterable[Ticket]:
+        """Move an admitted ticket's time to ``at`` (default ``now``, never later).
 
-        The entry only moves later, so it counts longer and no window can gain room; queued
-        tickets are re-placed because the entry now frees its budget later.
+        Later: it counts longer and no window can gain room. Earlier: the caller vouches for
+        the server's count (see :meth:`LimiterBackend.restamp`). Queued tickets are
+        re-placed either way, because the entry frees its budget at another time.
         """
-        if now <= ticket.admit_at:
+        stamp = now if at is None else min(at, now)
+        if stamp == ticket.admit_at or (at is None and stamp < ticket.admit_at):
             return []
         for win in self._windows:
             if win.weight(ticket) <= 0:
@@ -213,21 +216,22 @@ class SlidingWindowLog:
                     del log[i]
                     break
             else:
-                continue  # already expired out of this window
-            ticket.admit_at = now
+                continue  # already expired out of this window (or cancelled)
+            ticket.admit_at = stamp
             _insert_sorted_from_tail(log, ticket)
-        ticket.admit_at = now
-        self._last_admit = max(self._last_admit, now)
+        ticket.admit_at = stamp
+        self._last_admit = max(self._last_admit, stamp)
         return self._reschedule(now)
 
-    def widen_margin(self) -> None:
-        """Double the margin (at least 20 ms, at most 5 % of the shortest period)."""
-        if not self._windows:
-            return
-        ceiling = 0.05 * min(win.limit.period for win in self._windows)
-        self.margin = min(max(2 * self.margin, 0.02), max(ceiling, self.margin))
+    def set_margin(self, margin: float, now: float) -> Iterable[Ticket]:
+        """Count every admission for ``margin`` seconds beyond its window from now on; the
+        queued reservations are re-placed by the new spans."""
+        if margin < 0:
+            raise ConfigError(f"window margin must be >= 0, got {margin!r}")
+        self._margin = margin
         for win in self._windows:
-            win.span = win.limit.period + self.margin
+            win.span = win.limit.period + margin
+        return self._reschedule(now)
 
     def usage(self, now: float) -> list[tuple[Limit, float]]:
         """Units currently counted in each limit's window."""

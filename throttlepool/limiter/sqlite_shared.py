@@ -22,7 +22,7 @@ from typing import Any
 from ..errors import CostExceedsLimit, LimiterUnavailable
 from ..store.redact import redact_text
 from .limits import TOKENS, Cost, Limit
-from .ticket import Ticket
+from .ticket import BackendBase, Ticket
 
 _EPSILON = 1e-9
 # A row stamped further than this in the future means the wall clock stepped back.
@@ -52,7 +52,7 @@ def _column(unit: str) -> str:
     return "tokens" if unit == TOKENS else "requests"
 
 
-class SQLiteWindowBackend:
+class SQLiteWindowBackend(BackendBase):
     """Shared exact sliding-window log over any limits, in an SQLite file (one host).
 
     Every process that opens the same ``path`` and ``name`` with the same limits shares one
@@ -68,7 +68,7 @@ class SQLiteWindowBackend:
         self.name = name
         self._pause_key = f"pause:{name}"
         self.limits = list(limits)
-        self.margin = margin
+        self._margin = margin
         self._lock = threading.Lock()
         try:
             self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None,
@@ -98,7 +98,7 @@ class SQLiteWindowBackend:
     def _register(self, db: sqlite3.Connection, now: float) -> None:
         """Create the running sum of each of our windows (other processes may share them)."""
         for lim in self.limits:
-            span, col = lim.period + self.margin, _column(lim.unit)
+            span, col = lim.period + self._margin, _column(lim.unit)
             db.execute(
                 "INSERT OR IGNORE INTO windows (bucket, span, col, used, horizon) "
                 f"SELECT ?, ?, ?, coalesce(sum({col}), 0), ? FROM admissions "
@@ -168,7 +168,7 @@ class SQLiteWindowBackend:
             if w <= 0:
                 continue
             col = _column(lim.unit)
-            span = lim.period + self.margin
+            span = lim.period + self._margin
             need = sums.get((span, col), 0.0) + w - lim.amount
             if need <= _EPSILON:
                 continue
@@ -239,15 +239,27 @@ class SQLiteWindowBackend:
         ticket.handle = None
         return []
 
-    def restamp(self, ticket: Ticket, now: float) -> Iterable[Ticket]:
-        """Count an admitted reservation from now on (its call started late)."""
+    def restamp(self, ticket: Ticket, now: float, at: float | None = None
+                ) -> Iterable[Ticket]:
+        """Count an admitted reservation from now on (its call started late); ``at`` is not
+        honoured when it is past (it would only free budget sooner; this is safe)."""
+        if at is not None and at < now:
+            return []
         self._change(ticket, None, restamp=True)
         return []
 
-    def widen_margin(self) -> None:
-        """Double the margin (at least 20 ms, at most 5 % of the shortest period)."""
-        ceiling = 0.05 * min((lim.period for lim in self.limits), default=0.0)
-        self.margin = min(max(2 * self.margin, 0.02), max(ceiling, self.margin))
+    def set_margin(self, margin: float, now: float) -> Iterable[Ticket]:
+        """Count this process's admissions for ``margin`` seconds beyond their windows."""
+        self._margin = margin
+        return []
+
+    def ping(self) -> None:
+        """Raise :class:`LimiterUnavailable` if the file cannot be read."""
+        try:
+            with self._lock:
+                self._db.execute("SELECT 1 FROM meta LIMIT 1").fetchall()
+        except sqlite3.Error as exc:
+            raise self._unavailable(exc) from exc
 
     def pause_until(self, until: float, now: float) -> Iterable[Ticket]:
         if until <= now:
@@ -278,7 +290,7 @@ class SQLiteWindowBackend:
             for lim in self.limits:
                 row = self._db.execute(
                     f"SELECT coalesce(sum({_column(lim.unit)}), 0) FROM admissions "
-                    "WHERE bucket = ? AND ts > ?", (self.name, now - lim.period - self.margin)
+                    "WHERE bucket = ? AND ts > ?", (self.name, now - lim.period - self._margin)
                 ).fetchone()
                 out.append((lim, float(row[0])))
         return out

@@ -57,6 +57,77 @@ class LimiterBackend(Protocol):
         """Admit nothing before ``until`` (a server's Retry-After)."""
         ...
 
+    @property
+    def paused_until(self) -> float:
+        """The clock time before which nothing is admitted (-inf: no pause)."""
+        ...
+
+    @property
+    def margin(self) -> float:
+        """Seconds each admission counts beyond its window (see :class:`AdmissionMargin`)."""
+        ...
+
+    def set_margin(self, margin: float, now: float) -> Iterable[Ticket]:
+        """Count every admission for ``margin`` seconds beyond its window from now on."""
+        ...
+
+    def restamp(self, ticket: Ticket, now: float, at: float | None = None
+                ) -> Iterable[Ticket]:
+        """Count an admitted ticket from ``at`` (default ``now``; never later than ``now``).
+
+        Later than its current stamp: its call went late. Earlier: the caller has learned
+        that the server counted it no later than ``at`` plus the margin (a thread's first
+        call, first counted from its answer). A backend that cannot move a ticket to a past
+        instant may stamp it at its own now when ``at`` is None and ignore an earlier ``at``.
+        """
+        ...
+
+    def ping(self) -> None:
+        """Raise :class:`~throttlepool.errors.LimiterUnavailable` if the storage is unreachable."""
+        ...
+
+    def close(self) -> None:
+        """Release the storage (connections, files)."""
+        ...
+
+
+class BackendBase:
+    """The optional capabilities of a :class:`LimiterBackend`, with defaults that do nothing.
+
+    A backend subclasses this and implements ``limits``, ``reserve``, ``settle``, ``cancel``
+    and ``pause_until``; a backend that cannot move a ticket later or lengthen its windows
+    keeps these (its admissions count from their grant, for exactly their window).
+    """
+
+    _margin: float = 0.0
+
+    @property
+    def paused_until(self) -> float:
+        """The clock time before which nothing is admitted; by default unknown (+inf), so a
+        limiter without limits still asks this backend (a shared pause lives there)."""
+        return float("inf")
+
+    @property
+    def margin(self) -> float:
+        """Seconds each admission counts beyond its window."""
+        return self._margin
+
+    def set_margin(self, margin: float, now: float) -> Iterable[Ticket]:
+        """Count every admission for ``margin`` seconds beyond its window from now on."""
+        self._margin = margin
+        return []
+
+    def restamp(self, ticket: Ticket, now: float, at: float | None = None
+                ) -> Iterable[Ticket]:
+        """Count an admitted ticket from ``at`` on; by default it keeps its grant time."""
+        return []
+
+    def ping(self) -> None:
+        """Nothing to reach: an in-process backend is always available."""
+
+    def close(self) -> None:
+        """Nothing to release."""
+
 
 def replace_in_order(
     queued: Iterable[Ticket], place: Callable[[Ticket, float], None], now: float

@@ -10,6 +10,7 @@ from ..errors import ConfigError, MissingExtra
 from ..store.redact import mask_url
 from .core import RateLimiter
 from .limits import Limit, LimitSpec, build_limits
+from .margin import DEFAULT_FLOOR
 
 SCHEMES = ("memory", "sqlite", "redis", "rediss", "unix")
 
@@ -34,7 +35,7 @@ def limiter_from_url(
     clock: Clock | None = None,
     name: str = "default",
     *,
-    margin: float = 0.0,
+    margin: float | None = 0.0,
 ) -> RateLimiter:
     """A :class:`RateLimiter` over the backend ``url`` selects, enforcing ``limits``.
 
@@ -43,17 +44,19 @@ def limiter_from_url(
     - ``redis://host:port/0``, ``rediss://…``, ``unix:///path/redis.sock``: every process
       and machine using the same server and ``name``.
 
-    ``margin`` (seconds) lengthens the time each admission counts in its window.
+    ``margin`` (seconds) lengthens the time each admission counts in its window: the floor
+    of the margin that follows the observed delays (None: the default floor).
     """
     scheme = urlsplit(url).scheme.lower()
     resolved: list[Limit] = build_limits(limits)
+    floor = DEFAULT_FLOOR if margin is None else margin
     if scheme == "memory":
         return RateLimiter(*resolved, clock=clock, margin=margin)
     if scheme == "sqlite":
         from .sqlite_shared import SQLiteWindowBackend
 
-        on_file = SQLiteWindowBackend(sqlite_path(url), resolved, name, margin=margin)
-        return RateLimiter(backend=on_file, clock=clock)
+        on_file = SQLiteWindowBackend(sqlite_path(url), resolved, name, margin=floor)
+        return RateLimiter(backend=on_file, clock=clock, margin=floor)
     if scheme in ("redis", "rediss", "unix"):
         try:
             import redis  # noqa: F401
@@ -62,8 +65,8 @@ def limiter_from_url(
         from .redis import RedisWindowBackend
 
         on_server = RedisWindowBackend(url, resolved, key=f"throttlepool:{name}",
-                                       margin=margin)
-        return RateLimiter(backend=on_server, clock=clock)
+                                       margin=floor)
+        return RateLimiter(backend=on_server, clock=clock, margin=floor)
     raise ConfigError(
         f"unknown limiter URL {mask_url(url)!r}: expected memory://, sqlite:///path, "
         "redis://host:port/db or unix:///path/redis.sock")

@@ -1,0 +1,82 @@
+"""How long past its window an admission counts: the delay between our grant and the server's
+count, as observed, instead of a fixed allowance.
+
+A server stamps a request when it arrives. Between our grant and that stamp lie the hand-off
+to a worker thread (observed exactly: the call is restamped when it starts), the client's own
+work before the bytes leave (not observable, small on a quiet machine) and, on a thread's
+first call, a connection and perhaps the SDK's initialisation (observable afterwards: the
+call took longer than the fastest call did). An entry that counts for ``period + margin``
+from its stamp can never let a window of the server's clock over the limit as long as the
+margin covers the part of the delay that was not observed. The part that was not observed
+grows with the part that was (both are the machine's load), so the margin is a small floor
+plus the largest recent hand-off delay; a 429 despite it widens the floor. A thread's first
+call counts from its answer until a later call shows how long the server and the way back
+take at least; it then counts from its start plus whatever it took beyond that.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+
+#: Client work between a call's start and its arrival at the server, on a quiet machine.
+DEFAULT_FLOOR = 0.005
+#: After a 429 the floor is at least this (then doubles with each further 429).
+FIRST_WIDENING = 0.02
+#: Hand-off delays remembered: enough calls to span several windows of a busy run.
+_SAMPLES = 64
+#: Observed delays alone never stretch an admission by more than this (the fixed margin that
+#: was measured safe before); only 429s go further, up to 5 % of the shortest period.
+_OBSERVED_CEILING = 0.1
+_CEILING_SHARE = 0.05
+
+
+class AdmissionMargin:
+    """The margin each admission counts for, following the observed delays (a pure policy).
+
+    ``floor`` covers the unobserved client work; :meth:`started` feeds the delay between a
+    grant and its call's start, :meth:`ended` a warm call's duration, :meth:`widen` a 429.
+    """
+
+    def __init__(self, periods: Sequence[float], floor: float = DEFAULT_FLOOR) -> None:
+        if floor < 0:
+            raise ValueError(f"margin floor must be >= 0, got {floor!r}")
+        self.floor = floor
+        shortest = min(periods, default=0.0)
+        self._ceiling = max(_CEILING_SHARE * shortest, floor)
+        self._lags: deque[float] = deque(maxlen=_SAMPLES)
+        self._fastest = float("inf")
+
+    @property
+    def value(self) -> float:
+        """Seconds each admission counts beyond its window, now."""
+        observed = min(max(self._lags, default=0.0), _OBSERVED_CEILING)
+        return min(self.floor + observed, max(self._ceiling, self.floor))
+
+    def started(self, lag: float) -> None:
+        """A call started ``lag`` seconds after it was granted."""
+        self._lags.append(max(lag, 0.0))
+
+    @property
+    def fastest(self) -> float | None:
+        """The shortest duration of a call that was not a thread's first (None: none yet)."""
+        return None if self._fastest == float("inf") else self._fastest
+
+    def first_call_delay(self, duration: float) -> float | None:
+        """How much of a thread's first call ``duration`` may have passed before the server
+        saw it: what it took beyond the fastest other call (None: no other call yet).
+
+        A call spends the fastest call's duration at least on the server and on the way
+        back; what a first call takes beyond that went on connecting and initialising.
+        """
+        fastest = self.fastest
+        return None if fastest is None else max(duration - fastest, 0.0)
+
+    def ended(self, duration: float) -> None:
+        """A call that was not its thread's first took ``duration`` seconds to answer."""
+        if duration > 0:
+            self._fastest = min(self._fastest, duration)
+
+    def widen(self) -> None:
+        """A server said 429 despite the margin: double the floor (at least 20 ms)."""
+        self.floor = min(max(2 * self.floor, FIRST_WIDENING), max(self._ceiling, self.floor))
