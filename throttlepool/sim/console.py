@@ -13,13 +13,18 @@ from throttlepool.sim.server import Simulator
 def limits_text(config: SimConfig) -> str:
     """``60 requests and 40,000 tokens per 60 s window, per API key; latency 0.2 s``."""
     budgets = [f"{config.rpm:,} requests" if config.rpm else "",
-               f"{config.tpm:,} tokens" if config.tpm else ""]
+               f"{config.tpm:,} tokens" if config.tpm else "",
+               f"{config.itpm:,} input tokens" if config.itpm else "",
+               f"{config.otpm:,} output tokens" if config.otpm else ""]
     shown = " and ".join(b for b in budgets if b)
     limits = (f"{shown} per {config.window:g} s window, "
               f"{'per API key' if config.per_key else 'shared by all keys'}"
               if shown else "no rate limit (--rpm/--tpm set one)")
     extra = [f"latency {config.latency:g} s" + (f" +/- {config.jitter:g}" if config.jitter
                                                  else "")]
+    if config.first_token_delay or config.chunk_interval:
+        extra.append(f"streams: first token after {config.first_token_delay:g} s, "
+                     f"then every {config.chunk_interval:g} s")
     if config.fail_rate:
         extra.append("faults " + ", ".join(f"{k}={v:g}" for k, v in sorted(
             config.fail_rate.items())))
@@ -30,7 +35,7 @@ def banner(url: str, config: SimConfig | None = None) -> str:
     """The lines `serve` prints: where each SDK should point, and the limits it enforces."""
     lines = [
         f"throttlepool simulator listening on {url}",
-        f"  OpenAI base_url:         {url}/v1",
+        f"  OpenAI base_url:         {url}/v1   (chat/completions, responses, embeddings)",
         f"  Anthropic base_url:      {url}   (POST /v1/messages)",
         f"  Gemini base_url/endpoint: {url}   (google-genai: api_version 'v1' or 'v1beta')",
         f"  requests JSON endpoint:  POST {url}/echo",
