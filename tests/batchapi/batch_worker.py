@@ -1,0 +1,67 @@
+"""Batch-mode driver for the crash tests: runs N items through BatchApiRunner, optionally
+killing itself (SIGKILL, no clean-up) at one step.
+
+Usage: python tests/batchapi/batch_worker.py BASE_URL DB N [--die-after STEP]
+
+STEP: ``intent`` (chunks journaled, nothing uploaded), ``upload`` (file uploaded, its id not
+recorded), ``create`` (batch created at the provider, its id not recorded). Without it the
+run goes to the end (or until the test kills it while polling). Prints ``done OK FAILED``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import openai
+
+from throttlepool.adapters.openai import OpenAIAdapter
+from throttlepool.batchapi import BatchApiRunner, Journal, OpenAIBatchClient
+
+RUN_NAME = "batch-crash"
+
+
+def _die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _die_after(cls: Any, name: str) -> None:
+    original = getattr(cls, name)
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        result = original(*args, **kwargs)
+        _die()
+        return result
+
+    setattr(cls, name, wrapper)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("base_url")
+    parser.add_argument("db")
+    parser.add_argument("n", type=int)
+    parser.add_argument("--die-after", choices=("intent", "upload", "create"))
+    parser.add_argument("--max-requests", type=int, default=7)
+    args = parser.parse_args()
+    step = {"intent": (Journal, "plan"), "upload": (OpenAIBatchClient, "upload"),
+            "create": (OpenAIBatchClient, "create")}.get(args.die_after or "")
+    if step is not None:
+        _die_after(*step)
+    client = openai.OpenAI(base_url=args.base_url, api_key="sk-batch-test")
+    adapter = OpenAIAdapter(client, model="gpt-4o-mini", extract="text")
+    with BatchApiRunner(adapter, store=args.db, run_name=RUN_NAME, poll_interval=0.05,
+                        max_requests=args.max_requests) as runner:
+        result = runner.run([f"question {i}" for i in range(args.n)])
+    print("done", result.success_count, result.error_count, flush=True)
+    return 0 if result.all_succeeded else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
