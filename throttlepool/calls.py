@@ -57,6 +57,9 @@ class Dispatcher:
         self.handoff = handoff
         self._acall: Callable[[Any, float | None], Awaitable[CallResult[Any]]] | None = (
             cfg.adapter.acall if cfg.adapter.is_async else None)
+        # An async client opens its connections on its first calls (about one per worker
+        # coroutine); those count from their answers, as a thread's first call does.
+        self._cold_async_calls = cfg.batch_size
 
     def _stamped_call(self, permit: Permit, item: Any, timeout: float | None) -> CallResult[Any]:
         # On the worker thread: the admission counts from when the call really starts, not
@@ -65,7 +68,7 @@ class Dispatcher:
         # server sees it; the limiter learns from its duration how late that may have been.
         limiter = self.cfg.limiter
         first_on_thread = not getattr(_thread_state, "warm", False)
-        started = limiter.call_started(permit)
+        started = limiter.call_started(permit, first_on_thread=first_on_thread)
         try:
             return self.cfg.adapter.call(item, timeout)
         finally:
@@ -78,16 +81,29 @@ class Dispatcher:
         self.cfg.reachability.observe_success()
         return result
 
+    async def _awaited(self, item: Any) -> CallResult[Any]:
+        assert self._acall is not None
+        timeout = self.cfg.timeout
+        coro = self._acall(item, timeout)
+        if timeout is None:
+            return await coro
+        try:
+            return await asyncio.wait_for(coro, timeout)
+        except TimeoutError:
+            raise CallTimeout(f"call did not return within {timeout:g}s") from None
+
     async def _call(self, item: Any, permit: Permit | None) -> CallResult[Any]:
         cfg = self.cfg
         if self._acall is not None:  # an async function: await it on the loop, no thread
-            coro = self._acall(item, cfg.timeout)
-            if cfg.timeout is None:
-                return await coro
+            if permit is None:
+                return await self._awaited(item)
+            first = self._cold_async_calls > 0
+            self._cold_async_calls -= first
+            started = cfg.limiter.call_started(permit)
             try:
-                return await asyncio.wait_for(coro, cfg.timeout)
-            except TimeoutError:
-                raise CallTimeout(f"call did not return within {cfg.timeout:g}s") from None
+                return await self._awaited(item)
+            finally:
+                cfg.limiter.call_ended(permit, started, first_on_thread=first)
         handoff = self.handoff
         fut: asyncio.Future[CallResult[Any]] = handoff.loop.create_future()
         if permit is None:
