@@ -14,7 +14,7 @@ from .adapters.base import CallResult
 from .calls import Dispatcher, RunConfig
 from .classify import ErrorKind, Verdict
 from .control import RunControl
-from .errors import RetryHintTooLong, RunStopped
+from .errors import CallTimeout, RetryHintTooLong, RunStopped
 from .ledger import RunLedger
 from .limiter import Cost, Permit
 from .outcome import Outcome, RunStats, Source, Status
@@ -48,8 +48,16 @@ class Attempts:
         while True:
             if cfg.breaker is not None and not await self._breaker_gate():
                 return self._unfinished(index, item, attempts, last_error, key)
+            held = None
+            if cfg.budget is not None:  # max_cost: the call's projected spend must fit
+                held = cfg.budget.reserve(cost, item)
+                if held is None:
+                    control.request_stop(RunStopped(cfg.budget.reason()))
+                    return self._unfinished(index, item, attempts, last_error, key)
             admission = await self._admit(cost)
             if admission is None:
+                if held is not None and cfg.budget is not None:
+                    cfg.budget.cancel(held)
                 return self._unfinished(index, item, attempts, last_error, key)
             permit, seq = admission
             if attempts:
@@ -68,6 +76,12 @@ class Attempts:
                 if permit is not None and verdict.kind is ErrorKind.RATE_LIMITED:
                     # The server refused it unprocessed and did not count it: neither do we.
                     limiter.cancel(permit)
+                if held is not None and cfg.budget is not None:
+                    # An answer that never came may still be billed: keep its estimate.
+                    if isinstance(exc, CallTimeout):
+                        cfg.budget.settle(held, None, item)
+                    else:
+                        cfg.budget.cancel(held)
                 delay = self._after_failure(exc, verdict, attempts, seq)
                 if delay is None or isinstance(delay, BaseException):
                     error = delay if isinstance(delay, BaseException) else exc
@@ -80,6 +94,8 @@ class Attempts:
                     return self._unfinished(index, item, attempts, last_error, key)
                 continue
             stats.in_flight -= 1
+            if held is not None and cfg.budget is not None:
+                cfg.budget.settle(held, result.usage, item)
             self._after_success(result, cost, permit, seq, key)
             return Outcome(index, item, Status.OK, result.value, None, attempts,
                            clock.now() - first_start, result.usage, Source.CALL, key)

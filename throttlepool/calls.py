@@ -12,6 +12,7 @@ from typing import Any
 from .adapters.base import Adapter, CallResult
 from .breaker import CircuitBreaker
 from .clock import Clock
+from .cost import RunBudget
 from .errors import CallTimeout
 from .limiter import Permit, RateLimiter
 from .pacing import Pacer
@@ -46,6 +47,7 @@ class RunConfig:
     token_limited: bool = False
     window: int = 4096
     settings: dict[str, Any] = field(default_factory=dict)
+    budget: RunBudget | None = None  # max_cost: reserve before admission, settle after
     reachability: Reachability = field(default_factory=Reachability)  # one per run
 
 

@@ -28,6 +28,7 @@ from .ledger import Ending, RunLedger
 from .outcome import BatchResult, Outcome, RunStats
 from .pool import LoopHandoff
 from .progress import ProgressSink
+from .store.base import SpendRecords
 
 
 class Engine:
@@ -116,7 +117,9 @@ class Engine:
         self._task = asyncio.current_task()
         attempts = Attempts(cfg, ledger, self.control, Dispatcher(cfg, LoopHandoff(loop)))
         stats.limits = tuple((lim.amount, lim.period, lim.unit) for lim in cfg.limiter.limits)
-        ledger.begin(cfg.run_name, cfg.settings)
+        run_id = ledger.begin(cfg.run_name, cfg.settings)
+        if cfg.budget is not None and run_id is not None and isinstance(cfg.store, SpendRecords):
+            cfg.budget.gate.spent += cfg.store.recorded_cost(run_id)[0]  # a resume has spent
         ledger.backlog.watch(loop, self._store_changed)
         timer = None
         if cfg.deadline is not None:

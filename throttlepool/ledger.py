@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .clock import Clock
+from .cost import CostMeter, Pricing
 from .errors import NotAttempted, StoreError
 from .outcome import Outcome, RunStats, Source, Status
 from .progress import ProgressSink
@@ -24,10 +25,11 @@ from .store.keys import KeyMaker
 
 
 def run_settings(adapter_name: str, identity: Mapping[str, Any], batch_size: int,
-                 limits: Iterable[object], retry: Retry, timeout: float | None
-                 ) -> dict[str, Any]:
-    """What a checkpoint records about a run's settings (no secrets)."""
-    return {
+                 limits: Iterable[object], retry: Retry, timeout: float | None,
+                 pricing: Pricing | None = None) -> dict[str, Any]:
+    """What a checkpoint records about a run's settings (no secrets); ``pricing`` only
+    when the run overrides the price table or runs at the batch price."""
+    settings: dict[str, Any] = {
         "adapter": adapter_name,
         "identity": dict(identity),
         "batch_size": batch_size,
@@ -35,6 +37,9 @@ def run_settings(adapter_name: str, identity: Mapping[str, Any], batch_size: int
         "attempts": retry.attempts,
         "timeout": timeout,
     }
+    if pricing is not None:
+        settings["pricing"] = pricing.as_settings()
+    return settings
 
 
 @dataclass
@@ -90,11 +95,13 @@ class RunLedger:
         self.backlog = Backlog(store, batch_size)
         self.problem: StoreError | None = None
         self.finished = False
+        self.cost = CostMeter(None)
         self._key = KeyMaker(identity) if store is not None or cache is not None else None
 
     def begin(self, run_name: str | None, settings: Mapping[str, Any]) -> str | None:
         """Open the run (in the store, when there is one) and start the display."""
         self.stats.started = self.clock.now()
+        self.cost = CostMeter(Pricing.from_settings(settings))
         if self.store is not None:
             self.run_id = self.store.begin_run(run_name, settings)
         if self.progress is not None:
@@ -127,6 +134,7 @@ class RunLedger:
         """Count, checkpoint and show one outcome; the store's refusal, if it refused it."""
         stats, status = self.stats, outcome.status
         refused = None
+        self.cost.deliver(stats, outcome)  # before the store records it: the row keeps it
         if status is Status.OK:
             stats.done += 1
             usage = outcome.usage

@@ -48,6 +48,15 @@ class Store(Protocol):
 
 
 @runtime_checkable
+class SpendRecords(Protocol):
+    """A store that can say what a run's recorded outcomes cost (a budget resumes from it)."""
+
+    def recorded_cost(self, run_id: str) -> tuple[float, int]:
+        """``(USD, items whose cost is unknown)`` of the run's recorded outcomes."""
+        ...
+
+
+@runtime_checkable
 class Cache(Protocol):
     """Response cache keyed by item key; a hit costs no call and no rate-limit budget."""
 
