@@ -8,7 +8,6 @@ Keys are the flag names with ``_`` or ``-``: ``batch_size = 8``, ``rpm = 500``.
 
 from __future__ import annotations
 
-import json
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -17,143 +16,19 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .options import OPTIONS
 from .store.redact import redact_text
 
 ENV_PREFIX = "THROTTLEPOOL_"
 CONFIG_ENV = "THROTTLEPOOL_CONFIG"
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off", ""})
 
 
-def _text(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"expected a string, got {value!r}")
-    return value
+#: Every setting a flag, variable or file may give, with its parser (from the one table).
+PARSERS: dict[str, Callable[[Any], Any]] = {option.name: option.parse for option in OPTIONS}
 
-
-def _positive_int(value: Any) -> int:
-    n = _int(value)
-    if n < 1:
-        raise ValueError(f"expected a positive integer, got {value!r}")
-    return n
-
-
-def _int(value: Any) -> int:
-    if isinstance(value, bool):
-        raise ValueError(f"expected an integer, got {value!r}")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
-    raise ValueError(f"expected an integer, got {value!r}")
-
-
-def _non_negative_int(value: Any) -> int:
-    n = _int(value)
-    if n < 0:
-        raise ValueError(f"expected an integer >= 0, got {value!r}")
-    return n
-
-
-def _positive_float(value: Any) -> float:
-    if isinstance(value, bool):
-        raise ValueError(f"expected a number, got {value!r}")
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"expected a number, got {value!r}") from None
-    if not x > 0:
-        raise ValueError(f"expected a positive number, got {value!r}")
-    return x
-
-
-def _non_negative_float(value: Any) -> float:
-    x = _number(value)
-    if not x >= 0:
-        raise ValueError(f"expected a number >= 0, got {value!r}")
-    return x
-
-
-def _number(value: Any) -> float:
-    if isinstance(value, bool):
-        raise ValueError(f"expected a number, got {value!r}")
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"expected a number, got {value!r}") from None
-
-
-def _text_list(value: Any) -> tuple[str, ...]:
-    """Repeatable options: a flag's tuple, a TOML list, or one string (an env variable,
-    several entries separated by newlines)."""
-    if isinstance(value, str):
-        return tuple(part for part in value.splitlines() if part.strip())
-    if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
-        return tuple(value)
-    raise ValueError(f"expected a string or a list of strings, got {value!r}")
-
-
-def _params(value: Any) -> tuple[str, ...]:
-    """``param``: ``key=value`` strings, or (in a config file) a table of request fields."""
-    if isinstance(value, dict):
-        return tuple(f"{k}={json.dumps(v)}" for k, v in value.items())
-    return _text_list(value)
-
-
-def _bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-        return value.strip().lower() in _TRUE
-    raise ValueError(f"expected true or false, got {value!r}")
-
-
-#: Every setting a flag, variable or file may give, with its parser.
-PARSERS: dict[str, Callable[[Any], Any]] = {
-    "provider": _text,
-    "model": _text,
-    "batch_size": _positive_int,
-    "rpm": _positive_float,
-    "tpm": _positive_float,
-    "retries": _non_negative_int,
-    "timeout": _positive_float,
-    "db": _text,
-    "db_timeout": _positive_float,
-    "run_name": _text,
-    "output": _text,
-    "limit": _non_negative_int,
-    "max_record_size": _positive_int,
-    "template": _text,
-    "column": _text,
-    "field": _text,
-    "input_format": _text,
-    "extract": _text,
-    "base_url": _text,
-    "skip_bad_records": _bool,
-    "progress": _bool,
-    "limiter_url": _text,
-    "dask_scheduler": _text,
-    "system": _text,
-    "temperature": _non_negative_float,
-    "max_tokens": _positive_int,
-    "param": _params,
-    "api_key": _text,
-    "header": _text_list,
-    "reuse": _bool,
-}
-
-DEFAULTS: dict[str, Any] = {
-    "provider": "openai",
-    # 8 in flight everywhere (CLI, generate_batch, @batchable, the runner): enough to keep a
-    # 500 requests/minute limit busy at ~1 s latency; raise it for higher limits.
-    "batch_size": 8,
-    "retries": 3,
-    "db": "throttlepool.db",
-    "db_timeout": 10.0,
-    "field": "prompt",
-    "skip_bad_records": False,
-    "progress": True,
-}
+#: The settings that have a default when nothing gives them.
+DEFAULTS: dict[str, Any] = {option.name: option.default for option in OPTIONS
+                            if option.default is not None}
 
 
 @dataclass

@@ -1,0 +1,100 @@
+"""RunOptions: the value objects of one run together, built from objects or shorthands."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ..errors import ConfigError
+from ..retry import Retry
+from .values import Budget, Checkpoint, Execution, Limits, field_names
+
+#: Which value object takes each keyword (``limits`` is special: the object or its specs).
+GROUPS: dict[str, type] = {"limits": Limits, "checkpoint": Checkpoint,
+                           "execution": Execution, "budget": Budget}
+_OWNER: dict[str, str] = {name: group for group, cls in GROUPS.items()
+                          for name in field_names(cls)}
+_OWNER["limits"] = "limits"  # limits=[...] is Limits.limits; limits=Limits(...) the object
+#: Fields today's flat ThreadedBatchRunner does not take (until it takes the objects).
+_NOT_FLAT = frozenset({"limiter_name", *field_names(Budget)})
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Every option of a run: ``limits``, ``retry``, ``checkpoint``, ``execution``, ``budget``.
+
+    Build it from the objects, from the everyday shorthands, or both (a shorthand then
+    overrides that field of the object given with it)::
+
+        RunOptions.from_kwargs(batch_size=16, rpm=500, retries=5, store="runs.db")
+        RunOptions.from_kwargs(limits=Limits(rpm=500, safety=0.9), timeout=30)
+    """
+
+    limits: Limits = field(default_factory=Limits)
+    retry: Retry = field(default_factory=Retry)
+    checkpoint: Checkpoint = field(default_factory=Checkpoint)
+    execution: Execution = field(default_factory=Execution)
+    budget: Budget = field(default_factory=Budget)
+
+    @classmethod
+    def from_kwargs(cls, **options: Any) -> RunOptions:
+        """Objects and shorthands as ``ThreadedBatchRunner(fn, **options)`` takes them."""
+        return cls().updated(**options)
+
+    def updated(self, **options: Any) -> RunOptions:
+        """These options with some replaced (objects or shorthands, as ``from_kwargs``)."""
+        objects: dict[str, Any] = {}
+        fields_of: dict[str, dict[str, Any]] = {group: {} for group in GROUPS}
+        retries: Any = _UNSET
+        for name, value in options.items():
+            if name in GROUPS and isinstance(value, GROUPS[name]):
+                objects[name] = value
+            elif name == "retry":
+                if value is not None and not isinstance(value, Retry):
+                    raise ConfigError(f"retry: expected a Retry, got {value!r}")
+                objects["retry"] = value
+            elif name == "retries":
+                retries = value
+            elif name in _OWNER:
+                fields_of[_OWNER[name]][name] = value
+            else:
+                raise ConfigError(_unknown(name))
+        retry = objects.pop("retry", None) or (
+            self.retry if retries is _UNSET else Retry.of(retries))
+        groups = {group: objects.get(group, getattr(self, group)) for group in GROUPS}
+        for group, changes in fields_of.items():
+            if changes:
+                groups[group] = replace(groups[group], **changes)
+        return RunOptions(retry=retry, **groups)
+
+    def runner_kwargs(self) -> dict[str, Any]:
+        """The flat keyword arguments of today's ``ThreadedBatchRunner`` (until it takes the
+        objects themselves): every field but the ones it has no argument for yet."""
+        flat: dict[str, Any] = {"retry": self.retry}
+        for group in GROUPS:
+            value = getattr(self, group)
+            for name in field_names(type(value)):
+                if name not in _NOT_FLAT:
+                    flat[name] = getattr(value, name)
+        flat["limits"] = list(self.limits.limits) or None
+        return flat
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "<unset>"
+
+
+_UNSET: Any = _Unset()
+
+
+def known_options() -> tuple[str, ...]:
+    """Every keyword ``from_kwargs`` takes."""
+    return tuple(sorted({*_OWNER, *GROUPS, "retry", "retries"}))
+
+
+def _unknown(name: str) -> str:
+    close = difflib.get_close_matches(name, known_options(), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown option {name!r}{hint}"
