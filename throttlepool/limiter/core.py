@@ -74,6 +74,7 @@ class RateLimiter:
                                       max(floor, self.backend.margin))
         self.clock = clock or SYSTEM_CLOCK
         self._lock = threading.Lock()
+        self._open_first_calls: list[Permit] = []  # threads' first calls not answered yet
         self._first_calls: list[tuple[Permit, float, float]] = []  # (permit, start, duration)
         self._apply_margin(self.clock.now())
 
@@ -89,12 +90,23 @@ class RateLimiter:
     def reserve(self, cost: Cost = ONE_REQUEST) -> Permit:
         """Record a reservation without waiting; ``permit.admit_at`` says when it is admitted."""
         with self._lock:
-            return self.backend.reserve(cost, self.clock.now())
+            now = self.clock.now()
+            self._hold_open_first_calls(now)
+            return self.backend.reserve(cost, now)
+
+    def _hold_open_first_calls(self, now: float) -> None:
+        # A thread's first call may still be connecting: the server may count it any time
+        # until it answers, so while it is open it counts from now. (A reservation already
+        # past its admission time is not re-placed by this: a first call open for more than
+        # a whole window can still be counted by the server after its entry expired.)
+        for permit in self._open_first_calls:
+            self.backend.restamp(permit, now)
 
     def _check(self, permit: Permit) -> float:
         """Seconds until ``permit`` is admitted; re-asks the backend for a provisional one."""
         with self._lock:
             now = self.clock.now()
+            self._hold_open_first_calls(now)
             if permit.provisional and permit.admit_at <= now:
                 fresh = self.backend.reserve(permit.cost, now)
                 permit.admit_at, permit.provisional = fresh.admit_at, fresh.provisional
@@ -115,7 +127,12 @@ class RateLimiter:
 
     def admitted(self, permit: Permit) -> bool:
         """True when ``permit`` may proceed now (no wait needed)."""
-        return not permit.provisional and permit.admit_at <= self.clock.now()
+        if permit.provisional:
+            return False
+        with self._lock:
+            now = self.clock.now()
+            self._hold_open_first_calls(now)
+            return permit.admit_at <= now
 
     def wait(self, permit: Permit) -> None:
         """Block until a reserved ``permit`` is admitted; if interrupted, withdraw it."""
@@ -159,6 +176,7 @@ class RateLimiter:
         """Admit ``cost`` now if possible, else reserve nothing and return None."""
         with self._lock:
             now = self.clock.now()
+            self._hold_open_first_calls(now)
             permit = self.backend.reserve(cost, now)
             if permit.admit_at <= now and not permit.provisional:
                 return permit
@@ -183,14 +201,17 @@ class RateLimiter:
             moved = self.backend.restamp(permit, self.clock.now())
         _wake(moved)
 
-    def call_started(self, permit: Permit) -> float:
+    def call_started(self, permit: Permit, *, first_on_thread: bool = False) -> float:
         """The permit's call starts now: count it from now, learn the hand-off delay; returns
-        the start time for :meth:`call_ended`."""
+        the start time for :meth:`call_ended`. A thread's first call counts from the latest
+        instant until it answers (see :meth:`call_ended`)."""
         with self._lock:
             now = self.clock.now()
             if permit.provisional:
                 return now
             self.margin.started(now - permit.admit_at)
+            if first_on_thread:
+                self._open_first_calls.append(permit)
             moved = [*self._apply_margin(now), *self.backend.restamp(permit, now)]
         _wake(moved)
         return now
@@ -209,6 +230,8 @@ class RateLimiter:
             if first_on_thread:
                 if permit.provisional:
                     return
+                with contextlib.suppress(ValueError):
+                    self._open_first_calls.remove(permit)
                 moved = list(self.backend.restamp(permit, now))
                 self._first_calls.append((permit, started, duration))
             else:

@@ -21,6 +21,8 @@ from collections.abc import Sequence
 
 #: Client work between a call's start and its arrival at the server, on a quiet machine.
 DEFAULT_FLOOR = 0.005
+#: The floor of processes sharing one budget (see limiter.url): the margin measured safe there.
+SHARED_FLOOR = 0.1
 #: After a 429 the floor is at least this (then doubles with each further 429).
 FIRST_WIDENING = 0.02
 #: Hand-off delays remembered: enough calls to span several windows of a busy run.
