@@ -121,17 +121,17 @@ class Windows:
                             _left(io.otpm, used_out))
 
         # The (used_req - rpm)-th oldest admission must leave before a request slot frees.
-        waits = {
-            "requests": times[used_req - rpm] - horizon
-            if rpm is not None and used_req + 1 > rpm else 0.0,
-            "tokens": _wait(times, kw.costs, used_tok, cost, tpm, horizon),
-            "input_tokens": _wait(times, kw.inputs, used_in, io.input_cost, io.itpm, horizon),
-            "output_tokens": _wait(times, kw.outputs, used_out, io.output_cost, io.otpm,
-                                   horizon),
-        }
-        kind = max(waits, key=waits.__getitem__)  # ties: the first listed
-        if waits[kind] > 0.0:
-            return Decision(False, False, kind, waits[kind], used_req, used_tok,
+        req_wait = times[used_req - rpm] - horizon if rpm is not None and used_req >= rpm else 0.0
+        tok_wait = _wait(times, kw.costs, used_tok, cost, tpm, horizon)
+        in_wait = out_wait = 0.0
+        if io is not _NO_IO:
+            in_wait = _wait(times, kw.inputs, used_in, io.input_cost, io.itpm, horizon)
+            out_wait = _wait(times, kw.outputs, used_out, io.output_cost, io.otpm, horizon)
+        wait = max(req_wait, tok_wait, in_wait, out_wait)
+        if wait > 0.0:
+            kind = ("requests" if req_wait == wait else "tokens" if tok_wait == wait else
+                    "input_tokens" if in_wait == wait else "output_tokens")
+            return Decision(False, False, kind, wait, used_req, used_tok,
                             _left(rpm, used_req), _left(tpm, used_tok), full_reset, full_reset,
                             used_in, used_out, _left(io.itpm, used_in),
                             _left(io.otpm, used_out))
