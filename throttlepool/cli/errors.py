@@ -10,6 +10,7 @@ from ..errors import (
     ConfigError,
     EndpointUnreachable,
     InputError,
+    LimiterUnavailable,
     MissingExtra,
     OutputError,
     RunInUse,
@@ -23,31 +24,30 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
-def _label(exc: BaseException) -> str:
-    if isinstance(exc, InputError):
-        return "bad input"
-    if isinstance(exc, MissingExtra):
-        return "missing dependency"
-    if isinstance(exc, CheckpointMismatch):
-        return "checkpoint mismatch"
-    if isinstance(exc, CheckpointDamaged):
-        return "the checkpoint is damaged"
-    if isinstance(exc, RunInUse):
-        return "run in use"
-    if isinstance(exc, EndpointUnreachable):
-        return "endpoint unreachable"
-    if isinstance(exc, OutputError):
-        return "output"
-    if isinstance(exc, StoreError):
-        return "checkpoint database"
-    if isinstance(exc, ConfigError):
-        return "configuration"
-    return "error"
+#: The label of each kind of error; an error takes the label of its nearest class here.
+LABELS: dict[type[BaseException], str] = {
+    InputError: "bad input",
+    MissingExtra: "missing dependency",
+    CheckpointMismatch: "checkpoint mismatch",
+    CheckpointDamaged: "the checkpoint is damaged",
+    RunInUse: "run in use",
+    StoreError: "checkpoint database",
+    EndpointUnreachable: "endpoint unreachable",
+    OutputError: "output",
+    LimiterUnavailable: "shared rate limiter unavailable",
+    ConfigError: "configuration",
+}
+
+
+def label(exc: BaseException) -> str:
+    """What kind of error ``exc`` is, for the user: the label of its nearest labelled class
+    (``CheckpointMismatch`` is a StoreError, but says "checkpoint mismatch")."""
+    return next((LABELS[cls] for cls in type(exc).__mro__ if cls in LABELS), "error")
 
 
 def message(exc: BaseException) -> str:
     """``throttlepool: bad input: data.jsonl:3: malformed JSON ...`` with secrets redacted."""
-    return f"throttlepool: {_label(exc)}: {redact_text(str(exc))}"
+    return f"throttlepool: {label(exc)}: {redact_text(str(exc))}"
 
 
 def exit_code(exc: BaseException) -> int:

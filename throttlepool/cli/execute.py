@@ -1,0 +1,202 @@
+"""The run itself: drive the runner over the records, write rows in order, say how it went."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shlex
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import click
+
+from ..adapters import Adapter
+from ..config import Settings
+from ..errors import ConfigError, EndpointUnreachable, OutputError, StoreError
+from ..inputs import STDIN, Records
+from ..options import RunOptions, library_kwargs
+from ..outcome import BatchResult, Outcome, Status
+from ..runner import ThreadedBatchRunner
+from ..store import SQLiteStore, Store, redact_text
+from ..store.keys import canonical_json
+from ..sync import StreamIterator
+from .advice import FailureCause, explain, first_cause, retry_hint
+from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+from .output import ResultWriter, row
+from .preflight import SkipBadRecords
+from .progress import CliProgress, failure_name, summary
+from .reuse import CheckpointAnswers
+
+
+def default_run_name(path: str, records: Records | None = None) -> str:
+    """The run name when none is given: the input's file name and a short hash that tells
+    inputs apart, so a rerun of the same command resumes and another input starts its own.
+
+    A file is told apart by its absolute path (``a/q.txt`` and ``b/q.txt`` are two runs; an
+    edited ``q.txt`` is the same run, which then reports the changed line); stdin by what it
+    holds, so piping the same data again resumes.
+    """
+    digest = hashlib.sha256()
+    if path == STDIN:
+        for item in records or ():
+            digest.update(canonical_json(getattr(item, "message", item)).encode(
+                "utf-8", "surrogatepass") + b"\n")
+        return f"stdin-{digest.hexdigest()[:8]}"
+    digest.update(os.path.abspath(path).encode("utf-8", "surrogatepass"))
+    return f"{os.path.basename(path) or path}-{digest.hexdigest()[:8]}"
+
+class _Done(Iterator[Outcome[Any]]):
+    """A finished BatchResult read like a stream."""
+
+    def __init__(self, result: BatchResult[Any]) -> None:
+        self._outcomes = iter(result.outcomes)
+        self.interrupted = result.interrupted
+
+    def __next__(self) -> Outcome[Any]:
+        return next(self._outcomes)
+
+
+def _open_store(settings: Settings) -> Store | None:
+    db = settings["db"]
+    if not db:
+        return None
+    return SQLiteStore(db, timeout=settings["db_timeout"])
+
+
+def _resume_hint(argv: list[str], store: Store | None) -> str:
+    if store is None:
+        return "no checkpoint was kept (--no-db): running the command again starts over"
+    command = shlex.join(["throttlepool", *argv])
+    shown = redact_text(command)  # --base-url/--limiter-url may carry a password or key
+    masked = "" if shown == command else " (give the masked credentials again)"
+    return f"to resume, run the same command again: {shown}{masked}"
+
+
+def execute(settings: Settings, records: Records, adapter: Adapter[Any], *, verbose: int,
+            quiet: bool, argv: list[str]) -> int:
+    """Run ``records`` through ``adapter``; write rows in order; returns the exit code."""
+    total = len(records)
+    run_name = settings["run_name"] or default_run_name(records.spec.path, records)
+    mode = CliProgress.auto_mode(bool(settings["progress"]) and not quiet)
+    sink = CliProgress(mode, rpm=settings["rpm"], tpm=settings["tpm"], desc=run_name)
+    writer = ResultWriter(settings["output"], records, run_name=run_name, db=settings["db"])
+    failures: Counter[str] = Counter()
+    causes: list[FailureCause] = []
+    store = _open_store(settings)
+    reuse = None
+    if settings["reuse"]:
+        if not isinstance(store, SQLiteStore):
+            raise ConfigError("--reuse takes answers from the checkpoint database: it needs "
+                              "--db (not --no-db)")
+        reuse = CheckpointAnswers(store)
+    if records.skip_bad:
+        adapter = SkipBadRecords(adapter)
+    stream: StreamIterator | _Done | None = None
+    emitted = 0
+    failed = False
+    try:
+        # Each run flag is one library option (the table in throttlepool.options says which);
+        # the CLI adds only what it builds itself: the store, the display, the answer cache.
+        options = RunOptions.from_kwargs(**library_kwargs(settings.values)).updated(
+            run_name=run_name, store=store, progress=sink, cache=reuse,
+            executor="dask" if settings["dask_scheduler"] else "threads")
+        runner: ThreadedBatchRunner[Any] = ThreadedBatchRunner(
+            adapter, **options.runner_kwargs())
+        with runner:
+            writer.open()
+            # Dask runs whole chunks remotely and returns once; threads stream in order.
+            stream = (
+                _Done(runner.run(records)) if settings["dask_scheduler"] else runner.imap(records))
+            for outcome in stream:
+                writer.write(row(outcome))
+                emitted += 1
+                name = failure_name(outcome)
+                if name is not None:
+                    failures[name] += 1
+                    if len(causes) < 20 and outcome.error is not None:
+                        causes.append(FailureCause(adapter.classify(outcome.error),
+                                                   outcome.error))
+                    if verbose:
+                        click.echo(f"item {outcome.index} failed: {row(outcome)['error']}",
+                                   err=True)
+            interrupted = stream.interrupted
+            # A stop (Ctrl-C, a fatal error) ends the stream early: the rest get rows too.
+            _write_not_attempted(writer, records, emitted)
+            writer.commit()
+    except BaseException as exc:
+        failed = True
+        _stop_stream(stream, exc)
+        _keep_written(writer, records, emitted, exc)
+        raise
+    finally:
+        if store is not None:
+            try:
+                store.close()
+            except StoreError:
+                if not failed:
+                    raise  # else the run's own error (what is not recorded) says more
+    stats = sink.stats
+    if not quiet:
+        path = getattr(store, "path", None)
+        for line in summary(stats, failures, total=total, checkpoint=path, run_name=run_name,
+                            output=settings["output"]):
+            click.echo(line, err=True)
+    if interrupted:
+        click.echo(f"interrupted; {_resume_hint(argv, store)}", err=True)
+        return EXIT_INTERRUPTED
+    stopped = getattr(stream, "stopped", None)
+    if isinstance(stopped, EndpointUnreachable):
+        raise stopped  # exit 2 with its one sentence (app.py), not 1 "some items failed"
+    cause = first_cause(causes)
+    reason = explain(cause, provider=settings["provider"], model=settings["model"]) if (
+        cause is not None) else None
+    if emitted < total:
+        left = total - emitted
+        click.echo(f"the run stopped early after a fatal error; {left} "
+                   f"{'item was' if left == 1 else 'items were'} not attempted", err=True)
+    if reason is not None:
+        click.echo(f"why: {reason}", err=True)
+    hint = retry_hint(argv, failed=sum(failures.values()), not_attempted=total - emitted,
+                      ok=stats.done, has_checkpoint=store is not None,
+                      stdin=records.spec.path == STDIN)
+    if hint is not None:
+        click.echo(hint, err=True)
+    return EXIT_OK if stats.done == total else EXIT_FAILED
+
+
+def _write_not_attempted(writer: ResultWriter, records: Records, emitted: int) -> None:
+    if emitted < len(records):
+        for index, item in enumerate(records):
+            if index >= emitted:
+                writer.write(row(Outcome(index, item, Status.NOT_ATTEMPTED)))
+
+
+def _stop_stream(stream: StreamIterator | _Done | None, exc: BaseException) -> None:
+    """The consumer failed: a second Ctrl-C aborts the run, anything else stops it (the
+    calls in flight finish and are checkpointed). Either way its status is recorded."""
+    if isinstance(stream, StreamIterator):
+        if isinstance(exc, KeyboardInterrupt):
+            stream.abort()
+        else:
+            stream.close()
+
+
+def _keep_written(writer: ResultWriter, records: Records, emitted: int,
+                  exc: BaseException) -> None:
+    """A run ending in an exception keeps --output: every row delivered so far (answers that
+    were paid for), then not-attempted rows; a run that delivered nothing leaves it alone."""
+    result = getattr(exc, "result", None)  # run() (Dask) hands its outcomes on the error
+    if emitted == 0 and isinstance(result, BatchResult):
+        with contextlib.suppress(OutputError):
+            for outcome in result.outcomes:
+                writer.write(row(outcome))
+                emitted += 1
+    if emitted == 0:
+        writer.discard()
+        return
+    if not isinstance(exc, KeyboardInterrupt | OutputError):
+        with contextlib.suppress(Exception):  # e.g. the input cannot be read again
+            _write_not_attempted(writer, records, emitted)
+    writer.close_partial()
