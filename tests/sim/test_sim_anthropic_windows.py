@@ -192,3 +192,18 @@ def test_openai_and_gemini_formats_name_the_input_token_limit(sim: Simulator) ->
             g.models.generate_content(model="gem", contents=PROMPT)
     finally:
         sim.configure(itpm=None)
+
+
+def test_count_tokens_is_free_and_matches_the_usage(sim: Simulator) -> None:
+    sim.configure(itpm=150)
+    try:
+        c = claude(sim)
+        counted = [c.messages.count_tokens(model="c", messages=MSG).input_tokens
+                   for _ in range(3)]  # 300 input tokens counted: no window is charged
+        message = c.messages.create(model="c", max_tokens=5, messages=MSG)
+    finally:
+        sim.configure(itpm=None)
+    assert counted == [message.usage.input_tokens] * 3 == [100] * 3
+    stats = sim.stats()
+    assert stats["accepted"] == 1 and stats["input_tokens_charged"] == 100
+    assert sim.requests()[0]["path"] == "/v1/messages/count_tokens"

@@ -6,11 +6,12 @@ nothing else from throttlepool.
 
 Endpoints: POST /v1/chat/completions, POST /v1/responses (OpenAI's Responses API, see
 :mod:`throttlepool.sim.responses`), POST /v1/embeddings, POST /v1/messages (Anthropic, see
-:mod:`throttlepool.sim.anthropic`), POST /{v1|v1beta}/models/{model}:generateContent and
-:streamGenerateContent, POST /echo ({"prompt", "max_tokens"} -> {"result", "usage"}); admin:
-GET /__stats, POST /__reset, POST /__config, POST /__script, GET /__requests. Every reply is
-"echo: " + prompt (message contents or Gemini parts joined by newlines). Extra endpoints
-(batch APIs) register in ``server.ROUTES`` (:class:`throttlepool.sim.routing.Route`).
+:mod:`throttlepool.sim.anthropic`; POST /v1/messages/count_tokens, charged to no window),
+POST /{v1|v1beta}/models/{model}:generateContent and :streamGenerateContent, POST /echo
+({"prompt", "max_tokens"} -> {"result", "usage"}); admin: GET /__stats, POST /__reset,
+POST /__config, POST /__script, GET /__requests. Every reply is "echo: " + prompt (message
+contents or Gemini parts joined by newlines). Extra endpoints (batch APIs) register in
+``server.ROUTES`` (:class:`throttlepool.sim.routing.Route`).
 
 Streaming (:mod:`throttlepool.sim.stream`): ``"stream": true`` on chat completions (with
 ``stream_options.include_usage`` a last usage chunk), messages and responses, and Gemini's

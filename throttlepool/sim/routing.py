@@ -32,16 +32,18 @@ if TYPE_CHECKING:
 _GEMINI_PATH = re.compile(
     r"^/(v1beta|v1|v1alpha)/models/([^/:]+):(generateContent|streamGenerateContent)$")
 _FIXED = {"/v1/chat/completions": "chat", "/v1/embeddings": "embeddings", "/echo": "echo",
-          "/v1/messages": "messages", "/v1/responses": "responses"}
+          "/v1/messages": "messages", "/v1/messages/count_tokens": "count_tokens",
+          "/v1/responses": "responses"}
 _API_OF = {"chat": OPENAI, "embeddings": OPENAI, "echo": ECHO, "responses": OPENAI,
-           "messages": anthropic.ANTHROPIC}
+           "messages": anthropic.ANTHROPIC, "count_tokens": anthropic.ANTHROPIC}
 
 
 @dataclass(frozen=True, slots=True)
 class Target:
     """The API endpoint a request path names."""
 
-    endpoint: str  # "chat", "embeddings", "responses", "messages", "generate" or "echo"
+    # "chat", "embeddings", "responses", "messages", "count_tokens", "generate" or "echo"
+    endpoint: str
     api: str  # the error format: OPENAI, GEMINI, ANTHROPIC or ECHO
     model: str = ""  # Gemini's, from the path
     stream: bool = False  # Gemini's streamGenerateContent
@@ -75,7 +77,7 @@ def parse(to: Target, body: bytes) -> Request:
         return parse_openai_embeddings(data)
     if to.endpoint == "echo":
         return parse_echo(data)
-    if to.endpoint == "messages":
+    if to.endpoint in ("messages", "count_tokens"):
         return anthropic.parse_messages(data)
     if to.endpoint == "responses":
         return responses.parse_responses(data)

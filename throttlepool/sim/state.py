@@ -135,6 +135,9 @@ class SimState:
         except BadRequest as exc:
             return encode(*errors.fault(api, 400, str(exc)))
 
+        if to.endpoint == "count_tokens":  # free: charged to no window, as Anthropic's is
+            return encode(200, {"request-id": f"req_sim{seq:x}"},
+                          {"input_tokens": req.prompt_tokens})
         key = routing.api_key(headers, query) if cfg.per_key else "*"
         charge = req.charge
         io = Limits(cfg.itpm, cfg.otpm, req.input_charge, req.output_charge)
