@@ -4,6 +4,7 @@ refused by name, and the flat keywords of today's runner round-trip."""
 from __future__ import annotations
 
 import inspect
+import pickle
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -174,3 +175,16 @@ def test_library_kwargs_are_the_set_run_options() -> None:
               "dask_scheduler": "tcp://h:8786"}
     assert library_kwargs(values) == {"batch_size": 4, "rpm": 60.0, "retries": 1,
                                       "scheduler": "tcp://h:8786"}
+
+
+def test_what_travels_to_workers_pickles_and_keeps_the_limits(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'lim.db'}"
+    opts = RunOptions.from_kwargs(rpm=60, limiter_url=url, batch_size=3, retries=1,
+                                  timeout=5, store=str(tmp_path / "c.db"),
+                                  progress=lambda stats: None, executor="dask",
+                                  scheduler=object())
+    shipped = pickle.loads(pickle.dumps(opts.for_workers()))
+    assert shipped.limits == Limits(rpm=60, limiter_url=url)
+    assert shipped.retry == Retry(attempts=2)
+    assert shipped.execution == Execution(batch_size=3, timeout=5, progress=False)
+    assert shipped.checkpoint == Checkpoint()

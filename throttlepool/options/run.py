@@ -68,6 +68,15 @@ class RunOptions:
                 groups[group] = replace(groups[group], **changes)
         return RunOptions(retry=retry, **groups)
 
+    def for_workers(self) -> RunOptions:
+        """What travels to the workers of a distributed run: the limits (shared through
+        ``limiter_url``, never a local limiter), the retry policy, the per-call settings; not
+        the checkpoint, the display, the executor or a clock, which stay with the driver."""
+        execution = replace(self.execution, progress=False, executor="threads",
+                            scheduler=None, clock=None)
+        return RunOptions(replace(self.limits, limiter=None), self.retry, Checkpoint(),
+                          execution, self.budget)
+
     def runner_kwargs(self) -> dict[str, Any]:
         """The flat keyword arguments of today's ``ThreadedBatchRunner`` (until it takes the
         objects themselves): every field but the ones it has no argument for yet."""
