@@ -235,3 +235,27 @@ def test_break_fault_on_a_plain_reply_truncates_the_body(sim: Simulator) -> None
     with pytest.raises(openai.APIConnectionError):
         oai(sim).chat.completions.create(model="m", messages=say("x [[fault:break]]"))
     assert sim.stats()["faults"] == {"break": 1}
+
+
+def test_mid_stream_error_events_in_each_format(sim: Simulator) -> None:
+    # Anthropic: `event: error` with an overloaded_error after a 200; the SDK raises
+    # APIStatusError whose status is the 200 and whose type says overloaded.
+    sim.script([{"error_after": 3}])
+    texts: list[str] = []
+    with pytest.raises(anthropic.APIStatusError) as caught, claude(sim).messages.stream(
+            model="claude-x", max_tokens=100, messages=A_MSG) as stream:
+        texts.extend(stream.text_stream)
+    assert caught.value.status_code == 200 and caught.value.type == "overloaded_error"
+    assert texts == []  # message_start, content_block_start, ping came first
+    # OpenAI: a `data: {"error": ...}` chunk; the SDK raises APIError.
+    sim.script([{"error_after": 2}])
+    chunks: list[Any] = []
+    with pytest.raises(openai.APIError, match="had an error while processing"):
+        chunks.extend(oai(sim).chat.completions.create(model="m", messages=say(PROMPT),
+                                                       stream=True))
+    assert len(chunks) == 2
+    # The stream ended cleanly: the same connection serves the retry.
+    c = claude(sim)
+    assert c.messages.create(model="claude-x", max_tokens=100, messages=A_MSG).usage \
+        .output_tokens == len(TEXT) // 4
+    assert sim.stats()["by_status"] == {"200": 1}

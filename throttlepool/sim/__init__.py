@@ -22,7 +22,8 @@ later events.
 
 Each request goes through, in order:
 1. a queued /__script step, if any (the windows are not touched); ``break_after: N`` drops
-   the connection after N events of the reply it scripts;
+   the connection after N events of the reply it scripts, ``error_after: N`` ends its
+   stream after N events with the service's own error event (Anthropic's overloaded_error);
 2. content faults that refuse before admission, not charged: [[fault:400]], [[fault:401]],
    [[fault:quota]] (OpenAI insufficient_quota / Gemini PerDay quota / Anthropic's "credit
    balance is too low" 400, no retry hint);

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 _JSON = json.JSONEncoder(separators=(",", ":"))  # built once: json.dumps(**kw) builds one per call
-_SCRIPT_FIELDS = frozenset({"status", "headers", "body", "delay", "reset", "break_after"})
+_SCRIPT_FIELDS = frozenset({"status", "headers", "body", "delay", "reset", "break_after",
+                            "error_after"})
 
 
 @dataclass(slots=True)
@@ -28,6 +29,7 @@ class Plan:
     interval: float = 0.0  # before each later event
     break_after: int | None = None  # drop the connection after this many events (or half
     # of a plain body)
+    error_event: bytes | None = None  # ... or, a stream, end it with this event instead
 
 
 def encode(status: int, headers: dict[str, str], body: Any) -> Plan:
@@ -71,9 +73,10 @@ def validate_step(step: Mapping[str, Any]) -> dict[str, Any]:
     delay = step.get("delay", 0.0)
     if not isinstance(delay, int | float) or delay < 0:
         raise ValueError(f"script delay must be a number >= 0, got {delay!r}")
-    brk = step.get("break_after")
-    if brk is not None and (isinstance(brk, bool) or not isinstance(brk, int) or brk < 0):
-        raise ValueError(f"script break_after must be an int >= 0, got {brk!r}")
+    for name in ("break_after", "error_after"):
+        n = step.get(name)
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
+            raise ValueError(f"script {name} must be an int >= 0, got {n!r}")
     out = dict(step)
     out.update(
         status=status,

@@ -201,6 +201,10 @@ class _Handler(BaseHTTPRequestHandler):
         stop = self.server.state.stop_event
         for i, event in enumerate(events):
             if plan.break_after is not None and i >= plan.break_after:
+                if plan.error_event is not None:  # the service's own mid-stream error
+                    event = plan.error_event
+                    self.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(event), event))
+                    return
                 self._reset()  # no terminating chunk: the client sees the stream broken
                 return
             wait = plan.first_delay if i == 0 else plan.interval

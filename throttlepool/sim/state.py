@@ -249,6 +249,9 @@ class SimState:
         plan.delay = step["delay"]
         plan.reset = bool(step.get("reset", False))
         plan.break_after = step.get("break_after")
+        if step.get("error_after") is not None and plan.events is not None:
+            plan.break_after = step["error_after"]
+            plan.error_event = stream.error_event(to.api)
         plan.digest = digest
         return plan
 

@@ -54,6 +54,19 @@ def events(req: Request, seq: int, sse: bool = True) -> tuple[dict[str, str], li
     return SSE_HEADERS, _openai_chat(req, seq, parts)
 
 
+def error_event(api: str) -> bytes | None:
+    """The event a service sends when it fails midway through a 200 stream (Anthropic's
+    ``event: error`` with an ``overloaded_error``, OpenAI's ``data: {"error": ...}``); None
+    for Gemini, whose streams just stop."""
+    if api == anthropic.ANTHROPIC:
+        return _data(anthropic.error(529)[2], "error")
+    if api == GEMINI:
+        return None
+    return _data({"error": {"message": "The server had an error while processing your "
+                                       "request. Sorry about that!",
+                            "type": "server_error", "param": None, "code": None}})
+
+
 def _openai_chat(req: Request, seq: int, parts: list[str]) -> list[bytes]:
     text = reply_text(req.prompt)
     out = completion_tokens(req)
