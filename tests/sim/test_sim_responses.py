@@ -3,11 +3,16 @@ its usage, streamed and not, rate limits and bad requests."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import openai
 import pytest
+import requests
 from test_sim_helpers import oai
 
-from throttlepool.sim import Simulator
+from throttlepool.sim import Simulator, server
+from throttlepool.sim.plan import Plan, encode
+from throttlepool.sim.state import SimState
 
 PROMPT = "summarise the sliding window in one line"
 
@@ -90,3 +95,36 @@ def test_rate_limit_and_bad_request(sim: Simulator) -> None:
         sim.configure(rpm=None)
     with pytest.raises(openai.BadRequestError, match="'input' must be"):
         oai(sim).responses.create(model="m", input=[])
+
+
+# -- extra routes (the registration point batch endpoints use) --------------------------------
+
+
+class _Hello:
+    """A Route answering GET /v1/hello and counting resets."""
+
+    def __init__(self, state: SimState) -> None:
+        self.state, self.resets = state, 0
+
+    def handle(self, method: str, path: str, query: str, headers: Mapping[str, str],
+               body: bytes) -> Plan | None:
+        if path != "/v1/hello":
+            return None
+        plan = encode(200, {}, {"hello": query, "window": self.state.config.window})
+        plan.counted = False
+        return plan
+
+    def reset(self) -> None:
+        self.resets += 1
+
+
+def test_extra_routes_are_tried_first_and_reset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(server, "ROUTES", (_Hello,))
+    with Simulator() as sim:
+        assert requests.get(sim.url + "/v1/hello?x=1", timeout=5).json() == {
+            "hello": "x=1", "window": 60.0}
+        assert oai(sim).responses.create(model="m", input="hi").output_text == "echo: hi"
+        assert sim.stats()["requests"] == 1  # the route's uncounted answer is not an API call
+        sim.reset()
+        route = sim.state.routes[0]
+        assert isinstance(route, _Hello) and route.resets == 1
