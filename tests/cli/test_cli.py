@@ -15,31 +15,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from tests.helpers import clean_env, read_jsonl, run_cli, write_jsonl
 from throttlepool.cli import cli
 from throttlepool.sim import SimConfig, Simulator
-
-SECRET_VARS = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "GEMINI_API_KEY", "GOOGLE_API_KEY")
-
-
-def run_cli(args: list[str], cwd: Path, *, env: dict[str, str] | None = None,
-            stdin: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """``python -m throttlepool ARGS`` with a clean environment (no keys, no settings)."""
-    full = {k: v for k, v in os.environ.items()
-            if not k.startswith("THROTTLEPOOL_") and k not in SECRET_VARS}
-    full["THROTTLEPOOL_NO_TIKTOKEN"] = "1"  # the heuristic token count; no tokenizer load
-    full.update(env or {})
-    return subprocess.run([sys.executable, "-m", "throttlepool", *args], cwd=cwd, env=full,
-                          input=stdin, capture_output=True, text=True, timeout=timeout)
-
-
-def write_jsonl(path: Path, n: int, prefix: str = "prompt") -> Path:
-    path.write_text("".join(json.dumps({"prompt": f"{prefix} {i}", "id": i}) + "\n"
-                            for i in range(n)), encoding="utf-8")
-    return path
-
-
-def read_jsonl(path: Path) -> list[dict[str, object]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
 @pytest.fixture(scope="module")
@@ -131,8 +109,7 @@ def test_resume_after_sigint_repeats_nothing(sim: Simulator, tmp_path: Path) -> 
     write_jsonl(tmp_path / "in.jsonl", n)
     sim.configure(latency=0.15)
     args = ["run", "in.jsonl", *http_args(sim), "-b", "3", "-o", "out.jsonl"]
-    env = {k: v for k, v in os.environ.items() if k not in SECRET_VARS}
-    env["THROTTLEPOOL_NO_TIKTOKEN"] = "1"
+    env = clean_env()
     proc = subprocess.Popen([sys.executable, "-m", "throttlepool", *args], cwd=tmp_path,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 30

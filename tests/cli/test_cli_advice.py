@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.test_cli import read_jsonl, run_cli
+from tests.helpers import read_jsonl, run_cli
 from throttlepool.classify import ErrorKind, Verdict
 from throttlepool.cli.advice import FailureCause, explain
 from throttlepool.sim import Simulator

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.test_cli import read_jsonl, run_cli, write_jsonl
+from tests.helpers import read_jsonl, run_cli, write_jsonl
 from throttlepool.sim import SimConfig, Simulator
 
 pytest.importorskip("anthropic")

@@ -3,27 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import run_cli
 from throttlepool.sim import Simulator
-
-SECRET_VARS = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "GEMINI_API_KEY", "GOOGLE_API_KEY")
-
-
-def run_cli(args: list[str], cwd: Path, env: dict[str, str] | None = None
-            ) -> subprocess.CompletedProcess[str]:
-    full = {k: v for k, v in os.environ.items()
-            if not k.startswith("THROTTLEPOOL_") and k not in SECRET_VARS}
-    full["THROTTLEPOOL_NO_TIKTOKEN"] = "1"
-    full.update(env or {})
-    return subprocess.run([sys.executable, "-m", "throttlepool", *args], cwd=cwd, env=full,
-                          capture_output=True, text=True, timeout=60)
 
 
 def expect_usage_error(r: subprocess.CompletedProcess[str], cwd: Path, *parts: str) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.cli.test_cli import run_cli
+from tests.helpers import run_cli
 from throttlepool.sim import SimConfig, Simulator
 
 KEY = {"OPENAI_API_KEY": "sk-test-options"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.cli.test_cli import read_jsonl, run_cli
+from tests.helpers import read_jsonl, run_cli
 from throttlepool.sim import Simulator
 
 

@@ -8,7 +8,6 @@ line to ``calls.log`` per call, so "nothing was sent" is counted, not assumed.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -20,13 +19,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.helpers import clean_env
 from throttlepool.cli.output import ResultWriter, row
 from throttlepool.errors import OutputError
 from throttlepool.inputs import MAX_DEPTH
 from throttlepool.jsontext import nests_deeper_than, parse_json
 from throttlepool.outcome import Outcome, Status
-
-SECRET_VARS = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "GEMINI_API_KEY", "GOOGLE_API_KEY")
 
 FUNCTIONS = '''
 import os, time
@@ -67,18 +65,13 @@ def calls(work: Path) -> int:
     return len(log.read_text().splitlines()) if log.exists() else 0
 
 
-def env() -> dict[str, str]:
-    full = {k: v for k, v in os.environ.items()
-            if not k.startswith("THROTTLEPOOL_") and k not in SECRET_VARS}
-    full["THROTTLEPOOL_NO_TIKTOKEN"] = "1"
-    return full
 
 
 def cli(work: Path, *args: str, fn: str = "ask", stdin: bytes | None = None
         ) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "throttlepool", "run", *args,
                "--provider", f"python:calls_fn:{fn}", "-q"]
-    r = subprocess.run(command, cwd=work, env=env(), input=stdin, capture_output=True,
+    r = subprocess.run(command, cwd=work, env=clean_env(), input=stdin, capture_output=True,
                        timeout=120)
     return subprocess.CompletedProcess(r.args, r.returncode, r.stdout.decode(),
                                        r.stderr.decode("utf-8", "backslashreplace"))
@@ -255,7 +248,7 @@ def test_full_disk_on_output_is_an_output_error_and_answers_are_kept(
         kept = jsonl((tiny_disk / "out.jsonl").read_text())
         assert [x["index"] for x in kept] == list(range(len(kept)))
     export = subprocess.run([sys.executable, "-m", "throttlepool", "export", "in.txt",
-                             "--db", "c.db"], cwd=work, env=env(), capture_output=True,
+                             "--db", "c.db"], cwd=work, env=clean_env(), capture_output=True,
                             text=True, timeout=60)
     assert export.returncode == 0, export.stderr
     assert sum(x["status"] == "ok" for x in jsonl(export.stdout)) >= 1
@@ -284,7 +277,7 @@ def test_export_to_a_full_disk_is_an_output_error(work: Path, tiny_disk: Path) -
     r = cli(work, "in.txt", "--db", "c.db", "--run-name", "in.txt", "-o", "all.jsonl", fn="big")
     assert r.returncode == 0, r.stderr
     export = subprocess.run([sys.executable, "-m", "throttlepool", "export", "in.txt",
-                             "--db", "c.db", "-o", "disk/out.jsonl"], cwd=work, env=env(),
+                             "--db", "c.db", "-o", "disk/out.jsonl"], cwd=work, env=clean_env(),
                             capture_output=True, text=True, timeout=60)
     assert export.returncode == 2, export.stderr
     assert export.stderr.startswith("throttlepool: output: cannot write --output "
@@ -309,8 +302,8 @@ def test_temp_file_of_a_killed_writer_is_removed_by_the_next_one(work: Path) -> 
     (work / "in.txt").write_text("a\nb\nc\n")
     command = [sys.executable, "-m", "throttlepool", "run", "in.txt", "--no-db", "-q",
                "--provider", "python:calls_fn:gate", "-o", "out.jsonl"]
-    live = subprocess.Popen(command, cwd=work, env=env())
-    doomed = subprocess.Popen(command, cwd=work, env=env())
+    live = subprocess.Popen(command, cwd=work, env=clean_env())
+    doomed = subprocess.Popen(command, cwd=work, env=clean_env())
     try:
         wait_for(lambda: len(temps(work)) == 2, "both writers' temp files")
         doomed.send_signal(signal.SIGKILL)
@@ -340,11 +333,11 @@ def test_export_removes_the_temp_file_of_a_dead_writer(work: Path) -> None:
     # a real process that creates its temp file and dies without cleaning up
     died = subprocess.run([sys.executable, "-c", "import os; from throttlepool.cli.output "
                            "import create_temp; create_temp('out.jsonl'); os._exit(9)"],
-                          cwd=work, env=env(), capture_output=True, text=True, timeout=60)
+                          cwd=work, env=clean_env(), capture_output=True, text=True, timeout=60)
     assert died.returncode == 9, died.stderr
     assert len(temps(work)) == 1
     export = subprocess.run([sys.executable, "-m", "throttlepool", "export", "in.txt",
-                             "--db", "c.db", "-o", "out.jsonl"], cwd=work, env=env(),
+                             "--db", "c.db", "-o", "out.jsonl"], cwd=work, env=clean_env(),
                             capture_output=True, text=True, timeout=60)
     assert export.returncode == 0, export.stderr
     assert temps(work) == [] and len(jsonl((work / "out.jsonl").read_text())) == 1
