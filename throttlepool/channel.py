@@ -15,8 +15,8 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from .engine import Engine
 from .errors import RunStopped
+from .run_engine import RunEngine
 
 _END = object()
 
@@ -93,7 +93,7 @@ class OutcomeChannel:
         return item
 
 
-async def pump(engine: Engine, channel: OutcomeChannel) -> None:
+async def pump(engine: RunEngine, channel: OutcomeChannel) -> None:
     """Run ``engine`` (emitting into ``channel``) and close the channel with its ending."""
     try:
         await engine.run()
@@ -103,7 +103,7 @@ async def pump(engine: Engine, channel: OutcomeChannel) -> None:
     channel.close()
 
 
-async def consume(engine: Engine, channel: OutcomeChannel) -> AsyncIterator[Any]:
+async def consume(engine: RunEngine, channel: OutcomeChannel) -> AsyncIterator[Any]:
     """``aimap``'s side: run the engine on this loop and yield what it emits, in order."""
     channel.on_space = engine.notify_space
     task = asyncio.ensure_future(pump(engine, channel))

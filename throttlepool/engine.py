@@ -28,6 +28,7 @@ from .ledger import Ending, RunLedger
 from .outcome import BatchResult, Outcome, RunStats
 from .pool import LoopHandoff
 from .progress import ProgressSink
+from .run_engine import RunEngine
 from .store.base import SpendRecords
 
 
@@ -253,7 +254,7 @@ class Engine:
         self.control.notify()
 
 
-async def run_to_result(engine: Engine, outcomes: list[Outcome[Any]]) -> BatchResult[Any]:
+async def run_to_result(engine: RunEngine, outcomes: list[Outcome[Any]]) -> BatchResult[Any]:
     """Run ``engine`` (emitting into ``outcomes``) and return its BatchResult.
 
     When the checkpoint cannot be written, the StoreError raised keeps the answers already

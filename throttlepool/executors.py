@@ -1,9 +1,11 @@
 """Where a run's calls are made: the runner hands each ``run`` to an executor object.
 
 :class:`LocalThreads` (the default) runs the engine on this machine, on the runner's thread
-pool. Other executors register a name with :func:`register_executor`; ``dask`` is provided
-by ``throttlepool.distributed.dask``, imported only when that name is first asked for, so
-neither the runner nor this module depends on the distributed package.
+pool. Every executor builds a :class:`~throttlepool.run_engine.RunEngine`, so each entry
+point works on each executor. Other executors register a name with
+:func:`register_executor`; ``dask`` is provided by ``throttlepool.distributed.dask``,
+imported only when that name is first asked for, so neither the runner nor this module
+depends on the distributed package.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from .engine import run_to_result
 from .errors import ConfigError
 from .outcome import BatchResult, Outcome
+from .run_engine import RunEngine
 from .sync import run_blocking
 
 if TYPE_CHECKING:
@@ -22,31 +25,44 @@ if TYPE_CHECKING:
 
 
 class Executor:
-    """Runs a runner's batch somewhere. ``local`` executors also stream (``imap``,
-    ``aimap``, ``as_completed``) and run inside async code (``arun``)."""
+    """Runs a runner's batch somewhere: ``engine`` builds the run's engine, which ``run``,
+    ``arun``, ``imap``, ``aimap`` and ``as_completed`` drive alike (in input order, with
+    bounded memory, or in completion order)."""
 
     name = "executor"
     local = False
 
+    def engine(self, runner: ThreadedBatchRunner[Any], items: Iterable[Any],
+               emit: Callable[[Outcome[Any]], None], *, ordered: bool, fill: bool,
+               run_name: str | None, has_space: Callable[[], bool] | None = None
+               ) -> RunEngine:
+        """The engine of one run of ``items`` with ``runner``'s settings, emitting into
+        ``emit``; ``fill``: after a stop, the items never taken are delivered too."""
+        raise NotImplementedError
+
     def run(self, runner: ThreadedBatchRunner[Any], items: Iterable[Any],
             run_name: str | None) -> BatchResult[Any]:
-        """Run every item with ``runner``'s settings; the result is in input order."""
-        raise NotImplementedError
+        """Run every item with ``runner``'s settings through the bridge, with Ctrl-C
+        handling; the result is in input order."""
+        outcomes: list[Outcome[Any]] = []
+        engine = self.engine(runner, items, outcomes.append, ordered=True, fill=True,
+                             run_name=run_name)
+        return run_blocking(engine, run_to_result(engine, outcomes))
 
 
 class LocalThreads(Executor):
-    """The runner's own thread pool, driven by the async engine on a private loop."""
+    """The runner's own thread pool, driven by the async engine."""
 
     name = "threads"
     local = True
 
-    def run(self, runner: ThreadedBatchRunner[Any], items: Iterable[Any],
-            run_name: str | None) -> BatchResult[Any]:
-        """``runner.arun(items)`` through the bridge, with Ctrl-C handling."""
-        outcomes: list[Outcome[Any]] = []
-        engine = runner.engine(items, outcomes.append, ordered=True, fill=True,
-                               run_name=run_name)
-        return run_blocking(engine, run_to_result(engine, outcomes))
+    def engine(self, runner: ThreadedBatchRunner[Any], items: Iterable[Any],
+               emit: Callable[[Outcome[Any]], None], *, ordered: bool, fill: bool,
+               run_name: str | None, has_space: Callable[[], bool] | None = None
+               ) -> RunEngine:
+        """The local engine over the runner's thread pool."""
+        return runner.local_engine(items, emit, ordered=ordered, fill=fill,
+                                   run_name=run_name, has_space=has_space)
 
 
 ExecutorFactory = Callable[..., Executor]

@@ -81,7 +81,8 @@ class RunStats:
     not_attempted: int = 0
     in_flight: int = 0
     retrying: int = 0
-    calls: int = 0
+    calls: int = 0  # every call that reached the API, repeated ones included
+    repeated_calls: int = 0  # calls whose answers were lost (a worker died): made again
     retries: int = 0
     rate_limited: int = 0
     rate_limit_wait: float = 0.0

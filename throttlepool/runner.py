@@ -24,6 +24,7 @@ from .pacing import HeaderBudget
 from .pool import WorkerPool
 from .progress import ProgressSpec, make_progress
 from .retry import Retry
+from .run_engine import RunEngine
 from .store import open_cache, open_store
 from .store.base import Cache, Store
 from .store.samples import with_samples
@@ -162,7 +163,14 @@ class ThreadedBatchRunner(Generic[R]):
 
     def engine(self, items: Iterable[Any], emit: Callable[[Outcome[Any]], None], *,
                ordered: bool, fill: bool, run_name: str | None,
-               has_space: Callable[[], bool] | None = None) -> Engine:
+               has_space: Callable[[], bool] | None = None) -> RunEngine:
+        """The engine of one run with this runner's settings, on its executor."""
+        return self.executor.engine(self, items, emit, ordered=ordered, fill=fill,
+                                    run_name=run_name, has_space=has_space)
+
+    def local_engine(self, items: Iterable[Any], emit: Callable[[Outcome[Any]], None], *,
+                     ordered: bool, fill: bool, run_name: str | None,
+                     has_space: Callable[[], bool] | None = None) -> Engine:
         """The engine of one local run with this runner's settings (for executors)."""
         # A store also gets the run's counters about once a second, for `throttlepool report`.
         progress = with_samples(make_progress(self.progress, self.desc), self.store,
@@ -175,8 +183,8 @@ class ThreadedBatchRunner(Generic[R]):
 
     async def arun(self, items: Iterable[Any], *, run_name: str | None = None
                    ) -> BatchResult[R]:
-        """Run every item; the BatchResult is in input order. The async core of ``run``."""
-        self._local_only("arun")
+        """Run every item; the BatchResult is in input order. The async core of ``run``; on
+        any executor (a Dask run is driven from this loop)."""
         outcomes: list[Outcome[Any]] = []
         engine = self.engine(items, outcomes.append, ordered=True, fill=True,
                              run_name=run_name)
@@ -185,7 +193,6 @@ class ThreadedBatchRunner(Generic[R]):
     async def aimap(self, items: Iterable[Any], *, ordered: bool = True,
                     run_name: str | None = None) -> AsyncIterator[Outcome[R]]:
         """Stream outcomes as an async iterator, in input order (or completion order)."""
-        self._local_only("aimap")
         channel = OutcomeChannel(self.window)
         engine = self.engine(items, channel.put, ordered=ordered, fill=False,
                              run_name=run_name, has_space=channel.has_space)
@@ -216,16 +223,10 @@ class ThreadedBatchRunner(Generic[R]):
 
     def _stream(self, items: Iterable[Any], *, ordered: bool, run_name: str | None
                 ) -> StreamIterator:
-        self._local_only("imap/as_completed")
         channel = OutcomeChannel(self.window)
         engine = self.engine(items, channel.put, ordered=ordered, fill=False,
                              run_name=run_name, has_space=channel.has_space)
         return StreamIterator(engine, channel)
-
-    def _local_only(self, what: str) -> None:
-        if not self.executor.local:
-            raise ConfigError(f"{what} runs on local threads only; with executor="
-                              f"{self.executor.name!r} use run()")
 
     # ---- lifecycle ---------------------------------------------------------------------
 

@@ -16,9 +16,9 @@ from typing import Any, TypeVar
 
 from .bridge import Bridge
 from .channel import OutcomeChannel, pump
-from .engine import Engine
 from .errors import RunStopped, StoreError
 from .outcome import Outcome, RunStats
+from .run_engine import RunEngine
 
 T = TypeVar("T")
 
@@ -26,7 +26,7 @@ T = TypeVar("T")
 class CtrlC:
     """Owns SIGINT for one run when in the main thread: first stop, second abort."""
 
-    def __init__(self, engine: Engine, bridge: Bridge) -> None:
+    def __init__(self, engine: RunEngine, bridge: Bridge) -> None:
         self.engine = engine
         self.bridge = bridge
         self.interrupts = 0
@@ -63,9 +63,9 @@ class CtrlC:
             self.bridge.call_soon(self.engine.abort)
 
 
-def flush_quietly(engine: Engine) -> None:
+def flush_quietly(engine: RunEngine) -> None:
     """Push the checkpoint's last rows out; the run raises a store error itself."""
-    store = engine.cfg.store
+    store = engine.ledger.store
     if store is not None:
         try:
             store.flush()
@@ -73,7 +73,7 @@ def flush_quietly(engine: Engine) -> None:
             pass  # the run raises it (or already did); do not mask its error here
 
 
-def run_blocking(engine: Engine, main: Coroutine[Any, Any, T]) -> T:
+def run_blocking(engine: RunEngine, main: Coroutine[Any, Any, T]) -> T:
     """Run ``main`` (which drives ``engine``) through a bridge, with Ctrl-C handling."""
     bridge = Bridge()
     ctrl_c = CtrlC(engine, bridge)
@@ -88,7 +88,7 @@ def run_blocking(engine: Engine, main: Coroutine[Any, Any, T]) -> T:
 class StreamIterator(Iterator[Outcome[Any]]):
     """The consumer side of ``imap``/``as_completed``; starts the run on first ``next``."""
 
-    def __init__(self, engine: Engine, channel: OutcomeChannel) -> None:
+    def __init__(self, engine: RunEngine, channel: OutcomeChannel) -> None:
         self._engine = engine
         self._channel = channel
         self._bridge = Bridge("throttlepool-imap")
@@ -97,7 +97,7 @@ class StreamIterator(Iterator[Outcome[Any]]):
         self._thread: threading.Thread | None = None
 
     @property
-    def engine(self) -> Engine | None:
+    def engine(self) -> RunEngine | None:
         """The run's engine, once started."""
         return self._engine if self._thread is not None else None
 

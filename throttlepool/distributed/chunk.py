@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..adapters import as_adapter
+from ..adapters.base import Adapter, CallResult, Delegating
 from ..errors import LimiterUnavailable
 from ..limiter import Limit, RateLimiter, limiter_from_url
 from ..outcome import Outcome, Status, Usage
@@ -39,6 +41,37 @@ class ChunkConfig:
     breaker: bool | int = True
     seed: int | None = None
     margin: float | None = None
+    calls_topic: str | None = None  # the Dask event topic each call is reported under
+
+
+def check_config(payload: bytes) -> str:
+    """Run on a worker before a run begins: unpickle the pickled config (and so the
+    function) there, inside a task, so that a function the worker cannot import fails this
+    task instead of the worker's connection; the adapter's name, built as chunks build it."""
+    cfg = pickle.loads(payload)
+    return as_adapter(cfg.fn, estimate=cfg.estimate).name
+
+
+class ReportedCalls(Delegating[Any]):
+    """Reports each call to the driver (a Dask event) just before making it, so the run
+    counts the calls of a worker that dies before its chunk reports."""
+
+    def __init__(self, inner: Adapter[Any], topic: str, worker: Any) -> None:
+        super().__init__(inner)
+        self.topic, self.worker = topic, worker
+
+    def _report(self) -> None:
+        self.worker.log_event(self.topic, 1)  # thread-safe: queued on the worker's loop
+
+    def call(self, item: Any, timeout: float | None) -> CallResult[Any]:
+        """Report, then the inner adapter's call."""
+        self._report()
+        return self.inner.call(item, timeout)
+
+    async def acall(self, item: Any, timeout: float | None) -> CallResult[Any]:
+        """Report, then the inner adapter's async call."""
+        self._report()
+        return await self.inner.acall(item, timeout)
 
 
 @dataclass
@@ -109,6 +142,17 @@ def _portable(outcome: Outcome[Any], index: int) -> ItemResult:
                       outcome.usage)
 
 
+def _this_worker() -> Any:
+    """The Dask worker running this task (asked on the task's thread: the calls run on
+    the chunk runner's own threads), or None outside a worker."""
+    try:
+        from distributed import get_worker
+
+        return get_worker()
+    except (ImportError, ValueError):
+        return None
+
+
 def run_chunk(chunk_no: int, chunk: Sequence[tuple[int, Any]], cfg: ChunkConfig
               ) -> ChunkResult:
     """Run ``chunk`` (pairs of global index and item) on this worker; never raises for items."""
@@ -116,9 +160,13 @@ def run_chunk(chunk_no: int, chunk: Sequence[tuple[int, Any]], cfg: ChunkConfig
 
     result = ChunkResult(chunk_no, worker=f"{socket.gethostname()}:{os.getpid()}")
     limiter = worker_limiter(cfg.limiter_url, cfg.limits, cfg.limiter_name, cfg.margin)
+    adapter = as_adapter(cfg.fn, estimate=cfg.estimate)
+    worker = _this_worker()
+    if cfg.calls_topic is not None and worker is not None:
+        adapter = ReportedCalls(adapter, cfg.calls_topic, worker)
     runner: ThreadedBatchRunner[Any] = ThreadedBatchRunner(
-        cfg.fn, batch_size=cfg.batch_size, limiter=limiter, retries=cfg.retries,
-        timeout=cfg.timeout, estimate=cfg.estimate, breaker=cfg.breaker, progress=False,
+        adapter, batch_size=cfg.batch_size, limiter=limiter, retries=cfg.retries,
+        timeout=cfg.timeout, breaker=cfg.breaker, progress=False,
         seed=cfg.seed,
     )
     outcomes: list[Outcome[Any]] = []

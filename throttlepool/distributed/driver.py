@@ -1,0 +1,367 @@
+"""The Dask driver of one run: a :class:`~throttlepool.run_engine.RunEngine` over a cluster.
+
+:class:`DaskEngine` cuts the items into chunks, keeps at most ``window`` chunks in flight,
+delivers each chunk's outcomes through the run's ledger (checkpoint, cache, statistics,
+display) and emits them in input order (or completion order). Like the local engine it is
+driven by ``await run()``, so ``run``, ``arun``, ``imap``, ``aimap`` and ``as_completed``
+all work on Dask. Memory is bounded: the chunks in flight, and in input order a re-order
+buffer of at most ``window`` chunks' outcomes, since no item is taken more than ``window``
+chunks ahead of the oldest one not yet emitted; a full consumer holds dispatch back.
+
+Before the run begins (and so before anything is recorded) the driver connects to the
+scheduler and has one worker unpickle the chunk configuration: an unreachable scheduler or a
+function the workers cannot import raises one clear error, and no run is recorded.
+
+Each call a worker makes is reported to the driver as a Dask event just before it is made
+(chunk.ReportedCalls), so ``stats.calls`` counts the calls of a worker that died before its
+chunk reported; ``stats.repeated_calls`` says how many of them were lost that way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from distributed.protocol.pickle import dumps as pickle_for_workers
+
+from ..errors import ConfigError, LimiterUnavailable, RunStopped
+from ..ledger import Ending, RunLedger
+from ..outcome import Outcome, RunStats, Source, Status
+from .chunk import ChunkConfig, ChunkResult, check_config, run_chunk
+
+
+class ClusterUnavailable(RunStopped):
+    """The Dask scheduler cannot be reached, or no worker runs the run's first task."""
+
+
+class NotRunnableOnCluster(ConfigError):
+    """The function (or adapter) cannot be sent to, or loaded on, the Dask workers."""
+
+
+@dataclass
+class DaskPlan:
+    """How one run uses the cluster; ``client`` (a ``distributed.Client``) or ``scheduler``."""
+
+    cfg: ChunkConfig
+    settings: dict[str, Any]
+    chunk_size: int
+    client: Any = None
+    scheduler: str | None = None
+    window: int | None = None  # chunks in flight; default: every worker thread plus one each
+    task_retries: int = 2
+    run_name: str | None = None
+    connect_timeout: float = 10.0
+    start_timeout: float = 60.0  # for the first task (a worker may still be importing)
+    preflight: Callable[[], None] | None = None  # e.g. ping the shared limiter
+    limits: tuple[tuple[float, float, str], ...] = field(default=())
+
+
+def _describe(fn: Any) -> str:
+    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    return f"{getattr(fn, '__module__', None) or type(fn).__module__}.{name}"
+
+
+class DaskEngine:
+    """Drives one run on a Dask cluster; see the module docstring."""
+
+    def __init__(self, plan: DaskPlan, ledger: RunLedger, items: Iterable[Any],
+                 emit: Callable[[Outcome[Any]], None], *, ordered: bool = True,
+                 fill_remaining: bool = False, has_space: Callable[[], bool] | None = None
+                 ) -> None:
+        self.plan, self.ledger = plan, ledger
+        self.stats: RunStats = ledger.stats
+        self._items: Iterator[tuple[int, Any]] = enumerate(items)
+        self._emit, self._ordered, self._fill = emit, ordered, fill_remaining
+        self._has_space = has_space
+        self._ending = Ending(exhausted=False)
+        self._waiting: dict[int, tuple[Any, str | None]] = {}  # index -> (item, key) sent
+        self._buffer: dict[int, Outcome[Any]] = {}
+        self._taken = 0  # items taken from the input
+        self._emit_next = 0
+        self._window_items = 1
+        self._reported = 0  # calls the chunks' results account for
+        self._announced = 0  # calls the workers announced (Dask events)
+        self._stop: BaseException | None = None
+        self._interrupted = False
+        self._task: asyncio.Future[Any] | None = None
+        self._wake: asyncio.Event | None = None
+        self._arrived: deque[Any] = deque()
+
+    # ---- what callers see (RunEngine) ----------------------------------------------------
+
+    @property
+    def run_id(self) -> str | None:
+        """The checkpoint's run id, once the run began (with a store)."""
+        return self.ledger.run_id
+
+    @property
+    def stop_reason(self) -> BaseException | None:
+        """Why dispatch stopped early, or None."""
+        return self._stop
+
+    @property
+    def interrupted(self) -> bool:
+        """True when Ctrl-C (or an abort) stopped the run."""
+        return self._interrupted
+
+    @property
+    def finished(self) -> bool:
+        """True once the run's ending is recorded."""
+        return self.ledger.finished
+
+    def request_stop(self, reason: BaseException, *, interrupted: bool = False) -> None:
+        """Submit no more chunks; the chunks in flight finish and are delivered."""
+        self._stop = self._stop or reason
+        self._interrupted = self._interrupted or interrupted
+        self.notify_space()
+
+    def abort(self) -> None:
+        """Stop now: the chunks in flight are cancelled and their answers lost."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
+    def notify_space(self) -> None:
+        """Wake the driver (the consumer took outcomes, or a stop was asked for)."""
+        if self._wake is not None:
+            self._wake.set()
+
+    # ---- the run -------------------------------------------------------------------------
+
+    async def run(self) -> RunStats:
+        """Start on the cluster, drive every item to an outcome (or stop); the statistics."""
+        plan = self.plan
+        self._task = asyncio.current_task()
+        self._wake = asyncio.Event()
+        client, owned = await asyncio.to_thread(self._connect)
+        topic = f"throttlepool-calls-{uuid.uuid4().hex[:12]}"
+        subscribed = False
+        try:
+            window = await asyncio.to_thread(self._start, client)
+            client.subscribe_topic(topic, self._announce)
+            subscribed = True
+            self.stats.limits = plan.limits
+            self.ledger.begin(plan.run_name, plan.settings)
+            await self._drive(client, window, replace(plan.cfg, calls_topic=topic))
+        finally:
+            if subscribed:
+                client.unsubscribe_topic(topic)
+            if owned:
+                await asyncio.to_thread(client.close)
+        return self._ended()
+
+    def _connect(self) -> tuple[Any, bool]:
+        plan = self.plan
+        if plan.client is not None:
+            return plan.client, False
+        if plan.scheduler is None:
+            raise ConfigError("a Dask run needs a Client or scheduler='tcp://host:8786'")
+        from distributed import Client
+
+        try:
+            client = Client(plan.scheduler, timeout=plan.connect_timeout)  # type: ignore[no-untyped-call]
+        except (OSError, TimeoutError) as exc:
+            raise ClusterUnavailable(
+                f"cannot reach the Dask scheduler at {plan.scheduler} within "
+                f"{plan.connect_timeout:g} s ({exc}); is it running and is the address "
+                "right?", exc) from None
+        return client, True
+
+    def _start(self, client: Any) -> int:
+        """Check the cluster can run this batch; the number of chunks to keep in flight."""
+        plan = self.plan
+        if plan.preflight is not None:
+            plan.preflight()
+        what = _describe(plan.cfg.fn)
+        try:
+            payload: bytes = pickle_for_workers(plan.cfg)  # type: ignore[no-untyped-call]
+        except Exception as exc:
+            raise NotRunnableOnCluster(
+                f"{what} cannot be sent to the Dask workers: {exc}") from None
+        probe = client.submit(check_config, payload, pure=False)
+        try:
+            probe.result(timeout=plan.start_timeout)
+        except TimeoutError:
+            raise ClusterUnavailable(
+                f"no Dask worker of {client.scheduler.address} ran a task within "
+                f"{plan.start_timeout:g} s; are workers connected?") from None
+        except Exception as exc:
+            raise NotRunnableOnCluster(
+                f"the Dask workers cannot load {what}: {type(exc).__name__}: {exc}; install "
+                "its module on the workers or define it in an importable module") from None
+        finally:
+            probe.release()
+        if plan.window is not None:
+            return plan.window
+        nthreads: dict[str, int] = client.nthreads()
+        return max(2, sum(nthreads.values()) + len(nthreads))
+
+    def _announce(self, event: Any) -> None:
+        # On the Dask client's own thread, its only writer: no lock is needed.
+        self._announced += 1
+        self.stats.calls = max(self._announced, self._reported)
+
+    # ---- taking items --------------------------------------------------------------------
+
+    def _room(self) -> bool:
+        if self._ordered and self._taken - self._emit_next >= self._window_items:
+            return False
+        return self._has_space is None or self._has_space()
+
+    def _next_chunk(self) -> list[tuple[int, Any]]:
+        """The next items to call; those the checkpoint or the cache knows are delivered."""
+        chunk: list[tuple[int, Any]] = []
+        ledger = self.ledger
+        while (len(chunk) < self.plan.chunk_size and not self._ending.exhausted
+               and self._stop is None and self._room()):
+            try:
+                index, item = next(self._items)
+            except StopIteration:
+                self._ending.exhausted = True
+                break
+            except Exception as exc:  # the caller's generator failed: stop, drain, raise it
+                self._ending.input_error = exc
+                self.request_stop(RunStopped("the input iterator raised", exc))
+                break
+            self._taken += 1
+            key = ledger.key(item)
+            known = ledger.known(index, item, key)
+            if known is not None:
+                self._deliver(known)
+                continue
+            self._waiting[index] = (item, key)
+            chunk.append((index, item))
+        self.stats.in_flight = len(self._waiting)
+        return chunk
+
+    # ---- the loop ------------------------------------------------------------------------
+
+    async def _drive(self, client: Any, window: int, cfg: ChunkConfig) -> None:
+        loop = asyncio.get_running_loop()
+        wake = self._wake
+        assert wake is not None
+        token, numbers = uuid.uuid4().hex[:12], itertools.count()
+        in_flight: set[Any] = set()
+        self._window_items = window * self.plan.chunk_size
+
+        def arrived(fut: Any) -> None:  # on the Dask client's thread
+            def on_loop() -> None:
+                self._arrived.append(fut)
+                wake.set()
+            loop.call_soon_threadsafe(on_loop)
+
+        try:
+            while True:
+                while (self._stop is None and not self._ending.exhausted
+                       and len(in_flight) < window and self._room()):
+                    chunk = self._next_chunk()
+                    if not chunk:
+                        break  # the input ended, or only known items fitted: look again
+                    n = next(numbers)
+                    fut = client.submit(run_chunk, n, chunk, cfg, key=f"throttlepool-{token}-{n}",
+                                        retries=self.plan.task_retries, pure=False)
+                    in_flight.add(fut)
+                    fut.add_done_callback(arrived)
+                if not in_flight and (self._stop is not None or self._ending.exhausted):
+                    return
+                if not self._arrived:
+                    wake.clear()
+                    await wake.wait()
+                    continue
+                fut = self._arrived.popleft()
+                in_flight.discard(fut)
+                await self._collect(fut)
+        except BaseException as exc:  # cancelled (abort, a second Ctrl-C), or a crash
+            if in_flight:
+                client.cancel(list(in_flight))  # their answers are lost
+            if isinstance(exc, Exception):
+                self._ending.crash = exc
+                self._stop = self._stop or RunStopped(f"{type(exc).__name__}: {exc}", exc)
+            else:
+                self._ending.aborted = self._interrupted = True
+                self._stop = self._stop or RunStopped("aborted")
+            self._finish()
+            raise
+
+    async def _collect(self, fut: Any) -> None:
+        try:
+            result: ChunkResult = await asyncio.to_thread(fut.result)
+        except Exception as exc:  # the task failed on every try (e.g. KilledWorker)
+            self.request_stop(RunStopped(f"a chunk failed on the cluster: {exc!r}", exc))
+            return
+        finally:
+            fut.release()
+        self._accept(result)
+        if result.stopped is not None:
+            self.request_stop(result.stopped)
+        if self.ledger.problem is not None:
+            # Calls whose outcomes cannot be kept would be paid for again: stop paying.
+            self._ending.store_error = self.ledger.problem
+            self.request_stop(RunStopped("the checkpoint cannot be written", self.ledger.problem))
+
+    def _accept(self, result: ChunkResult) -> None:
+        """A chunk's outcomes; a rerun chunk's duplicates are dropped (each item counts once)."""
+        stats, cache = self.stats, self.ledger.cache
+        self._reported += result.calls
+        stats.calls = max(self._announced, self._reported)
+        stats.retries += result.retries
+        stats.rate_limited += result.rate_limited
+        stats.rate_limit_wait += result.rate_limit_wait
+        for r in result.items:
+            if r.index not in self._waiting:
+                continue
+            item, key = self._waiting.pop(r.index)
+            outcome = Outcome(r.index, item, Status(r.status), r.value, r.error, r.attempts,
+                              r.latency, r.usage, Source.CALL, key)
+            if cache is not None and key is not None and outcome.status is Status.OK:
+                cache.put(key, outcome.value)
+            self._deliver(outcome)
+        stats.in_flight = len(self._waiting)
+
+    def _deliver(self, outcome: Outcome[Any]) -> None:
+        self.ledger.deliver(outcome)
+        if not self._ordered:
+            self._emit(outcome)
+            return
+        self._buffer[outcome.index] = outcome
+        while self._emit_next in self._buffer:
+            self._emit(self._buffer.pop(self._emit_next))
+            self._emit_next += 1
+
+    # ---- the ending ----------------------------------------------------------------------
+
+    def _finish(self) -> None:
+        """Count the calls, fill in what a stop left uncalled, record the ending."""
+        ending, stats = self._ending, self.stats
+        stats.calls = max(self._announced, self._reported)
+        stats.repeated_calls = stats.calls - self._reported
+        if not ending.aborted and ending.crash is None:
+            for index in sorted(self._waiting):  # sent, but their chunk failed for good
+                item, key = self._waiting.pop(index)
+                self._deliver(RunLedger.not_attempted(index, item, self._stop, key))
+            if self._fill and self._stop is not None and ending.input_error is None:
+                for index, item in self._items:
+                    self._deliver(RunLedger.not_attempted(index, item, self._stop))
+                ending.exhausted = True
+        stats.in_flight = 0
+        ending.stop_reason, ending.interrupted = self._stop, self._interrupted
+        ending.store_error = ending.store_error or self.ledger.problem
+        error = self.ledger.finish(ending)
+        ending.store_error = ending.store_error or error
+
+    def _ended(self) -> RunStats:
+        self._finish()
+        ending = self._ending
+        if ending.store_error is not None:
+            raise self.ledger.backlog.error(ending.store_error)
+        if ending.input_error is not None:
+            raise ending.input_error
+        if isinstance(self._stop, LimiterUnavailable):
+            raise LimiterUnavailable(
+                f"{self._stop} ({self.stats.finished} outcomes were checkpointed; "
+                "rerun with the same run_name to resume)") from self._stop
+        return self.stats
