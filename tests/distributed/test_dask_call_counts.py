@@ -1,0 +1,96 @@
+"""True call counts on Dask: a worker that dies after a call, before its chunk reports, still
+has that call (and the calls its rerun chunk repeats) counted, equal to what the server got.
+
+The cluster runs one call at a time per worker (one thread, ``batch_size=1``) and the dying
+call kills its own process a moment after its answer arrived, so which calls reached the
+simulator is known exactly; a kill from outside could land while a request is half sent.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from throttlepool import ThreadedBatchRunner
+from throttlepool.sim import SimConfig, Simulator
+from throttlepool.store import SQLiteStore
+
+distributed = pytest.importorskip("distributed")
+
+
+def call_then_maybe_die(item: Mapping[str, Any]) -> str:
+    """The wrapped call; the item marked ``die`` kills its worker once, after its call."""
+    r = requests.post(item["url"] + "/echo", json={"prompt": item["prompt"]}, timeout=10)
+    r.raise_for_status()
+    marker = Path(item["dir"]) / "died"
+    if item.get("die") and not marker.exists():
+        marker.touch()
+        time.sleep(0.3)  # the call was reported (a Dask event) well before the worker dies
+        os.kill(os.getpid(), signal.SIGKILL)
+    return str(r.json()["result"])
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    tmp = tmp_path_factory.mktemp("dask")
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+        dashboard_address=None, local_directory=str(tmp))
+    c = distributed.Client(cluster)
+    c.run(importlib.import_module, "throttlepool.distributed.chunk")  # warm the workers
+    try:
+        yield c
+    finally:
+        c.close()
+        cluster.close()
+
+
+def test_calls_of_a_worker_that_died_before_reporting_are_counted(client: Any,
+                                                                  tmp_path: Path) -> None:
+    from throttlepool.distributed import run_on_dask
+
+    n, die_at = 120, 37  # the 18th call of its chunk of 20
+    db = tmp_path / "ck.sqlite"
+    with Simulator(SimConfig(latency=0.005)) as sim:
+        items = [{"url": sim.url, "prompt": f"p{i}", "dir": str(tmp_path), "die": i == die_at}
+                 for i in range(n)]
+        result = run_on_dask(call_then_maybe_die, items, client=client, batch_size=1,
+                             chunk_size=20, store=db, run_name="died", progress=False)
+        received = sim.stats()["accepted"]
+    assert (tmp_path / "died").exists()  # the worker did die
+    assert result.all_succeeded, result.summary()
+    assert [o.value for o in result] == [f"echo: p{i}" for i in range(n)]
+    assert received > n  # the lost chunk's calls were made again
+    assert result.stats.calls == received
+    assert result.stats.repeated_calls == received - n
+    store = SQLiteStore(db)
+    try:
+        totals = store.query("SELECT calls, json_extract(totals, '$.repeated_calls') AS rep "
+                             "FROM run_metrics JOIN runs USING (id)")
+    finally:
+        store.close()
+    assert [(t["calls"], t["rep"]) for t in totals] == [(received, received - n)]
+
+
+def test_a_runner_on_dask_counts_the_same(client: Any, tmp_path: Path) -> None:
+    n, die_at = 60, 5
+    with Simulator(SimConfig(latency=0.005)) as sim:
+        items = [{"url": sim.url, "prompt": f"p{i}", "dir": str(tmp_path), "die": i == die_at}
+                 for i in range(n)]
+        with ThreadedBatchRunner(call_then_maybe_die, executor="dask", scheduler=client,
+                                 batch_size=1, progress=False) as runner:
+            stream = runner.imap(items)
+            values = [o.value for o in stream]
+        received = sim.stats()["accepted"]
+    assert values == [f"echo: p{i}" for i in range(n)]
+    assert stream.stats is not None
+    assert received > n
+    assert (stream.stats.calls, stream.stats.repeated_calls) == (received, received - n)

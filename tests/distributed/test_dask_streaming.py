@@ -1,0 +1,193 @@
+"""Every entry point on Dask: imap, as_completed, arun and aimap stream from a real cluster
+(two worker processes) in input order with bounded memory; the response cache saves calls;
+a cluster that cannot start says so in one sentence and records no run."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from _services import free_port
+
+from throttlepool import ThreadedBatchRunner
+from throttlepool.errors import ThrottlepoolError
+from throttlepool.sim import SimConfig, Simulator
+
+distributed = pytest.importorskip("distributed")
+
+
+def call_echo(item: Mapping[str, str]) -> str:
+    """The wrapped call; module level so that worker processes can import it."""
+    r = requests.post(item["url"] + "/echo", json={"prompt": item["prompt"]}, timeout=10)
+    r.raise_for_status()
+    return str(r.json()["result"])
+
+
+def double(n: int) -> int:
+    """A call that needs no server."""
+    time.sleep(0.002)
+    return 2 * n
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    tmp = tmp_path_factory.mktemp("dask")
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=4, processes=True, host="127.0.0.1",
+        dashboard_address=None, local_directory=str(tmp))
+    c = distributed.Client(cluster)
+    c.run(importlib.import_module, "throttlepool.distributed.chunk")  # warm the workers
+    try:
+        yield c
+    finally:
+        c.close()
+        cluster.close()
+
+
+class Counted:
+    """An input that counts the items taken from it."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.taken = n, 0
+
+    def __iter__(self) -> Iterator[int]:
+        for i in range(self.n):
+            self.taken += 1
+            yield i
+
+
+def _runner(client: Any, **kw: Any) -> ThreadedBatchRunner[Any]:
+    kw.setdefault("fn", double)
+    return ThreadedBatchRunner(kw.pop("fn"), executor="dask", scheduler=client, batch_size=4,
+                               progress=False, **kw)
+
+
+def test_imap_on_dask_streams_in_input_order_and_reads_the_input_lazily(client: Any) -> None:
+    n = 3000
+    items = Counted(n)
+    # chunks of 20, (8 threads + 2 workers) chunks in flight: 200 items ahead of the oldest
+    # one not yet emitted, plus what the consumer's channel (window=40) holds.
+    with _runner(client, window=40) as runner:
+        stream = runner.imap(items)
+        first = next(stream)
+        time.sleep(2.0)  # a consumer that is slow: the driver must not read everything ahead
+        taken_while_slow = items.taken
+        rest = list(stream)
+    outcomes = [first, *rest]
+    assert [o.index for o in outcomes] == list(range(n))
+    assert [o.value for o in outcomes] == [2 * i for i in range(n)]
+    assert taken_while_slow <= 200 + 40 + 20 + 20, taken_while_slow
+    assert stream.stats is not None and stream.stats.done == n
+
+
+def test_as_completed_on_dask_delivers_each_item_once_while_the_run_goes_on(client: Any
+                                                                          ) -> None:
+    n = 400
+    with _runner(client) as runner:
+        stream = runner.as_completed(range(n))
+        first = next(stream)
+        assert stream.stats is not None
+        finished_at_first = stream.stats.finished
+        rest = list(stream)
+    assert finished_at_first < n  # it streamed: the first outcome came before the end
+    outcomes = [first, *rest]
+    assert sorted(o.index for o in outcomes) == list(range(n))
+    assert all(o.value == 2 * o.index for o in outcomes)
+
+
+def test_arun_and_aimap_on_dask_in_input_order(client: Any) -> None:
+    n = 300
+
+    async def both() -> tuple[list[Any], list[int]]:
+        with _runner(client) as runner:
+            result = await runner.arun(range(n))
+            streamed = [o.index async for o in runner.aimap(range(n))]
+        return list(result.results), streamed
+
+    values, streamed = asyncio.run(both())
+    assert values == [2 * i for i in range(n)]
+    assert streamed == list(range(n))
+
+
+def test_the_response_cache_saves_every_call_of_a_second_dask_run(client: Any,
+                                                                  tmp_path: Path) -> None:
+    n = 60
+    cache = tmp_path / "cache.sqlite"
+    with Simulator(SimConfig(latency=0.01)) as sim:
+        items = [{"url": sim.url, "prompt": f"p{i}"} for i in range(n)]
+        with _runner(client, fn=call_echo, cache=cache) as runner:
+            first = runner.run(items)
+        with _runner(client, fn=call_echo, cache=cache) as runner:
+            stream = runner.imap(items)
+            second = list(stream)
+        accepted = sim.stats()["accepted"]
+    assert first.all_succeeded and first.stats.calls == n
+    assert accepted == n  # the second run called nothing
+    assert stream.stats is not None
+    assert (stream.stats.cache_hits, stream.stats.calls) == (n, 0)
+    assert [o.value for o in second] == [f"echo: p{i}" for i in range(n)]
+
+
+def _runs_recorded(db: Path) -> int:
+    if not db.exists():
+        return 0
+    with sqlite3.connect(db) as conn:
+        try:
+            return int(conn.execute("SELECT count(*) FROM runs").fetchone()[0])
+        except sqlite3.OperationalError:  # no runs table: nothing was ever begun
+            return 0
+
+
+def test_an_unreachable_scheduler_is_one_clear_error_and_no_run(tmp_path: Path) -> None:
+    from throttlepool.distributed.dask import DaskExecutor
+
+    address = f"tcp://127.0.0.1:{free_port()}"
+    db = tmp_path / "ck.sqlite"
+    runner: ThreadedBatchRunner[Any] = ThreadedBatchRunner(
+        double, executor=DaskExecutor(address, connect_timeout=2.0), store=db,
+        progress=False)
+    with runner, pytest.raises(ThrottlepoolError) as caught:
+        runner.run(range(10), run_name="never")
+    assert type(caught.value).__name__ == "ClusterUnavailable"
+    assert address in str(caught.value)
+    assert _runs_recorded(db) == 0
+
+
+def test_the_cli_says_the_scheduler_is_unreachable_in_one_sentence(tmp_path: Path) -> None:
+    inp, db = tmp_path / "in.txt", tmp_path / "ck.db"
+    inp.write_text("a\nb\n")
+    address = f"tcp://127.0.0.1:{free_port()}"
+    proc = subprocess.run(
+        [sys.executable, "-m", "throttlepool", "run", str(inp), "--provider", "http",
+         "--base-url", "http://127.0.0.1:9/echo", "--no-progress", "--dask-scheduler",
+         address, "--db", str(db), "--output", str(tmp_path / "out.jsonl")],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert f"cannot reach the Dask scheduler at {address}" in proc.stderr
+    assert _runs_recorded(db) == 0
+
+
+def test_a_function_the_workers_cannot_import_is_one_clear_error_and_no_run(
+        client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A module only this process can import: cloudpickle sends its function by reference.
+    (tmp_path / "only_on_the_driver.py").write_text("def shout(x):\n    return str(x).upper()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    shout = importlib.import_module("only_on_the_driver").shout
+    db = tmp_path / "ck.sqlite"
+    with _runner(client, fn=shout, store=db) as runner, pytest.raises(
+            ThrottlepoolError) as caught:
+        runner.run(["a", "b"], run_name="unloadable")
+    assert type(caught.value).__name__ == "NotRunnableOnCluster"
+    message = str(caught.value)
+    assert "only_on_the_driver" in message and "\n" not in message
+    assert _runs_recorded(db) == 0
