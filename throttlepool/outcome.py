@@ -111,6 +111,14 @@ class RunStats:
                 if not spec.metadata.get("live")}
 
 
+def repeated_calls_text(calls: int, items: int, repeated: int) -> str:
+    """``" for 300 items; 22 repeated after a worker was lost"``, to follow "322 calls" when
+    calls were repeated (else nothing): the user pays for every call, so says each count."""
+    if not repeated:
+        return ""
+    return f" for {items} items; {repeated} repeated after a worker was lost"
+
+
 @dataclass
 class BatchResult(Generic[T]):
     """Outcomes of a run, in input order."""
@@ -170,9 +178,11 @@ class BatchResult(Generic[T]):
         """One line for logs: counts, retries, 429s and throughput."""
         s = self.stats
         rate = s.finished / s.wall_time if s.wall_time > 0 else 0.0
+        called = s.finished - s.from_checkpoint - s.cache_hits
         return (
             f"{self.success_count} ok, {self.error_count} failed of {len(self.outcomes)}; "
-            f"{s.calls} calls, {s.retries} retries, {s.rate_limited} rate-limited; "
+            f"{s.calls} calls{repeated_calls_text(s.calls, called, s.repeated_calls)}, "
+            f"{s.retries} retries, {s.rate_limited} rate-limited; "
             f"{s.wall_time:.2f}s ({rate:.1f} items/s)"
         )
 

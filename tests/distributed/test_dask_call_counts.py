@@ -11,6 +11,8 @@ from __future__ import annotations
 import importlib
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -78,6 +80,13 @@ def test_calls_of_a_worker_that_died_before_reporting_are_counted(client: Any,
     finally:
         store.close()
     assert [(t["calls"], t["rep"]) for t in totals] == [(received, received - n)]
+    said = f"{received} calls for {n} items; {received - n} repeated after a worker was lost"
+    assert said in result.summary()
+    status = subprocess.run(
+        [sys.executable, "-m", "throttlepool", "status", "died", "--db", str(db)],
+        capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0, status.stderr
+    assert said in status.stdout, status.stdout
 
 
 def test_a_runner_on_dask_counts_the_same(client: Any, tmp_path: Path) -> None:

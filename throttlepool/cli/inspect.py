@@ -14,6 +14,7 @@ from ..config import load_settings
 from ..cost.text import cost_cell, cost_text
 from ..errors import ConfigError, OutputError
 from ..inputs import FORMATS, MAX_RECORD_BYTES, InputSpec, Records
+from ..outcome import repeated_calls_text
 from ..store import export_run, list_runs, run_status
 from ..store.rows import STATUSES
 from .output import create_temp, missing_dir_note, output_format
@@ -143,7 +144,10 @@ def status_lines(info: dict[str, Any]) -> list[str]:
                      + (f"; mean latency {mean:.2f} s" if mean is not None else ""))
     if totals:
         calls = totals.get("calls", 0)
-        lines.append(f"  last session  {calls} call{'s' if calls != 1 else ''}, "
+        called = (int(totals.get("done") or 0) + int(totals.get("failed") or 0)
+                  - int(totals.get("from_checkpoint") or 0) - int(totals.get("cache_hits") or 0))
+        repeated = repeated_calls_text(calls, called, int(totals.get("repeated_calls") or 0))
+        lines.append(f"  last session  {calls} call{'s' if calls != 1 else ''}{repeated}, "
                      f"{totals.get('retries', 0)} retries, {totals.get('rate_limited', 0)} "
                      f"rate-limited (429), {totals.get('from_checkpoint', 0)} from the "
                      f"checkpoint, in {duration(float(totals.get('wall_time') or 0))}")

@@ -6,7 +6,7 @@ import sys
 from collections import Counter
 from typing import Any, TextIO
 
-from ..outcome import Outcome, RunStats, Status
+from ..outcome import Outcome, RunStats, Status, repeated_calls_text
 from ..progress import LiveProgress
 
 
@@ -56,7 +56,10 @@ def summary(stats: RunStats, failures: Counter[str], *, total: int,
     lines = [f"{ok} ok, {failed} failed" + (f" ({by_type})" if by_type else "")
              + (f", {not_attempted} not attempted" if not_attempted else "") + f" of {total}"]
     rate = (stats.calls / wall) if wall > 0 else 0.0
-    lines.append(f"{stats.calls} calls, {stats.retries} retries, {stats.rate_limited} "
+    called = ok + failed - stats.from_checkpoint - stats.cache_hits
+    lines.append(f"{stats.calls} calls"
+                 f"{repeated_calls_text(stats.calls, called, stats.repeated_calls)}, "
+                 f"{stats.retries} retries, {stats.rate_limited} "
                  f"rate-limited (429); {duration(wall)} wall, {rate:.1f} calls/s "
                  f"({rate * 60:.0f}/min)")
     if stats.from_checkpoint or stats.cache_hits:
