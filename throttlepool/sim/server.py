@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
+from throttlepool.sim.anthropic_batches import AnthropicBatches
 from throttlepool.sim.batches import OpenAIBatches
 from throttlepool.sim.config import SimConfig
 from throttlepool.sim.plan import Plan, encode, key_labels
@@ -47,7 +48,7 @@ REQUEST_LOG_SIZE = 1000
 
 #: Extra endpoints, each built once per Simulator from its state and tried before the
 #: built-in API paths (see :class:`throttlepool.sim.routing.Route`). Register one here.
-ROUTES: tuple[RouteFactory, ...] = (OpenAIBatches,)
+ROUTES: tuple[RouteFactory, ...] = (OpenAIBatches, AnthropicBatches)
 
 
 class _Handler(BaseHTTPRequestHandler):
