@@ -144,6 +144,15 @@ class AnthropicAdapter(Adapter[Any]):
             raise ValueError(f"the anthropic client has no method {path!r}")
         return target, leaf
 
+    @property
+    def client(self) -> Any:
+        """The retry-free SDK client calls are made with (batch mode makes its own calls)."""
+        return self._client.get()
+
+    def value_of(self, response: Any) -> Any:
+        """What an online call returns for ``response``: the adapter's ``extract`` of it."""
+        return self._extract(response) if self._extract is not None else response
+
     def identity(self) -> Mapping[str, Any]:
         """Provider, method, model and default parameters; never the key, URL or headers."""
         params = self.default_params if self.system is None else {

@@ -140,6 +140,15 @@ class OpenAIAdapter(Adapter[Any]):
             raise ValueError(f"the openai client has no method {path!r}")
         return target, leaf
 
+    @property
+    def client(self) -> Any:
+        """The retry-free SDK client calls are made with (batch mode makes its own calls)."""
+        return self._client.get()
+
+    def value_of(self, response: Any) -> Any:
+        """What an online call returns for ``response``: the adapter's ``extract`` of it."""
+        return self._extract(response) if self._extract is not None else response
+
     def identity(self) -> Mapping[str, Any]:
         """Provider, method, model and default parameters; never the key, URL or headers."""
         return {
