@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import openai
 
 from throttlepool.adapters.openai import OpenAIAdapter
-from throttlepool.batchapi import BatchApiRunner, Journal, OpenAIBatchClient
+from throttlepool.batchapi import BatchApiRunner, Journal, OpenAIBatch
 
 RUN_NAME = "batch-crash"
 
@@ -50,8 +50,8 @@ def main() -> int:
     parser.add_argument("--die-after", choices=("intent", "upload", "create"))
     parser.add_argument("--max-requests", type=int, default=7)
     args = parser.parse_args()
-    step = {"intent": (Journal, "plan"), "upload": (OpenAIBatchClient, "upload"),
-            "create": (OpenAIBatchClient, "create")}.get(args.die_after or "")
+    step = {"intent": (Journal, "plan"), "upload": (OpenAIBatch, "upload"),
+            "create": (OpenAIBatch, "create")}.get(args.die_after or "")
     if step is not None:
         _die_after(*step)
     client = openai.OpenAI(base_url=args.base_url, api_key="sk-batch-test")

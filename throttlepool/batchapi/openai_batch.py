@@ -1,19 +1,25 @@
-"""The OpenAI Batch API: request lines from an :class:`OpenAIAdapter`, the Files/Batches
-calls, and result lines back to values and usage (BATCH-APIS.md §1)."""
+"""The OpenAI Batch API as a :class:`~throttlepool.batchapi.provider.BatchProvider`: request
+lines from an :class:`OpenAIAdapter`, the Files/Batches calls, and result lines back to
+values and usage (BATCH-APIS.md §1)."""
 
 from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 from ..adapters.common import require
 from ..adapters.tokens import usage_from
-from ..errors import ConfigError, ItemError
-from ..outcome import Usage
-from ..store.codec import to_jsonable
+from ..errors import ConfigError
+from .journal import Chunk
+from .provider import (
+    BatchRequestFailed,
+    BatchState,
+    LineResult,
+    default_custom_id,
+    request_body,
+)
 
 PROVIDER = "openai"
 MAX_REQUESTS = 50_000  # per input file
@@ -29,77 +35,114 @@ _ENDPOINTS = {
 # Request options of the SDK that are not part of the request body.
 _TRANSPORT = frozenset({"timeout", "extra_headers", "extra_query", "extra_body"})
 _RETRYABLE_CODES = frozenset({"batch_expired", "batch_cancelled", "request_timeout"})
+_FIND_SLACK = 600.0  # seconds: a batch's created_at vs our clock, when looking it up
 
 
-class BatchRequestFailed(ItemError):
-    """A request of a provider batch that got no answer (``status`` is its HTTP status, 0
-    when it failed without one: expired, cancelled, missing); ``retryable`` says whether a
-    new batch may succeed."""
+class OpenAIBatch:
+    """The OpenAI Batch API for one OpenAIAdapter (chat, embeddings, responses, completions).
 
-    def __init__(self, message: str, *, status: int = 0, code: str | None = None,
-                 retryable: bool = True) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.retryable = retryable
+    Batch creation is sent once (no SDK retry): a retried create whose first attempt did
+    reach the server would make a second batch. Each batch carries the run's tag as its
+    ``metadata``, which is how a resume finds a batch created just before a crash.
+    """
 
+    name = PROVIDER
 
-@dataclass(frozen=True, slots=True)
-class LineResult:
-    """One custom id's answer: a value with its usage, or an error."""
-
-    value: Any = None
-    usage: Usage | None = None
-    error: BatchRequestFailed | None = None
-
-
-def custom_id(index: int) -> str:
-    """The custom id of input item ``index`` (the same in every batch it goes to)."""
-    return f"item-{index}"
-
-
-class OpenAIBatchFormat:
-    """Builds the batch input lines of an OpenAI adapter and reads its result lines."""
-
-    provider = PROVIDER
-
-    def __init__(self, adapter: Any) -> None:
+    def __init__(self, adapter: Any, client: Any = None, *, max_requests: int = MAX_REQUESTS,
+                 max_bytes: int = MAX_BYTES) -> None:
         method = getattr(adapter, "method", None)
         if getattr(adapter, "name", None) != PROVIDER or method not in _ENDPOINTS:
+            who = getattr(adapter, "name", type(adapter).__name__)
             raise ConfigError(
-                "batch mode takes an OpenAIAdapter with method chat, embeddings, responses or "
-                f"completions, not {getattr(adapter, 'name', type(adapter).__name__)!r} "
-                f"method {method!r}")
+                "OpenAI batch mode takes an OpenAIAdapter with method chat, embeddings, "
+                f"responses or completions, not {who!r} method {method!r}")
         self.adapter = adapter
-        self.endpoint, module, name = _ENDPOINTS[str(method)]
-        self._type: Any = getattr(importlib.import_module(module), name)
-        # The adapter's extract= (text, embedding, json, a callable), as an online call uses.
-        self._extract: Any = getattr(adapter, "_extract", None)
+        self.endpoint, module, type_name = _ENDPOINTS[str(method)]
+        self._type: Any = getattr(importlib.import_module(module), type_name)
+        self.max_requests, self.max_bytes = min(max_requests, MAX_REQUESTS), max_bytes
+        sdk = require("openai", "openai", "openai")
+        client = client if client is not None else adapter.client
+        if isinstance(client, sdk.AsyncOpenAI):
+            raise ConfigError("batch mode needs a sync openai.OpenAI client")
+        self._reads = client.with_options(max_retries=2)
+        self._create = client.with_options(max_retries=0)
+        self.transient: tuple[type[BaseException], ...] = (
+            sdk.APIConnectionError, sdk.RateLimitError, sdk.InternalServerError)
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def custom_id(self, run_id: str, index: int) -> str:
+        """``item-<index>``: metadata, not the id, tells one run's batches from another's."""
+        return default_custom_id(index)
 
     def body(self, item: Any) -> dict[str, Any]:
         """The request body for ``item``: the adapter's parameters, without transport
         options. Raises ConfigError for a request a batch cannot carry."""
-        params = dict(self.adapter.params(item))
-        extra = params.get("extra_body")
-        body = {k: v for k, v in params.items() if k not in _TRANSPORT}
-        if isinstance(extra, Mapping):
-            body.update(extra)
-        if body.get("stream"):
-            raise ConfigError("a batch request cannot be streamed (stream=True)")
-        plain = to_jsonable(body)
-        if not isinstance(plain, dict):
-            raise ConfigError("the request body is not a JSON object")
-        return plain
+        return request_body(self.adapter.params(item), _TRANSPORT)
 
-    def line(self, index: int, item: Any) -> bytes:
+    def line(self, cid: str, item: Any) -> bytes:
         """One JSONL input line (newline included)."""
-        row = {"custom_id": custom_id(index), "method": "POST", "url": self.endpoint,
+        row = {"custom_id": cid, "method": "POST", "url": self.endpoint,
                "body": self.body(item)}
         return json.dumps(row, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 
     def model_of(self, item: Any) -> str:
         """The model a request asks for (one model per batch file)."""
         return str(self.body(item).get("model") or "")
+
+    # -- calls ------------------------------------------------------------------------------
+
+    def upload(self, data: bytes, name: str) -> str | None:
+        """Upload a batch input file; returns its file id."""
+        return str(self._reads.files.create(file=(name, data), purpose="batch").id)
+
+    def create(self, chunk: Chunk, data: bytes, tag: Mapping[str, str]) -> BatchState:
+        """Create the batch from the chunk's uploaded file (sent once)."""
+        return self._state(self._create.batches.create(
+            input_file_id=str(chunk.file_id), endpoint=self.endpoint, completion_window="24h",
+            metadata=dict(tag)))
+
+    def find(self, chunk: Chunk, tag: Mapping[str, str], claimed: set[str]) -> BatchState | None:
+        """The newest batch with this exact metadata created since the chunk's intent, or
+        None. Pages the list until batches older than that."""
+        since = chunk.created - _FIND_SLACK
+        for batch in self._reads.batches.list(limit=100):
+            if batch.created_at is not None and batch.created_at < since:
+                return None
+            if dict(batch.metadata or {}) == dict(tag) and batch.id not in claimed:
+                return self._state(batch)
+        return None
+
+    def poll(self, batch_id: str) -> BatchState:
+        """The batch's current state."""
+        return self._state(self._reads.batches.retrieve(batch_id))
+
+    def cancel(self, batch_id: str) -> None:
+        """Ask the provider to cancel the batch."""
+        self._reads.batches.cancel(batch_id)
+
+    def results(self, batch: BatchState) -> dict[str, LineResult]:
+        """The output and error files' lines, by custom id."""
+        raw = batch.raw
+        rows = self._lines(raw.output_file_id) + self._lines(raw.error_file_id)
+        return {str(row.get("custom_id")): self.result(row) for row in rows}
+
+    def _lines(self, file_id: str | None) -> list[dict[str, Any]]:
+        if not file_id:
+            return []
+        text = self._reads.files.content(file_id).text
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+    @staticmethod
+    def _state(batch: Any) -> BatchState:
+        counts = getattr(batch, "request_counts", None)
+        errors = getattr(getattr(batch, "errors", None), "data", None) or []
+        return BatchState(
+            str(batch.id), str(batch.status), batch.status in TERMINAL,
+            int(getattr(counts, "completed", 0) or 0), int(getattr(counts, "failed", 0) or 0),
+            "".join(f" ({e.code}: {e.message})" for e in errors[:1]), batch)
+
+    # -- results ----------------------------------------------------------------------------
 
     def result(self, row: Mapping[str, Any]) -> LineResult:
         """A result line (output or error file) as a value or an error."""
@@ -128,72 +171,4 @@ class OpenAIBatchFormat:
             response = self._type.model_validate(body)
         except Exception:  # a body the SDK's model does not take: keep it as JSON
             response = body
-        return self._extract(response) if self._extract is not None else response
-
-
-def chunked(lines: Sequence[tuple[int, bytes]], max_requests: int = MAX_REQUESTS,
-            max_bytes: int = MAX_BYTES) -> Iterator[list[tuple[int, bytes]]]:
-    """``(index, line)`` pairs in chunks of at most ``max_requests`` lines and
-    ``max_bytes`` bytes (a single larger line gets a chunk of its own)."""
-    chunk: list[tuple[int, bytes]] = []
-    size = 0
-    for pair in lines:
-        if chunk and (len(chunk) >= max_requests or size + len(pair[1]) > max_bytes):
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(pair)
-        size += len(pair[1])
-    if chunk:
-        yield chunk
-
-
-class OpenAIBatchClient:
-    """The Files and Batches calls of one ``openai.OpenAI`` client.
-
-    Batch creation is sent once (no SDK retry): a retried create whose first attempt did
-    reach the server would make a second batch. Reads retry as the SDK does.
-    """
-
-    def __init__(self, client: Any) -> None:
-        sdk = require("openai", "openai", "openai")
-        if isinstance(client, sdk.AsyncOpenAI):
-            raise ConfigError("batch mode needs a sync openai.OpenAI client")
-        self._reads = client.with_options(max_retries=2)
-        self._create = client.with_options(max_retries=0)
-        #: Errors after which the same step may be tried again later.
-        self.transient: tuple[type[BaseException], ...] = (
-            sdk.APIConnectionError, sdk.RateLimitError, sdk.InternalServerError)
-
-    def upload(self, data: bytes, filename: str) -> str:
-        """Upload a batch input file; returns its file id."""
-        return str(self._reads.files.create(file=(filename, data), purpose="batch").id)
-
-    def create(self, file_id: str, endpoint: str, metadata: Mapping[str, str]) -> Any:
-        """Create the batch (sent once); returns the Batch."""
-        return self._create.batches.create(input_file_id=file_id, endpoint=endpoint,
-                                           completion_window="24h", metadata=dict(metadata))
-
-    def find(self, metadata: Mapping[str, str], since: float) -> Any | None:
-        """The newest batch with this exact metadata created after ``since`` (epoch
-        seconds), or None. Pages the list until batches older than ``since``."""
-        for batch in self._reads.batches.list(limit=100):
-            if batch.created_at is not None and batch.created_at < since:
-                return None
-            if dict(batch.metadata or {}) == dict(metadata):
-                return batch
-        return None
-
-    def retrieve(self, batch_id: str) -> Any:
-        """The batch's current state."""
-        return self._reads.batches.retrieve(batch_id)
-
-    def cancel(self, batch_id: str) -> Any:
-        """Ask the provider to cancel the batch."""
-        return self._reads.batches.cancel(batch_id)
-
-    def lines(self, file_id: str | None) -> list[dict[str, Any]]:
-        """The JSON lines of an output or error file (none for no file)."""
-        if not file_id:
-            return []
-        text = self._reads.files.content(file_id).text
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
+        return self.adapter.value_of(response)
