@@ -146,7 +146,7 @@ class Attempts:
             control.request_stop(RunStopped(f"stopped by a fatal error: {verdict.reason}", exc))
             return None
         try:
-            delay = cfg.retry.delay(attempts, verdict, cfg.rng)
+            delay = cfg.options.retry.delay(attempts, verdict, cfg.rng)
         except RetryHintTooLong as too_long:
             too_long.__cause__ = exc
             return too_long

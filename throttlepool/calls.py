@@ -7,48 +7,52 @@ import random
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .adapters.base import Adapter, CallResult
 from .breaker import CircuitBreaker
 from .clock import Clock
 from .cost import RunBudget
 from .errors import CallTimeout
-from .limiter import Permit, RateLimiter
+from .limiter import TOKENS, Permit, RateLimiter
 from .pacing import Pacer
 from .pool import LoopHandoff, WorkerPool
 from .reachability import Reachability
-from .retry import Retry
 from .store.base import Cache, Store
+
+if TYPE_CHECKING:  # options/ builds executors, which run the engine that imports this
+    from .options import RunOptions
 
 _thread_state = threading.local()
 
 
 @dataclass
 class RunConfig:
-    """Everything a run needs, resolved by the runner."""
+    """One run's options (``options``: the run's own run name) and the objects the runner
+    resolved from them, shared by its runs (limiter, pool, breaker, store...) or made for
+    this one (``budget``: its ``max_cost`` gate; ``settings``: what the checkpoint records)."""
 
+    options: RunOptions
     adapter: Adapter[Any]
-    batch_size: int
     limiter: RateLimiter
-    retry: Retry
     pool: WorkerPool
     clock: Clock
     rng: random.Random
-    timeout: float | None = None
-    runner_enforces_timeout: bool = True
-    deadline: float | None = None
     breaker: CircuitBreaker | None = None
     store: Store | None = None
-    run_name: str | None = None
-    retry_failed: bool = True
     cache: Cache | None = None
     pacer: Pacer | None = None
-    token_limited: bool = False
-    window: int = 4096
     settings: dict[str, Any] = field(default_factory=dict)
     budget: RunBudget | None = None  # max_cost: reserve before admission, settle after
     reachability: Reachability = field(default_factory=Reachability)  # one per run
+    #: Calls are settled to their usage only under a token limit.
+    token_limited: bool = field(init=False)
+    #: The adapter does not stop a call at its timeout itself: the runner abandons it.
+    runner_enforces_timeout: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.token_limited = any(lim.unit == TOKENS for lim in self.limiter.limits)
+        self.runner_enforces_timeout = not self.adapter.enforces_timeout
 
 
 class Dispatcher:
@@ -61,7 +65,7 @@ class Dispatcher:
             cfg.adapter.acall if cfg.adapter.is_async else None)
         # An async client opens its connections on its first calls (about one per worker
         # coroutine); those count from their answers, as a thread's first call does.
-        self._cold_async_calls = cfg.batch_size
+        self._cold_async_calls = cfg.options.execution.batch_size
 
     def _stamped_call(self, permit: Permit, item: Any, timeout: float | None) -> CallResult[Any]:
         # On the worker thread: the admission counts from when the call really starts, not
@@ -85,7 +89,7 @@ class Dispatcher:
 
     async def _awaited(self, item: Any) -> CallResult[Any]:
         assert self._acall is not None
-        timeout = self.cfg.timeout
+        timeout = self.cfg.options.execution.timeout
         coro = self._acall(item, timeout)
         if timeout is None:
             return await coro
@@ -106,16 +110,16 @@ class Dispatcher:
                 return await self._awaited(item)
             finally:
                 cfg.limiter.call_ended(permit, started, first_on_thread=first)
-        handoff = self.handoff
+        handoff, timeout = self.handoff, cfg.options.execution.timeout
         fut: asyncio.Future[CallResult[Any]] = handoff.loop.create_future()
         if permit is None:
-            cfg.pool.submit(handoff, fut, cfg.adapter.call, item, cfg.timeout)
+            cfg.pool.submit(handoff, fut, cfg.adapter.call, item, timeout)
         else:
-            cfg.pool.submit(handoff, fut, self._stamped_call, permit, item, cfg.timeout)
-        if cfg.timeout is None or not cfg.runner_enforces_timeout:
+            cfg.pool.submit(handoff, fut, self._stamped_call, permit, item, timeout)
+        if timeout is None or not cfg.runner_enforces_timeout:
             return await fut
         try:
-            return await asyncio.wait_for(fut, cfg.timeout)
+            return await asyncio.wait_for(fut, timeout)
         except TimeoutError:
             cfg.pool.abandon(fut)
-            raise CallTimeout(f"call did not return within {cfg.timeout:g}s") from None
+            raise CallTimeout(f"call did not return within {timeout:g}s") from None

@@ -54,7 +54,8 @@ class Engine:
         self.cfg = cfg
         self.ledger = RunLedger(
             clock=cfg.clock, identity=cfg.adapter.identity(), store=cfg.store, cache=cfg.cache,
-            retry_failed=cfg.retry_failed, batch_size=cfg.batch_size, progress=progress,
+            retry_failed=cfg.options.checkpoint.retry_failed,
+            batch_size=cfg.options.execution.batch_size, progress=progress,
             total=len(items) if isinstance(items, Sized) else None)
         self.stats: RunStats = self.ledger.stats
         self.control = RunControl(cfg.clock, self.stats)
@@ -118,15 +119,17 @@ class Engine:
         self._task = asyncio.current_task()
         attempts = Attempts(cfg, ledger, self.control, Dispatcher(cfg, LoopHandoff(loop)))
         stats.limits = tuple((lim.amount, lim.period, lim.unit) for lim in cfg.limiter.limits)
-        run_id = ledger.begin(cfg.run_name, cfg.settings)
+        run_id = ledger.begin(cfg.options.checkpoint.run_name, cfg.settings)
         if cfg.budget is not None and run_id is not None and isinstance(cfg.store, SpendRecords):
             cfg.budget.gate.spent += cfg.store.recorded_cost(run_id)[0]  # a resume has spent
         ledger.backlog.watch(loop, self._store_changed)
         timer = None
-        if cfg.deadline is not None:
+        execution = cfg.options.execution
+        if execution.deadline is not None:
             timer = loop.call_later(
-                cfg.deadline, self.request_stop, RunStopped("run deadline reached"))
-        workers = [asyncio.create_task(self._worker(attempts)) for _ in range(cfg.batch_size)]
+                execution.deadline, self.request_stop, RunStopped("run deadline reached"))
+        workers = [asyncio.create_task(self._worker(attempts))
+                   for _ in range(execution.batch_size)]
         try:
             results = await asyncio.gather(*workers, return_exceptions=True)
         except BaseException:  # cancelled (abort, a second Ctrl-C): record it on the way out
@@ -217,7 +220,8 @@ class Engine:
         try:
             while True:
                 while not control.stopping:
-                    if ((self._ordered and self._next_index - self._emit_next >= self.cfg.window)
+                    if ((self._ordered and self._next_index - self._emit_next
+                         >= self.cfg.options.execution.window_size)
                             or (self._has_space is not None and not self._has_space())):
                         await control.pause(control.changed())
                     elif self.ledger.backlog.writer is None or not await self._wait_for_store():

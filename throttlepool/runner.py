@@ -5,138 +5,132 @@ from __future__ import annotations
 import random
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, Unpack
 
 from .adapters import as_adapter
 from .adapters.base import Adapter, Delegating
-from .breaker import CircuitBreaker
 from .calls import RunConfig
 from .channel import OutcomeChannel, consume
 from .classify import Classifier, Verdict
-from .clock import SYSTEM_CLOCK, Clock
+from .clock import SYSTEM_CLOCK
 from .engine import Engine, run_to_result
 from .errors import ConfigError, StoreError
-from .executors import Executor, executor_named
 from .ledger import run_settings
-from .limiter import TOKENS, LimitSpec, RateLimiter, build_limits, limiter_from_url
+from .options import RunOptions
+from .options.run import RunKwargs
 from .outcome import BatchResult, Outcome
 from .pacing import HeaderBudget
 from .pool import WorkerPool
 from .progress import ProgressSpec, make_progress
 from .retry import Retry
 from .run_engine import RunEngine
-from .store import open_cache, open_store
-from .store.base import Cache, Store
 from .store.samples import with_samples
 from .sync import StreamIterator
 
 T = TypeVar("T")
 R = TypeVar("R")
 
-BreakerSpec = CircuitBreaker | int | bool | None
-
-
-def _make_breaker(spec: BreakerSpec, clock: Clock) -> CircuitBreaker | None:
-    if spec is None or spec is False:
-        return None
-    if spec is True:
-        return CircuitBreaker(threshold=10, reset_after=5.0, max_reset_after=60.0, clock=clock)
-    if isinstance(spec, CircuitBreaker):
-        return spec
-    return CircuitBreaker(threshold=int(spec), reset_after=5.0, clock=clock)
-
-
-def _open_store(spec: Any) -> Store | None:
-    return None if spec is None or spec is False else open_store(spec)
-
 
 class ThreadedBatchRunner(Generic[R]):
     """Runs ``fn(item)`` for many items on its own thread pool, under a rate limiter.
 
-    ``batch_size`` calls at most are in flight. Limits come from ``rpm``/``tpm``/``rps`` or
-    ``limits=["500/minute", "200000 tokens/minute"]`` (exact sliding windows), or a shared
-    ``limiter``. Each admission counts for ``margin`` seconds beyond its window, so jitter
-    between our decision and the server's clock cannot push a window over. Failed attempts
-    retry by ``retries``/``retry`` (full-jitter backoff; server hints win and a 429 pauses all
-    dispatch). Results keep input order.
+    ``fn`` is a callable or an :class:`~throttlepool.adapters.base.Adapter`; ``estimate``
+    sizes an item for token limits, ``classifier`` overrides how its errors are classified.
+    Every other keyword is a run option (:class:`~throttlepool.options.RunOptions`), given as
+    its value object or as the everyday shorthands, which set that object's field:
+
+    * ``limits=Limits(...)``: ``rpm``, ``tpm``, ``rps``, ``limits=["500/minute",
+      "200000 tokens/minute"]`` (exact sliding windows), ``safety``, ``margin``, a shared
+      ``limiter`` or ``limiter_url``/``limiter_name``.
+    * ``retry=Retry(...)``: or ``retries=N`` (full-jitter backoff; server hints win and a 429
+      pauses all dispatch).
+    * ``checkpoint=Checkpoint(...)``: ``store``, ``run_name``, ``retry_failed``, ``cache``,
+      ``cache_ttl``.
+    * ``execution=Execution(...)``: ``batch_size`` (calls in flight, default 8), ``timeout``,
+      ``deadline``, ``breaker``, ``executor``/``scheduler``, ``progress``, ``desc``, ``seed``,
+      ``window``, ``adaptive``, ``clock``.
+    * ``budget=Budget(...)``: ``max_cost`` (USD; the run stops as ``budget reached``),
+      ``price_in``/``price_out`` (USD per million tokens), ``mode``.
+
+    Results keep input order. Each bad value is refused by name (ConfigError) before any call.
     """
 
-    def __init__(
-        self,
-        fn: Callable[[Any], R] | Adapter[R],
-        *,
-        batch_size: int = 8,
-        rpm: float | None = None,
-        tpm: float | None = None,
-        rps: float | None = None,
-        limits: Iterable[LimitSpec] | LimitSpec | None = None,
-        safety: float = 1.0,
-        margin: float | None = None,
-        limiter: RateLimiter | None = None,
-        limiter_url: str | None = None,
-        retries: int | Retry | None = 3,
-        retry: Retry | None = None,
-        classifier: Classifier | None = None,
-        timeout: float | None = None,
-        deadline: float | None = None,
-        breaker: BreakerSpec = True,
-        progress: ProgressSpec = None,
-        store: Any = None,
-        run_name: str | None = None,
-        retry_failed: bool = True,
-        cache: Any = False,
-        cache_ttl: float | None = None,
-        estimate: Callable[[Any], float] | None = None,
-        adaptive: bool | None = None,
-        window: int | None = None,
-        clock: Clock | None = None,
-        seed: int | None = None,
-        desc: str = "items",
-        executor: str | Executor = "threads",
-        scheduler: Any = None,
-    ) -> None:
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if timeout is not None and timeout <= 0:
-            raise ConfigError(f"timeout must be positive, got {timeout!r}")
-        if deadline is not None and deadline <= 0:
-            raise ConfigError(f"deadline must be positive, got {deadline!r}")
-        self.clock = clock or SYSTEM_CLOCK
+    def __init__(self, fn: Callable[[Any], R] | Adapter[R], *,
+                 estimate: Callable[[Any], float] | None = None,
+                 classifier: Classifier | None = None,
+                 **options: Unpack[RunKwargs]) -> None:
+        self.options = RunOptions.from_kwargs(**options)
+        execution, checkpoint = self.options.execution, self.options.checkpoint
+        self.clock = execution.clock or SYSTEM_CLOCK
         self.adapter = as_adapter(fn, estimate=estimate, classifier=classifier)
-        self.batch_size = batch_size
-        if limiter is not None and (rpm or tpm or rps or limits):
-            raise ConfigError("give either limiter= or rpm/tpm/rps/limits, not both")
-        self.executor = (executor if isinstance(executor, Executor)
-                         else executor_named(executor, scheduler=scheduler))
-        self.scheduler, self.limiter_url, self.margin = scheduler, limiter_url, margin
-        if limiter is None and limiter_url is not None:  # shared by processes/machines
-            limiter = limiter_from_url(limiter_url, build_limits(
-                limits, rpm=rpm, tpm=tpm, rps=rps, safety=safety), clock=self.clock, margin=margin)
-        self.limiter = limiter or RateLimiter(
-            *build_limits(limits, rpm=rpm, tpm=tpm, rps=rps, safety=safety), clock=self.clock,
-            margin=margin,
-        )
-        self.retry = retry or Retry.of(retries)
-        self._classify = classifier or self.retry.classifier
-        self.timeout = timeout
-        self.deadline = deadline
-        self.breaker = _make_breaker(breaker, self.clock)
-        self.progress = progress
-        self.desc = desc
-        self._owns_store = store is not None and not isinstance(store, Store)
-        self.store = _open_store(store)
-        self.run_name = run_name
-        self.retry_failed = retry_failed
-        self._owns_cache = cache is not None and cache is not False and not isinstance(
-            cache, Cache)
-        self.cache = open_cache(cache, self.store, cache_ttl)
+        self.executor = execution.make_executor()
+        self.limiter = self.options.limits.build(self.clock)
+        if self.options.budget.capped:
+            if not self.executor.local:
+                raise ConfigError(f"max_cost is not supported with executor="
+                                  f"{self.executor.name!r} yet; run it on threads")
+            self.options.budget.gate(self.settings())  # an unpriced model: refused now
+        self._classify = classifier or self.options.retry.classifier
+        self.breaker = execution.make_breaker(self.clock)
         # Headers can only tighten a configured limit, so pacing by them is always safe.
-        self.adaptive = True if adaptive is None else adaptive
-        self.pacer = HeaderBudget() if self.adaptive else None
-        self.window = window or max(4096, 64 * batch_size)
-        self._rng = random.Random(seed)
-        self._pool = WorkerPool(batch_size)
+        self.pacer = HeaderBudget() if execution.adaptive in (None, True) else None
+        self.store = checkpoint.open_store()
+        self.cache = checkpoint.open_cache(self.store)
+        self._rng = random.Random(execution.seed)
+        self._pool = WorkerPool(execution.batch_size)
         self._finalizer = weakref.finalize(self, self._pool.shutdown, False)
+
+    # ---- the options, by the names the executors and streams read ----------------------
+
+    @property
+    def batch_size(self) -> int:
+        """Calls in flight at most."""
+        return self.options.execution.batch_size
+
+    @property
+    def retry(self) -> Retry:
+        """The retry policy."""
+        return self.options.retry
+
+    @property
+    def timeout(self) -> float | None:
+        """Seconds one call may take."""
+        return self.options.execution.timeout
+
+    @property
+    def window(self) -> int:
+        """Outcomes held at most for in-order delivery."""
+        return self.options.execution.window_size
+
+    @property
+    def progress(self) -> ProgressSpec:
+        """The progress display asked for."""
+        return self.options.execution.progress
+
+    @property
+    def desc(self) -> str:
+        """What the progress display calls the items."""
+        return self.options.execution.desc
+
+    @property
+    def run_name(self) -> str | None:
+        """The checkpoint's run name (a rerun with it resumes)."""
+        return self.options.checkpoint.run_name
+
+    @property
+    def retry_failed(self) -> bool:
+        """Whether a resume calls the items that failed before again."""
+        return self.options.checkpoint.retry_failed
+
+    @property
+    def limiter_url(self) -> str | None:
+        """Where the limits are shared with other processes, if they are."""
+        return self.options.limits.limiter_url
+
+    @property
+    def margin(self) -> float | None:
+        """Seconds each admission counts beyond its window (None: adaptive)."""
+        return self.options.limits.margin
 
     # ---- configuration of one run ------------------------------------------------------
 
@@ -144,22 +138,20 @@ class ThreadedBatchRunner(Generic[R]):
         adapter = self.adapter
         if self._classify is not None:
             adapter = _Reclassified(adapter, self._classify)
+        options = self.options if run_name is None else self.options.updated(run_name=run_name)
+        settings = self.settings()
         return RunConfig(
-            adapter=adapter, batch_size=self.batch_size, limiter=self.limiter,
-            retry=self.retry, pool=self._pool, clock=self.clock, rng=self._rng,
-            timeout=self.timeout,
-            runner_enforces_timeout=not self.adapter.enforces_timeout,
-            deadline=self.deadline, breaker=self.breaker, store=self.store,
-            run_name=run_name if run_name is not None else self.run_name,
-            retry_failed=self.retry_failed, cache=self.cache, pacer=self.pacer,
-            token_limited=any(lim.unit == TOKENS for lim in self.limiter.limits),
-            window=self.window, settings=self.settings(),
+            options=options, adapter=adapter, limiter=self.limiter, pool=self._pool,
+            clock=self.clock, rng=self._rng, breaker=self.breaker, store=self.store,
+            cache=self.cache, pacer=self.pacer, settings=settings,
+            budget=options.budget.gate(settings),
         )
 
     def settings(self) -> dict[str, Any]:
         """What a checkpoint records about this runner (no secrets)."""
         return run_settings(self.adapter.name, self.adapter.identity(), self.batch_size,
-                            self.limiter.limits, self.retry, self.timeout)
+                            self.limiter.limits, self.retry, self.timeout,
+                            pricing=self.options.budget.recorded_pricing())
 
     def engine(self, items: Iterable[Any], emit: Callable[[Outcome[Any]], None], *,
                ordered: bool, fill: bool, run_name: str | None,
@@ -234,9 +226,9 @@ class ThreadedBatchRunner(Generic[R]):
         """Stop the thread pool and close a store this runner opened."""
         self._finalizer()
         close_cache = getattr(self.cache, "close", None)
-        if self._owns_cache and close_cache is not None:
+        if self.options.checkpoint.owns_cache and close_cache is not None:
             close_cache()  # before the store: a cache in the store's file flushes through it
-        if self.store is not None and self._owns_store:
+        if self.store is not None and self.options.checkpoint.owns_store:
             self.store.close()
 
     def __enter__(self) -> ThreadedBatchRunner[R]:

@@ -1,13 +1,13 @@
 """The run options as value objects: shorthands land in the right object, every bad field is
-refused by name, and the flat keywords of today's runner round-trip."""
+refused by name, the runner takes the objects and the shorthands alike, and the keywords its
+type hints list are exactly the ones it takes."""
 
 from __future__ import annotations
 
-import inspect
 import pickle
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 import pytest
 from hypothesis import given
@@ -28,6 +28,7 @@ from throttlepool.options import (
     known_options,
     library_kwargs,
 )
+from throttlepool.options.run import RunKwargs
 from throttlepool.runner import ThreadedBatchRunner
 from throttlepool.store.report import list_runs
 
@@ -48,10 +49,13 @@ def test_defaults_are_the_runners() -> None:
     opts = RunOptions.from_kwargs()
     assert opts.execution.batch_size == 8 == DEFAULTS["batch_size"]
     assert opts.retry == Retry.of(3) == Retry.of(DEFAULTS["retries"])
-    signature = inspect.signature(ThreadedBatchRunner.__init__).parameters
-    for name, value in opts.runner_kwargs().items():
-        if name not in ("retry", "limits"):
-            assert signature[name].default == value, name
+    with ThreadedBatchRunner(str) as runner:
+        assert runner.options == opts
+
+
+def test_the_typed_keywords_are_exactly_the_options() -> None:
+    """RunKwargs (what IDEs and mypy see) lists every keyword from_kwargs takes, no more."""
+    assert set(get_type_hints(RunKwargs)) == set(known_options())
 
 
 def test_an_object_and_its_shorthands_combine() -> None:
@@ -142,17 +146,42 @@ def test_runner_keywords_round_trip(batch_size: int, rpm: float | None, tpm: flo
     opts = RunOptions.from_kwargs(batch_size=batch_size, rpm=rpm, tpm=tpm, retries=retries,
                                   timeout=timeout, run_name=run_name, safety=safety)
     assert RunOptions.from_kwargs(**opts.runner_kwargs()) == opts
+    with ThreadedBatchRunner(str, **opts.runner_kwargs()) as runner:
+        assert runner.options == opts
 
 
-def test_todays_runner_takes_the_flat_keywords(tmp_path: Path) -> None:
-    opts = RunOptions.from_kwargs(batch_size=2, rps=1000, retries=0, run_name="opts",
-                                  store=str(tmp_path / "c.db"), seed=7)
-    with ThreadedBatchRunner(str.upper, **opts.runner_kwargs()) as runner:
-        result = runner.run(["a", "b", "c"])
-        assert runner.batch_size == 2 and runner.retry == Retry(attempts=1)
-    assert [o.value for o in result.outcomes] == ["A", "B", "C"]
+def test_the_runner_takes_the_objects_and_the_shorthands_alike(tmp_path: Path) -> None:
+    as_objects = ThreadedBatchRunner(
+        str.upper, limits=Limits(rps=1000), retry=Retry(attempts=1),
+        checkpoint=Checkpoint(str(tmp_path / "c.db"), run_name="opts"),
+        execution=Execution(batch_size=2, seed=7, progress=False))
+    as_shorthands = ThreadedBatchRunner(str.upper, batch_size=2, rps=1000, retries=0,
+                                        run_name="opts", store=str(tmp_path / "c.db"),
+                                        seed=7, progress=False)
+    assert as_objects.options == as_shorthands.options
+    calls = []
+    for runner in (as_objects, as_shorthands):
+        with runner:
+            result = runner.run(["a", "b", "c"])
+            assert runner.batch_size == 2 and runner.retry == Retry(attempts=1)
+            assert list(runner.limiter.limits) == [Limit(1000, 1.0)]
+        assert [o.value for o in result.outcomes] == ["A", "B", "C"]
+        calls.append(result.stats.calls)
+    assert calls == [3, 0]  # the same settings: the second run resumes the first
     runs = list_runs(tmp_path / "c.db")
     assert [(run["name"], run["ok"]) for run in runs] == [("opts", 3)]
+
+
+@pytest.mark.parametrize(("kwargs", "named"), [
+    ({"batchsize": 3}, "batch_size"),
+    ({"limits": ["9 per fortnight"]}, "9 per fortnight"),
+    ({"execution": Execution(), "timeout": -1}, "timeout"),
+    ({"limiter": RateLimiter(), "rpm": 5}, "not both"),
+    ({"max_cost": 1.0}, "price"),  # a plain function has no price: refused before any call
+])
+def test_the_runner_refuses_bad_options_by_name(kwargs: dict[str, Any], named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        ThreadedBatchRunner(str, **kwargs)
 
 
 def test_every_setting_is_declared_once_and_targets_a_real_field() -> None:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
+from ..clock import Clock
 from ..errors import ConfigError
+from ..executors import Executor
+from ..limiter import LimitSpec, RateLimiter
+from ..progress import ProgressSpec
 from ..retry import Retry
-from .values import Budget, Checkpoint, Execution, Limits, field_names
+from .values import BreakerSpec, Budget, Checkpoint, Execution, Limits, field_names
 
 #: Which value object takes each keyword (``limits`` is special: the object or its specs).
 GROUPS: dict[str, type] = {"limits": Limits, "checkpoint": Checkpoint,
@@ -16,8 +21,55 @@ GROUPS: dict[str, type] = {"limits": Limits, "checkpoint": Checkpoint,
 _OWNER: dict[str, str] = {name: group for group, cls in GROUPS.items()
                           for name in field_names(cls)}
 _OWNER["limits"] = "limits"  # limits=[...] is Limits.limits; limits=Limits(...) the object
-#: Fields today's flat ThreadedBatchRunner does not take (until it takes the objects).
-_NOT_FLAT = frozenset({"limiter_name", *field_names(Budget)})
+
+
+class RunKwargs(TypedDict, total=False):
+    """The keywords of ``ThreadedBatchRunner(fn, **options)``, ``generate_batch`` and
+    ``batchable``: the value objects, or any of their fields as a shorthand (a shorthand
+    given with its object overrides that field). Each field's meaning and default is its
+    object's; this only lets type checkers and IDEs see the names (a test keeps the two in
+    step)."""
+
+    limits: Limits | Iterable[LimitSpec] | LimitSpec | None
+    retry: Retry | None
+    checkpoint: Checkpoint
+    execution: Execution
+    budget: Budget
+    # Limits
+    rpm: float | None
+    tpm: float | None
+    rps: float | None
+    safety: float
+    margin: float | None
+    limiter: RateLimiter | None
+    limiter_url: str | None
+    limiter_name: str
+    # Retry
+    retries: int | Retry | None
+    # Checkpoint
+    store: Any
+    run_name: str | None
+    retry_failed: bool
+    cache: Any
+    cache_ttl: float | None
+    # Execution
+    batch_size: int
+    timeout: float | None
+    deadline: float | None
+    breaker: BreakerSpec
+    executor: str | Executor
+    scheduler: Any
+    progress: ProgressSpec
+    desc: str
+    seed: int | None
+    window: int | None
+    adaptive: bool | None
+    clock: Clock | None
+    # Budget
+    max_cost: float | None
+    price_in: float | None
+    price_out: float | None
+    mode: str
 
 
 @dataclass(frozen=True)
@@ -38,11 +90,11 @@ class RunOptions:
     budget: Budget = field(default_factory=Budget)
 
     @classmethod
-    def from_kwargs(cls, **options: Any) -> RunOptions:
+    def from_kwargs(cls, **options: Unpack[RunKwargs]) -> RunOptions:
         """Objects and shorthands as ``ThreadedBatchRunner(fn, **options)`` takes them."""
         return cls().updated(**options)
 
-    def updated(self, **options: Any) -> RunOptions:
+    def updated(self, **options: Unpack[RunKwargs]) -> RunOptions:
         """These options with some replaced (objects or shorthands, as ``from_kwargs``)."""
         objects: dict[str, Any] = {}
         fields_of: dict[str, dict[str, Any]] = {group: {} for group in GROUPS}
@@ -77,17 +129,11 @@ class RunOptions:
         return RunOptions(replace(self.limits, limiter=None), self.retry, Checkpoint(),
                           execution, self.budget)
 
-    def runner_kwargs(self) -> dict[str, Any]:
-        """The flat keyword arguments of today's ``ThreadedBatchRunner`` (until it takes the
-        objects themselves): every field but the ones it has no argument for yet."""
-        flat: dict[str, Any] = {"retry": self.retry}
-        for group in GROUPS:
-            value = getattr(self, group)
-            for name in field_names(type(value)):
-                if name not in _NOT_FLAT:
-                    flat[name] = getattr(value, name)
-        flat["limits"] = list(self.limits.limits) or None
-        return flat
+    def runner_kwargs(self) -> RunKwargs:
+        """These options as keywords: ``ThreadedBatchRunner(fn, **options.runner_kwargs())``
+        (the objects themselves, so nothing is copied field by field)."""
+        return RunKwargs(limits=self.limits, retry=self.retry, checkpoint=self.checkpoint,
+                         execution=self.execution, budget=self.budget)
 
 
 class _Unset:

@@ -13,11 +13,15 @@ bad value is refused before a runner, a Dask driver or a worker chunk ever sees 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
 from ..breaker import CircuitBreaker
 from ..clock import SYSTEM_CLOCK, Clock
+from ..cost import BATCH as BATCH  # the modes a Budget takes, re-exported for the table
+from ..cost import ONLINE as ONLINE
+from ..cost import Pricing, RunBudget
 from ..errors import ConfigError
 from ..executors import Executor, executor_named
 from ..limiter import TOKENS, Limit, LimitSpec, RateLimiter, build_limits, limiter_from_url
@@ -217,9 +221,6 @@ class Execution:
         return CircuitBreaker(threshold=int(spec), reset_after=5.0, clock=clock)
 
 
-ONLINE, BATCH = "online", "batch"
-
-
 @dataclass(frozen=True)
 class Budget:
     """How much a run may cost: ``Budget(max_cost=5.0)`` (USD).
@@ -245,6 +246,20 @@ class Budget:
     def capped(self) -> bool:
         """Whether admissions must reserve their projected cost."""
         return self.max_cost is not None
+
+    def recorded_pricing(self) -> Pricing | None:
+        """What the checkpoint records about prices (``run_settings(pricing=)``): None while
+        the table's online prices hold, so a run without overrides records none."""
+        if self.price_in is None and self.price_out is None and self.mode == ONLINE:
+            return None
+        return Pricing(price_in=self.price_in, price_out=self.price_out, mode=self.mode)
+
+    def gate(self, settings: Mapping[str, Any]) -> RunBudget | None:
+        """A fresh ``max_cost`` gate for one run recorded with ``settings`` (None: no cap);
+        a ConfigError, before any call, when the run's model has no price."""
+        if self.max_cost is None:
+            return None
+        return RunBudget(Pricing.from_settings(settings), self.max_cost)
 
 
 def field_names(cls: type) -> tuple[str, ...]:
