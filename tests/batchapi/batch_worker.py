@@ -2,6 +2,7 @@
 killing itself (SIGKILL, no clean-up) at one step.
 
 Usage: python tests/batchapi/batch_worker.py BASE_URL DB N [--die-after STEP]
+       [--provider openai|anthropic]
 
 STEP: ``intent`` (chunks journaled, nothing uploaded), ``upload`` (file uploaded, its id not
 recorded), ``create`` (batch created at the provider, its id not recorded). Without it the
@@ -19,10 +20,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+import anthropic
 import openai
 
+from throttlepool.adapters.anthropic import AnthropicAdapter
 from throttlepool.adapters.openai import OpenAIAdapter
-from throttlepool.batchapi import BatchApiRunner, Journal, OpenAIBatch
+from throttlepool.batchapi import AnthropicBatch, BatchApiRunner, Journal, OpenAIBatch
 
 RUN_NAME = "batch-crash"
 
@@ -49,13 +52,21 @@ def main() -> int:
     parser.add_argument("n", type=int)
     parser.add_argument("--die-after", choices=("intent", "upload", "create"))
     parser.add_argument("--max-requests", type=int, default=7)
+    parser.add_argument("--provider", choices=("openai", "anthropic"), default="openai")
     args = parser.parse_args()
-    step = {"intent": (Journal, "plan"), "upload": (OpenAIBatch, "upload"),
-            "create": (OpenAIBatch, "create")}.get(args.die_after or "")
+    api: Any = AnthropicBatch if args.provider == "anthropic" else OpenAIBatch
+    step = {"intent": (Journal, "plan"), "upload": (api, "upload"),
+            "create": (api, "create")}.get(args.die_after or "")
     if step is not None:
         _die_after(*step)
-    client = openai.OpenAI(base_url=args.base_url, api_key="sk-batch-test")
-    adapter = OpenAIAdapter(client, model="gpt-4o-mini", extract="text")
+    adapter: Any
+    if args.provider == "anthropic":
+        root = args.base_url.removesuffix("/v1")
+        adapter = AnthropicAdapter(anthropic.Anthropic(base_url=root, api_key="sk-ant-test"),
+                                   model="claude-haiku-4-5", max_tokens=32, extract="text")
+    else:
+        client = openai.OpenAI(base_url=args.base_url, api_key="sk-batch-test")
+        adapter = OpenAIAdapter(client, model="gpt-4o-mini", extract="text")
     with BatchApiRunner(adapter, store=args.db, run_name=RUN_NAME, poll_interval=0.05,
                         max_requests=args.max_requests) as runner:
         result = runner.run([f"question {i}" for i in range(args.n)])
