@@ -37,8 +37,8 @@ def test_every_setting_is_one_run_flag() -> None:
 
 
 def test_a_new_setting_is_a_flag_and_a_variable() -> None:
-    extra = Option("max_cost", positive_float, "Stop before spending more (USD).",
-                   target="budget.max_cost", metavar="USD")
+    extra = Option("max_wait", positive_float, "Give up waiting after this long.",
+                   target="execution.max_wait", metavar="SECONDS")
     seen: dict[str, object] = {}
 
     @click.command()
@@ -46,10 +46,10 @@ def test_a_new_setting_is_a_flag_and_a_variable() -> None:
     def command(**flags: object) -> None:
         seen.update(flags)
 
-    result = CliRunner().invoke(command, ["--max-cost", "2.5", "-b", "3"])
+    result = CliRunner().invoke(command, ["--max-wait", "2.5", "-b", "3"])
     assert result.exit_code == 0, result.output
-    assert seen["max_cost"] == 2.5 and seen["batch_size"] == 3
-    assert "--max-cost USD" in CliRunner().invoke(command, ["--help"]).output
+    assert seen["max_wait"] == 2.5 and seen["batch_size"] == 3
+    assert "--max-wait SECONDS" in CliRunner().invoke(command, ["--help"]).output
 
 
 def test_a_flag_is_checked_by_the_settings_parser() -> None:

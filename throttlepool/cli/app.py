@@ -9,6 +9,7 @@ import click
 
 from .. import __version__
 from ..errors import ThrottlepoolError
+from .batch import cancel_command
 from .demo import demo_command, sim_command
 from .errors import exit_code, message
 from .inspect import export_command, status_command
@@ -23,6 +24,7 @@ Examples:
   throttlepool run prompts.jsonl --model gpt-4o-mini --rpm 500 -o results.jsonl
   throttlepool status
   throttlepool export prompts.jsonl --format csv -o results.csv
+  throttlepool cancel prompts.jsonl-1a2b3c4d --base-url https://api.openai.com/v1
   throttlepool sim --port 8080 --rpm 60
 """
 
@@ -37,6 +39,7 @@ def cli() -> None:
 for command in (run_command, status_command, export_command, sim_command, demo_command):
     cli.add_command(command)
 cli.add_command(report_command)
+cli.add_command(cancel_command)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -23,6 +23,7 @@ from ..store import SQLiteStore, Store, redact_text
 from ..store.keys import canonical_json
 from ..sync import StreamIterator
 from .advice import FailureCause, explain, first_cause, retry_hint
+from .costs import CostTally, budget_advice, budget_stop, run_pricing
 from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from .output import ResultWriter, row
 from .preflight import SkipBadRecords
@@ -83,6 +84,7 @@ def execute(settings: Settings, records: Records, adapter: Adapter[Any], *, verb
     sink = CliProgress(mode, rpm=settings["rpm"], tpm=settings["tpm"], desc=run_name)
     writer = ResultWriter(settings["output"], records, run_name=run_name, db=settings["db"])
     failures: Counter[str] = Counter()
+    tally = CostTally(run_pricing(settings, adapter))
     causes: list[FailureCause] = []
     store = _open_store(settings)
     reuse = None
@@ -112,6 +114,7 @@ def execute(settings: Settings, records: Records, adapter: Adapter[Any], *, verb
             for outcome in stream:
                 writer.write(row(outcome))
                 emitted += 1
+                tally.add(outcome)
                 name = failure_name(outcome)
                 if name is not None:
                     failures[name] += 1
@@ -141,7 +144,7 @@ def execute(settings: Settings, records: Records, adapter: Adapter[Any], *, verb
     if not quiet:
         path = getattr(store, "path", None)
         for line in summary(stats, failures, total=total, checkpoint=path, run_name=run_name,
-                            output=settings["output"]):
+                            output=settings["output"], cost=tally.line()):
             click.echo(line, err=True)
     if interrupted:
         click.echo(f"interrupted; {_resume_hint(argv, store)}", err=True)
@@ -149,6 +152,11 @@ def execute(settings: Settings, records: Records, adapter: Adapter[Any], *, verb
     stopped = getattr(stream, "stopped", None)
     if isinstance(stopped, EndpointUnreachable):
         raise stopped  # exit 2 with its one sentence (app.py), not 1 "some items failed"
+    if budget_stop(stopped):
+        assert stopped is not None
+        click.echo(budget_advice(stopped, argv, settings["max_cost"], total - stats.done
+                                 - sum(failures.values())), err=True)
+        return EXIT_FAILED
     cause = first_cause(causes)
     reason = explain(cause, provider=settings["provider"], model=settings["model"]) if (
         cause is not None) else None

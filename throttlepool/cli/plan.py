@@ -13,6 +13,7 @@ from ..adapters import Adapter
 from ..inputs import BadRecord, Records
 from ..limiter import Limit, build_limits
 from ..limiter.limits import TOKENS
+from .costs import CostRange
 from .progress import duration
 from .providers import request_preview
 
@@ -44,11 +45,11 @@ def _limit_text(limits: Iterable[Limit]) -> str:
 
 def dry_run(records: Records, adapter: Adapter[Any], *, rpm: float | None,
             tpm: float | None, batch_size: int, verbose: bool,
-            missing_key: str | None = None) -> int:
+            missing_key: str | None = None, costs: CostRange | None = None) -> int:
     """Print the plan for ``records`` on stdout; sends nothing. Returns the exit code 0.
 
     ``missing_key`` names the variables to set when no API key is set: a dry run needs
-    none, the real run will.
+    none, the real run will. ``costs`` sums the projected cost of the requests.
     """
     limits = build_limits(rpm=rpm, tpm=tpm)
     shown = 0
@@ -65,6 +66,8 @@ def dry_run(records: Records, adapter: Adapter[Any], *, rpm: float | None,
             previews.append(f"  [{count - 1}] bad record: {item.message}")
             continue
         cost = adapter.estimate(item)
+        if costs is not None:
+            costs.add(item, cost.tokens - cost.output, cost.output)
         if reserve and cost.output == reserve:
             default_reserved += 1
         tokens += cost.tokens
@@ -93,6 +96,8 @@ def dry_run(records: Records, adapter: Adapter[Any], *, rpm: float | None,
         echo(f"  {default_reserved} of {sent} requests give no max_tokens: each reserves "
              f"{reserve:,.0f} output tokens{' under --tpm' if tpm else ''}; --max-tokens N "
              "reserves what the answers need")
+    if costs is not None:
+        echo(costs.text())
     echo(f"limits: {_limit_text(limits)}")
     if limits:
         seconds, binding = minimum_time(limits, float(sent), tokens)

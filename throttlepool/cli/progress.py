@@ -46,8 +46,9 @@ class CliProgress(LiveProgress):
 
 def summary(stats: RunStats, failures: Counter[str], *, total: int,
             checkpoint: str | None = None, run_name: str | None = None,
-            output: str | None = None) -> list[str]:
-    """The end-of-run lines: ok, failed by error type, retries, 429s, time, throughput."""
+            output: str | None = None, cost: str | None = None) -> list[str]:
+    """The end-of-run lines: ok, failed by error type, retries, 429s, time, throughput,
+    tokens and ``cost`` (the line :class:`~throttlepool.cli.costs.CostTally` makes)."""
     wall = stats.wall_time
     ok = stats.done
     failed = sum(failures.values())
@@ -66,6 +67,8 @@ def summary(stats: RunStats, failures: Counter[str], *, total: int,
         lines.append(f"{stats.from_checkpoint} from the checkpoint, {stats.cache_hits} cached")
     if stats.input_tokens or stats.output_tokens:
         lines.append(f"tokens: {stats.input_tokens} in, {stats.output_tokens} out")
+    if cost:
+        lines.append(cost)
     if checkpoint:
         lines.append(f"checkpoint: {checkpoint} (run {run_name!r})")
     if output:

@@ -13,7 +13,10 @@ from ..adapters import Adapter
 from ..config import Settings, load_settings
 from ..errors import CheckpointMismatch, ConfigError
 from ..inputs import MAX_RECORD_BYTES, STDIN, InputSpec, Records
+from ..options import BATCH
 from ..store import redact_text
+from .batch import execute_batch
+from .costs import CostRange, run_pricing
 from .errors import EXIT_OK
 from .execute import execute
 from .flags import setting_flags
@@ -41,13 +44,17 @@ Examples:
       --temperature 0 --max-tokens 200 -p seed=7 -p response_format.type=json_object
   throttlepool run questions.txt -m gpt-4o-mini --run-name v2 --reuse   # only new lines
   throttlepool run items.jsonl --provider python:mypkg.calls:ask --batch-size 16
+  throttlepool run prompts.jsonl -m gpt-4o-mini --max-cost 5 -o out.jsonl   # stop at $5
+  throttlepool run prompts.jsonl -m gpt-4o-mini --mode batch -o out.jsonl   # half price
 
 \b
 Every option can also come from THROTTLEPOOL_<OPTION> (e.g. THROTTLEPOOL_BATCH_SIZE=8)
 or from [tool.throttlepool] in pyproject.toml / a throttlepool.toml; flags win over the
 environment, which wins over the file. Keys come from OPENAI_API_KEY, GEMINI_API_KEY or
-GOOGLE_API_KEY. Exit codes: 0 all ok, 1 some items failed, 2 usage or input error,
-130 interrupted (rerun the same command to resume from the checkpoint).
+GOOGLE_API_KEY. Exit codes: 0 all ok, 1 some items failed (or --max-cost was reached:
+rerun with a higher cap to go on), 2 usage or input error, 130 interrupted (rerun the same
+command to resume from the checkpoint; in batch mode the batches go on at the provider,
+and `throttlepool cancel RUN` cancels them).
 """
 
 
@@ -110,7 +117,8 @@ def run_command(ctx: click.Context, /, input_path: str, dry_run: bool, verbose: 
             return _nothing_to_do(settings, records)
         argv: list[str] = (ctx.obj or {}).get("argv", [])
         try:
-            return execute(settings, records, adapter, verbose=verbose, quiet=quiet, argv=argv)
+            run = execute_batch if settings["mode"] == BATCH else execute
+            return run(settings, records, adapter, verbose=verbose, quiet=quiet, argv=argv)
         except CheckpointMismatch as exc:
             run_name = settings["run_name"] or (
                 "stdin" if input_path == STDIN else os.path.basename(input_path))
@@ -181,4 +189,5 @@ def dry_run_plan(records: Records, adapter: Adapter[Any], settings: Settings,
     """``--dry-run``: the plan on stdout."""
     key = missing_key(settings["provider"]) if not settings["api_key"] else None
     return dry_run(records, adapter, rpm=settings["rpm"], tpm=settings["tpm"],
-                   batch_size=settings["batch_size"], verbose=bool(verbose), missing_key=key)
+                   batch_size=settings["batch_size"], verbose=bool(verbose), missing_key=key,
+                   costs=CostRange(run_pricing(settings, adapter)))

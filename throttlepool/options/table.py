@@ -25,7 +25,7 @@ from .parse import (
     text,
     text_list,
 )
-from .values import DEFAULT_BATCH_SIZE
+from .values import BATCH, DEFAULT_BATCH_SIZE, ONLINE
 
 #: In a help text, replaced by the CLI with the names of the providers it knows.
 PROVIDERS_MARK = "<PROVIDERS>"
@@ -96,6 +96,21 @@ OPTIONS: tuple[Option, ...] = (
            "[default: 3]", default=3, target="retry.retries"),
     Option("timeout", positive_float, "Seconds one call may take.",
            target="execution.timeout"),
+    Option("mode", text, "online: one call per item under the limits; batch: through the "
+           "provider's Batch API (openai), at half the price, answered within hours; same "
+           "checkpoint, resume and output. [default: online]", target="budget.mode",
+           choices=(ONLINE, BATCH)),
+    Option("poll_interval", positive_float, "--mode batch: seconds between two polls of the "
+           "provider's batches. [default: 30]", default=30.0, metavar="SECONDS"),
+    Option("max_cost", non_negative_float, "Stop sending before the projected spend (USD) "
+           "would pass this cap; the run stops as 'budget reached' and resumes with a higher "
+           "cap. Needs a known price (the table's, or --price-in/--price-out).",
+           target="budget.max_cost", metavar="USD"),
+    Option("price_in", non_negative_float, "Input price, USD per million tokens, instead of "
+           "the price table's. [default: the table's for the model]",
+           target="budget.price_in", metavar="USD"),
+    Option("price_out", non_negative_float, "Output price, USD per million tokens, instead "
+           "of the price table's.", target="budget.price_out", metavar="USD"),
     Option("db", text, "Checkpoint database; a rerun with the same run name resumes from it. "
            "[default: throttlepool.db]", default="throttlepool.db", metavar="PATH"),
     Option("db_timeout", positive_float, "Seconds to wait for a locked checkpoint database. "

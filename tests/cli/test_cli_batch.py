@@ -1,0 +1,136 @@
+"""Issue 15 items 3-4 through the real CLI against the simulator's OpenAI Batch API:
+``run --mode batch`` writes the same output as an online run, shows its batches, survives
+Ctrl-C (the batches go on; the same command collects them), ``cancel`` cancels them, and a
+provider without batch support is refused before anything is sent."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import clean_env, read_jsonl, run_cli
+from throttlepool.cost import Pricing
+from throttlepool.cost.text import usd
+from throttlepool.outcome import Usage
+from throttlepool.sim import Simulator
+from throttlepool.sim.batches import batches_of
+
+KEY = {"OPENAI_API_KEY": "sk-test-batch", "THROTTLEPOOL_POLL_INTERVAL": "0.05"}
+N = 12
+
+
+def _questions(path: Path) -> None:
+    path.write_text("".join(f"question {i} about batches\n" for i in range(N)),
+                    encoding="utf-8")
+
+
+def _args(sim: Simulator, *extra: str) -> list[str]:
+    return ["run", "q.txt", "-m", "gpt-4o-mini", "--base-url", sim.openai_base_url,
+            "--db", "c.db", *extra]
+
+
+def test_batch_mode_writes_what_an_online_run_writes_at_the_batch_price(
+        sim: Simulator, tmp_path: Path) -> None:
+    _questions(tmp_path / "q.txt")
+    batches_of(sim).configure(delay=0.3)
+    online = run_cli(_args(sim, "--run-name", "on", "-o", "online.jsonl", "--no-progress"),
+                     tmp_path, env=KEY)
+    assert online.returncode == 0, online.stderr
+    batch = run_cli(_args(sim, "--mode", "batch", "--run-name", "b", "-o", "batch.jsonl"),
+                    tmp_path, env=KEY)
+    assert batch.returncode == 0, batch.stderr
+    on, off = read_jsonl(tmp_path / "online.jsonl"), read_jsonl(tmp_path / "batch.jsonl")
+    assert [list(r) for r in off] == [list(r) for r in on]  # same columns, same order
+    for a, b in zip(on, off, strict=True):
+        assert (b["index"], b["line"], b["input"], b["status"], b["output"]) == (
+            a["index"], a["line"], a["input"], "ok", a["output"])
+    assert Counter(s["custom_id"] for s in batches_of(sim).submissions()) == Counter(
+        f"item-{i}" for i in range(N))
+    batch_price = Pricing("openai", "gpt-4o-mini", mode="batch")
+    costs = [batch_price.cost(Usage(int(r["input_tokens"]), int(r["output_tokens"])))  # type: ignore[call-overload]
+             for r in off]
+    assert [r["cost_usd"] for r in off] == pytest.approx(costs)
+    assert f"cost {usd(sum(c for c in costs if c))} ({N} items priced at the batch price)" \
+        in batch.stderr.splitlines()
+    # The progress lines (stderr is not a terminal) name the batches' phases.
+    assert "1 batch: 1 completed | 12 ok, 0 failed of 12" in batch.stderr
+
+
+def test_a_provider_without_batch_support_is_refused_before_anything_is_sent(
+        sim: Simulator, tmp_path: Path) -> None:
+    _questions(tmp_path / "q.txt")
+    r = run_cli(["run", "q.txt", "-P", "gemini", "-m", "gemini-2.0-flash", "--base-url",
+                 sim.url, "--mode", "batch", "--db", "c.db"], tmp_path,
+                env={"GEMINI_API_KEY": "k"})
+    assert r.returncode == 2, r.stderr
+    assert "--mode batch is not available for --provider gemini" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert sim.requests() == [] and batches_of(sim).submissions() == []
+
+
+def _start(sim: Simulator, cwd: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "throttlepool",
+                             *_args(sim, "--mode", "batch", "--run-name", "slow", "-o",
+                                    "out.jsonl")],
+                            cwd=cwd, env=clean_env(KEY), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _wait_submitted(sim: Simulator, proc: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 30
+    while len(batches_of(sim).submissions()) < N:
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.3)  # polling
+
+
+def test_ctrl_c_leaves_the_batches_running_and_the_same_command_collects_them(
+        sim: Simulator, tmp_path: Path) -> None:
+    _questions(tmp_path / "q.txt")
+    batches_of(sim).configure(delay=3.0)
+    proc = _start(sim, tmp_path)
+    _wait_submitted(sim, proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "left running at the provider" in err
+    assert "to collect the results: throttlepool run q.txt" in err
+    assert (f"to cancel the batches:  throttlepool cancel slow --db c.db --provider openai "
+            f"--base-url {sim.openai_base_url}") in err
+    assert "Traceback" not in err
+    again = run_cli(_args(sim, "--mode", "batch", "--run-name", "slow", "-o", "out.jsonl"),
+                    tmp_path, env=KEY)
+    assert again.returncode == 0, again.stderr
+    rows = read_jsonl(tmp_path / "out.jsonl")
+    assert [r["status"] for r in rows] == ["ok"] * N
+    assert [r["output"] for r in rows] == [f"echo: question {i} about batches"
+                                           for i in range(N)]
+    assert len(batches_of(sim).submissions()) == N  # nothing submitted twice
+
+
+def test_cancel_cancels_the_runs_batches_and_prints_their_ids(sim: Simulator,
+                                                             tmp_path: Path) -> None:
+    _questions(tmp_path / "q.txt")
+    batches_of(sim).configure(delay=30.0)
+    proc = _start(sim, tmp_path)
+    _wait_submitted(sim, proc)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=30)
+    [batch_id] = {s["batch_id"] for s in batches_of(sim).submissions()}
+    r = run_cli(["cancel", "slow", "--db", "c.db", "--base-url", sim.openai_base_url],
+                tmp_path, env=KEY)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [batch_id]
+    assert "asked the provider to cancel 1 batch of run 'slow'" in r.stderr
+    import openai
+    client = openai.OpenAI(base_url=sim.openai_base_url, api_key="k", max_retries=0)
+    assert client.batches.retrieve(batch_id).status in ("cancelling", "cancelled")
+    unknown = run_cli(["cancel", "nope", "--db", "c.db", "--base-url", sim.openai_base_url],
+                      tmp_path, env=KEY)
+    assert unknown.returncode == 2 and "no run named 'nope'" in unknown.stderr

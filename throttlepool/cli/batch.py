@@ -1,0 +1,203 @@
+"""``throttlepool run --mode batch`` and ``throttlepool cancel``: the same input, checkpoint and
+output as an online run, sent through the provider's Batch API (docs/batch.md)."""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import sys
+import time
+from collections import Counter
+from typing import Any, TextIO
+
+import click
+
+from ..adapters import Adapter
+from ..batchapi import BatchApiRunner, BatchProgress, BatchView
+from ..config import Settings, load_settings
+from ..errors import ConfigError
+from ..inputs import Records
+from ..options import BY_NAME
+from ..store import SQLiteStore, redact_text
+from .costs import CostTally, run_pricing
+from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+from .execute import default_run_name
+from .flags import setting_flags
+from .output import ResultWriter, row
+from .progress import CliProgress, duration, failure_name, summary
+from .providers import RequestOptions, build_adapter
+
+#: The phases a batch is shown in, in order; provider statuses map onto them.
+PHASES = ("submitted", "in progress", "completed", "failed")
+_PHASE_OF_STATUS = {"validating": "submitted", "in_progress": "in progress",
+                    "finalizing": "in progress", "cancelling": "in progress",
+                    "completed": "completed", "ended": "completed", "failed": "failed",
+                    "expired": "failed", "cancelled": "failed", "canceled": "failed"}
+
+
+def batch_phase(view: BatchView) -> str:
+    """Which of :data:`PHASES` a batch is in (one being uploaded counts as submitted)."""
+    if view.state == "done":
+        return "failed" if _PHASE_OF_STATUS.get(view.status or "") == "failed" else "completed"
+    return _PHASE_OF_STATUS.get(view.status or "", "submitted")
+
+
+def progress_text(progress: BatchProgress) -> str:
+    """``2 batches: 1 in progress, 1 completed | 40 ok, 0 failed of 100 | waiting 3m12s``."""
+    phases = Counter(batch_phase(v) for v in progress.batches)
+    counts = ", ".join(f"{phases[p]} {p}" for p in PHASES if phases[p]) or "none yet"
+    n = len(progress.batches)
+    text = (f"{n} batch{'es' if n != 1 else ''}: {counts} | {progress.done} ok, "
+            f"{progress.failed} failed of {progress.total} | waiting "
+            f"{duration(progress.waiting)}")
+    return text + (f" | {progress.note}" if progress.note else "")
+
+
+class BatchDisplay:
+    """The batches' progress on stderr after each poll: one line rewritten in place on a
+    terminal (``bar``), a line every ``interval`` seconds or on a change otherwise
+    (``lines``), nothing (``off``)."""
+
+    def __init__(self, mode: str, file: TextIO | None = None, interval: float = 10.0) -> None:
+        self.mode = mode
+        self.file = file or sys.stderr
+        self.interval = interval
+        self._last = ""
+        self._shown_at = 0.0
+        self._drawn = False
+
+    def __call__(self, progress: BatchProgress) -> None:
+        if self.mode == "off":
+            return
+        text = progress_text(progress)
+        if self.mode == "bar":
+            width = shutil.get_terminal_size((100, 20)).columns - 1
+            self.file.write("\r\x1b[K" + text[:width])
+            self._drawn = True
+        else:
+            now = time.monotonic()
+            changed = text.partition(" | waiting")[0] != self._last.partition(" | waiting")[0]
+            if not changed and now - self._shown_at < self.interval:
+                return
+            self._shown_at = now
+            self.file.write(text + "\n")
+        self._last = text
+        self.file.flush()
+
+    def close(self) -> None:
+        """End the rewritten line, so what follows starts on its own."""
+        if self._drawn:
+            self.file.write("\n")
+            self.file.flush()
+            self._drawn = False
+
+
+def batch_runner(adapter: Adapter[Any], store: SQLiteStore, settings: Settings,
+                 run_name: str, progress: BatchDisplay | None = None) -> BatchApiRunner:
+    """The library's batch runner for these settings; a provider without a Batch API here
+    is a ConfigError, before anything is sent."""
+    pricing = {k: settings[k] for k in ("price_in", "price_out") if settings[k] is not None}
+    try:
+        return BatchApiRunner(adapter, store=store, run_name=run_name,
+                              poll_interval=float(settings["poll_interval"]),
+                              attempts=int(settings["retries"]) + 1, pricing=pricing,
+                              progress=progress)
+    except ConfigError as exc:
+        raise ConfigError(f"--mode batch is not available for --provider "
+                          f"{settings['provider']}: {exc}") from None
+
+
+def execute_batch(settings: Settings, records: Records, adapter: Adapter[Any], *,
+                  verbose: int, quiet: bool, argv: list[str]) -> int:
+    """Run ``records`` as provider batches; write rows in order; returns the exit code."""
+    if settings["max_cost"] is not None:
+        raise ConfigError("--max-cost is not available with --mode batch yet (a batch is "
+                          "paid for as a whole); use --dry-run to see the projected cost")
+    if not settings["db"]:
+        raise ConfigError("--mode batch needs a checkpoint (--db, not --no-db): it records "
+                          "the batches submitted, so a rerun collects them instead of "
+                          "submitting again")
+    total = len(records)
+    run_name = settings["run_name"] or default_run_name(records.spec.path, records)
+    display = BatchDisplay(CliProgress.auto_mode(bool(settings["progress"]) and not quiet))
+    tally = CostTally(run_pricing(settings, adapter))
+    failures: Counter[str] = Counter()
+    store = SQLiteStore(settings["db"], timeout=settings["db_timeout"])
+    writer = ResultWriter(settings["output"], records, run_name=run_name, db=settings["db"])
+    try:
+        with batch_runner(adapter, store, settings, run_name, display) as runner:
+            writer.open()
+            try:
+                result = runner.run(records, run_name=run_name)
+            finally:
+                display.close()
+            for outcome in result.outcomes:
+                writer.write(row(outcome))
+                tally.add(outcome)
+                name = failure_name(outcome)
+                if name is not None:
+                    failures[name] += 1
+                    if verbose:
+                        click.echo(f"item {outcome.index} failed: {row(outcome)['error']}",
+                                   err=True)
+            writer.commit()
+    except BaseException:
+        writer.discard()
+        raise
+    finally:
+        store.close()
+    if not quiet:
+        for line in summary(result.stats, failures, total=total, checkpoint=settings["db"],
+                            run_name=run_name, output=settings["output"], cost=tally.line()):
+            click.echo(line, err=True)
+    if result.interrupted:
+        click.echo(f"{result.stopped}\n{_next_steps(argv, settings, run_name)}", err=True)
+        return EXIT_INTERRUPTED
+    return EXIT_OK if result.stats.done == total else EXIT_FAILED
+
+
+def _next_steps(argv: list[str], settings: Settings, run_name: str) -> str:
+    """The two commands a user may want after Ctrl-C, spelled out (secrets masked)."""
+    again = shlex.join(["throttlepool", *argv])
+    cancel = ["throttlepool", "cancel", run_name, "--db", str(settings["db"]),
+              "--provider", str(settings["provider"])]
+    if settings["base_url"]:
+        cancel += ["--base-url", str(settings["base_url"])]
+    return (f"  to collect the results: {redact_text(again)}\n"
+            f"  to cancel the batches:  {redact_text(shlex.join(cancel))}")
+
+
+_CANCEL_OPTIONS = tuple(BY_NAME[name] for name in
+                        ("provider", "api_key", "base_url", "db", "db_timeout"))
+
+
+@click.command("cancel")
+@click.argument("run_name", metavar="RUN")
+@setting_flags(_CANCEL_OPTIONS)
+@click.option("--config", metavar="PATH", help="Config file to read instead of searching for "
+              "pyproject.toml / throttlepool.toml.")
+def cancel_command(run_name: str, config: str | None, **flags: Any) -> int:
+    """Cancel the provider batches of a --mode batch run (RUN, as `throttlepool status`
+    names it) and print their ids.
+
+    A cancelled batch keeps the answers it already has; running the run again later
+    collects those and submits only the requests that got none.
+    """
+    settings = load_settings(flags, config=config)
+    adapter = build_adapter(settings["provider"], model=None, base_url=settings["base_url"],
+                            extract=None, request=RequestOptions(), key=settings["api_key"],
+                            headers={})
+    store = SQLiteStore(settings["db"], timeout=settings["db_timeout"])
+    try:
+        with batch_runner(adapter, store, settings, run_name) as runner:
+            ids = runner.cancel(run_name)
+    finally:
+        store.close()
+    if not ids:
+        click.echo(f"run {run_name!r} has no batch left running: nothing to cancel", err=True)
+    for batch_id in ids:
+        click.echo(batch_id)
+    if ids:
+        click.echo(f"asked the provider to cancel {len(ids)} batch"
+                   f"{'es' if len(ids) != 1 else ''} of run {run_name!r}", err=True)
+    return EXIT_OK
