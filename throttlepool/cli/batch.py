@@ -18,8 +18,9 @@ from ..config import Settings, load_settings
 from ..errors import ConfigError
 from ..inputs import Records
 from ..options import BY_NAME
+from ..outcome import Status
 from ..store import SQLiteStore, redact_text
-from .costs import CostTally, run_pricing
+from .costs import CostTally, budget_advice, budget_stop, run_pricing
 from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from .execute import default_run_name
 from .flags import setting_flags
@@ -101,7 +102,7 @@ def batch_runner(adapter: Adapter[Any], store: SQLiteStore, settings: Settings,
         return BatchApiRunner(adapter, store=store, run_name=run_name,
                               poll_interval=float(settings["poll_interval"]),
                               attempts=int(settings["retries"]) + 1, pricing=pricing,
-                              progress=progress)
+                              max_cost=settings["max_cost"], progress=progress)
     except ConfigError as exc:
         raise ConfigError(f"--mode batch is not available for --provider "
                           f"{settings['provider']}: {exc}") from None
@@ -110,9 +111,6 @@ def batch_runner(adapter: Adapter[Any], store: SQLiteStore, settings: Settings,
 def execute_batch(settings: Settings, records: Records, adapter: Adapter[Any], *,
                   verbose: int, quiet: bool, argv: list[str]) -> int:
     """Run ``records`` as provider batches; write rows in order; returns the exit code."""
-    if settings["max_cost"] is not None:
-        raise ConfigError("--max-cost is not available with --mode batch yet (a batch is "
-                          "paid for as a whole); use --dry-run to see the projected cost")
     if not settings["db"]:
         raise ConfigError("--mode batch needs a checkpoint (--db, not --no-db): it records "
                           "the batches submitted, so a rerun collects them instead of "
@@ -122,6 +120,7 @@ def execute_batch(settings: Settings, records: Records, adapter: Adapter[Any], *
     display = BatchDisplay(CliProgress.auto_mode(bool(settings["progress"]) and not quiet))
     tally = CostTally(run_pricing(settings, adapter))
     failures: Counter[str] = Counter()
+    why: str | None = None  # the first failure's message, said once under the summary
     store = SQLiteStore(settings["db"], timeout=settings["db_timeout"])
     writer = ResultWriter(settings["output"], records, run_name=run_name, db=settings["db"])
     try:
@@ -137,6 +136,7 @@ def execute_batch(settings: Settings, records: Records, adapter: Adapter[Any], *
                 name = failure_name(outcome)
                 if name is not None:
                     failures[name] += 1
+                    why = why or str(row(outcome)["error"])
                     if verbose:
                         click.echo(f"item {outcome.index} failed: {row(outcome)['error']}",
                                    err=True)
@@ -150,9 +150,16 @@ def execute_batch(settings: Settings, records: Records, adapter: Adapter[Any], *
         for line in summary(result.stats, failures, total=total, checkpoint=settings["db"],
                             run_name=run_name, output=settings["output"], cost=tally.line()):
             click.echo(line, err=True)
+    if why is not None:
+        click.echo(f"why: {why}", err=True)
     if result.interrupted:
         click.echo(f"{result.stopped}\n{_next_steps(argv, settings, run_name)}", err=True)
         return EXIT_INTERRUPTED
+    if budget_stop(result.stopped):
+        assert result.stopped is not None
+        left = sum(1 for o in result.outcomes if o.status is Status.NOT_ATTEMPTED)
+        click.echo(budget_advice(result.stopped, argv, settings["max_cost"], left), err=True)
+        return EXIT_FAILED
     return EXIT_OK if result.stats.done == total else EXIT_FAILED
 
 
