@@ -54,8 +54,15 @@ def test_defaults_are_the_runners() -> None:
 
 
 def test_the_typed_keywords_are_exactly_the_options() -> None:
-    """RunKwargs (what IDEs and mypy see) lists every keyword from_kwargs takes, no more."""
-    assert set(get_type_hints(RunKwargs)) == set(known_options())
+    """RunKwargs (what IDEs and mypy see) lists every keyword from_kwargs takes, no more,
+    each typed as its object's field (``limits`` also takes the object or a single spec)."""
+    typed = get_type_hints(RunKwargs)
+    assert set(typed) == set(known_options())
+    for group, cls in GROUPS.items():
+        assert typed[group] == cls if group != "limits" else cls in typed[group].__args__
+        for name, hint in get_type_hints(cls).items():
+            if name != "limits":
+                assert typed[name] == hint, name
 
 
 def test_an_object_and_its_shorthands_combine() -> None:
