@@ -7,7 +7,18 @@ from typing import TYPE_CHECKING, Any
 from ..clock import Clock
 from .bucket import TokenBucket
 from .core import Permit, RateLimiter
-from .limits import ONE_REQUEST, REQUESTS, TOKENS, Cost, Limit, LimitSpec, build_limits
+from .limits import (
+    INPUT_TOKENS,
+    ONE_REQUEST,
+    OUTPUT_TOKENS,
+    REQUESTS,
+    TOKENS,
+    Cost,
+    Limit,
+    LimitSpec,
+    build_limits,
+    counts_tokens,
+)
 from .margin import AdmissionMargin
 from .sliding import SlidingWindowLog
 from .ticket import BackendBase, LimiterBackend, Ticket
@@ -44,7 +55,9 @@ class TokenBucketLimiter(RateLimiter):
 
 
 __all__ = [
+    "INPUT_TOKENS",
     "ONE_REQUEST",
+    "OUTPUT_TOKENS",
     "REQUESTS",
     "TOKENS",
     "AdmissionMargin",
@@ -62,5 +75,6 @@ __all__ = [
     "TokenBucket",
     "TokenBucketLimiter",
     "build_limits",
+    "counts_tokens",
     "limiter_from_url",
 ]

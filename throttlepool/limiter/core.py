@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
@@ -41,6 +42,7 @@ class RateLimiter:
     By default an exact sliding-window log over every given limit::
 
         limiter = RateLimiter("500/minute", "10/second", tpm=200_000)
+        limiter = RateLimiter(rpm=50, itpm=400_000, otpm=80_000)  # Anthropic's split
         with limiter:                       # one request
             call()
         permit = limiter.acquire(Cost(tokens=1200))
@@ -59,16 +61,19 @@ class RateLimiter:
         rpm: float | None = None,
         tpm: float | None = None,
         rps: float | None = None,
+        itpm: float | None = None,
+        otpm: float | None = None,
         safety: float = 1.0,
         margin: float | None = 0.0,
         backend: LimiterBackend | None = None,
         clock: Clock | None = None,
     ) -> None:
-        if backend is not None and (limits or rpm or tpm or rps):
+        if backend is not None and (limits or rpm or tpm or rps or itpm or otpm):
             raise TypeError("give either limits or a backend, not both")
         floor = DEFAULT_FLOOR if margin is None else margin
         self.backend: LimiterBackend = backend or SlidingWindowLog(
-            build_limits(limits, rpm=rpm, tpm=tpm, rps=rps, safety=safety), margin=floor
+            build_limits(limits, rpm=rpm, tpm=tpm, rps=rps, safety=safety,
+                         itpm=itpm, otpm=otpm), margin=floor
         )
         self.margin = AdmissionMargin([lim.period for lim in self.backend.limits],
                                       max(floor, self.backend.margin))
@@ -188,7 +193,8 @@ class RateLimiter:
                ) -> None:
         """Replace the reserved cost with the actual one (e.g. tokens the server counted)."""
         if actual is None:
-            actual = Cost(permit.cost.requests, permit.cost.tokens if tokens is None else tokens)
+            actual = permit.cost if tokens is None else dataclasses.replace(permit.cost,
+                                                                          tokens=tokens)
         with self._lock:
             moved = self.backend.settle(permit, actual, self.clock.now())
         _wake(moved)

@@ -4,7 +4,8 @@ Every decision runs in a ``BEGIN IMMEDIATE`` transaction, which takes SQLite's w
 *before* reading, and the timestamp is read only after the lock is held. That serialises
 check-then-insert across processes without any extra lock file, keeps timestamps monotonic
 in commit order and makes the log exact under contention. One row per request holds its
-weight in each unit, so memory is proportional to requests in the window.
+weight in each unit (requests, tokens, input and output tokens), so memory is proportional
+to requests in the window.
 
 Use a file of its own (not the checkpoint database) on a local filesystem: SQLite locking
 over NFS is unreliable, so several machines must share a budget through Redis instead.
@@ -21,7 +22,7 @@ from typing import Any
 
 from ..errors import CostExceedsLimit, LimiterUnavailable
 from ..store.redact import redact_text
-from .limits import TOKENS, Cost, Limit
+from .limits import INPUT_TOKENS, OUTPUT_TOKENS, UNITS, Cost, Limit
 from .ticket import BackendBase, Ticket
 
 _EPSILON = 1e-9
@@ -34,7 +35,9 @@ CREATE TABLE IF NOT EXISTS admissions (
     bucket TEXT NOT NULL,
     ts REAL NOT NULL,
     requests REAL NOT NULL,
-    tokens REAL NOT NULL
+    tokens REAL NOT NULL,
+    input_tokens REAL NOT NULL DEFAULT 0,
+    output_tokens REAL NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS admissions_ts ON admissions (bucket, ts);
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v REAL NOT NULL);
@@ -48,8 +51,33 @@ CREATE TABLE IF NOT EXISTS windows (
 )
 """
 
+#: One column per unit kind: each limit sums its own (ITPM and OTPM charge separately).
+_COLUMNS = UNITS
+_ADDED_COLUMNS = (INPUT_TOKENS, OUTPUT_TOKENS)  # files made before ITPM/OTPM lack these
+_NONE = (0.0,) * len(_COLUMNS)
+
+
 def _column(unit: str) -> str:
-    return "tokens" if unit == TOKENS else "requests"
+    if unit not in _COLUMNS:
+        raise ValueError(f"no column for unit {unit!r}")
+    return unit
+
+
+def _weights(cost: Cost) -> tuple[float, ...]:
+    return tuple(cost.of(col) for col in _COLUMNS)
+
+
+def _add_columns(db: sqlite3.Connection) -> None:
+    have = {row[1] for row in db.execute("PRAGMA table_info(admissions)")}
+    for col in _ADDED_COLUMNS:
+        if col not in have:
+            db.execute(f"ALTER TABLE admissions ADD COLUMN {col} REAL NOT NULL DEFAULT 0")
+
+
+_LIST = ", ".join(_COLUMNS)
+_SETS = ", ".join(f"{col} = ?" for col in _COLUMNS)
+_INSERT = (f"INSERT INTO admissions (bucket, ts, {_LIST}) "
+           f"VALUES (?, ?, {', '.join('?' for _ in _COLUMNS)})")
 
 
 class SQLiteWindowBackend(BackendBase):
@@ -79,6 +107,7 @@ class SQLiteWindowBackend(BackendBase):
                 for stmt in _SCHEMA.strip().split(";"):
                     if stmt.strip():
                         db.execute(stmt)
+                _add_columns(db)
                 self._register(db, time.time())
         except sqlite3.Error as exc:
             raise self._unavailable(exc) from exc
@@ -141,14 +170,15 @@ class SQLiteWindowBackend(BackendBase):
         return sums
 
     def _adjust(self, db: sqlite3.Connection, old_ts: float, new_ts: float,
-                old: tuple[float, float], new: tuple[float, float]) -> None:
+                old: tuple[float, ...], new: tuple[float, ...]) -> None:
         """Move one row's weight in every window: counted before (old) and after (new)."""
+        by_col = " ".join(f"WHEN '{col}' THEN ?" for col in _COLUMNS)
         db.execute(
             "UPDATE windows SET used = max(0, used "
-            "- CASE WHEN ? > horizon THEN (CASE col WHEN 'tokens' THEN ? ELSE ? END) ELSE 0 END "
-            "+ CASE WHEN ? > horizon THEN (CASE col WHEN 'tokens' THEN ? ELSE ? END) ELSE 0 END"
+            f"- CASE WHEN ? > horizon THEN (CASE col {by_col} ELSE 0 END) ELSE 0 END "
+            f"+ CASE WHEN ? > horizon THEN (CASE col {by_col} ELSE 0 END) ELSE 0 END"
             ") WHERE bucket = ?",
-            (old_ts, old[1], old[0], new_ts, new[1], new[0], self.name))
+            (old_ts, *old, new_ts, *new, self.name))
 
     def _check(self, cost: Cost) -> None:
         for lim in self.limits:
@@ -192,27 +222,27 @@ class SQLiteWindowBackend(BackendBase):
                 wait = self._wait(db, t, cost, self._advance(db, t))
                 if wait > 0:
                     return Ticket(cost, now + wait, provisional=True)
-                cur = db.execute("INSERT INTO admissions (bucket, ts, requests, tokens) "
-                                 "VALUES (?, ?, ?, ?)", (self.name, t, cost.requests, cost.tokens))
-                self._adjust(db, t, t, (0.0, 0.0), (cost.requests, cost.tokens))
+                weights = _weights(cost)
+                cur = db.execute(_INSERT, (self.name, t, *weights))
+                self._adjust(db, t, t, _NONE, weights)
         except sqlite3.Error as exc:
             raise self._unavailable(exc) from exc
         ticket = Ticket(cost, now)
         ticket.handle = cur.lastrowid
         return ticket
 
-    def _change(self, ticket: Ticket, weights: tuple[float, float] | None, *,
+    def _change(self, ticket: Ticket, weights: tuple[float, ...] | None, *,
                 restamp: bool = False) -> None:
         """Give an admitted row new weights (None: delete it) or a later timestamp."""
         if ticket.provisional or ticket.handle is None:
             return
         try:
             with self._lock, self._transaction() as db:
-                row = db.execute("SELECT ts, requests, tokens FROM admissions WHERE id = ?",
+                row = db.execute(f"SELECT ts, {_LIST} FROM admissions WHERE id = ?",
                                  (ticket.handle,)).fetchone()
                 if row is None:
                     return  # already out of every window
-                ts, old = row[0], (row[1], row[2])
+                ts, old = row[0], tuple(row[1:])
                 if restamp:
                     new_ts = max(ts, time.time())
                     db.execute("UPDATE admissions SET ts = ? WHERE id = ?",
@@ -220,9 +250,9 @@ class SQLiteWindowBackend(BackendBase):
                     self._adjust(db, ts, new_ts, old, old)
                 elif weights is None:
                     db.execute("DELETE FROM admissions WHERE id = ?", (ticket.handle,))
-                    self._adjust(db, ts, ts, old, (0.0, 0.0))
+                    self._adjust(db, ts, ts, old, _NONE)
                 else:
-                    db.execute("UPDATE admissions SET requests = ?, tokens = ? WHERE id = ?",
+                    db.execute(f"UPDATE admissions SET {_SETS} WHERE id = ?",
                                (*weights, ticket.handle))
                     self._adjust(db, ts, ts, old, weights)
         except sqlite3.Error as exc:
@@ -230,7 +260,7 @@ class SQLiteWindowBackend(BackendBase):
 
     def settle(self, ticket: Ticket, actual: Cost, now: float) -> Iterable[Ticket]:
         self._check(actual)
-        self._change(ticket, (actual.requests, actual.tokens))
+        self._change(ticket, _weights(actual))
         ticket.cost = actual
         return []
 
