@@ -39,6 +39,8 @@ class RunKwargs(TypedDict, total=False):
     rpm: float | None
     tpm: float | None
     rps: float | None
+    itpm: float | None
+    otpm: float | None
     safety: float
     margin: float | None
     limiter: RateLimiter | None

@@ -24,7 +24,14 @@ from ..cost import ONLINE as ONLINE
 from ..cost import Pricing, RunBudget
 from ..errors import ConfigError
 from ..executors import Executor, executor_named
-from ..limiter import TOKENS, Limit, LimitSpec, RateLimiter, build_limits, limiter_from_url
+from ..limiter import (
+    Limit,
+    LimitSpec,
+    RateLimiter,
+    build_limits,
+    counts_tokens,
+    limiter_from_url,
+)
 from ..progress import ProgressSpec
 from ..store import open_cache, open_store
 from ..store.base import Cache, Store
@@ -56,6 +63,8 @@ class Limits:
     rpm: float | None = None
     tpm: float | None = None
     rps: float | None = None
+    itpm: float | None = None  # input tokens per minute (Anthropic's ITPM)
+    otpm: float | None = None  # output tokens per minute (OTPM)
     limits: tuple[LimitSpec, ...] = ()
     safety: float = 1.0
     margin: float | None = None
@@ -64,7 +73,7 @@ class Limits:
     limiter_name: str = "default"
 
     def __post_init__(self) -> None:
-        for name in ("rpm", "tpm", "rps"):
+        for name in ("rpm", "tpm", "rps", "itpm", "otpm"):
             object.__setattr__(self, name, _optional(name, positive_float, getattr(self, name)))
         specs: Any = self.limits
         if specs is None:
@@ -76,8 +85,9 @@ class Limits:
         if safety > 1:
             raise ConfigError(f"safety: expected a factor in (0, 1], got {self.safety!r}")
         object.__setattr__(self, "margin", _optional("margin", non_negative_float, self.margin))
-        if self.limiter is not None and (self.rpm or self.tpm or self.rps or self.limits):
-            raise ConfigError("give either limiter= or rpm/tpm/rps/limits, not both")
+        if self.limiter is not None and (self.rpm or self.tpm or self.rps or self.itpm
+                                         or self.otpm or self.limits):
+            raise ConfigError("give either limiter= or rpm/tpm/rps/itpm/otpm/limits, not both")
         if self.limiter is not None and self.limiter_url is not None:
             raise ConfigError("give either limiter= or limiter_url=, not both")
         self.resolved()  # a bad limit string is refused now, naming the text
@@ -87,12 +97,12 @@ class Limits:
         if self.limiter is not None:
             return list(self.limiter.limits)
         return build_limits(self.limits, rpm=self.rpm, tpm=self.tpm, rps=self.rps,
-                            safety=self.safety)
+                            itpm=self.itpm, otpm=self.otpm, safety=self.safety)
 
     @property
     def token_limited(self) -> bool:
         """Whether any limit counts tokens (calls then need an estimate of their size)."""
-        return any(lim.unit == TOKENS for lim in self.resolved())
+        return counts_tokens(self.resolved())
 
     def build(self, clock: Clock | None = None) -> RateLimiter:
         """The limiter these options describe: the given one, a shared one or a local one."""
