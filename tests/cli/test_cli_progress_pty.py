@@ -38,12 +38,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 SCALED_CLI = f"""
 import sys
-import throttlepool.runner as runner
+import throttlepool.options.values as values
 from throttlepool.limiter import Limit
-real = runner.build_limits
+real = values.build_limits
 def scaled(*args, **kwargs):
     return [Limit(lim.amount / 10, lim.period / 10, lim.unit) for lim in real(*args, **kwargs)]
-runner.build_limits = scaled
+values.build_limits = scaled
 assert scaled(rpm=60)[0].period == {WINDOW}
 from throttlepool.cli import main
 sys.argv[0] = "throttlepool"
