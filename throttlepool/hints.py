@@ -113,6 +113,14 @@ class RateInfo:
     remaining_tokens: float | None = None
     reset_tokens: float | None = None
     retry_after: float | None = None
+    #: Input tokens (Anthropic's ITPM) and output tokens (OTPM), where a server limits them
+    #: apart from the rest.
+    limit_input_tokens: float | None = None
+    remaining_input_tokens: float | None = None
+    reset_input_tokens: float | None = None
+    limit_output_tokens: float | None = None
+    remaining_output_tokens: float | None = None
+    reset_output_tokens: float | None = None
     #: How finely the reset headers tell time: OpenAI's durations carry milliseconds,
     #: Anthropic's RFC 3339 times whole seconds (rounded up).
     reset_resolution: float = 0.001
@@ -151,12 +159,13 @@ def rate_info_from_headers(
     ``anthropic-ratelimit-*`` and Retry-After.
 
     Anthropic's ``tokens-*`` is the most restrictive token limit in effect; without it the
-    input-token limit (ITPM), which a prompt always spends, stands for the tokens.
+    input-token limit (ITPM), which a prompt always spends, stands for the tokens. Its
+    ``input-tokens-*`` and ``output-tokens-*`` are also read as they are (ITPM, OTPM).
     """
     if not headers:
         return RateInfo()
     if any(_get(headers, f"{_ANTHROPIC}{unit}-limit") is not None
-           for unit in ("requests", "tokens", "input-tokens")):
+           for unit in ("requests", "tokens", "input-tokens", "output-tokens")):
         return _anthropic_rate_info(headers, now)
 
     def pick(*names: str) -> str | None:
@@ -194,6 +203,12 @@ def _anthropic_rate_info(headers: Mapping[str, str], now: float | None) -> RateI
         remaining_tokens=_num(field(tokens, "remaining")),
         reset_tokens=parse_reset(field(tokens, "reset"), now),
         retry_after=retry_after_from_headers(headers, now),
+        limit_input_tokens=_num(field("input-tokens", "limit")),
+        remaining_input_tokens=_num(field("input-tokens", "remaining")),
+        reset_input_tokens=parse_reset(field("input-tokens", "reset"), now),
+        limit_output_tokens=_num(field("output-tokens", "limit")),
+        remaining_output_tokens=_num(field("output-tokens", "remaining")),
+        reset_output_tokens=parse_reset(field("output-tokens", "reset"), now),
         reset_resolution=1.0,
     )
 

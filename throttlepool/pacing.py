@@ -1,11 +1,11 @@
 """Adaptive pacing: with no limit given, follow the server's own budget headers.
 
-Each dimension (requests, tokens) is a token bucket whose level is re-synced from every fresh
-response: ``x-ratelimit-remaining-*`` minus what we dispatched after that request (the
-server could not have counted those yet). Between responses the level refills at
-``(limit - remaining) / reset``, the average rate at which the server's budget returns. A 429
-empties the bucket; its hint pauses the limiter through the retry path. Servers that send no
-headers are not paced (429 hints still pause dispatch).
+Each dimension (requests, tokens, and Anthropic's input and output tokens) is a token bucket
+whose level is re-synced from every fresh response: ``x-ratelimit-remaining-*`` minus what we
+dispatched after that request (the server could not have counted those yet). Between
+responses the level refills at ``(limit - remaining) / reset``, the average rate at which the
+server's budget returns. A 429 empties the bucket; its hint pauses the limiter through the
+retry path. Servers that send no headers are not paced (429 hints still pause dispatch).
 
 A server that turns out to free its budget in bursts (a sliding window) is paced by what it
 told us instead: its limit and its window (the reset on a call it just admitted: the time
@@ -24,10 +24,21 @@ from typing import Protocol
 
 from .errors import CostExceedsLimit
 from .hints import RateInfo
-from .limiter import REQUESTS, TOKENS, Cost, Limit, SlidingWindowLog, Ticket
+from .limiter import (
+    INPUT_TOKENS,
+    OUTPUT_TOKENS,
+    REQUESTS,
+    TOKENS,
+    Cost,
+    Limit,
+    SlidingWindowLog,
+    Ticket,
+)
 
 # A level this close to the need is enough: waiting out 1e-17 s would not move a clock.
 _EPSILON = 1e-9
+#: The token kinds a server may limit, each with a bucket of its own.
+_TOKEN_UNITS = (TOKENS, INPUT_TOKENS, OUTPUT_TOKENS)
 
 
 class Pacer(Protocol):
@@ -154,7 +165,9 @@ class _Sent:
 
 
 class HeaderBudget:
-    """A :class:`Pacer` that keeps a request bucket and a token bucket synced to headers.
+    """A :class:`Pacer` that keeps a request bucket and token buckets synced to headers:
+    tokens, and input and output tokens apart where the server limits them apart (Anthropic's
+    ITPM and OTPM; its ``tokens-*`` then only repeats the tightest of them and is not used).
 
     Once a dimension is learned to be a sliding window (see the module docstring), an exact
     :class:`SlidingWindowLog` of that limit gates it instead of its bucket.
@@ -166,11 +179,14 @@ class HeaderBudget:
     def __init__(self) -> None:
         self.requests = _Bucket(REQUESTS)
         self.tokens = _Bucket(TOKENS)
+        self.input_tokens = _Bucket(INPUT_TOKENS)
+        self.output_tokens = _Bucket(OUTPUT_TOKENS)
         self._seq = 0
         self._fresh = 0  # the newest dispatch whose response has synced the buckets
-        self._tokens_sent = 0.0
-        self._tokens_at: dict[int, float] = {}  # seq -> tokens sent up to it, until it ends
-        self._open: dict[int, float] = {}  # calls without an answer yet: seq -> tokens
+        self._tokens_sent = dict.fromkeys(_TOKEN_UNITS, 0.0)
+        # seq -> tokens of each kind sent up to it, until it ends
+        self._tokens_at: dict[int, dict[str, float]] = {}
+        self._open: dict[int, Cost] = {}  # calls without an answer yet
         self._sent: dict[int, _Sent] = {}  # calls that may still count at the server
         self._window: SlidingWindowLog | None = None
         self._learned_seq = 0  # the last call let go before the current window was learned
@@ -185,28 +201,31 @@ class HeaderBudget:
     def _buckets(self) -> Iterator[_Bucket]:
         yield self.requests
         yield self.tokens
+        yield self.input_tokens
+        yield self.output_tokens
 
     def admit(self, cost: Cost, now: float) -> tuple[int | None, float]:
         window = self._window
         learned = {lim.unit for lim in window.limits} if window is not None else set()
-        wait = max(
-            self.requests.wait_for(cost.requests, now) if REQUESTS not in learned else 0.0,
-            self.tokens.wait_for(cost.tokens, now) if cost.tokens and TOKENS not in learned
-            else 0.0)
+        wait = max((bucket.wait_for(cost.of(bucket.unit), now)
+                    for bucket in self._buckets()
+                    if bucket.unit not in learned
+                    and (bucket.unit == REQUESTS or cost.of(bucket.unit))), default=0.0)
         ticket = None
         if wait <= 0 and window is not None:
             ticket, wait = self._reserve(window, cost, now)
         if wait > 0:
             return None, min(wait, 60.0)
-        self.requests.level -= cost.requests
-        self.tokens.level -= cost.tokens
+        for bucket in self._buckets():
+            bucket.level -= cost.of(bucket.unit)
         self._seq += 1
-        self._open[self._seq] = cost.tokens
+        self._open[self._seq] = cost
         self._sent[self._seq] = _Sent(now, cost, ticket=ticket)
         self._forget(now)
         if self._fresh:  # bookkeeping starts with the first headers; plain calls skip it
-            self._tokens_sent += cost.tokens
-            self._tokens_at[self._seq] = self._tokens_sent
+            for unit in _TOKEN_UNITS:
+                self._tokens_sent[unit] += cost.of(unit)
+            self._tokens_at[self._seq] = dict(self._tokens_sent)
         return self._seq, 0.0
 
     def _reserve(self, window: SlidingWindowLog, cost: Cost, now: float
@@ -269,24 +288,40 @@ class HeaderBudget:
             return
         if seq <= self._fresh:  # older than one already seen: only its reset time still counts
             self.requests.note_reset(info.reset_requests, now)
-            self.tokens.note_reset(info.reset_tokens, now)
+            for bucket, (_, _, reset) in self._token_headers(info):
+                bucket.note_reset(reset, now)
             self._learn(now)
             return
         self._fresh = seq
         # Not yet counted by the server: calls sent after this one, and, to be safe, earlier
         # calls still unanswered (a slow one may reach the server after this one did).
-        stragglers = [t for s, t in self._open.items() if s < seq]
+        stragglers = [c for s, c in self._open.items() if s < seq]
         later_requests = self._seq - seq + len(stragglers)
-        # An untracked call predates tracking, so every tracked token was sent after it.
-        later_tokens = (self._tokens_sent - (tokens_upto if tokens_upto is not None else 0.0)
-                        + sum(stragglers))
         if info.remaining_requests is not None:
             self.requests.sync(info.remaining_requests, info.limit_requests,
                                info.reset_requests, later_requests, now, info.reset_resolution)
-        if info.remaining_tokens is not None:
-            self.tokens.sync(info.remaining_tokens, info.limit_tokens, info.reset_tokens,
-                             later_tokens, now, info.reset_resolution)
+        for bucket, (remaining, limit, reset) in self._token_headers(info):
+            if remaining is None:
+                continue
+            unit = bucket.unit
+            # An untracked call predates tracking, so every tracked token was sent after it.
+            later = (self._tokens_sent[unit] - (tokens_upto or {}).get(unit, 0.0)
+                     + sum(c.of(unit) for c in stragglers))
+            bucket.sync(remaining, limit, reset, later, now, info.reset_resolution)
         self._learn(now)
+
+    def _token_headers(self, info: RateInfo
+                       ) -> list[tuple[_Bucket, tuple[float | None, float | None, float | None]]]:
+        """Each token bucket with (remaining, limit, reset) from ``info``."""
+        split = [
+            (self.input_tokens, (info.remaining_input_tokens, info.limit_input_tokens,
+                                 info.reset_input_tokens)),
+            (self.output_tokens, (info.remaining_output_tokens, info.limit_output_tokens,
+                                  info.reset_output_tokens)),
+        ]
+        if any(values[0] is not None for _, values in split):
+            return split  # the combined figure is only the tightest of these
+        return [(self.tokens, (info.remaining_tokens, info.limit_tokens, info.reset_tokens))]
 
     def rate_limited(self, seq: int, now: float, retry_after: float | None) -> None:
         self._tokens_at.pop(seq, None)
