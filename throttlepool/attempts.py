@@ -43,6 +43,7 @@ class Attempts:
         adapter, limiter = cfg.adapter, cfg.limiter
         cost = adapter.estimate(item)
         attempts = 0
+        invalid = 0  # answers that were not the JSON asked for: a budget of their own
         first_start = 0.0
         last_error: BaseException | None = None
         while True:
@@ -82,7 +83,9 @@ class Attempts:
                         cfg.budget.settle(held, None, item)
                     else:
                         cfg.budget.cancel(held)
-                delay = self._after_failure(exc, verdict, attempts, seq)
+                if verdict.kind is ErrorKind.INVALID_OUTPUT:
+                    invalid += 1
+                delay = self._after_failure(exc, verdict, attempts - invalid, seq, invalid)
                 if delay is None or isinstance(delay, BaseException):
                     error = delay if isinstance(delay, BaseException) else exc
                     return Outcome(index, item, Status.FAILED, None, error, attempts,
@@ -98,7 +101,8 @@ class Attempts:
                 cfg.budget.settle(held, result.usage, item)
             self._after_success(result, cost, permit, seq, key)
             return Outcome(index, item, Status.OK, result.value, None, attempts,
-                           clock.now() - first_start, result.usage, Source.CALL, key)
+                           clock.now() - first_start, result.usage, Source.CALL, key,
+                           ttft=result.ttft)
 
     def _after_success(self, result: CallResult[Any], cost: Cost, permit: Permit | None,
                        seq: int | None, key: str | None) -> None:
@@ -117,9 +121,14 @@ class Attempts:
             cfg.cache.put(key, result.value)
 
     def _after_failure(
-        self, exc: BaseException, verdict: Verdict, attempts: int, seq: int | None
+        self, exc: BaseException, verdict: Verdict, attempts: int, seq: int | None,
+        invalid: int = 0,
     ) -> float | BaseException | None:
-        """Seconds until the retry, None to fail with ``exc``, or the error to fail with."""
+        """Seconds until the retry, None to fail with ``exc``, or the error to fail with.
+
+        ``invalid``: answers so far that were not the JSON asked for; the adapter's
+        ``json_retries`` bounds them, apart from the network retries ``attempts`` counts.
+        """
         cfg, stats, control = self.cfg, self.stats, self.control
         if cfg.pacer is not None and seq is not None:
             cfg.pacer.observe(seq, cfg.adapter.rate_info(exc), cfg.clock.now())
@@ -145,6 +154,8 @@ class Attempts:
         if verdict.kind is ErrorKind.FATAL:
             control.request_stop(RunStopped(f"stopped by a fatal error: {verdict.reason}", exc))
             return None
+        if verdict.kind is ErrorKind.INVALID_OUTPUT:
+            return 0.0 if invalid <= getattr(cfg.adapter, "json_retries", 0) else None
         try:
             delay = cfg.options.retry.delay(attempts, verdict, cfg.rng)
         except RetryHintTooLong as too_long:

@@ -33,6 +33,9 @@ class ErrorKind(enum.StrEnum):
     TRANSIENT = "transient"  # retry with backoff: 5xx, 408/409, timeouts, connection errors
     PERMANENT = "permanent"  # fail this item, never retry: 400/404/422, request too large
     FATAL = "fatal"  # stop the whole run: bad credentials, exhausted quota
+    # The call succeeded but its answer is not the JSON asked for: asked again, on a budget
+    # of its own (an adapter's ``json_retries``), apart from the network retries.
+    INVALID_OUTPUT = "invalid_output"
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,6 +59,7 @@ class Outcome(Generic[T]):
     source: Source = Source.CALL
     key: str | None = None
     cost: float | None = None  # USD of its call(s); None: not priced or price unknown
+    ttft: float | None = None  # seconds to a streamed answer's first token; None: not streamed
 
     @property
     def ok(self) -> bool:

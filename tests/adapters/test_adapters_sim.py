@@ -254,7 +254,7 @@ def test_extract_text_and_json(sim: Simulator) -> None:
     raw = OpenAIAdapter(client, model="m").call("abc", 5.0)
     data = to_jsonable(raw.value)
     assert data["choices"][0]["message"]["content"] == "echo: abc"
-    dumped = OpenAIAdapter(client, model="m", extract="json").call("abc", 5.0).value
+    dumped = OpenAIAdapter(client, model="m", extract="response").call("abc", 5.0).value
     assert dumped["usage"]["prompt_tokens"] == raw.usage.input_tokens  # type: ignore[union-attr]
 
 

@@ -8,10 +8,13 @@ The user's client is kept (base URL, key, headers); the adapter only takes a cop
 from __future__ import annotations
 
 import asyncio
+import inspect
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..classify import ErrorKind, Verdict, default_classifier
+from ..errors import ConfigError
 from ..hints import RateInfo, rate_info_from_headers
 from ..limiter.limits import Cost
 from ..outcome import Usage
@@ -32,6 +35,8 @@ from .common import (
 )
 from .function import callable_name
 from .portable import SdkClient, anthropic_spec
+from .streaming import AnthropicCollector, StreamBroken, acollect, collect, stream_verdict
+from .structured import DEFAULT_JSON_RETRIES, Schema, check_json_retries
 from .tokens import Tokenizer, count_tokens, first_number
 
 # method name -> (client attribute path, parameter a string item goes to, prompt fields)
@@ -77,6 +82,24 @@ def _is_raw(result: Any) -> bool:
     return callable(getattr(result, "parse", None)) and hasattr(result, "headers")
 
 
+def accepted_params(method: Callable[..., Any]) -> frozenset[str] | None:
+    """The keyword arguments an SDK method takes; None when it takes any (``**kwargs``)."""
+    try:
+        parameters = inspect.signature(method).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    return frozenset(p.name for p in parameters)
+
+
+def unknown_params(params: Mapping[str, Any], accepted: frozenset[str] | None) -> list[str]:
+    """Fields of a request the SDK method would refuse (TypeError), sorted."""
+    if accepted is None:
+        return []
+    return sorted(k for k in params if k not in accepted and k != "timeout")
+
+
 class AnthropicAdapter(Adapter[Any]):
     """Wraps an ``anthropic.Anthropic`` or ``anthropic.AsyncAnthropic`` client for one method.
 
@@ -86,6 +109,13 @@ class AnthropicAdapter(Adapter[Any]):
     ``default_params``. ``max_tokens`` (which the Messages API requires) defaults to
     :data:`DEFAULT_MAX_TOKENS`. With an ``AsyncAnthropic`` client the runner awaits the call
     on its event loop instead of a worker thread.
+
+    ``stream=True`` (or ``"stream": True`` in a dict item, messages only) streams the reply:
+    it is read whole into the Message the plain call returns (usage, cache tokens included)
+    with ``ttft``, and a stream broken midway is retried whole. ``extract="json"``,
+    ``schema`` and ``json_retries`` as for :class:`~throttlepool.adapters.OpenAIAdapter`. A
+    parameter the installed SDK's method does not take (``temperature`` is missing from some
+    versions' ``messages.create``) is a ConfigError when the adapter is built.
     """
 
     name = "anthropic"
@@ -102,9 +132,13 @@ class AnthropicAdapter(Adapter[Any]):
         tokenizer: Tokenizer | None = None,
         system: str | None = None,
         request_params: Mapping[str, Any] | None = None,
+        stream: bool = False,
+        schema: Schema | None = None,
+        json_retries: int = DEFAULT_JSON_RETRIES,
         **default_params: Any,
     ) -> None:
         sdk = require("anthropic", "anthropic", "anthropic")
+        self._sdk_version = str(getattr(sdk, "__version__", "?"))
         self._client = SdkClient(client.with_options(max_retries=0), anthropic_spec)
         self._timeout: Any = sdk.Timeout
         #: True for an ``AsyncAnthropic`` client: the runner awaits :meth:`acall`.
@@ -133,7 +167,23 @@ class AnthropicAdapter(Adapter[Any]):
             self._resolve(method)  # fail now on a typo, not on the first item
         self._prompt_param = prompt_param or self._prompt_param
         self._tokenizer = tokenizer
-        self._extract = make_extractor(extract, {"text": _text})
+        self._accepted = None if self._fn is not None else accepted_params(
+            getattr(*self._resolve(self._path)))
+        refused = unknown_params(self.params({}), self._accepted)
+        if refused:
+            raise ConfigError(self._refusal(refused))
+        if stream and self.method not in _METHODS:
+            raise ConfigError(f"stream=True applies to anthropic messages, not {self.method!r}")
+        #: Every call streams (a dict item may also ask with ``"stream": True``).
+        self.stream = stream
+        self._extract = make_extractor(extract, {"text": _text}, schema)
+        #: Asks for an answer that is not the JSON asked for, apart from network retries.
+        self.json_retries = check_json_retries(json_retries)
+
+    def _refusal(self, names: list[str]) -> str:
+        shown = ", ".join(repr(n) for n in names)
+        return (f"anthropic {self._sdk_version}'s {self._path} takes no {shown}: "
+                "upgrade the anthropic package or leave it out")
 
     def _resolve(self, path: str, client: Any = None) -> tuple[Any, str]:
         *parents, leaf = path.split(".")
@@ -183,6 +233,9 @@ class AnthropicAdapter(Adapter[Any]):
         if not isinstance(item, Mapping) or self._fn is not None or self.method not in _METHODS:
             return None
         params = self.params(item)
+        refused = unknown_params(params, self._accepted)
+        if refused:
+            return self._refusal(refused)
         missing = [f for f in ("model", "messages") if f not in params]
         if not missing:
             return None
@@ -194,19 +247,21 @@ class AnthropicAdapter(Adapter[Any]):
 
         Anthropic charges output as it is generated, not ``max_tokens`` (BATCH-APIS.md §4.4),
         so the reservation is settled to the reported input and output tokens after the call
-        (``Cost.output`` stays 0).
+        (``Cost.output`` stays 0; ``output_tokens`` is what an OTPM limit reserves).
         """
         params = self.params(item)
         prompt = count_tokens([params.get(f) for f in self._prompt_fields],
                               tokenizer=self._tokenizer)
         output = first_number(params, "max_tokens") or 0.0
-        return Cost(1.0, float(prompt) + output)
+        return Cost(1.0, float(prompt) + output, output_tokens=output)
 
     def _request(
         self, item: Any, timeout: float | None, client: Any = None
     ) -> tuple[Callable[..., Any], dict[str, Any]]:
         client = self._client.get() if client is None else client
         params = self.params(item)
+        if self.stream and self._fn is None:
+            params["stream"] = True
         if timeout is not None:
             # The connect phase gives up first, so a host that never accepts is named.
             params["timeout"] = timeout if self._fn is not None else self._timeout(
@@ -223,6 +278,7 @@ class AnthropicAdapter(Adapter[Any]):
         """One HTTP attempt; the value is the Message (or ``extract`` of it)."""
         if self.is_async:  # off the runner's loop (Dask, a plain thread): a loop of its own
             return asyncio.run(self.acall(item, timeout))
+        started = time.perf_counter()
         try:
             send, params = self._request(item, timeout)
             result = send(**params)
@@ -233,10 +289,17 @@ class AnthropicAdapter(Adapter[Any]):
         if _is_raw(result):
             rate = self._rate(result.headers)
             result = result.parse()
-        return CallResult(*self._values(result), rate)
+        if not self._streams(params):
+            return CallResult(*self._values(result), rate)
+        whole = collect(result, AnthropicCollector(), started)
+        return CallResult(*self._values(whole.response), rate, whole.ttft)
+
+    def _streams(self, params: Mapping[str, Any]) -> bool:
+        return self._fn is None and self.method in _METHODS and params.get("stream") is True
 
     async def acall(self, item: Any, timeout: float | None) -> CallResult[Any]:
         """One HTTP attempt with an ``AsyncAnthropic`` client, awaited on the running loop."""
+        started = time.perf_counter()
         try:
             send, params = self._request(item, timeout, self._client.for_loop())
             result = send(**params)
@@ -251,7 +314,10 @@ class AnthropicAdapter(Adapter[Any]):
             result = result.parse()
             if asyncio.iscoroutine(result):
                 result = await result
-        return CallResult(*self._values(result), rate)
+        if not self._streams(params):
+            return CallResult(*self._values(result), rate)
+        whole = await acollect(result, AnthropicCollector(), started)
+        return CallResult(*self._values(whole.response), rate, whole.ttft)
 
     def _values(self, result: Any) -> tuple[Any, Usage | None]:
         value = self._extract(result) if self._extract is not None else result
@@ -265,6 +331,8 @@ class AnthropicAdapter(Adapter[Any]):
     def classify(self, exc: BaseException) -> Verdict:
         """Per PROVIDERS.md §1/§6: 429, 529 overloaded, billing, auth, 4xx, 5xx, timeouts."""
         sdk = require("anthropic", "anthropic", "anthropic")
+        if isinstance(exc, StreamBroken):
+            return stream_verdict(exc, self.classify)
         if isinstance(exc, sdk.APIStatusError):
             err = error_object(exc.body)
             code = getattr(exc, "error_code", None)

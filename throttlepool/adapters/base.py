@@ -20,11 +20,16 @@ REQUIRED = ("identity", "estimate", "call", "classify", "rate_info")
 
 @dataclass(frozen=True, slots=True)
 class CallResult(Generic[V]):
-    """A successful call's value plus what the response said about usage and limits."""
+    """A successful call's value plus what the response said about usage and limits.
+
+    ``ttft``: seconds from sending a streamed request to its first generated token (None for
+    a call that was not streamed).
+    """
 
     value: V
     usage: Usage | None = None
     rate: RateInfo | None = None
+    ttft: float | None = None
 
 
 class Adapter(abc.ABC, Generic[V]):

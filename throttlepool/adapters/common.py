@@ -35,6 +35,7 @@ from ..hints import (
     retry_delay_from_message,
 )
 from ..store.codec import to_jsonable as codec_to_jsonable
+from .structured import classify_answer, json_answer
 
 #: OpenAI 429 codes/types that mean billing or spend limits: no retry can succeed.
 QUOTA_CODES = frozenset({
@@ -163,11 +164,12 @@ def classify_transport(exc: BaseException) -> Verdict | None:
 def classify_setup(exc: BaseException) -> Verdict | None:
     """A setting this process lacks (no key on a worker, an SDK not installed): stop the run.
 
-    Every later call would fail the same way; the error's message names the setting.
+    Every later call would fail the same way; the error's message names the setting. An
+    :class:`~throttlepool.adapters.structured.InvalidAnswer` is INVALID_OUTPUT.
     """
     if isinstance(exc, (ConfigError, MissingExtra)):
         return Verdict(ErrorKind.FATAL, None, str(exc))
-    return None
+    return classify_answer(exc)  # and a JSON answer that is not what was asked for
 
 
 def classify_stainless(exc: BaseException, sdk: ModuleType) -> Verdict | None:
@@ -285,19 +287,35 @@ def to_jsonable(value: Any) -> Any:
 
 
 def make_extractor(
-    extract: Extract, named: Mapping[str, Callable[[Any], Any]]
+    extract: Extract, named: Mapping[str, Callable[[Any], Any]], schema: Any = None
 ) -> Callable[[Any], Any] | None:
-    """Resolve ``extract=``: None (the SDK value), a callable, ``"json"`` or a named field."""
+    """Resolve ``extract=``: None (the SDK value), a callable, ``"json"``, ``"response"`` or a
+    named field.
+
+    Where the adapter knows the answer's text (``named["text"]``), ``"json"`` parses the
+    model's JSON answer and checks it against ``schema`` (which implies ``"json"``); else
+    it is the whole value made JSON-able, which ``"response"`` always is.
+    """
+    if schema is not None:
+        if extract not in (None, "json"):
+            raise ConfigError(f"schema= applies to extract='json', not extract={extract!r}")
+        if "text" not in named:
+            raise ConfigError("schema= needs an adapter that reads a model's text answer")
+        extract = "json"
     if extract is None:
         return None
     if callable(extract):
         return extract
     if extract == "json":
+        if "text" in named:
+            return json_answer(named["text"], schema)
+        return to_jsonable
+    if extract == "response":
         return to_jsonable
     try:
         return named[extract]
     except KeyError:
-        choices = ", ".join(sorted({*named, "json"}))
+        choices = ", ".join(sorted({*named, "json", "response"}))
         raise ValueError(f"unknown extract {extract!r}; choose one of {choices}") from None
 
 

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..classify import Verdict, default_classifier
+from ..errors import ConfigError
 from ..hints import RateInfo
 from ..limiter.limits import Cost
 from .base import Adapter, CallResult
@@ -32,9 +34,11 @@ from .common import (
     server_hint,
 )
 from .portable import SdkClient, genai_spec
+from .streaming import GenAICollector, StreamBroken, acollect, collect, stream_verdict
+from .structured import DEFAULT_JSON_RETRIES, Schema, check_json_retries
 from .tokens import DEFAULT_OUTPUT_RESERVE, Tokenizer, count_tokens, first_number, usage_from
 
-_METHODS = ("generate_content", "embed_content", "count_tokens")
+_METHODS = ("generate_content", "embed_content", "count_tokens", "generate_content_stream")
 
 
 def _text(value: Any) -> Any:
@@ -69,6 +73,12 @@ class GenAIAdapter(Adapter[Any]):
     A string item is the ``contents``; a dict item may give ``contents``, ``config`` (dict or
     ``types.GenerateContentConfig``) and ``model``. ``default_config`` is merged under each
     item's config.
+
+    ``stream=True`` (or ``method="generate_content_stream"``) calls
+    ``generate_content_stream`` and reads it whole into the response ``generate_content``
+    returns (text joined, usage of the last chunk), with ``ttft``; a stream broken midway is
+    retried whole. ``extract="json"``, ``schema`` and ``json_retries`` as for
+    :class:`~throttlepool.adapters.OpenAIAdapter`.
     """
 
     name = "gemini"
@@ -83,6 +93,9 @@ class GenAIAdapter(Adapter[Any]):
         output_reserve: int = DEFAULT_OUTPUT_RESERVE,
         tokenizer: Tokenizer | None = None,
         config: Mapping[str, Any] | None = None,
+        stream: bool = False,
+        schema: Schema | None = None,
+        json_retries: int = DEFAULT_JSON_RETRIES,
         **default_config: Any,
     ) -> None:
         types = require("google.genai.types", "google-genai", "gemini")
@@ -95,13 +108,21 @@ class GenAIAdapter(Adapter[Any]):
         #: True for ``client.aio``: the runner awaits :meth:`acall` on its loop.
         self.is_async = isinstance(client, genai_client.AsyncClient)
         self.model = model
+        if method == "generate_content_stream":
+            method, stream = "generate_content", True
+        if stream and method != "generate_content":
+            raise ConfigError(f"stream=True applies to gemini generate_content, not {method!r}")
         self.method = method
+        #: Every call goes through ``generate_content_stream``.
+        self.stream = stream
         # config: generation settings named like this constructor's arguments (the CLI's -p).
         self.default_config = {**default_config, **(config or {})}
         self.output_reserve = output_reserve
         self._tokenizer = tokenizer
         named: dict[str, Callable[[Any], Any]] = {"text": _text, "embedding": _embedding}
-        self._extract = make_extractor(extract, named)
+        self._extract = make_extractor(extract, named, schema)
+        #: Asks for an answer that is not the JSON asked for, apart from network retries.
+        self.json_retries = check_json_retries(json_retries)
 
     def identity(self) -> Mapping[str, Any]:
         """Provider, method, model and default config; never the key or the client's options."""
@@ -157,9 +178,19 @@ class GenAIAdapter(Adapter[Any]):
         """One HTTP attempt through ``client.models``; the value is the SDK response."""
         if self.is_async:  # off the runner's loop (a plain thread): a loop of its own
             return asyncio.run(self.acall(item, timeout))
+        started = time.perf_counter()
         try:
             request = self._request(item, timeout)
-            result = getattr(self._client.get().models, self.method)(**request)
+            models = self._client.get().models
+            if self.stream:
+                # The request goes out on the first read: a failure before any chunk is the
+                # call's own (429...), not a broken stream.
+                whole = collect(models.generate_content_stream(**request), GenAICollector(),
+                                started, answered=False)
+                return self._result(whole.response, whole.ttft)
+            result = getattr(models, self.method)(**request)
+        except StreamBroken:
+            raise
         except Exception as exc:
             name_endpoint(exc)
             raise
@@ -167,19 +198,27 @@ class GenAIAdapter(Adapter[Any]):
 
     async def acall(self, item: Any, timeout: float | None) -> CallResult[Any]:
         """One HTTP attempt through ``client.aio.models``, awaited on the running loop."""
+        started = time.perf_counter()
         try:
             request = self._request(item, timeout)
-            result = await getattr(self._client.for_loop().models, self.method)(**request)
+            models = self._client.for_loop().models
+            if self.stream:
+                stream = await models.generate_content_stream(**request)
+                whole = await acollect(stream, GenAICollector(), started, answered=False)
+                return self._result(whole.response, whole.ttft)
+            result = await getattr(models, self.method)(**request)
+        except StreamBroken:
+            raise
         except Exception as exc:
             name_endpoint(exc)
             raise
         return self._result(result)
 
-    def _result(self, result: Any) -> CallResult[Any]:
+    def _result(self, result: Any, ttft: float | None = None) -> CallResult[Any]:
         headers = response_headers(result)
         rate = rate_info_with_hint(headers, None) if headers else None
         value = self._extract(result) if self._extract is not None else result
-        return CallResult(value, usage_from(result), rate)
+        return CallResult(value, usage_from(result), rate, ttft)
 
     def classify(self, exc: BaseException) -> Verdict:
         """``errors.APIError`` by code and body; raw httpx/httpx2 transport errors retry."""
@@ -187,6 +226,8 @@ class GenAIAdapter(Adapter[Any]):
         setup = classify_setup(exc)
         if setup is not None:
             return setup
+        if isinstance(exc, StreamBroken):
+            return stream_verdict(exc, self.classify)
         if isinstance(exc, errors.APIError) and isinstance(exc.code, int):
             response = getattr(exc, "response", None)
             return classify_http(

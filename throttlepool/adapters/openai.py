@@ -10,10 +10,12 @@ process rebuilds the client once (:mod:`throttlepool.adapters.portable`).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..classify import Verdict, default_classifier
+from ..errors import ConfigError
 from ..hints import RateInfo, rate_info_from_headers
 from ..limiter.limits import Cost
 from .base import Adapter, CallResult
@@ -31,6 +33,16 @@ from .common import (
 )
 from .function import callable_name
 from .portable import SdkClient, openai_spec
+from .streaming import (
+    Collector,
+    OpenAIChatCollector,
+    OpenAIResponsesCollector,
+    StreamBroken,
+    acollect,
+    collect,
+    stream_verdict,
+)
+from .structured import DEFAULT_JSON_RETRIES, Schema, check_json_retries
 from .tokens import (
     DEFAULT_OUTPUT_RESERVE,
     Tokenizer,
@@ -49,6 +61,9 @@ _METHODS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "completions": ("completions.create", "prompt", ("prompt", "suffix")),
 }
 _OUTPUT_FIELDS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
+#: Methods whose streamed replies are gathered into one response.
+_STREAMED: dict[str, Callable[[], Collector]] = {
+    "chat": OpenAIChatCollector, "responses": OpenAIResponsesCollector}
 
 OpenAIMethod = Callable[..., Any]
 
@@ -84,6 +99,13 @@ class OpenAIAdapter(Adapter[Any]):
     path on the client (``"moderations.create"``), or a callable ``fn(client, **params)`` that
     receives the retry-free client. A string item becomes the method's prompt parameter; a dict
     item is the request's parameters, merged over ``default_params``.
+
+    ``stream=True`` (or ``"stream": True`` in a dict item) streams chat completions and
+    responses: the worker reads the stream whole and the value is the response the plain call
+    returns, with its usage (``stream_options.include_usage`` is added) and ``ttft``. A
+    stream that breaks midway is retried whole. ``extract="json"`` parses the model's JSON
+    answer, checked against ``schema`` (a JSON Schema dict or a pydantic model), asking again
+    up to ``json_retries`` times (:mod:`throttlepool.adapters.structured`).
     """
 
     name = "openai"
@@ -100,6 +122,9 @@ class OpenAIAdapter(Adapter[Any]):
         tokenizer: Tokenizer | None = None,
         system: str | None = None,
         request_params: Mapping[str, Any] | None = None,
+        stream: bool = False,
+        schema: Schema | None = None,
+        json_retries: int = DEFAULT_JSON_RETRIES,
         **default_params: Any,
     ) -> None:
         sdk = require("openai", "openai", "openai")
@@ -128,8 +153,15 @@ class OpenAIAdapter(Adapter[Any]):
             self._resolve(method)  # fail now on a typo, not on the first item
         self._prompt_param = prompt_param or self._prompt_param
         self._tokenizer = tokenizer
+        if stream and self.method not in _STREAMED:
+            raise ConfigError(f"stream=True applies to openai {' and '.join(_STREAMED)}, "
+                              f"not {self.method!r}")
+        #: Every call streams (a dict item may also ask with ``"stream": True``).
+        self.stream = stream
         named: dict[str, Callable[[Any], Any]] = {"text": _text, "embedding": _embedding}
-        self._extract = make_extractor(extract, named)
+        self._extract = make_extractor(extract, named, schema)
+        #: Asks for an answer that is not the JSON asked for, apart from network retries.
+        self.json_retries = check_json_retries(json_retries)
 
     def _resolve(self, path: str, client: Any = None) -> tuple[Any, str]:
         *parents, leaf = path.split(".")
@@ -223,9 +255,18 @@ class OpenAIAdapter(Adapter[Any]):
         n = first_number(params, "n", "best_of") or 1.0
         return Cost(1.0, float(prompt) + output * n, output * n)
 
+    def _streams(self, params: Mapping[str, Any]) -> bool:
+        return self._fn is None and self.method in _STREAMED and params.get("stream") is True
+
     def _request(self, item: Any, timeout: float | None, client: Any
                  ) -> tuple[Callable[..., Any], dict[str, Any]]:
         params = self.params(item)
+        if self.stream and self._fn is None:
+            params["stream"] = True
+        if self._streams(params) and self.method == "chat":
+            options = dict(params.get("stream_options") or {})
+            options.setdefault("include_usage", True)  # else the stream carries no usage
+            params["stream_options"] = options
         if timeout is not None:
             # The connect phase gives up first, so a host that never accepts is named.
             params["timeout"] = timeout if self._fn is not None else self._timeout(
@@ -242,6 +283,7 @@ class OpenAIAdapter(Adapter[Any]):
         """One HTTP attempt; the value is what the SDK method returns (or ``extract`` of it)."""
         if self.is_async:  # off the runner's loop (a plain thread): a loop of its own
             return asyncio.run(self.acall(item, timeout))
+        started = time.perf_counter()
         try:
             send, params = self._request(item, timeout, self._client.get())
             result = send(**params)
@@ -252,10 +294,14 @@ class OpenAIAdapter(Adapter[Any]):
         if _is_raw(result):
             rate = _rate(result.headers)
             result = result.parse()
-        return self._result(result, rate)
+        if not self._streams(params):
+            return self._result(result, rate)
+        whole = collect(result, _STREAMED[self.method](), started)
+        return self._result(whole.response, rate, whole.ttft)
 
     async def acall(self, item: Any, timeout: float | None) -> CallResult[Any]:
         """One HTTP attempt with an ``AsyncOpenAI`` client, awaited on the running loop."""
+        started = time.perf_counter()
         try:
             send, params = self._request(item, timeout, self._client.for_loop())
             result = send(**params)
@@ -270,15 +316,21 @@ class OpenAIAdapter(Adapter[Any]):
             result = result.parse()
             if asyncio.iscoroutine(result):
                 result = await result
-        return self._result(result, rate)
+        if not self._streams(params):
+            return self._result(result, rate)
+        whole = await acollect(result, _STREAMED[self.method](), started)
+        return self._result(whole.response, rate, whole.ttft)
 
-    def _result(self, result: Any, rate: RateInfo | None) -> CallResult[Any]:
+    def _result(self, result: Any, rate: RateInfo | None,
+                ttft: float | None = None) -> CallResult[Any]:
         value = self._extract(result) if self._extract is not None else result
-        return CallResult(value, usage_from(result), rate)
+        return CallResult(value, usage_from(result), rate, ttft)
 
     def classify(self, exc: BaseException) -> Verdict:
         """Per PROVIDERS.md §1: 429 vs quota vs too large, auth, 4xx, 5xx, timeouts."""
         sdk = require("openai", "openai", "openai")
+        if isinstance(exc, StreamBroken):
+            return stream_verdict(exc, self.classify)
         return (classify_setup(exc) or classify_stainless(exc, sdk)
                 or classify_transport(exc) or default_classifier(exc))
 
