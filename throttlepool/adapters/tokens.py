@@ -2,7 +2,12 @@
 
 The estimate is what the limiter reserves; the usage is what it settles to. Estimates never
 touch the network: ``tiktoken`` is used only when it is installed *and* its encoding file is
-already in the local cache, otherwise the rule of thumb of four characters per token applies.
+already in the local cache, otherwise the rule of thumb of four characters per token applies,
+rounded down as the servers that charge by it round (OpenAI's rate limiter charges "the
+estimated number of tokens based on the character count", PROVIDERS.md §2.5; llmock charges
+``body_size // 4``, our simulator ``prompt_chars // 4``): an estimate a token above the charge
+would cost a window at a knife-edge. The limiter corrects what remains from settlements
+(limiter.calibration).
 """
 
 from __future__ import annotations
@@ -11,7 +16,6 @@ import contextlib
 import hashlib
 import importlib
 import importlib.util
-import math
 import os
 import tempfile
 import threading
@@ -117,11 +121,13 @@ def cached_tokenizer(encoding: str) -> Tokenizer | None:
 
 
 def count_tokens(obj: Any, *, tokenizer: Tokenizer | None = None) -> int:
-    """Tokens of the prompt text in ``obj``: ``tokenizer`` if given, else ceil(chars / 4)."""
+    """Tokens of the prompt text in ``obj``: ``tokenizer`` if given, else chars // 4 (at
+    least 1 for any text: a usage count never says 0 for a prompt)."""
     texts = list(iter_text(obj))
     if tokenizer is not None:
         return sum(tokenizer(t) for t in texts)
-    return math.ceil(sum(len(t) for t in texts) / CHARS_PER_TOKEN)
+    chars = sum(len(t) for t in texts)
+    return max(1, chars // CHARS_PER_TOKEN) if chars else 0
 
 
 def first_number(params: Mapping[str, Any], *names: str) -> float | None:

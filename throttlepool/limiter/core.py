@@ -16,7 +16,8 @@ from types import TracebackType
 from typing import Any
 
 from ..clock import SYSTEM_CLOCK, Clock
-from .limits import ONE_REQUEST, Cost, Limit, LimitSpec, build_limits
+from .calibration import EstimateCalibration
+from .limits import INPUT_TOKENS, ONE_REQUEST, TOKENS, Cost, Limit, LimitSpec, build_limits
 from .margin import DEFAULT_FLOOR, AdmissionMargin
 from .sliding import SlidingWindowLog
 from .ticket import LimiterBackend, Ticket
@@ -78,6 +79,10 @@ class RateLimiter:
         self.margin = AdmissionMargin([lim.period for lim in self.backend.limits],
                                       max(floor, self.backend.margin))
         self.clock = clock or SYSTEM_CLOCK
+        #: Prompt estimates follow what the server counted (see limiter.calibration).
+        self.calibration = EstimateCalibration()
+        self._counts_prompts = any(lim.unit in (TOKENS, INPUT_TOKENS)
+                                   for lim in self.backend.limits)
         self._lock = threading.Lock()
         self._open_first_calls: list[Permit] = []  # threads' first calls not answered yet
         self._first_calls: list[tuple[Permit, float, float]] = []  # (permit, start, duration)
@@ -97,7 +102,15 @@ class RateLimiter:
         with self._lock:
             now = self.clock.now()
             self._hold_open_first_calls(now)
+            return self._reserve(cost, now)
+
+    def _reserve(self, cost: Cost, now: float) -> Permit:
+        """The backend's reservation of ``cost`` with its prompt estimate calibrated."""
+        if not self._counts_prompts:
             return self.backend.reserve(cost, now)
+        permit = self.backend.reserve(self.calibration.corrected(cost), now)
+        permit.estimated = cost
+        return permit
 
     def _hold_open_first_calls(self, now: float) -> None:
         # A thread's first call may still be connecting: the server may count it any time
@@ -182,7 +195,7 @@ class RateLimiter:
         with self._lock:
             now = self.clock.now()
             self._hold_open_first_calls(now)
-            permit = self.backend.reserve(cost, now)
+            permit = self._reserve(cost, now)
             if permit.admit_at <= now and not permit.provisional:
                 return permit
             if not permit.provisional:
@@ -191,11 +204,18 @@ class RateLimiter:
 
     def settle(self, permit: Permit, actual: Cost | None = None, *, tokens: float | None = None
                ) -> None:
-        """Replace the reserved cost with the actual one (e.g. tokens the server counted)."""
+        """Replace the reserved cost with the actual one (e.g. tokens the server counted).
+
+        An ``actual`` with the server's ``input_tokens`` also teaches the calibration of
+        prompt estimates how far off this one was.
+        """
         if actual is None:
             actual = permit.cost if tokens is None else dataclasses.replace(permit.cost,
                                                                           tokens=tokens)
         with self._lock:
+            estimated = permit.estimated.prompt
+            if actual.input_tokens is not None and estimated > 0:
+                self.calibration.observe(estimated, actual.input_tokens)
             moved = self.backend.settle(permit, actual, self.clock.now())
         _wake(moved)
 

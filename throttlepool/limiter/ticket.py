@@ -15,11 +15,13 @@ class Ticket:
     ``admit_at``"); the limiter asks the backend again when that time comes.
     """
 
-    __slots__ = ("admit_at", "cost", "handle", "provisional", "reserved_cost", "waker")
+    __slots__ = ("admit_at", "cost", "estimated", "handle", "provisional", "reserved_cost",
+                 "waker")
 
     def __init__(self, cost: Cost, admit_at: float, provisional: bool = False) -> None:
         self.cost = cost
         self.reserved_cost = cost
+        self.estimated = cost  # the caller's estimate, before any calibration
         self.admit_at = admit_at
         self.provisional = provisional
         self.waker: Any = None
