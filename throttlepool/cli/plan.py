@@ -12,15 +12,17 @@ import click
 from ..adapters import Adapter
 from ..inputs import BadRecord, Records
 from ..limiter import Limit, build_limits
-from ..limiter.limits import TOKENS
+from ..limiter.limits import INPUT_TOKENS, OUTPUT_TOKENS, TOKENS
 from .costs import CostRange
 from .progress import duration
 from .providers import request_preview
 
 PREVIEW = 3
+_UNIT_NAMES = {TOKENS: "tokens", INPUT_TOKENS: "input tokens", OUTPUT_TOKENS: "output tokens"}
 
 
-def minimum_time(limits: Sequence[Limit], requests: float, tokens: float) -> tuple[float, str]:
+def minimum_time(limits: Sequence[Limit], requests: float, tokens: float,
+                 input_tokens: float = 0.0, output_tokens: float = 0.0) -> tuple[float, str]:
     """Seconds the limits need at least for this work, and which limit binds.
 
     A sliding window admits ``amount`` units at once and then ``amount`` more per ``period``,
@@ -28,7 +30,8 @@ def minimum_time(limits: Sequence[Limit], requests: float, tokens: float) -> tup
     """
     best, binding = 0.0, ""
     for lim in limits:
-        units = tokens if lim.unit == TOKENS else requests
+        units = {TOKENS: tokens, INPUT_TOKENS: input_tokens,
+                 OUTPUT_TOKENS: output_tokens}.get(lim.unit, requests)
         seconds = max(0, math.ceil(units / lim.amount) - 1) * lim.period if units else 0.0
         if seconds > best or not binding:
             best, binding = max(best, seconds), str(lim)
@@ -38,23 +41,24 @@ def minimum_time(limits: Sequence[Limit], requests: float, tokens: float) -> tup
 def _limit_text(limits: Iterable[Limit]) -> str:
     parts = []
     for lim in limits:
-        unit = "tokens" if lim.unit == TOKENS else "requests"
+        unit = _UNIT_NAMES.get(lim.unit, "requests")
         parts.append(f"{lim.amount:g} {unit}/{lim.period:g}s")
     return ", ".join(parts) or "none"
 
 
 def dry_run(records: Records, adapter: Adapter[Any], *, rpm: float | None,
             tpm: float | None, batch_size: int, verbose: bool,
+            itpm: float | None = None, otpm: float | None = None,
             missing_key: str | None = None, costs: CostRange | None = None) -> int:
     """Print the plan for ``records`` on stdout; sends nothing. Returns the exit code 0.
 
     ``missing_key`` names the variables to set when no API key is set: a dry run needs
     none, the real run will. ``costs`` sums the projected cost of the requests.
     """
-    limits = build_limits(rpm=rpm, tpm=tpm)
+    limits = build_limits(rpm=rpm, tpm=tpm, itpm=itpm, otpm=otpm)
     shown = 0
     count = bad = 0
-    tokens = 0.0
+    tokens = output = 0.0
     biggest = 0.0
     reserve = float(getattr(adapter, "output_reserve", 0) or 0)
     default_reserved = 0
@@ -71,6 +75,7 @@ def dry_run(records: Records, adapter: Adapter[Any], *, rpm: float | None,
         if reserve and cost.output == reserve:
             default_reserved += 1
         tokens += cost.tokens
+        output += cost.output
         biggest = max(biggest, cost.tokens)
         if verbose or shown < PREVIEW:
             shown += 1
@@ -100,7 +105,7 @@ def dry_run(records: Records, adapter: Adapter[Any], *, rpm: float | None,
         echo(costs.text())
     echo(f"limits: {_limit_text(limits)}")
     if limits:
-        seconds, binding = minimum_time(limits, float(sent), tokens)
+        seconds, binding = minimum_time(limits, float(sent), tokens, tokens - output, output)
         echo(f"minimum time the limits allow: {duration(seconds)} (bound by {binding}; "
              "call latency comes on top)")
         for lim in limits:

@@ -92,6 +92,10 @@ OPTIONS: tuple[Option, ...] = (
            target="limits.rpm"),
     Option("tpm", positive_float, "Tokens per minute allowed (prompt + max output).",
            target="limits.tpm"),
+    Option("itpm", positive_float, "Input (prompt) tokens per minute allowed, counted apart "
+           "from output tokens (Anthropic's ITPM).", target="limits.itpm"),
+    Option("otpm", positive_float, "Output tokens per minute allowed (Anthropic's OTPM; "
+           "reserves max tokens, settled to the answer's).", target="limits.otpm"),
     Option("retries", non_negative_int, "Retries per item after the first attempt. "
            "[default: 3]", default=3, target="retry.retries"),
     Option("timeout", positive_float, "Seconds one call may take.",
