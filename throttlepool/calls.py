@@ -14,7 +14,7 @@ from .breaker import CircuitBreaker
 from .clock import Clock
 from .cost import RunBudget
 from .errors import CallTimeout
-from .limiter import TOKENS, Permit, RateLimiter
+from .limiter import Permit, RateLimiter, counts_tokens
 from .pacing import Pacer
 from .pool import LoopHandoff, WorkerPool
 from .reachability import Reachability
@@ -51,7 +51,7 @@ class RunConfig:
     runner_enforces_timeout: bool = field(init=False)
 
     def __post_init__(self) -> None:
-        self.token_limited = any(lim.unit == TOKENS for lim in self.limiter.limits)
+        self.token_limited = counts_tokens(self.limiter.limits)
         self.runner_enforces_timeout = not self.adapter.enforces_timeout
 
 
