@@ -112,8 +112,10 @@ class Attempts:
             self.control.notify()
         usage = result.usage
         if usage is not None and cfg.token_limited and permit is not None:
-            charged = usage.input_tokens + cost.output if cost.output else usage.total_tokens
-            cfg.limiter.settle(permit, Cost(cost.requests, float(charged), cost.output))
+            # Prompt-cache writes count against input limits too (Anthropic's ITPM).
+            written = usage.cache_creation_input_tokens
+            cfg.limiter.settle(permit, cost.settled(usage.input_tokens + written,
+                                                    usage.output_tokens))
         if cfg.pacer is not None and seq is not None:
             cfg.pacer.observe(seq, result.rate, cfg.clock.now())
             self.control.notify()
