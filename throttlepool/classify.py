@@ -9,7 +9,7 @@ Provider adapters, which call one endpoint, tell a failure to *connect* (refused
 host, TLS handshake, connect timeout) apart from a connection lost after the server answered
 (:func:`transport_verdict`): its verdict carries the ``host:port`` it could not reach in
 ``Verdict.unreachable``, which lets a run that never reached the server stop early
-(:mod:`throttlepool.reachability`). The default classifier does not: a plain function may
+(:mod:`throttlepool._reachability`). The default classifier does not: a plain function may
 call many hosts.
 """
 

@@ -3,7 +3,7 @@
 :class:`LiveProgress` redraws on a timer as well as on outcomes, so time keeps moving while
 every worker waits (a limiter's next slot, a server's Retry-After, an open breaker) and the
 line says what it waits for and until when. On a terminal it is one line fitted to the width
-(throttlepool/progress_line.py) and drawn by tqdm; anything else written to stderr while it
+(throttlepool/_progress_line.py) and drawn by tqdm; anything else written to stderr while it
 shows -- ``-v`` messages, warnings, logging of ``throttlepool.*`` -- goes above it. Elsewhere
 it writes a complete line every ``interval`` seconds.
 """
@@ -20,7 +20,7 @@ from typing import Any, Protocol, TextIO
 
 from tqdm import tqdm
 
-from . import progress_line as pl
+from . import _progress_line as pl
 from .outcome import Outcome, RunStats
 
 

@@ -7,25 +7,25 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, Generic, TypeVar, Unpack
 
+from ._calls import RunConfig
+from ._channel import OutcomeChannel, consume
+from ._engine import Engine, run_to_result
+from ._ledger import run_settings
+from ._pacing import HeaderBudget
+from ._pool import WorkerPool
+from ._run_engine import RunEngine
+from ._sync import StreamIterator
 from .adapters import as_adapter
 from .adapters.base import Adapter, Delegating
-from .calls import RunConfig
-from .channel import OutcomeChannel, consume
 from .classify import Classifier, Verdict
 from .clock import SYSTEM_CLOCK
-from .engine import Engine, run_to_result
 from .errors import ConfigError, StoreError
-from .ledger import run_settings
 from .options import RunOptions
 from .options.run import RunKwargs
 from .outcome import BatchResult, Outcome
-from .pacing import HeaderBudget
-from .pool import WorkerPool
 from .progress import ProgressSpec, make_progress
 from .retry import Retry
-from .run_engine import RunEngine
 from .store.samples import with_samples
-from .sync import StreamIterator
 
 T = TypeVar("T")
 R = TypeVar("R")

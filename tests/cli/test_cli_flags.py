@@ -7,10 +7,10 @@ from __future__ import annotations
 import click
 from click.testing import CliRunner
 
+from throttlepool._config import load_settings
 from throttlepool.cli.errors import exit_code, label, message
 from throttlepool.cli.flags import setting_flags
 from throttlepool.cli.run import run_command
-from throttlepool.config import load_settings
 from throttlepool.errors import (
     CheckpointDamaged,
     CheckpointMismatch,

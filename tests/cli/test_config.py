@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from throttlepool.config import DEFAULTS, env_name, find_config, load_settings
+from throttlepool._config import DEFAULTS, env_name, find_config, load_settings
 from throttlepool.errors import ConfigError
 
 

@@ -20,10 +20,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import clean_env
+from throttlepool._inputs import MAX_DEPTH
+from throttlepool._jsontext import nests_deeper_than, parse_json
 from throttlepool.cli.output import ResultWriter, row
 from throttlepool.errors import OutputError
-from throttlepool.inputs import MAX_DEPTH
-from throttlepool.jsontext import nests_deeper_than, parse_json
 from throttlepool.outcome import Outcome, Status
 
 FUNCTIONS = '''

@@ -13,9 +13,9 @@ import pytest
 
 from tests.cli.test_cli_progress_pty import Screen
 from throttlepool import ThreadedBatchRunner
+from throttlepool._progress_line import RATE_LIMIT, RateWindow, eta, fields, fit
 from throttlepool.outcome import Outcome, RunStats
 from throttlepool.progress import LiveProgress
-from throttlepool.progress_line import RATE_LIMIT, RateWindow, eta, fields, fit
 from throttlepool.testing import FakeClock
 
 PER_MINUTE = ((120.0, 60.0, "requests"), (10_000.0, 60.0, "tokens"))

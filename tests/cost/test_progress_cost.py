@@ -3,7 +3,7 @@ whole input, fitted to the width with the other fields."""
 
 from __future__ import annotations
 
-from throttlepool import progress_line as pl
+from throttlepool import _progress_line as pl
 from throttlepool.outcome import RunStats
 from throttlepool.progress import status_line
 

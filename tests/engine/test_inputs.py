@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from throttlepool._inputs import BadRecord, InputSpec, Records, Template, detect_format
 from throttlepool.errors import ConfigError, InputError
-from throttlepool.inputs import BadRecord, InputSpec, Records, Template, detect_format
 
 
 def write(path: Path, text: str) -> str:

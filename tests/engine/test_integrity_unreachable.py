@@ -24,12 +24,12 @@ from typing import Any
 import pytest
 
 from throttlepool import ThreadedBatchRunner
+from throttlepool._reachability import Reachability
 from throttlepool.adapters import HttpAdapter
 from throttlepool.adapters.common import classify_transport
 from throttlepool.classify import ErrorKind, Verdict
 from throttlepool.errors import EndpointUnreachable
 from throttlepool.outcome import Status
-from throttlepool.reachability import Reachability
 from throttlepool.retry import Retry
 from throttlepool.sim import SimConfig, Simulator
 from throttlepool.testing import FakeClock

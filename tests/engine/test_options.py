@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from throttlepool.config import DEFAULTS, PARSERS
+from throttlepool._config import DEFAULTS, PARSERS
 from throttlepool.errors import ConfigError
 from throttlepool.limiter import TOKENS, Limit, RateLimiter
 from throttlepool.options import (

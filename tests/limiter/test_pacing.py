@@ -7,9 +7,9 @@ from collections.abc import Iterator
 import pytest
 
 from throttlepool import ThreadedBatchRunner
+from throttlepool._pacing import HeaderBudget
 from throttlepool.hints import RateInfo
 from throttlepool.limiter import Cost
-from throttlepool.pacing import HeaderBudget
 
 ONE = Cost(1.0)
 

@@ -17,9 +17,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from throttlepool._pacing import HeaderBudget
 from throttlepool.hints import RateInfo
 from throttlepool.limiter import Cost, Limit
-from throttlepool.pacing import HeaderBudget
 from throttlepool.sim.window import Windows
 
 ONE = Cost(1.0)

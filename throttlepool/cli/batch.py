@@ -12,11 +12,11 @@ from typing import Any, TextIO
 
 import click
 
+from .._config import Settings, load_settings
+from .._inputs import Records
 from ..adapters import Adapter
 from ..batchapi import BatchApiRunner, BatchProgress, BatchView
-from ..config import Settings, load_settings
 from ..errors import ConfigError
-from ..inputs import Records
 from ..options import BY_NAME
 from ..outcome import Status
 from ..store import SQLiteStore, redact_text

@@ -7,8 +7,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._config import Settings
 from ..adapters import Adapter
-from ..config import Settings
 from ..cost import BUDGET_REACHED, Pricing, item_model
 from ..cost.text import usd
 from ..outcome import Outcome, Source, Status

@@ -12,16 +12,16 @@ from typing import Any
 
 import click
 
+from .._config import Settings
+from .._inputs import STDIN, Records
+from .._sync import StreamIterator
 from ..adapters import Adapter
-from ..config import Settings
 from ..errors import ConfigError, EndpointUnreachable, OutputError, StoreError
-from ..inputs import STDIN, Records
 from ..options import RunOptions, library_kwargs
 from ..outcome import BatchResult, Outcome, Status
 from ..runner import ThreadedBatchRunner
 from ..store import SQLiteStore, Store, redact_text
 from ..store.keys import canonical_json
-from ..sync import StreamIterator
 from .advice import FailureCause, explain, first_cause, retry_hint
 from .costs import CostTally, budget_advice, budget_stop, run_pricing
 from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK

@@ -10,10 +10,10 @@ from typing import Any
 
 import click
 
-from ..config import load_settings
+from .._config import load_settings
+from .._inputs import FORMATS, MAX_RECORD_BYTES, InputSpec, Records
 from ..cost.text import cost_cell, cost_text
 from ..errors import ConfigError, OutputError
-from ..inputs import FORMATS, MAX_RECORD_BYTES, InputSpec, Records
 from ..outcome import repeated_calls_text
 from ..store import export_run, list_runs, run_status
 from ..store.rows import STATUSES

@@ -21,8 +21,8 @@ import tempfile
 from collections.abc import Mapping
 from typing import IO, Any
 
+from .._inputs import Records
 from ..errors import OutputError
-from ..inputs import Records
 from ..outcome import Outcome
 from ..store.rows import InputRows, columns, csv_cell, outcome_fields
 

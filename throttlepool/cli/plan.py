@@ -9,8 +9,8 @@ from typing import Any
 
 import click
 
+from .._inputs import BadRecord, Records
 from ..adapters import Adapter
-from ..inputs import BadRecord, Records
 from ..limiter import Limit, build_limits
 from ..limiter.limits import INPUT_TOKENS, OUTPUT_TOKENS, TOKENS
 from .costs import CostRange

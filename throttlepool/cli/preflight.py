@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from .._inputs import BadRecord, Records
 from ..adapters import Adapter, CallResult, Delegating
 from ..classify import ErrorKind, Verdict
 from ..errors import ConfigError, InputError
 from ..hints import RateInfo
-from ..inputs import BadRecord, Records
 from ..limiter import Cost
 from .providers import split_provider
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from ..config import load_settings
+from .._config import load_settings
 from ..errors import ConfigError, OutputError
 from ..runreport import report_html
 

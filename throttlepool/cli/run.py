@@ -9,10 +9,10 @@ from typing import Any
 
 import click
 
+from .._config import Settings, load_settings
+from .._inputs import MAX_RECORD_BYTES, STDIN, InputSpec, Records
 from ..adapters import Adapter
-from ..config import Settings, load_settings
 from ..errors import CheckpointMismatch, ConfigError
-from ..inputs import MAX_RECORD_BYTES, STDIN, InputSpec, Records
 from ..options import BATCH
 from ..store import redact_text
 from .batch import execute_batch

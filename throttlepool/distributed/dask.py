@@ -21,12 +21,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sized
 from typing import TYPE_CHECKING, Any
 
+from .._engine import run_to_result
+from .._executors import Executor, register_executor
+from .._ledger import RunLedger, run_settings
+from .._sync import run_blocking
 from ..adapters import as_adapter
 from ..clock import SYSTEM_CLOCK
-from ..engine import run_to_result
 from ..errors import ConfigError, MissingExtra
-from ..executors import Executor, register_executor
-from ..ledger import RunLedger, run_settings
 from ..limiter import Limit, LimitSpec, build_limits, limiter_from_url
 from ..outcome import BatchResult, Outcome
 from ..progress import ProgressSpec, make_progress
@@ -34,7 +35,6 @@ from ..retry import Retry
 from ..store import open_store
 from ..store.base import Store
 from ..store.samples import with_samples
-from ..sync import run_blocking
 from .chunk import ChunkConfig
 from .driver import DaskEngine, DaskPlan
 

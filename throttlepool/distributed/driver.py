@@ -1,4 +1,4 @@
-"""The Dask driver of one run: a :class:`~throttlepool.run_engine.RunEngine` over a cluster.
+"""The Dask driver of one run: a :class:`~throttlepool._run_engine.RunEngine` over a cluster.
 
 :class:`DaskEngine` cuts the items into chunks, keeps at most ``window`` chunks in flight,
 delivers each chunk's outcomes through the run's ledger (checkpoint, cache, statistics,
@@ -29,8 +29,8 @@ from typing import Any
 
 from distributed.protocol.pickle import dumps as pickle_for_workers
 
+from .._ledger import Ending, RunLedger
 from ..errors import ConfigError, LimiterUnavailable, RunStopped
-from ..ledger import Ending, RunLedger
 from ..outcome import Outcome, RunStats, Source, Status
 from .chunk import ChunkConfig, ChunkResult, check_config, run_chunk
 

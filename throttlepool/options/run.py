@@ -7,9 +7,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, TypedDict, Unpack
 
+from .._executors import Executor
 from ..clock import Clock
 from ..errors import ConfigError
-from ..executors import Executor
 from ..limiter import LimitSpec, RateLimiter
 from ..progress import ProgressSpec
 from ..retry import Retry

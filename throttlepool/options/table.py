@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..inputs import FORMATS
+from .._inputs import FORMATS
 from .parse import (
     Parser,
     boolean,

@@ -17,13 +17,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from .._executors import Executor, executor_named
 from ..breaker import CircuitBreaker
 from ..clock import SYSTEM_CLOCK, Clock
 from ..cost import BATCH as BATCH  # the modes a Budget takes, re-exported for the table
 from ..cost import ONLINE as ONLINE
 from ..cost import Pricing, RunBudget
 from ..errors import ConfigError
-from ..executors import Executor, executor_named
 from ..limiter import (
     Limit,
     LimitSpec,

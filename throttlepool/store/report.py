@@ -13,8 +13,8 @@ from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
+from .._inputs import Records
 from ..errors import ConfigError, StoreError
-from ..inputs import Records
 from ..outcome import Status
 from .codec import ITEM_COLUMNS
 from .lease import MACHINE, SELECT_LEASE, Lease, iso

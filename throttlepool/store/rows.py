@@ -14,8 +14,8 @@ import json
 from collections.abc import Iterator, Mapping
 from typing import IO, Any
 
+from .._inputs import BadRecord, Records
 from ..errors import InputError
-from ..inputs import BadRecord, Records
 from ..outcome import Outcome, Status
 from .codec import error_message, error_type_name, to_jsonable
 from .keys import KeyMaker

@@ -1,6 +1,6 @@
 """What the sync facades, the streams and ``arun`` need of whatever drives a run.
 
-The local :class:`~throttlepool.engine.Engine` and the Dask driver
+The local :class:`~throttlepool._engine.Engine` and the Dask driver
 (:class:`~throttlepool.distributed.driver.DaskEngine`) both satisfy :class:`RunEngine`, so
 ``run``, ``arun``, ``imap``, ``aimap`` and ``as_completed`` (bridge, Ctrl-C, bounded
 channel) work the same on threads or a cluster.
@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from .ledger import RunLedger
+    from ._ledger import RunLedger
     from .outcome import RunStats
 
 

@@ -1,7 +1,7 @@
 """Where a run's calls are made: the runner hands each ``run`` to an executor object.
 
 :class:`LocalThreads` (the default) runs the engine on this machine, on the runner's thread
-pool. Every executor builds a :class:`~throttlepool.run_engine.RunEngine`, so each entry
+pool. Every executor builds a :class:`~throttlepool._run_engine.RunEngine`, so each entry
 point works on each executor. Other executors register a name with
 :func:`register_executor`; ``dask`` is provided by ``throttlepool.distributed.dask``,
 imported only when that name is first asked for, so neither the runner nor this module
@@ -14,11 +14,11 @@ import importlib
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from .engine import run_to_result
+from ._engine import run_to_result
+from ._run_engine import RunEngine
+from ._sync import run_blocking
 from .errors import ConfigError
 from .outcome import BatchResult, Outcome
-from .run_engine import RunEngine
-from .sync import run_blocking
 
 if TYPE_CHECKING:
     from .runner import ThreadedBatchRunner

@@ -14,11 +14,11 @@ from collections.abc import Coroutine, Iterator
 from types import FrameType
 from typing import Any, TypeVar
 
+from ._channel import OutcomeChannel, pump
+from ._run_engine import RunEngine
 from .bridge import Bridge
-from .channel import OutcomeChannel, pump
 from .errors import RunStopped, StoreError
 from .outcome import Outcome, RunStats
-from .run_engine import RunEngine
 
 T = TypeVar("T")
 

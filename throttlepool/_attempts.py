@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._calls import Dispatcher, RunConfig
+from ._control import RunControl
+from ._ledger import RunLedger
+from ._progress_line import BREAKER, RATE_LIMIT, SERVER_429, SERVER_BUDGET
 from .adapters.base import CallResult
-from .calls import Dispatcher, RunConfig
 from .classify import ErrorKind, Verdict
-from .control import RunControl
 from .errors import CallTimeout, RetryHintTooLong, RunStopped
-from .ledger import RunLedger
 from .limiter import Cost, Permit
 from .outcome import Outcome, RunStats, Source, Status
-from .progress_line import BREAKER, RATE_LIMIT, SERVER_429, SERVER_BUDGET
 
 
 class Attempts:

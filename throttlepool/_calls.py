@@ -9,15 +9,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ._pacing import Pacer
+from ._pool import LoopHandoff, WorkerPool
+from ._reachability import Reachability
 from .adapters.base import Adapter, CallResult
 from .breaker import CircuitBreaker
 from .clock import Clock
 from .cost import RunBudget
 from .errors import CallTimeout
 from .limiter import Permit, RateLimiter, counts_tokens
-from .pacing import Pacer
-from .pool import LoopHandoff, WorkerPool
-from .reachability import Reachability
 from .store.base import Cache, Store
 
 if TYPE_CHECKING:  # options/ builds executors, which run the engine that imports this

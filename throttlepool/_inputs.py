@@ -26,8 +26,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import IO, Any
 
+from ._jsontext import nests_deeper_than, parse_json
 from .errors import ConfigError, InputError
-from .jsontext import nests_deeper_than, parse_json
 
 FORMATS = ("jsonl", "csv", "text")
 STDIN = "-"

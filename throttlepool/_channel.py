@@ -15,8 +15,8 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from ._run_engine import RunEngine
 from .errors import RunStopped
-from .run_engine import RunEngine
 
 _END = object()
 

@@ -20,15 +20,15 @@ import asyncio
 from collections.abc import Callable, Iterable, Iterator, Sized
 from typing import Any
 
-from .attempts import Attempts
-from .calls import Dispatcher, RunConfig
-from .control import RunControl
+from ._attempts import Attempts
+from ._calls import Dispatcher, RunConfig
+from ._control import RunControl
+from ._ledger import Ending, RunLedger
+from ._pool import LoopHandoff
+from ._run_engine import RunEngine
 from .errors import RunStopped, StoreError
-from .ledger import Ending, RunLedger
 from .outcome import BatchResult, Outcome, RunStats
-from .pool import LoopHandoff
 from .progress import ProgressSink
-from .run_engine import RunEngine
 from .store.base import SpendRecords
 
 
