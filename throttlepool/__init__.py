@@ -1,90 +1,54 @@
 """throttlepool: run existing synchronous API clients fast and safely on large batches.
 
-The main entry points::
+Everything a user needs is here::
 
-    from throttlepool import ThreadedBatchRunner, generate_batch, batchable, RateLimiter
+    from throttlepool import ThreadedBatchRunner, generate_batch, batchable, Limits
+
+Further, public by module: ``throttlepool.adapters`` (OpenAI, Anthropic, Gemini, HTTP and
+function adapters), ``throttlepool.errors`` (the exception tree), ``throttlepool.limiter``
+(limits and shared limiter backends), ``throttlepool.retry``, ``throttlepool.classify``,
+``throttlepool.progress``, ``throttlepool.store``, ``throttlepool.cost``,
+``throttlepool.batchapi``, ``throttlepool.distributed``, ``throttlepool.sim`` (the local
+API simulator) and ``throttlepool.testing`` (fakes). Modules whose names start with ``_``
+are internal.
 """
 
 from __future__ import annotations
 
 from .adapters.base import Adapter, CallResult
-from .adapters.function import CallableAdapter
-from .breaker import BreakerState, CircuitBreaker, CircuitOpenError
+from .breaker import CircuitBreaker
 from .bridge import gather_with_concurrency, run_async
-from .classify import ErrorKind, Verdict, default_classifier, retry_on
-from .clock import Clock, SystemClock
+from .classify import retry_on
 from .dropins import Batchable, batchable, generate_batch
-from .errors import (
-    CallTimeout,
-    CheckpointMismatch,
-    ConfigError,
-    CostExceedsLimit,
-    InputError,
-    ItemError,
-    LimiterUnavailable,
-    MissingExtra,
-    NotAttempted,
-    RetryHintTooLong,
-    RunStopped,
-    StoreError,
-    ThrottlepoolError,
-)
-from .hints import RateInfo
-from .limiter import Cost, Limit, RateLimiter, TokenBucketLimiter
-from .outcome import BatchResult, Outcome, RunStats, Source, Status, Usage
-from .progress import CallbackProgress, ProgressSink, TqdmProgress
-from .retry import AsyncRetry, Retry, retrying
+from .errors import ThrottlepoolError
+from .limiter import RateLimiter
+from .options import Budget, Checkpoint, Execution, Limits
+from .outcome import BatchResult, Outcome, RunStats, Status
+from .retry import Retry
 from .runner import ThreadedBatchRunner
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Adapter",
-    "AsyncRetry",
     "BatchResult",
     "Batchable",
-    "BreakerState",
+    "Budget",
     "CallResult",
-    "CallTimeout",
-    "CallableAdapter",
-    "CallbackProgress",
-    "CheckpointMismatch",
+    "Checkpoint",
     "CircuitBreaker",
-    "CircuitOpenError",
-    "Clock",
-    "ConfigError",
-    "Cost",
-    "CostExceedsLimit",
-    "ErrorKind",
-    "InputError",
-    "ItemError",
-    "Limit",
-    "LimiterUnavailable",
-    "MissingExtra",
-    "NotAttempted",
+    "Execution",
+    "Limits",
     "Outcome",
-    "ProgressSink",
-    "RateInfo",
     "RateLimiter",
     "Retry",
-    "RetryHintTooLong",
     "RunStats",
-    "RunStopped",
-    "Source",
     "Status",
-    "StoreError",
-    "SystemClock",
     "ThreadedBatchRunner",
     "ThrottlepoolError",
-    "TokenBucketLimiter",
-    "TqdmProgress",
-    "Usage",
-    "Verdict",
     "batchable",
-    "default_classifier",
     "gather_with_concurrency",
     "generate_batch",
     "retry_on",
-    "retrying",
     "run_async",
 ]

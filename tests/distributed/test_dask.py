@@ -14,7 +14,8 @@ import pytest
 import requests
 from _services import RedisServer, private_redis, start_redis  # noqa: F401 - fixture
 
-from throttlepool import LimiterUnavailable, ThreadedBatchRunner
+from throttlepool import ThreadedBatchRunner
+from throttlepool.errors import LimiterUnavailable
 from throttlepool.outcome import Outcome, RunStats
 from throttlepool.sim import SimConfig, Simulator
 from throttlepool.store import SQLiteStore

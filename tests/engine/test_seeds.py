@@ -8,18 +8,18 @@ from typing import Any
 import pytest
 
 from throttlepool import (
-    AsyncRetry,
     BatchResult,
     CircuitBreaker,
     Retry,
     RunStats,
     ThreadedBatchRunner,
-    TokenBucketLimiter,
     batchable,
     gather_with_concurrency,
     generate_batch,
     run_async,
 )
+from throttlepool.limiter import TokenBucketLimiter
+from throttlepool.retry import AsyncRetry
 from throttlepool.testing import FakeClock, ScriptedCallable
 
 
