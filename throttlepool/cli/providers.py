@@ -161,18 +161,65 @@ class RequestOptions:
                           f"--provider {name}: the function builds its own request")
 
 
+#: Providers whose adapters read the model's text answer: streaming and structured output.
+ANSWERING = ("openai", "anthropic", "gemini")
+
+
+def load_schema(path: str) -> dict[str, Any]:
+    """The JSON Schema in file ``path``; a ConfigError names the file (and line) if unusable."""
+    try:
+        with open(path, encoding="utf-8-sig") as handle:
+            schema = json.load(handle)
+    except OSError as exc:
+        raise ConfigError(f"--schema {path}: cannot read it ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"--schema {path}: not UTF-8 text") from None
+    except ValueError as exc:
+        where = (f" at line {exc.lineno} column {exc.colno}"
+                 if isinstance(exc, json.JSONDecodeError) else "")
+        raise ConfigError(f"--schema {path}: not valid JSON{where}") from None
+    if not isinstance(schema, dict):
+        raise ConfigError(f"--schema {path}: a JSON Schema is a JSON object, "
+                          f"got {type(schema).__name__}")
+    return schema
+
+
+def answer_options(name: str, *, stream: bool = False, schema: str | None = None,
+                   json_retries: int | None = None) -> dict[str, Any]:
+    """The adapter options for ``--stream``, ``--schema`` and ``--json-retries``."""
+    flags = (("--stream", stream), ("--schema", schema), ("--json-retries", json_retries))
+    given = [flag for flag, value in flags if value not in (None, False)]
+    if given and name not in ANSWERING:
+        raise ConfigError(f"{' and '.join(given)} apply to --provider "
+                          f"{', '.join(ANSWERING)} only, not {name}")
+    options: dict[str, Any] = {"json_retries": json_retries}
+    if stream:
+        options["stream"] = True
+    if schema is not None:
+        options["schema"] = load_schema(schema)
+    return options
+
+
 def build_adapter(provider: str, *, model: str | None = None, base_url: str | None = None,
                   extract: str | None = None, env: Mapping[str, str] | None = None,
                   request: RequestOptions | None = None, key: str | None = None,
-                  headers: Mapping[str, str] | None = None, dry_run: bool = False
-                  ) -> Adapter[Any]:
+                  headers: Mapping[str, str] | None = None, dry_run: bool = False,
+                  stream: bool = False, schema: str | None = None,
+                  json_retries: int | None = None) -> Adapter[Any]:
     """The adapter ``throttlepool run`` calls; every problem is a ThrottlepoolError.
 
     ``key`` (``--api-key``) wins over the environment; a dry run without any key gets a
-    stand-in, since it sends nothing.
+    stand-in, since it sends nothing. ``schema`` is a JSON Schema file's path (read here,
+    before any call) and implies ``extract="json"``.
     """
     name, target = split_provider(provider)
     options: dict[str, Any] = {"model": model, "base_url": base_url}
+    options.update(answer_options(name, stream=stream, schema=schema,
+                                  json_retries=json_retries))
+    if schema is not None:
+        if extract not in (None, "json"):
+            raise ConfigError(f"--schema implies --extract json, not --extract {extract}")
+        extract = "json"
     if request is not None and not request.empty:
         options.update(request.for_provider(name))
     if headers:

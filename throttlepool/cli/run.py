@@ -108,7 +108,9 @@ def run_command(ctx: click.Context, /, input_path: str, dry_run: bool, verbose: 
                                 base_url=settings["base_url"], extract=settings["extract"],
                                 request=request, key=settings["api_key"],
                                 headers=parse_headers(settings["header"] or ()),
-                                dry_run=dry_run)
+                                dry_run=dry_run, stream=bool(settings["stream"]),
+                                schema=settings["schema"],
+                                json_retries=settings["json_retries"])
         check_model(settings["provider"], settings["model"], records)
         check_requests(records, adapter)
         if dry_run:

@@ -140,8 +140,19 @@ OPTIONS: tuple[Option, ...] = (
            "request bodies. [default: prompt]", default="prompt"),
     Option("input_format", text, "Input format. [default: by extension; stdin is sniffed]",
            choices=FORMATS),
-    Option("extract", text, "What to keep of each reply: text, json, raw, or an adapter's "
-           "named field (http: result). [default: text; http/python: raw]"),
+    Option("extract", text, "What to keep of each reply: text (the answer's text), json (the "
+           "model's answer parsed as JSON: openai/anthropic/gemini), response (the whole "
+           "response object), raw, or an adapter's named field (http: result). [default: text; "
+           "http/python: raw]"),
+    Option("schema", text, "JSON Schema file each answer must match (openai/anthropic/gemini); "
+           "implies --extract json. A mismatch is asked again (--json-retries), then fails the "
+           "item naming the field.", metavar="FILE"),
+    Option("json_retries", non_negative_int, "Times a malformed or mismatched JSON answer is "
+           "asked again, apart from --retries (--extract json, --schema). [default: 2]",
+           metavar="N"),
+    Option("stream", boolean, "Stream each reply (openai, anthropic, gemini): read whole on the "
+           "worker, same value as without, time to first token recorded. [default: off]",
+           default=False, negative="--no-stream"),
     Option("base_url", text, "API base URL (e.g. the simulator's); for --provider http the "
            "endpoint URL."),
     Option("skip_bad_records", boolean, "Record a bad input record as a failed item instead "
