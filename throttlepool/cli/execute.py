@@ -7,7 +7,6 @@ import hashlib
 import os
 import shlex
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -48,17 +47,6 @@ def default_run_name(path: str, records: Records | None = None) -> str:
     digest.update(os.path.abspath(path).encode("utf-8", "surrogatepass"))
     return f"{os.path.basename(path) or path}-{digest.hexdigest()[:8]}"
 
-class _Done(Iterator[Outcome[Any]]):
-    """A finished BatchResult read like a stream."""
-
-    def __init__(self, result: BatchResult[Any]) -> None:
-        self._outcomes = iter(result.outcomes)
-        self.interrupted = result.interrupted
-
-    def __next__(self) -> Outcome[Any]:
-        return next(self._outcomes)
-
-
 def _open_store(settings: Settings) -> Store | None:
     db = settings["db"]
     if not db:
@@ -95,7 +83,7 @@ def execute(settings: Settings, records: Records, adapter: Adapter[Any], *, verb
         reuse = CheckpointAnswers(store)
     if records.skip_bad:
         adapter = SkipBadRecords(adapter)
-    stream: StreamIterator | _Done | None = None
+    stream: StreamIterator | None = None
     emitted = 0
     failed = False
     try:
@@ -105,12 +93,11 @@ def execute(settings: Settings, records: Records, adapter: Adapter[Any], *, verb
             run_name=run_name, store=store, progress=sink, cache=reuse,
             executor="dask" if settings["dask_scheduler"] else "threads")
         runner: ThreadedBatchRunner[Any] = ThreadedBatchRunner(
-            adapter, **options.runner_kwargs())
+            adapter, limits=options.limits, retry=options.retry, checkpoint=options.checkpoint,
+            execution=options.execution, budget=options.budget)
         with runner:
             writer.open()
-            # Dask runs whole chunks remotely and returns once; threads stream in order.
-            stream = (
-                _Done(runner.run(records)) if settings["dask_scheduler"] else runner.imap(records))
+            stream = runner.imap(records)  # in input order, on threads or on Dask
             for outcome in stream:
                 writer.write(row(outcome))
                 emitted += 1
@@ -149,7 +136,7 @@ def execute(settings: Settings, records: Records, adapter: Adapter[Any], *, verb
     if interrupted:
         click.echo(f"interrupted; {_resume_hint(argv, store)}", err=True)
         return EXIT_INTERRUPTED
-    stopped = getattr(stream, "stopped", None)
+    stopped = stream.stopped
     if isinstance(stopped, EndpointUnreachable):
         raise stopped  # exit 2 with its one sentence (app.py), not 1 "some items failed"
     if budget_stop(stopped):
@@ -181,10 +168,10 @@ def _write_not_attempted(writer: ResultWriter, records: Records, emitted: int) -
                 writer.write(row(Outcome(index, item, Status.NOT_ATTEMPTED)))
 
 
-def _stop_stream(stream: StreamIterator | _Done | None, exc: BaseException) -> None:
+def _stop_stream(stream: StreamIterator | None, exc: BaseException) -> None:
     """The consumer failed: a second Ctrl-C aborts the run, anything else stops it (the
     calls in flight finish and are checkpointed). Either way its status is recorded."""
-    if isinstance(stream, StreamIterator):
+    if stream is not None:
         if isinstance(exc, KeyboardInterrupt):
             stream.abort()
         else:
@@ -195,7 +182,7 @@ def _keep_written(writer: ResultWriter, records: Records, emitted: int,
                   exc: BaseException) -> None:
     """A run ending in an exception keeps --output: every row delivered so far (answers that
     were paid for), then not-attempted rows; a run that delivered nothing leaves it alone."""
-    result = getattr(exc, "result", None)  # run() (Dask) hands its outcomes on the error
+    result = getattr(exc, "result", None)  # a StoreError may carry the outcomes delivered
     if emitted == 0 and isinstance(result, BatchResult):
         with contextlib.suppress(OutputError):
             for outcome in result.outcomes:
