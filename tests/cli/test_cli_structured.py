@@ -89,5 +89,5 @@ def test_stream_is_refused_for_a_provider_that_cannot(sim: Simulator, tmp_path: 
     _prompts(tmp_path / "in.jsonl", PEOPLE)
     r = run_cli(["run", "in.jsonl", "-P", "http", "--base-url", f"{sim.url}/echo", "--no-db",
                  "--stream"], tmp_path)
-    assert r.returncode == 2 and "--stream" in r.stderr
+    assert r.returncode == 2 and "--stream applies to --provider openai" in r.stderr, r.stderr
     assert sim.requests() == []

@@ -190,7 +190,8 @@ def answer_options(name: str, *, stream: bool = False, schema: str | None = None
     flags = (("--stream", stream), ("--schema", schema), ("--json-retries", json_retries))
     given = [flag for flag, value in flags if value not in (None, False)]
     if given and name not in ANSWERING:
-        raise ConfigError(f"{' and '.join(given)} apply to --provider "
+        verb = "apply" if len(given) > 1 else "applies"
+        raise ConfigError(f"{' and '.join(given)} {verb} to --provider "
                           f"{', '.join(ANSWERING)} only, not {name}")
     options: dict[str, Any] = {"json_retries": json_retries}
     if stream:
