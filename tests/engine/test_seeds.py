@@ -18,8 +18,11 @@ from throttlepool import (
     generate_batch,
     run_async,
 )
+from throttlepool.adapters.anthropic import AnthropicAdapter
+from throttlepool.adapters.openai import OpenAIAdapter
 from throttlepool.limiter import TokenBucketLimiter
 from throttlepool.retry import AsyncRetry
+from throttlepool.sim import Simulator
 from throttlepool.testing import FakeClock, ScriptedCallable
 
 
@@ -90,6 +93,56 @@ def test_seed002_processor_with_token_bucket_and_cache(tmp_path: Any) -> None:
     assert first.results == again.results == [f"analysis of {u}" for u in urls]
     assert sorted(calls) == urls
     assert again.stats.cache_hits == 3 and again.stats.calls == 0
+
+
+def test_seed002_claude_openai_and_mistral_via_base_url(sim: Simulator) -> None:
+    """The RSS analyzer's API_PROVIDER=anthropic|openai|mistral: Claude through the anthropic
+    SDK (streaming, as its use_streaming says), OpenAI, and Mistral's OpenAI-compatible API
+    through the openai SDK with a base URL; each a small batch, all ok, in order."""
+    import anthropic
+    import openai
+
+    articles = [f"article {i}" for i in range(6)]
+    providers = {
+        "anthropic": AnthropicAdapter(anthropic.Anthropic(api_key="sk-ant-x", base_url=sim.url),
+                                      model="claude-3-5-haiku-latest", max_tokens=64,
+                                      system="Analyze.", stream=True, extract="text"),
+        "openai": OpenAIAdapter(openai.OpenAI(api_key="sk-o", base_url=sim.openai_base_url),
+                                model="gpt-4o-mini", system="Analyze.", extract="text"),
+        "mistral": OpenAIAdapter(openai.OpenAI(api_key="mistral-k",
+                                               base_url=sim.openai_base_url),
+                                 model="mistral-small-latest", system="Analyze.",
+                                 extract="text"),
+    }
+    for name, adapter in providers.items():
+        sim.reset()
+        with ThreadedBatchRunner(adapter, batch_size=5, rpm=100, timeout=10.0) as runner:
+            result = runner.run(articles)
+        assert result.all_succeeded, (name, result.errors)
+        assert result.results == [f"echo: Analyze.\n{a}" for a in articles], name
+        paths = {request["path"] for request in sim.requests()}
+        assert paths == ({"/v1/messages"} if name == "anthropic" else {"/v1/chat/completions"})
+
+
+def test_seed003_openrouter_is_the_openai_sdk_with_a_base_url(sim: Simulator) -> None:
+    """The flashcard generator's OpenRouterClient: the openai SDK pointed at another base URL
+    with OpenRouter's attribution headers and a vendor/model name; cards come back in order."""
+    import openai
+
+    client = openai.OpenAI(api_key="sk-or-v1-x", base_url=sim.openai_base_url,
+                           default_headers={"HTTP-Referer": "https://cards.example",
+                                            "X-Title": "flashcards"})
+    adapter = OpenAIAdapter(client, model="anthropic/claude-3-haiku", extract="text")
+    topics = [f"topic {i}" for i in range(8)]
+    with ThreadedBatchRunner(adapter, batch_size=4, rpm=600, safety=0.8,
+                             breaker=CircuitBreaker(threshold=10, reset_after=60),
+                             timeout=10.0) as runner:
+        result = runner.run(topics)
+    assert result.all_succeeded, result.errors
+    assert result.results == [f"echo: {t}" for t in topics]
+    requests = sim.requests()
+    assert len(requests) == len(topics)
+    assert all(r["body"]["model"] == "anthropic/claude-3-haiku" for r in requests)
 
 
 def test_seed003_orchestrator_ordered_safety_breaker_progress() -> None:
