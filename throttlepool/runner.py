@@ -23,7 +23,7 @@ from .errors import ConfigError, StoreError
 from .options import RunOptions
 from .options.run import RunKwargs
 from .outcome import BatchResult, Outcome
-from .progress import ProgressSpec, make_progress
+from .progress import make_progress
 from .retry import Retry
 from .store.samples import with_samples
 
@@ -80,7 +80,7 @@ class ThreadedBatchRunner(Generic[R]):
         self._pool = WorkerPool(execution.batch_size)
         self._finalizer = weakref.finalize(self, self._pool.shutdown, False)
 
-    # ---- the options, by the names the executors and streams read ----------------------
+    # ---- the options most read, by their everyday names --------------------------------
 
     @property
     def batch_size(self) -> int:
@@ -91,46 +91,6 @@ class ThreadedBatchRunner(Generic[R]):
     def retry(self) -> Retry:
         """The retry policy."""
         return self.options.retry
-
-    @property
-    def timeout(self) -> float | None:
-        """Seconds one call may take."""
-        return self.options.execution.timeout
-
-    @property
-    def window(self) -> int:
-        """Outcomes held at most for in-order delivery."""
-        return self.options.execution.window_size
-
-    @property
-    def progress(self) -> ProgressSpec:
-        """The progress display asked for."""
-        return self.options.execution.progress
-
-    @property
-    def desc(self) -> str:
-        """What the progress display calls the items."""
-        return self.options.execution.desc
-
-    @property
-    def run_name(self) -> str | None:
-        """The checkpoint's run name (a rerun with it resumes)."""
-        return self.options.checkpoint.run_name
-
-    @property
-    def retry_failed(self) -> bool:
-        """Whether a resume calls the items that failed before again."""
-        return self.options.checkpoint.retry_failed
-
-    @property
-    def limiter_url(self) -> str | None:
-        """Where the limits are shared with other processes, if they are."""
-        return self.options.limits.limiter_url
-
-    @property
-    def margin(self) -> float | None:
-        """Seconds each admission counts beyond its window (None: adaptive)."""
-        return self.options.limits.margin
 
     # ---- configuration of one run ------------------------------------------------------
 
@@ -150,7 +110,7 @@ class ThreadedBatchRunner(Generic[R]):
     def settings(self) -> dict[str, Any]:
         """What a checkpoint records about this runner (no secrets)."""
         return run_settings(self.adapter.name, self.adapter.identity(), self.batch_size,
-                            self.limiter.limits, self.retry, self.timeout,
+                            self.limiter.limits, self.retry, self.options.execution.timeout,
                             pricing=self.options.budget.recorded_pricing())
 
     def engine(self, items: Iterable[Any], emit: Callable[[Outcome[Any]], None], *,
@@ -165,7 +125,8 @@ class ThreadedBatchRunner(Generic[R]):
                      has_space: Callable[[], bool] | None = None) -> Engine:
         """The engine of one local run with this runner's settings (for executors)."""
         # A store also gets the run's counters about once a second, for `throttlepool report`.
-        progress = with_samples(make_progress(self.progress, self.desc), self.store,
+        execution = self.options.execution
+        progress = with_samples(make_progress(execution.progress, execution.desc), self.store,
                                 lambda: engine.run_id)
         engine = Engine(self._config(run_name), items, emit, ordered=ordered,
                         fill_remaining=fill, progress=progress, has_space=has_space)
@@ -185,7 +146,7 @@ class ThreadedBatchRunner(Generic[R]):
     async def aimap(self, items: Iterable[Any], *, ordered: bool = True,
                     run_name: str | None = None) -> AsyncIterator[Outcome[R]]:
         """Stream outcomes as an async iterator, in input order (or completion order)."""
-        channel = OutcomeChannel(self.window)
+        channel = OutcomeChannel(self.options.execution.window_size)
         engine = self.engine(items, channel.put, ordered=ordered, fill=False,
                              run_name=run_name, has_space=channel.has_space)
         async for outcome in consume(engine, channel):
@@ -201,7 +162,7 @@ class ThreadedBatchRunner(Generic[R]):
         the run stops and raises :class:`StoreError`; its ``result`` holds every outcome
         delivered and ``unrecorded`` the ones the checkpoint does not hold.
         """
-        name = run_name if run_name is not None else self.run_name
+        name = run_name if run_name is not None else self.options.checkpoint.run_name
         return self.executor.run(self, items, name)
 
     def imap(self, items: Iterable[Any], *, run_name: str | None = None) -> StreamIterator:
@@ -215,7 +176,7 @@ class ThreadedBatchRunner(Generic[R]):
 
     def _stream(self, items: Iterable[Any], *, ordered: bool, run_name: str | None
                 ) -> StreamIterator:
-        channel = OutcomeChannel(self.window)
+        channel = OutcomeChannel(self.options.execution.window_size)
         engine = self.engine(items, channel.put, ordered=ordered, fill=False,
                              run_name=run_name, has_space=channel.has_space)
         return StreamIterator(engine, channel)

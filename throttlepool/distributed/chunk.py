@@ -21,8 +21,8 @@ from ..adapters import as_adapter
 from ..adapters.base import Adapter, CallResult, Delegating
 from ..errors import LimiterUnavailable
 from ..limiter import Limit, RateLimiter, limiter_from_url
+from ..options import Limits, RunOptions
 from ..outcome import Outcome, Status, Usage
-from ..retry import Retry
 from ..store.codec import StoredError
 
 
@@ -31,16 +31,8 @@ class ChunkConfig:
     """Everything a worker needs to run chunks of one run; pickled with each task."""
 
     fn: Any  # a callable or an adapter, importable (or cloudpicklable) on the workers
-    limiter_url: str | None
-    limits: tuple[Limit, ...]
-    limiter_name: str = "default"
-    batch_size: int = 8
-    retries: int | Retry | None = 3
-    timeout: float | None = None
+    options: RunOptions  # RunOptions.for_workers(): limits, retry, per-call settings
     estimate: Any = None
-    breaker: bool | int = True
-    seed: int | None = None
-    margin: float | None = None
     calls_topic: str | None = None  # the Dask event topic each call is reported under
 
 
@@ -159,16 +151,17 @@ def run_chunk(chunk_no: int, chunk: Sequence[tuple[int, Any]], cfg: ChunkConfig
     from ..runner import ThreadedBatchRunner
 
     result = ChunkResult(chunk_no, worker=f"{socket.gethostname()}:{os.getpid()}")
-    limiter = worker_limiter(cfg.limiter_url, cfg.limits, cfg.limiter_name, cfg.margin)
+    limits = cfg.options.limits
+    limiter = worker_limiter(limits.limiter_url, limits.resolved(), limits.limiter_name,
+                             limits.margin)
     adapter = as_adapter(cfg.fn, estimate=cfg.estimate)
     worker = _this_worker()
     if cfg.calls_topic is not None and worker is not None:
         adapter = ReportedCalls(adapter, cfg.calls_topic, worker)
+    options = cfg.options
     runner: ThreadedBatchRunner[Any] = ThreadedBatchRunner(
-        adapter, batch_size=cfg.batch_size, limiter=limiter, retries=cfg.retries,
-        timeout=cfg.timeout, breaker=cfg.breaker, progress=False,
-        seed=cfg.seed,
-    )
+        adapter, limits=Limits(limiter=limiter), retry=options.retry,
+        checkpoint=options.checkpoint, execution=options.execution, budget=options.budget)
     outcomes: list[Outcome[Any]] = []
     stream = runner.as_completed([item for _, item in chunk])
     try:

@@ -19,7 +19,7 @@ the same ``run_name`` to resume.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sized
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 from .._engine import run_to_result
 from .._executors import Executor, register_executor
@@ -28,12 +28,11 @@ from .._sync import run_blocking
 from ..adapters import as_adapter
 from ..clock import SYSTEM_CLOCK
 from ..errors import ConfigError, MissingExtra
-from ..limiter import Limit, LimitSpec, build_limits, limiter_from_url
+from ..limiter import limiter_from_url
+from ..options import RunOptions
+from ..options.run import RunKwargs
 from ..outcome import BatchResult, Outcome
-from ..progress import ProgressSpec, make_progress
-from ..retry import Retry
-from ..store import open_store
-from ..store.base import Store
+from ..progress import make_progress
 from ..store.samples import with_samples
 from .chunk import ChunkConfig
 from .driver import DaskEngine, DaskPlan
@@ -83,77 +82,64 @@ def run_on_dask(
     items: Iterable[Any],
     *,
     client: Any = None,
-    scheduler: str | None = None,
-    limiter_url: str | None = None,
-    rpm: float | None = None,
-    tpm: float | None = None,
-    limits: Iterable[LimitSpec] | LimitSpec | None = None,
-    safety: float = 1.0,
-    margin: float | None = None,
-    batch_size: int = 8,
     chunk_size: int | None = None,
     max_chunks_in_flight: int | None = None,
-    store: Any = None,
-    run_name: str | None = None,
-    progress: ProgressSpec = None,
-    retries: int | Retry | None = 3,
-    timeout: float | None = None,
-    estimate: Callable[[Any], float] | None = None,
-    limiter_name: str = "default",
-    retry_failed: bool = True,
     task_retries: int = 2,
+    estimate: Callable[[Any], float] | None = None,
+    **options: Unpack[RunKwargs],
 ) -> BatchResult[Any]:
     """Run ``fn(item)`` for every item on a Dask cluster under one shared rate limit.
 
-    Give a ``client`` or a ``scheduler`` address (``"tcp://host:8786"``). ``limiter_url``
-    names the shared limiter (``redis://host:6379/0`` or ``sqlite:///path``) that every
-    worker admits through; ``rpm``/``tpm``/``limits`` are the limits of the whole cluster.
-    ``margin`` (seconds) lengthens the time each admission counts, to absorb the jitter
-    between a worker's admission and the API server's clock. ``batch_size`` calls run at
-    once per chunk of ``chunk_size`` items; ``store`` checkpoints on the driver.
+    Give a ``client`` or a ``scheduler`` address (``"tcp://host:8786"``). Every other keyword
+    is a run option, as ``ThreadedBatchRunner`` takes it: ``limiter_url`` names the shared
+    limiter (``redis://host:6379/0`` or ``sqlite:///path``) that every worker admits through;
+    ``rpm``/``tpm``/``limits`` are the limits of the whole cluster. ``margin`` (seconds)
+    lengthens the time each admission counts, to absorb the jitter between a worker's
+    admission and the API server's clock. ``batch_size`` calls run at once per chunk of
+    ``chunk_size`` items; ``store`` checkpoints on the driver.
     """
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    run = RunOptions.from_kwargs(**options)
+    scheduler = run.execution.scheduler
     if client is None and scheduler is None:
         raise ConfigError("run_on_dask needs client= or scheduler='tcp://host:8786'")
-    resolved = build_limits(limits, rpm=rpm, tpm=tpm, safety=safety)
-    retry = retries if isinstance(retries, Retry) else Retry.of(retries)
+    if run.budget.capped:
+        raise ConfigError("max_cost is not supported on a Dask cluster yet; run it on threads")
     adapter = as_adapter(fn_or_adapter, estimate=estimate)
-    plan = _plan(fn_or_adapter, adapter, resolved, client=client, scheduler=scheduler,
-                 limiter_url=limiter_url, limiter_name=limiter_name, margin=margin,
-                 batch_size=batch_size, chunk_size=chunk_size, retry=retry, timeout=timeout,
-                 estimate=estimate, window=max_chunks_in_flight, task_retries=task_retries,
-                 run_name=run_name)
-    owns_store = store is not None and not isinstance(store, Store)
-    the_store = open_store(store)
+    plan = _plan(fn_or_adapter, adapter, run, client=client, scheduler=scheduler,
+                 chunk_size=chunk_size, estimate=estimate, window=max_chunks_in_flight,
+                 task_retries=task_retries, run_name=run.checkpoint.run_name)
+    checkpoint = run.checkpoint
+    the_store = checkpoint.open_store()
     try:
         ledger = RunLedger(clock=SYSTEM_CLOCK, identity=adapter.identity(), store=the_store,
-                           retry_failed=retry_failed, progress=make_progress(progress, "items"),
+                           retry_failed=checkpoint.retry_failed,
+                           progress=make_progress(run.execution.progress, "items"),
                            total=len(items) if isinstance(items, Sized) else None)
         outcomes: list[Outcome[Any]] = []
         engine = DaskEngine(plan, ledger, items, outcomes.append, ordered=True,
                             fill_remaining=True)
         return run_blocking(engine, run_to_result(engine, outcomes))
     finally:
-        if owns_store and the_store is not None:
+        if checkpoint.owns_store and the_store is not None:
             the_store.close()
 
 
-def _plan(fn: Any, adapter: Any, limits: list[Limit], *, client: Any, scheduler: Any,
-          limiter_url: str | None, limiter_name: str, margin: float | None, batch_size: int,
-          chunk_size: int | None, retry: Retry, timeout: float | None,
-          estimate: Callable[[Any], float] | None, window: int | None, task_retries: int,
-          run_name: str | None) -> DaskPlan:
+def _plan(fn: Any, adapter: Any, options: RunOptions, *, client: Any, scheduler: Any,
+          chunk_size: int | None, estimate: Callable[[Any], float] | None,
+          window: int | None, task_retries: int, run_name: str | None) -> DaskPlan:
     """How a run of ``fn`` uses the cluster; the shared limiter is checked when it starts."""
-    cfg = ChunkConfig(fn, limiter_url, tuple(limits), limiter_name, batch_size, retry,
-                      timeout, estimate, margin=margin)
-    settings = run_settings(adapter.name, adapter.identity(), batch_size, limits, retry,
-                            timeout)
+    limits = options.limits
+    resolved = limits.resolved()  # a local limiter= counts too: refused without a URL
+    batch_size = options.execution.batch_size
+    cfg = ChunkConfig(fn, options.for_workers(), estimate)
+    settings = run_settings(adapter.name, adapter.identity(), batch_size, resolved,
+                            options.retry, options.execution.timeout,
+                            pricing=options.budget.recorded_pricing())
     return DaskPlan(
         cfg, settings, _chunk_size(chunk_size, batch_size), client=client,
         scheduler=scheduler, window=window, task_retries=task_retries, run_name=run_name,
-        preflight=lambda: _check_limiter(limiter_url, limits, limiter_name),
-        limits=tuple((lim.amount, lim.period, lim.unit) for lim in limits))
+        preflight=lambda: _check_limiter(limits.limiter_url, resolved, limits.limiter_name),
+        limits=tuple((lim.amount, lim.period, lim.unit) for lim in resolved))
 
 
 class DaskExecutor(Executor):
@@ -177,23 +163,23 @@ class DaskExecutor(Executor):
         if scheduler is None:
             raise ConfigError("executor='dask' needs scheduler='tcp://host:8786' or a Client")
         is_address = isinstance(scheduler, str)
-        limits = list(runner.limiter.limits)
-        plan = _plan(runner.adapter, runner.adapter, limits,
+        options = runner.options
+        plan = _plan(runner.adapter, runner.adapter, options,
                      client=None if is_address else scheduler,
                      scheduler=scheduler if is_address else None,
-                     limiter_url=runner.limiter_url, limiter_name="default",
-                     margin=runner.margin, batch_size=runner.batch_size, chunk_size=None,
-                     retry=runner.retry, timeout=runner.timeout, estimate=None, window=None,
-                     task_retries=2, run_name=run_name)
+                     chunk_size=None, estimate=None, window=None, task_retries=2,
+                     run_name=run_name)
         ledger = RunLedger(
             clock=runner.clock, identity=runner.adapter.identity(), store=runner.store,
-            cache=runner.cache, retry_failed=runner.retry_failed,
-            batch_size=runner.batch_size, total=len(items) if isinstance(items, Sized) else None)
+            cache=runner.cache, retry_failed=options.checkpoint.retry_failed,
+            batch_size=options.execution.batch_size,
+            total=len(items) if isinstance(items, Sized) else None)
         plan.connect_timeout = self.connect_timeout
         engine = DaskEngine(plan, ledger, items, emit, ordered=ordered, fill_remaining=fill,
                             has_space=has_space)
         # A store also gets the run's counters about once a second, for `throttlepool report`.
-        ledger.progress = with_samples(make_progress(runner.progress, runner.desc),
+        execution = options.execution
+        ledger.progress = with_samples(make_progress(execution.progress, execution.desc),
                                        runner.store, lambda: ledger.run_id)
         return engine
 

@@ -125,9 +125,10 @@ class RunOptions:
     def for_workers(self) -> RunOptions:
         """What travels to the workers of a distributed run: the limits (shared through
         ``limiter_url``, never a local limiter), the retry policy, the per-call settings; not
-        the checkpoint, the display, the executor or a clock, which stay with the driver."""
+        the checkpoint, the display, the executor, a clock or the run's deadline, which stay
+        with the driver (a deadline on a worker would restart with each chunk)."""
         execution = replace(self.execution, progress=False, executor="threads",
-                            scheduler=None, clock=None)
+                            scheduler=None, clock=None, deadline=None)
         return RunOptions(replace(self.limits, limiter=None), self.retry, Checkpoint(),
                           execution, self.budget)
 
