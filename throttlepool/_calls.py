@@ -63,9 +63,6 @@ class Dispatcher:
         self.handoff = handoff
         self._acall: Callable[[Any, float | None], Awaitable[CallResult[Any]]] | None = (
             cfg.adapter.acall if cfg.adapter.is_async else None)
-        # An async client opens its connections on its first calls (about one per worker
-        # coroutine); those count from their answers, as a thread's first call does.
-        self._cold_async_calls = cfg.options.execution.batch_size
 
     def _stamped_call(self, permit: Permit, item: Any, timeout: float | None) -> CallResult[Any]:
         # On the worker thread: the admission counts from when the call really starts, not
@@ -103,13 +100,15 @@ class Dispatcher:
         if self._acall is not None:  # an async function: await it on the loop, no thread
             if permit is None:
                 return await self._awaited(item)
-            first = self._cold_async_calls > 0
-            self._cold_async_calls -= first
+            # An awaited request leaves only when the loop gets to it, behind every other
+            # coroutine and the SDK's own work, so its start cannot be observed as a thread's
+            # can: it counts from its answer, when the server has surely counted it.
             started = cfg.limiter.call_started(permit)
             try:
                 return await self._awaited(item)
             finally:
-                cfg.limiter.call_ended(permit, started, first_on_thread=first)
+                cfg.limiter.call_ended(permit, started, first_on_thread=False)
+                cfg.limiter.restamp(permit)
         handoff, timeout = self.handoff, cfg.options.execution.timeout
         fut: asyncio.Future[CallResult[Any]] = handoff.loop.create_future()
         if permit is None:
