@@ -55,8 +55,6 @@ def _start(db: Path, log: Path, mode: list[str]) -> subprocess.Popen[bytes]:
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", [["--standin"], []], ids=["standin", "runner"])
 def test_kill_9_then_resume(tmp_path: Path, mode: list[str]) -> None:
-    if not mode:
-        pytest.importorskip("throttlepool.runner")
     rng = random.Random(1234)
     db, log = tmp_path / "crash.db", tmp_path / "calls.log"
     kills = 0

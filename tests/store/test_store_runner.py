@@ -9,12 +9,10 @@ from typing import Any
 
 import pytest
 
+from throttlepool import ThreadedBatchRunner
 from throttlepool.errors import CheckpointMismatch
 from throttlepool.outcome import Source, Status
 from throttlepool.store import SQLiteStore, list_runs, run_status
-
-runner_mod = pytest.importorskip("throttlepool.runner")
-ThreadedBatchRunner = runner_mod.ThreadedBatchRunner
 
 
 class Unauthorized(Exception):
