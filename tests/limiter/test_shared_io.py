@@ -57,6 +57,16 @@ class _Recording:
             self.log.append((a, time.time(), ticket))
         return ticket
 
+    def settle(self, ticket: Ticket, actual: Cost, now: float) -> Any:
+        # A permit that waited was admitted by a fresh ticket (the one logged), whose handle
+        # it took over: the settlement reaches the logged ticket through that handle.
+        handle = ticket.handle  # a Redis handle changes as it settles
+        moved = self.inner.settle(ticket, actual, now)
+        for _, _, logged in list(self.log):
+            if logged is not ticket and logged.handle == handle:
+                logged.cost = actual
+        return moved
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
