@@ -156,8 +156,9 @@ def run_shared_workload(wl: Any, contenders: list[str], log: Any = print) -> lis
     """Every contender on both shared backends: ``wl.processes`` client processes, each with
     ``wl.concurrency`` calls in flight, sharing ``wl.rpm`` per ``wl.window`` through one
     redis-server (127.0.0.1, started here, stopped by PID) or one SQLite file."""
+    from throttlepool.sim import SimulatorProcess as RemoteSim
+
     from .shared_child import run_shared
-    from .simproc import RemoteSim
     from .workloads import log_record
 
     records = []

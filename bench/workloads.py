@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from throttlepool.sim import SimConfig
+from throttlepool.sim import SimulatorProcess as RemoteSim
 
 from .peers import CONTENDERS, Ctx, Known, NotConfigurable
-from .simproc import RemoteSim
 
 REPLY_PREFIX = "echo: "
 NO_LIMIT_RPM = 1_000_000  # a limit that exists (and is configured) but never binds

@@ -17,7 +17,7 @@ from throttlepool.errors import NotAttempted, RunStopped
 from throttlepool.outcome import Status
 from throttlepool.retry import Retry
 from throttlepool.runner import ThreadedBatchRunner
-from throttlepool.sim import SimConfig, Simulator
+from throttlepool.sim import SimConfig, Simulator, SimulatorProcess
 
 anthropic = pytest.importorskip("anthropic")
 
@@ -43,7 +43,7 @@ def _client(sim: Simulator, key: str = "k-anthropic") -> Any:
     return anthropic.Anthropic(api_key=key, base_url=sim.url, max_retries=5)
 
 
-def _adapter(sim: Simulator, **options: Any) -> AnthropicAdapter:
+def _adapter(sim: Simulator | SimulatorProcess, **options: Any) -> AnthropicAdapter:
     options.setdefault("extract", "text")
     return AnthropicAdapter(_client(sim), model=MODEL, max_tokens=MAX_TOKENS, **options)
 
@@ -233,7 +233,7 @@ def test_credit_balance_stops_the_run(sim: Simulator) -> None:
     assert _requests(sim) == 2
 
 
-def _paced_run(sim: Simulator, **limits: Any) -> tuple[Any, dict[str, Any]]:
+def _paced_run(sim: SimulatorProcess, **limits: Any) -> tuple[Any, dict[str, Any]]:
     sim.configure(rpm=LIMIT, window=WINDOW, latency=0.01, jitter=0.005)
     sim.reset()
     runner = ThreadedBatchRunner(_adapter(sim), batch_size=16, progress=False, **limits)
@@ -242,23 +242,27 @@ def _paced_run(sim: Simulator, **limits: Any) -> tuple[Any, dict[str, Any]]:
     return result, sim.stats()
 
 
-def test_known_limit_sees_no_429_and_no_window_over_the_limit(sim: Simulator) -> None:
-    result, stats = _paced_run(sim, limits=[f"{LIMIT}/{WINDOW}s"])
+def test_known_limit_sees_no_429_and_no_window_over_the_limit(
+        remote_sim: SimulatorProcess) -> None:
+    result, stats = _paced_run(remote_sim, limits=[f"{LIMIT}/{WINDOW}s"])
     assert result.all_succeeded
     assert result.results == [f"echo: item {i}" for i in range(ITEMS)]
     assert stats["max_requests_in_window"] <= LIMIT
     assert stats["rate_limited"] == 0
 
 
-def test_unknown_limit_is_paced_from_the_anthropic_headers(sim: Simulator) -> None:
-    result, stats = _paced_run(sim)
+def test_unknown_limit_is_paced_from_the_anthropic_headers(
+        remote_sim: SimulatorProcess) -> None:
+    result, stats = _paced_run(remote_sim)
     assert result.all_succeeded
     assert result.results == [f"echo: item {i}" for i in range(ITEMS)]
     # the bound tests/limiter/test_pacing.py holds openai to
     assert stats["rate_limited"] <= 0.02 * ITEMS
 
 
-def test_known_token_limit_settles_to_usage_and_sees_no_429(sim: Simulator) -> None:
+def test_known_token_limit_settles_to_usage_and_sees_no_429(
+        remote_sim: SimulatorProcess) -> None:
+    sim = remote_sim
     # The simulator charges prompt + generated output (not max_tokens), as Anthropic counts;
     # the adapter reserves prompt + max_tokens and settles to the reported usage.
     tpm = 600

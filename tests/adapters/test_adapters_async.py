@@ -12,14 +12,14 @@ import pytest
 
 from throttlepool import ThreadedBatchRunner
 from throttlepool.adapters import Adapter
-from throttlepool.sim import SimConfig, Simulator
+from throttlepool.sim import SimConfig, Simulator, SimulatorProcess
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 
 LIMIT = 12  # requests per second, the simulator's and the runner's
 
 
-def _openai(sim: Simulator) -> Adapter[Any]:
+def _openai(sim: Simulator | SimulatorProcess) -> Adapter[Any]:
     openai = pytest.importorskip("openai")
     from throttlepool.adapters.openai import OpenAIAdapter
 
@@ -27,7 +27,7 @@ def _openai(sim: Simulator) -> Adapter[Any]:
     return OpenAIAdapter(client, model="gpt-4o-mini", extract="text")
 
 
-def _anthropic(sim: Simulator) -> Adapter[Any]:
+def _anthropic(sim: Simulator | SimulatorProcess) -> Adapter[Any]:
     anthropic = pytest.importorskip("anthropic")
     from throttlepool.adapters.anthropic import AnthropicAdapter
 
@@ -35,7 +35,7 @@ def _anthropic(sim: Simulator) -> Adapter[Any]:
     return AnthropicAdapter(client, model="claude-x", extract="text")
 
 
-def _genai(sim: Simulator) -> Adapter[Any]:
+def _genai(sim: Simulator | SimulatorProcess) -> Adapter[Any]:
     genai = pytest.importorskip("google.genai")
     from throttlepool.adapters.google_genai import GenAIAdapter
 
@@ -43,18 +43,18 @@ def _genai(sim: Simulator) -> Adapter[Any]:
     return GenAIAdapter(client.aio, model="gemini-2.0-flash", extract="text")
 
 
-ASYNC: dict[str, Callable[[Simulator], Adapter[Any]]] = {
+ASYNC: dict[str, Callable[[Simulator | SimulatorProcess], Adapter[Any]]] = {
     "openai": _openai, "anthropic": _anthropic, "gemini": _genai}
 
 
 @pytest.fixture(scope="module")
 def limited() -> Any:
-    with Simulator(SimConfig(rpm=LIMIT, window=1.0, latency=0.05)) as sim:
+    with SimulatorProcess(SimConfig(rpm=LIMIT, window=1.0, latency=0.05)) as sim:
         yield sim
 
 
 @pytest.mark.parametrize("provider", list(ASYNC))
-def test_async_client_is_awaited_under_the_limit(provider: str, limited: Simulator) -> None:
+def test_async_client_is_awaited_under_the_limit(provider: str, limited: SimulatorProcess) -> None:
     limited.reset()
     adapter = ASYNC[provider](limited)
     assert adapter.is_async

@@ -23,13 +23,13 @@ def test_a_runner_on_a_quiet_machine_counts_each_admission_a_few_ms_past_its_win
 
 def test_the_margin_widens_with_the_observed_hand_off_delay_and_after_a_429() -> None:
     clock = FakeClock()
-    limiter = RateLimiter("100/second", margin=None, clock=clock)
+    limiter = RateLimiter("200/2s", margin=None, clock=clock)  # ceiling: 5 % of 2 s
     permit = limiter.acquire()
     clock.advance(0.03)  # the worker thread started the call 30 ms after the grant
     limiter.call_started(permit)
     assert abs(limiter.backend.margin - (DEFAULT_FLOOR + 0.03)) < 1e-12
-    limiter.widen_margin()  # a 429 despite it: the floor goes to at least 20 ms
-    assert abs(limiter.backend.margin - (0.02 + 0.03)) < 1e-12
+    limiter.widen_margin()  # a 429 despite it: the floor doubles
+    assert abs(limiter.backend.margin - (2 * DEFAULT_FLOOR + 0.03)) < 1e-12
 
 
 def test_a_threads_first_call_counts_from_its_start_plus_its_extra_delay() -> None:

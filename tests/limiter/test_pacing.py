@@ -76,9 +76,11 @@ LIMIT, WINDOW, ITEMS = 50, 2.0, 300  # "a run of a few hundred items" (issue 3)
 
 @pytest.fixture(scope="module")
 def sim() -> Iterator[object]:
-    from throttlepool.sim import SimConfig, Simulator
+    from throttlepool.sim import SimConfig, SimulatorProcess
 
-    with Simulator(SimConfig(rpm=LIMIT, window=WINDOW, latency=0.01, jitter=0.005)) as s:
+    # A server process of its own: in ours it would stamp requests late while the client's
+    # threads hold the interpreter lock, which no real server does.
+    with SimulatorProcess(SimConfig(rpm=LIMIT, window=WINDOW, latency=0.01, jitter=0.005)) as s:
         yield s
 
 

@@ -19,8 +19,9 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 
-#: Client work between a call's start and its arrival at the server, on a quiet machine.
-DEFAULT_FLOOR = 0.005
+#: Client work between a call's start and its arrival at the server: 5 ms on a quiet machine,
+#: but one 429 in 300 calls was seen at that floor with 16 threads on two busy cores.
+DEFAULT_FLOOR = 0.02
 #: The floor of processes sharing one budget (see limiter.url): the margin measured safe there.
 SHARED_FLOOR = 0.1
 #: After a 429 the floor is at least this (then doubles with each further 429).
@@ -80,5 +81,5 @@ class AdmissionMargin:
             self._fastest = min(self._fastest, duration)
 
     def widen(self) -> None:
-        """A server said 429 despite the margin: double the floor (at least 20 ms)."""
+        """A server said 429 despite the margin: double the floor."""
         self.floor = min(max(2 * self.floor, FIRST_WIDENING), max(self._ceiling, self.floor))

@@ -51,7 +51,7 @@ def limiter_from_url(
     resolved: list[Limit] = build_limits(limits)
     floor = DEFAULT_FLOOR if margin is None else margin
     # Processes sharing a budget count each other's calls with their own margin, blind to
-    # the others' delays (four processes on two cores measured 429s at the 5 ms floor).
+    # the others' delays (four processes on two cores measured 429s at a 5 ms floor).
     shared_floor = SHARED_FLOOR if margin is None else margin
     if scheme == "memory":
         return RateLimiter(*resolved, clock=clock, margin=floor)

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 from throttlepool.sim.config import SimConfig
 from throttlepool.sim.console import banner, serve
+from throttlepool.sim.process import SimulatorProcess
 from throttlepool.sim.server import Simulator
 
-__all__ = ["SimConfig", "Simulator", "banner", "serve"]
+__all__ = ["SimConfig", "Simulator", "SimulatorProcess", "banner", "serve"]
