@@ -3,20 +3,18 @@ client's settings travel, the key stays out of the checkpoint, every item comes 
 
 from __future__ import annotations
 
-import importlib
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from _services import start_redis
 
 from throttlepool import ThreadedBatchRunner
 from throttlepool.adapters import Adapter
 from throttlepool.sim import SimConfig, Simulator
 
-distributed = pytest.importorskip("distributed")
+pytest.importorskip("distributed")
 warnings.filterwarnings("ignore", category=FutureWarning)  # google-generativeai is deprecated
 
 KEY = "sk-dask-secret-9876543210"
@@ -24,29 +22,9 @@ LIMIT = 30  # requests per second, the simulator's and the cluster's
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    tmp = tmp_path_factory.mktemp("dask")
-    cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=4, processes=True, host="127.0.0.1",
-        dashboard_address=None, local_directory=str(tmp))
-    c = distributed.Client(cluster)
-    # Warm the workers: importing an SDK takes seconds on a loaded 2-core box.
-    for module in ("throttlepool.distributed.chunk", "openai", "google.genai"):
-        c.run(importlib.import_module, module)
-    try:
-        yield c
-    finally:
-        c.close()
-        cluster.close()
+def dask_warm_modules() -> tuple[str, ...]:
+    return ("throttlepool.distributed.chunk", "openai", "google.genai")
 
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    server = start_redis(tmp_path_factory.mktemp("redis"), tcp=True)
-    try:
-        yield server.url
-    finally:
-        server.stop()
 
 
 def _openai(sim: Simulator) -> Adapter[Any]:
