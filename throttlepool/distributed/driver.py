@@ -203,7 +203,12 @@ class DaskEngine:
     def _announce(self, event: Any) -> None:
         # On the Dask client's own thread, its only writer: no lock is needed.
         self._announced += 1
-        self.stats.calls = max(self._announced, self._reported)
+        self.stats.calls = self._calls()
+
+    def _calls(self) -> int:
+        # Calls an earlier session lost (ledger.begin counted them) plus this session's:
+        # announced before they were made, or reported by their chunk, whichever is more.
+        return self.stats.repeated_after_resume + max(self._announced, self._reported)
 
     # ---- taking items --------------------------------------------------------------------
 
@@ -307,7 +312,7 @@ class DaskEngine:
         """A chunk's outcomes; a rerun chunk's duplicates are dropped (each item counts once)."""
         stats, cache = self.stats, self.ledger.cache
         self._reported += result.calls
-        stats.calls = max(self._announced, self._reported)
+        stats.calls = self._calls()
         stats.retries += result.retries
         stats.rate_limited += result.rate_limited
         stats.rate_limit_wait += result.rate_limit_wait
@@ -337,8 +342,8 @@ class DaskEngine:
     def _finish(self) -> None:
         """Count the calls, fill in what a stop left uncalled, record the ending."""
         ending, stats = self._ending, self.stats
-        stats.calls = max(self._announced, self._reported)
-        stats.repeated_calls = stats.calls - self._reported
+        stats.calls = self._calls()
+        stats.repeated_calls = max(self._announced, self._reported) - self._reported
         if not ending.aborted and ending.crash is None:
             for index in sorted(self._waiting):  # sent, but their chunk failed for good
                 item, key = self._waiting.pop(index)
