@@ -92,3 +92,24 @@ def test_a_runner_on_dask_counts_the_same(client: Any, tmp_path: Path) -> None:
     assert stream.stats is not None
     assert received > n
     assert (stream.stats.calls, stream.stats.repeated_calls) == (received, received - n)
+
+
+def slow_double(n: int) -> int:
+    """A call that takes a while, so that chunks are mid-way when the run is aborted."""
+    time.sleep(0.2)
+    return 2 * n
+
+
+def test_calls_of_chunks_the_driver_aborted_are_not_repeats_of_a_lost_worker(client: Any
+                                                                             ) -> None:
+    runner: ThreadedBatchRunner[Any] = ThreadedBatchRunner(
+        slow_double, executor="dask", scheduler=client, batch_size=4, progress=False)
+    with runner:
+        stream = runner.as_completed(range(400))
+        next(stream)  # the first chunk is back; the other chunks in flight are mid-way
+        time.sleep(0.5)  # their calls are announced to the driver
+        stream.abort()
+    stats = stream.stats
+    assert stats is not None and stream.interrupted
+    assert stats.calls > stats.finished  # calls of the cancelled chunks are counted...
+    assert stats.repeated_calls == 0  # ...but no worker was lost: nothing was made again

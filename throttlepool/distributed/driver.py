@@ -14,7 +14,8 @@ function the workers cannot import raises one clear error, and no run is recorde
 
 Each call a worker makes is reported to the driver as a Dask event just before it is made
 (chunk.ReportedCalls), so ``stats.calls`` counts the calls of a worker that died before its
-chunk reported; ``stats.repeated_calls`` says how many of them were lost that way.
+chunk reported; ``stats.repeated_calls`` says how many of them were lost that way (the
+calls of chunks the driver itself cancelled, on an abort, are counted but not as repeats).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -86,6 +87,11 @@ class DaskEngine:
         self._window_items = 1
         self._reported = 0  # calls the chunks' results account for
         self._announced = 0  # calls the workers announced (Dask events)
+        # by chunk: a chunk's announced calls its result does not account for were made by
+        # a worker that was lost, unless the driver itself cancelled the chunk
+        self._announced_by: Counter[int] = Counter()
+        self._reported_by: Counter[int] = Counter()
+        self._cancelled: set[int] = set()
         self._stop: BaseException | None = None
         self._interrupted = False
         self._task: asyncio.Future[Any] | None = None
@@ -203,6 +209,9 @@ class DaskEngine:
     def _announce(self, event: Any) -> None:
         # On the Dask client's own thread, its only writer: no lock is needed.
         self._announced += 1
+        chunk = event[1] if isinstance(event, tuple) and len(event) == 2 else None
+        if isinstance(chunk, int):
+            self._announced_by[chunk] += 1
         self.stats.calls = self._calls()
 
     def _calls(self) -> int:
@@ -250,7 +259,7 @@ class DaskEngine:
         wake = self._wake
         assert wake is not None
         token, numbers = uuid.uuid4().hex[:12], itertools.count()
-        in_flight: set[Any] = set()
+        in_flight: dict[Any, int] = {}  # future -> chunk number
         self._window_items = window * self.plan.chunk_size
 
         def arrived(fut: Any) -> None:  # on the Dask client's thread
@@ -269,7 +278,7 @@ class DaskEngine:
                     n = next(numbers)
                     fut = client.submit(run_chunk, n, chunk, cfg, key=f"throttlepool-{token}-{n}",
                                         retries=self.plan.task_retries, pure=False)
-                    in_flight.add(fut)
+                    in_flight[fut] = n
                     fut.add_done_callback(arrived)
                 if not in_flight and (self._stop is not None or self._ending.exhausted):
                     return
@@ -278,11 +287,12 @@ class DaskEngine:
                     await wake.wait()
                     continue
                 fut = self._arrived.popleft()
-                in_flight.discard(fut)
+                in_flight.pop(fut, None)
                 await self._collect(fut)
         except BaseException as exc:  # cancelled (abort, a second Ctrl-C), or a crash
             if in_flight:
                 client.cancel(list(in_flight))  # their answers are lost
+                self._cancelled.update(in_flight.values())
             if isinstance(exc, Exception):
                 self._ending.crash = exc
                 self._stop = self._stop or RunStopped(f"{type(exc).__name__}: {exc}", exc)
@@ -312,6 +322,7 @@ class DaskEngine:
         """A chunk's outcomes; a rerun chunk's duplicates are dropped (each item counts once)."""
         stats, cache = self.stats, self.ledger.cache
         self._reported += result.calls
+        self._reported_by[result.chunk] += result.calls
         stats.calls = self._calls()
         stats.retries += result.retries
         stats.rate_limited += result.rate_limited
@@ -343,7 +354,9 @@ class DaskEngine:
         """Count the calls, fill in what a stop left uncalled, record the ending."""
         ending, stats = self._ending, self.stats
         stats.calls = self._calls()
-        stats.repeated_calls = max(self._announced, self._reported) - self._reported
+        stats.repeated_calls = sum(
+            max(0, announced - self._reported_by[chunk])
+            for chunk, announced in self._announced_by.items() if chunk not in self._cancelled)
         if not ending.aborted and ending.crash is None:
             for index in sorted(self._waiting):  # sent, but their chunk failed for good
                 item, key = self._waiting.pop(index)
