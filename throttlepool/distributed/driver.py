@@ -31,8 +31,11 @@ from typing import Any
 from distributed.protocol.pickle import dumps as pickle_for_workers
 
 from .._ledger import Ending, RunLedger
-from ..errors import ConfigError, LimiterUnavailable, RunStopped
+from ..cost import RunBudget
+from ..cost.budget import Reservation
+from ..errors import CallTimeout, ConfigError, LimiterUnavailable, RunStopped
 from ..outcome import Outcome, RunStats, Source, Status
+from ..store.base import SpendRecords
 from .chunk import ChunkConfig, ChunkResult, check_config, run_chunk
 
 
@@ -60,6 +63,10 @@ class DaskPlan:
     start_timeout: float = 60.0  # for the first task (a worker may still be importing)
     preflight: Callable[[], None] | None = None  # e.g. ping the shared limiter
     limits: tuple[tuple[float, float, str], ...] = field(default=())
+    # max_cost: the driver reserves each item's projected cost (``estimate(item)``, a Cost)
+    # before it sends it, and settles it to the answer's usage when its chunk reports
+    budget: RunBudget | None = None
+    estimate: Callable[[Any], Any] | None = None
 
 
 def _describe(fn: Any) -> str:
@@ -81,6 +88,7 @@ class DaskEngine:
         self._has_space = has_space
         self._ending = Ending(exhausted=False)
         self._waiting: dict[int, tuple[Any, str | None]] = {}  # index -> (item, key) sent
+        self._held: dict[int, Reservation] = {}  # index -> its share of max_cost
         self._buffer: dict[int, Outcome[Any]] = {}
         self._taken = 0  # items taken from the input
         self._emit_next = 0
@@ -151,7 +159,10 @@ class DaskEngine:
             client.subscribe_topic(topic, self._announce)
             subscribed = True
             self.stats.limits = plan.limits
-            self.ledger.begin(plan.run_name, plan.settings)
+            run_id = self.ledger.begin(plan.run_name, plan.settings)
+            store = self.ledger.store
+            if plan.budget is not None and run_id is not None and isinstance(store, SpendRecords):
+                plan.budget.gate.spent += store.recorded_cost(run_id)[0]  # a resume has spent
             await self._drive(client, window, replace(plan.cfg, calls_topic=topic))
         finally:
             if subscribed:
@@ -248,9 +259,35 @@ class DaskEngine:
                 self._deliver(known)
                 continue
             self._waiting[index] = (item, key)
+            if not self._reserve(index, item):
+                break  # left waiting: not attempted, once the chunks in flight are back
             chunk.append((index, item))
         self.stats.in_flight = len(self._waiting)
         return chunk
+
+    def _reserve(self, index: int, item: Any) -> bool:
+        """Hold the item's projected cost under max_cost; False (and stop): it does not fit."""
+        budget, estimate = self.plan.budget, self.plan.estimate
+        if budget is None or estimate is None:
+            return True
+        held = budget.reserve(estimate(item), item)
+        if held is None:
+            self.request_stop(RunStopped(budget.reason()))
+            return False
+        self._held[index] = held
+        return True
+
+    def _settle(self, index: int, item: Any, outcome: Outcome[Any] | None) -> None:
+        """The item's reservation becomes what its answer cost; given back when it was not
+        billed (a failure other than a timeout, or never called)."""
+        held, budget = self._held.pop(index, None), self.plan.budget
+        if held is None or budget is None:
+            return
+        if outcome is not None and (outcome.status is Status.OK
+                                    or isinstance(outcome.error, CallTimeout)):
+            budget.settle(held, outcome.usage, item)
+        else:
+            budget.cancel(held)
 
     # ---- the loop ------------------------------------------------------------------------
 
@@ -335,6 +372,7 @@ class DaskEngine:
                               r.latency, r.usage, Source.CALL, key)
             if cache is not None and key is not None and outcome.status is Status.OK:
                 cache.put(key, outcome.value)
+            self._settle(r.index, item, outcome)
             self._deliver(outcome)
         stats.in_flight = len(self._waiting)
 
@@ -360,6 +398,7 @@ class DaskEngine:
         if not ending.aborted and ending.crash is None:
             for index in sorted(self._waiting):  # sent, but their chunk failed for good
                 item, key = self._waiting.pop(index)
+                self._settle(index, item, None)
                 self._deliver(RunLedger.not_attempted(index, item, self._stop, key))
             if self._fill and self._stop is not None and ending.input_error is None:
                 for index, item in self._items:
