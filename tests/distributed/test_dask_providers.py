@@ -97,3 +97,21 @@ def test_sdk_adapter_runs_on_dask_under_one_limit(provider: str, client: Any, re
     for extra in ("-wal", "-shm"):
         side = checkpoint.with_name(checkpoint.name + extra)
         assert not side.exists() or KEY.encode() not in side.read_bytes()
+
+
+def test_a_streamed_answer_keeps_its_time_to_first_token_on_dask(client: Any) -> None:
+    openai = pytest.importorskip("openai")
+    from throttlepool.adapters.openai import OpenAIAdapter
+
+    n = 20
+    with Simulator(SimConfig(latency=0.05)) as sim:
+        adapter = OpenAIAdapter(openai.OpenAI(api_key=KEY, base_url=sim.openai_base_url),
+                                model="gpt-4o-mini", extract="text", stream=True)
+        with ThreadedBatchRunner(adapter, executor="dask", scheduler=client, batch_size=4,
+                                 progress=False) as runner:
+            result = runner.run([f"p{i}" for i in range(n)])
+    assert result.all_succeeded, result.summary()
+    assert [o.value for o in result] == [f"echo: p{i}" for i in range(n)]
+    # measured on the worker, as a local run measures it: after the request, before the end
+    assert all(o.ttft is not None and 0 < o.ttft <= o.latency for o in result), [
+        (o.ttft, o.latency) for o in result]

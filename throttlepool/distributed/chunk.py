@@ -79,6 +79,7 @@ class ItemResult:
     attempts: int = 0
     latency: float = 0.0
     usage: Usage | None = None
+    ttft: float | None = None  # seconds to a streamed answer's first token
 
 
 @dataclass
@@ -133,7 +134,7 @@ def _portable(outcome: Outcome[Any], index: int) -> ItemResult:
             value, status = None, Status.FAILED
             error = StoredError("TypeError", f"the value cannot be sent back: {exc}")
     return ItemResult(index, str(status), value, error, outcome.attempts, outcome.latency,
-                      outcome.usage)
+                      outcome.usage, outcome.ttft)
 
 
 def _this_worker() -> Any:

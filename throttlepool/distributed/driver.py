@@ -369,7 +369,7 @@ class DaskEngine:
                 continue
             item, key = self._waiting.pop(r.index)
             outcome = Outcome(r.index, item, Status(r.status), r.value, r.error, r.attempts,
-                              r.latency, r.usage, Source.CALL, key)
+                              r.latency, r.usage, Source.CALL, key, ttft=r.ttft)
             if cache is not None and key is not None and outcome.status is Status.OK:
                 cache.put(key, outcome.value)
             self._settle(r.index, item, outcome)
