@@ -68,6 +68,7 @@ class Attempts:
             attempts += 1
             stats.calls += 1
             stats.in_flight += 1
+            self.ledger.call_started(index, key)
             try:
                 result: CallResult[Any] = await self.dispatch.call(item, permit)
             except Exception as exc:

@@ -31,6 +31,7 @@ class Executor:
 
     name = "executor"
     local = False
+    caps_cost = False  # whether its engine holds a run to max_cost
 
     def engine(self, runner: ThreadedBatchRunner[Any], items: Iterable[Any],
                emit: Callable[[Outcome[Any]], None], *, ordered: bool, fill: bool,
@@ -55,6 +56,7 @@ class LocalThreads(Executor):
 
     name = "threads"
     local = True
+    caps_cost = True
 
     def engine(self, runner: ThreadedBatchRunner[Any], items: Iterable[Any],
                emit: Callable[[Outcome[Any]], None], *, ordered: bool, fill: bool,

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ._journal import CallJournal
 from .clock import Clock
 from .cost import CostMeter, Pricing
 from .errors import NotAttempted, StoreError
@@ -96,6 +97,7 @@ class RunLedger:
         self.problem: StoreError | None = None
         self.finished = False
         self.cost = CostMeter(None)
+        self.journal: CallJournal | None = None
         self._key = KeyMaker(identity) if store is not None or cache is not None else None
 
     def begin(self, run_name: str | None, settings: Mapping[str, Any]) -> str | None:
@@ -104,9 +106,37 @@ class RunLedger:
         self.cost = CostMeter(Pricing.from_settings(settings))
         if self.store is not None:
             self.run_id = self.store.begin_run(run_name, settings)
+            self._open_journal(self.store, self.run_id)
         if self.progress is not None:
             self.progress.start(self.stats.total, self.stats)
         return self.run_id
+
+    def _open_journal(self, store: Store, run_id: str) -> None:
+        """Count the calls an earlier session made but never recorded (they are made
+        again), and journal this session's calls (_journal.py says why)."""
+        path = getattr(store, "path", None)
+        journal = CallJournal.beside(path, run_id) if isinstance(path, str) else None
+        if journal is None:
+            return
+
+        def recorded(index: int, key: str) -> bool:
+            try:
+                return store.prior(run_id, index, key) is not None
+            except Exception:  # a changed input: that call's item is not this run's
+                return True
+
+        try:
+            lost = journal.open(recorded)
+        except OSError:  # a read-only folder: the run goes on, its repeats uncounted
+            return
+        self.journal = journal
+        self.stats.repeated_after_resume = lost
+        self.stats.calls += lost
+
+    def call_started(self, index: int, key: str | None) -> None:
+        """Note, before it is sent, that item ``index`` is being called."""
+        if self.journal is not None:
+            self.journal.started(index, key)
 
     def key(self, item: Any) -> str | None:
         """The item's checkpoint/cache key; None when the run keeps neither."""
@@ -174,8 +204,11 @@ class RunLedger:
         stats.wall_time = self.clock.now() - stats.started
         error = None
         if self.store is not None and self.run_id is not None:
+            status = ending.status(stats)
+            if self.journal is not None:
+                self.journal.close(completed=status[0] == "completed")
             try:
-                finish_run(self.store, self.run_id, stats, *ending.status(stats))
+                finish_run(self.store, self.run_id, stats, *status)
                 if self.backlog.problem is None:  # else the writer may retry for long
                     self.store.flush()
             except StoreError as exc:

@@ -84,6 +84,8 @@ class RunStats:
     retrying: int = 0
     calls: int = 0  # every call that reached the API, repeated ones included
     repeated_calls: int = 0  # calls whose answers were lost (a worker died): made again
+    # calls an earlier session of the run made but never recorded (it was killed): made again
+    repeated_after_resume: int = 0
     retries: int = 0
     rate_limited: int = 0
     rate_limit_wait: float = 0.0
@@ -112,12 +114,18 @@ class RunStats:
                 if not spec.metadata.get("live")}
 
 
-def repeated_calls_text(calls: int, items: int, repeated: int) -> str:
-    """``" for 300 items; 22 repeated after a worker was lost"``, to follow "322 calls" when
-    calls were repeated (else nothing): the user pays for every call, so says each count."""
-    if not repeated:
+def repeated_calls_text(calls: int, items: int, repeated: int, after_resume: int = 0) -> str:
+    """``" for 300 items; 22 repeated after a worker was lost"`` (and/or ``"; 4 repeated
+    after a resume"``), to follow "322 calls" when calls were repeated (else nothing): the
+    user pays for every call, so says each count."""
+    if not repeated and not after_resume:
         return ""
-    return f" for {items} items; {repeated} repeated after a worker was lost"
+    text = f" for {items} items"
+    if repeated:
+        text += f"; {repeated} repeated after a worker was lost"
+    if after_resume:
+        text += f"; {after_resume} repeated after a resume"
+    return text
 
 
 @dataclass
@@ -182,7 +190,8 @@ class BatchResult(Generic[T]):
         called = s.finished - s.from_checkpoint - s.cache_hits
         return (
             f"{self.success_count} ok, {self.error_count} failed of {len(self.outcomes)}; "
-            f"{s.calls} calls{repeated_calls_text(s.calls, called, s.repeated_calls)}, "
+            f"{s.calls} calls"
+            f"{repeated_calls_text(s.calls, called, s.repeated_calls, s.repeated_after_resume)}, "
             f"{s.retries} retries, {s.rate_limited} rate-limited; "
             f"{s.wall_time:.2f}s ({rate:.1f} items/s)"
         )

@@ -66,7 +66,7 @@ class ThreadedBatchRunner(Generic[R]):
         self.executor = execution.make_executor()
         self.limiter = self.options.limits.build(self.clock)
         if self.options.budget.capped:
-            if not self.executor.local:
+            if not self.executor.caps_cost:
                 raise ConfigError(f"max_cost is not supported with executor="
                                   f"{self.executor.name!r} yet; run it on threads")
             self.options.budget.gate(self.settings())  # an unpriced model: refused now

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 import signal
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-from _services import RedisServer, private_redis, start_redis  # noqa: F401 - fixture
+from _services import start_redis
 
 from throttlepool import ThreadedBatchRunner
 from throttlepool.errors import LimiterUnavailable
@@ -20,7 +19,7 @@ from throttlepool.outcome import Outcome, RunStats
 from throttlepool.sim import SimConfig, Simulator
 from throttlepool.store import SQLiteStore
 
-distributed = pytest.importorskip("distributed")
+pytest.importorskip("distributed")
 
 
 def call_echo(item: Mapping[str, str]) -> str:
@@ -30,28 +29,6 @@ def call_echo(item: Mapping[str, str]) -> str:
     return str(r.json()["result"])
 
 
-@pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    tmp = tmp_path_factory.mktemp("dask")
-    cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=4, processes=True, host="127.0.0.1",
-        dashboard_address=None, local_directory=str(tmp))
-    c = distributed.Client(cluster)
-    c.run(importlib.import_module, "throttlepool.distributed.chunk")  # warm the workers
-    try:
-        yield c
-    finally:
-        c.close()
-        cluster.close()
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    server = start_redis(tmp_path_factory.mktemp("redis"), tcp=True)
-    try:
-        yield server.url
-    finally:
-        server.stop()
 
 
 class CountingStore:

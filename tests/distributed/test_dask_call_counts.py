@@ -8,13 +8,12 @@ simulator is known exactly; a kill from outside could land while a request is ha
 
 from __future__ import annotations
 
-import importlib
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from throttlepool import ThreadedBatchRunner
 from throttlepool.sim import SimConfig, Simulator
 from throttlepool.store import SQLiteStore
 
-distributed = pytest.importorskip("distributed")
+pytest.importorskip("distributed")
 
 
 def call_then_maybe_die(item: Mapping[str, Any]) -> str:
@@ -41,18 +40,8 @@ def call_then_maybe_die(item: Mapping[str, Any]) -> str:
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    tmp = tmp_path_factory.mktemp("dask")
-    cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-        dashboard_address=None, local_directory=str(tmp))
-    c = distributed.Client(cluster)
-    c.run(importlib.import_module, "throttlepool.distributed.chunk")  # warm the workers
-    try:
-        yield c
-    finally:
-        c.close()
-        cluster.close()
+def dask_threads_per_worker() -> int:
+    return 1  # one call at a time per worker: which calls reached the server is known
 
 
 def test_calls_of_a_worker_that_died_before_reporting_are_counted(client: Any,
@@ -103,3 +92,24 @@ def test_a_runner_on_dask_counts_the_same(client: Any, tmp_path: Path) -> None:
     assert stream.stats is not None
     assert received > n
     assert (stream.stats.calls, stream.stats.repeated_calls) == (received, received - n)
+
+
+def slow_double(n: int) -> int:
+    """A call that takes a while, so that chunks are mid-way when the run is aborted."""
+    time.sleep(0.2)
+    return 2 * n
+
+
+def test_calls_of_chunks_the_driver_aborted_are_not_repeats_of_a_lost_worker(client: Any
+                                                                             ) -> None:
+    runner: ThreadedBatchRunner[Any] = ThreadedBatchRunner(
+        slow_double, executor="dask", scheduler=client, batch_size=4, progress=False)
+    with runner:
+        stream = runner.as_completed(range(400))
+        next(stream)  # the first chunk is back; the other chunks in flight are mid-way
+        time.sleep(0.5)  # their calls are announced to the driver
+        stream.abort()
+    stats = stream.stats
+    assert stats is not None and stream.interrupted
+    assert stats.calls > stats.finished  # calls of the cancelled chunks are counted...
+    assert stats.repeated_calls == 0  # ...but no worker was lost: nothing was made again

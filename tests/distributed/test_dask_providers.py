@@ -3,20 +3,18 @@ client's settings travel, the key stays out of the checkpoint, every item comes 
 
 from __future__ import annotations
 
-import importlib
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from _services import start_redis
 
 from throttlepool import ThreadedBatchRunner
 from throttlepool.adapters import Adapter
 from throttlepool.sim import SimConfig, Simulator
 
-distributed = pytest.importorskip("distributed")
+pytest.importorskip("distributed")
 warnings.filterwarnings("ignore", category=FutureWarning)  # google-generativeai is deprecated
 
 KEY = "sk-dask-secret-9876543210"
@@ -24,29 +22,9 @@ LIMIT = 30  # requests per second, the simulator's and the cluster's
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    tmp = tmp_path_factory.mktemp("dask")
-    cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=4, processes=True, host="127.0.0.1",
-        dashboard_address=None, local_directory=str(tmp))
-    c = distributed.Client(cluster)
-    # Warm the workers: importing an SDK takes seconds on a loaded 2-core box.
-    for module in ("throttlepool.distributed.chunk", "openai", "google.genai"):
-        c.run(importlib.import_module, module)
-    try:
-        yield c
-    finally:
-        c.close()
-        cluster.close()
+def dask_warm_modules() -> tuple[str, ...]:
+    return ("throttlepool.distributed.chunk", "openai", "google.genai")
 
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    server = start_redis(tmp_path_factory.mktemp("redis"), tcp=True)
-    try:
-        yield server.url
-    finally:
-        server.stop()
 
 
 def _openai(sim: Simulator) -> Adapter[Any]:
@@ -119,3 +97,21 @@ def test_sdk_adapter_runs_on_dask_under_one_limit(provider: str, client: Any, re
     for extra in ("-wal", "-shm"):
         side = checkpoint.with_name(checkpoint.name + extra)
         assert not side.exists() or KEY.encode() not in side.read_bytes()
+
+
+def test_a_streamed_answer_keeps_its_time_to_first_token_on_dask(client: Any) -> None:
+    openai = pytest.importorskip("openai")
+    from throttlepool.adapters.openai import OpenAIAdapter
+
+    n = 20
+    with Simulator(SimConfig(latency=0.05)) as sim:
+        adapter = OpenAIAdapter(openai.OpenAI(api_key=KEY, base_url=sim.openai_base_url),
+                                model="gpt-4o-mini", extract="text", stream=True)
+        with ThreadedBatchRunner(adapter, executor="dask", scheduler=client, batch_size=4,
+                                 progress=False) as runner:
+            result = runner.run([f"p{i}" for i in range(n)])
+    assert result.all_succeeded, result.summary()
+    assert [o.value for o in result] == [f"echo: p{i}" for i in range(n)]
+    # measured on the worker, as a local run measures it: after the request, before the end
+    assert all(o.ttft is not None and 0 < o.ttft <= o.latency for o in result), [
+        (o.ttft, o.latency) for o in result]

@@ -22,7 +22,7 @@ from throttlepool import ThreadedBatchRunner
 from throttlepool.errors import ThrottlepoolError
 from throttlepool.sim import SimConfig, Simulator
 
-distributed = pytest.importorskip("distributed")
+pytest.importorskip("distributed")
 
 
 def call_echo(item: Mapping[str, str]) -> str:
@@ -37,20 +37,6 @@ def double(n: int) -> int:
     time.sleep(0.002)
     return 2 * n
 
-
-@pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    tmp = tmp_path_factory.mktemp("dask")
-    cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=4, processes=True, host="127.0.0.1",
-        dashboard_address=None, local_directory=str(tmp))
-    c = distributed.Client(cluster)
-    c.run(importlib.import_module, "throttlepool.distributed.chunk")  # warm the workers
-    try:
-        yield c
-    finally:
-        c.close()
-        cluster.close()
 
 
 class Counted:

@@ -9,9 +9,8 @@ the fixable failures is gone. Both write real SQLite checkpoints, compared row b
 
 from __future__ import annotations
 
-import importlib
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from throttlepool import CallResult, Retry, ThreadedBatchRunner
 from throttlepool.outcome import BatchResult, Source, Status, Usage
 from throttlepool.store import SQLiteStore
 
-distributed = pytest.importorskip("distributed")
+pytest.importorskip("distributed")
 
 STAT_FIELDS = ("done", "failed", "not_attempted", "from_checkpoint", "cache_hits", "calls",
                "retries", "rate_limited", "input_tokens", "output_tokens")
@@ -62,18 +61,8 @@ def scripted(item: Mapping[str, Any]) -> CallResult[str]:
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    tmp = tmp_path_factory.mktemp("dask")
-    cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=2, processes=True, host="127.0.0.1",
-        dashboard_address=None, local_directory=str(tmp))
-    c = distributed.Client(cluster)
-    c.run(importlib.import_module, "throttlepool.distributed.chunk")  # warm the workers
-    try:
-        yield c
-    finally:
-        c.close()
-        cluster.close()
+def dask_threads_per_worker() -> int:
+    return 2
 
 
 def _items(folder: Path) -> list[dict[str, Any]]:

@@ -146,7 +146,8 @@ def status_lines(info: dict[str, Any]) -> list[str]:
         calls = totals.get("calls", 0)
         called = (int(totals.get("done") or 0) + int(totals.get("failed") or 0)
                   - int(totals.get("from_checkpoint") or 0) - int(totals.get("cache_hits") or 0))
-        repeated = repeated_calls_text(calls, called, int(totals.get("repeated_calls") or 0))
+        repeated = repeated_calls_text(calls, called, int(totals.get("repeated_calls") or 0),
+                                       int(totals.get("repeated_after_resume") or 0))
         lines.append(f"  last session  {calls} call{'s' if calls != 1 else ''}{repeated}, "
                      f"{totals.get('retries', 0)} retries, {totals.get('rate_limited', 0)} "
                      f"rate-limited (429), {totals.get('from_checkpoint', 0)} from the "

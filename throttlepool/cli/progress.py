@@ -58,8 +58,9 @@ def summary(stats: RunStats, failures: Counter[str], *, total: int,
              + (f", {not_attempted} not attempted" if not_attempted else "") + f" of {total}"]
     rate = (stats.calls / wall) if wall > 0 else 0.0
     called = ok + failed - stats.from_checkpoint - stats.cache_hits
-    lines.append(f"{stats.calls} calls"
-                 f"{repeated_calls_text(stats.calls, called, stats.repeated_calls)}, "
+    repeated = repeated_calls_text(stats.calls, called, stats.repeated_calls,
+                                   stats.repeated_after_resume)
+    lines.append(f"{stats.calls} calls{repeated}, "
                  f"{stats.retries} retries, {stats.rate_limited} "
                  f"rate-limited (429); {duration(wall)} wall, {rate:.1f} calls/s "
                  f"({rate * 60:.0f}/min)")

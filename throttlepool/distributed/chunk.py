@@ -48,12 +48,14 @@ class ReportedCalls(Delegating[Any]):
     """Reports each call to the driver (a Dask event) just before making it, so the run
     counts the calls of a worker that dies before its chunk reports."""
 
-    def __init__(self, inner: Adapter[Any], topic: str, worker: Any) -> None:
+    def __init__(self, inner: Adapter[Any], topic: str, worker: Any, chunk_no: int) -> None:
         super().__init__(inner)
-        self.topic, self.worker = topic, worker
+        self.topic, self.worker, self.chunk_no = topic, worker, chunk_no
 
     def _report(self) -> None:
-        self.worker.log_event(self.topic, 1)  # thread-safe: queued on the worker's loop
+        # thread-safe: queued on the worker's loop; the chunk, to tell a lost worker's calls
+        # from those of a chunk the driver cancelled
+        self.worker.log_event(self.topic, self.chunk_no)
 
     def call(self, item: Any, timeout: float | None) -> CallResult[Any]:
         """Report, then the inner adapter's call."""
@@ -77,6 +79,7 @@ class ItemResult:
     attempts: int = 0
     latency: float = 0.0
     usage: Usage | None = None
+    ttft: float | None = None  # seconds to a streamed answer's first token
 
 
 @dataclass
@@ -131,7 +134,7 @@ def _portable(outcome: Outcome[Any], index: int) -> ItemResult:
             value, status = None, Status.FAILED
             error = StoredError("TypeError", f"the value cannot be sent back: {exc}")
     return ItemResult(index, str(status), value, error, outcome.attempts, outcome.latency,
-                      outcome.usage)
+                      outcome.usage, outcome.ttft)
 
 
 def _this_worker() -> Any:
@@ -157,7 +160,7 @@ def run_chunk(chunk_no: int, chunk: Sequence[tuple[int, Any]], cfg: ChunkConfig
     adapter = as_adapter(cfg.fn, estimate=cfg.estimate)
     worker = _this_worker()
     if cfg.calls_topic is not None and worker is not None:
-        adapter = ReportedCalls(adapter, cfg.calls_topic, worker)
+        adapter = ReportedCalls(adapter, cfg.calls_topic, worker, chunk_no)
     options = cfg.options
     runner: ThreadedBatchRunner[Any] = ThreadedBatchRunner(
         adapter, limits=Limits(limiter=limiter), retry=options.retry,

@@ -19,6 +19,7 @@ the same ``run_name`` to resume.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sized
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Unpack
 
 from .._engine import run_to_result
@@ -102,8 +103,6 @@ def run_on_dask(
     scheduler = run.execution.scheduler
     if client is None and scheduler is None:
         raise ConfigError("run_on_dask needs client= or scheduler='tcp://host:8786'")
-    if run.budget.capped:
-        raise ConfigError("max_cost is not supported on a Dask cluster yet; run it on threads")
     adapter = as_adapter(fn_or_adapter, estimate=estimate)
     plan = _plan(fn_or_adapter, adapter, run, client=client, scheduler=scheduler,
                  chunk_size=chunk_size, estimate=estimate, window=max_chunks_in_flight,
@@ -131,15 +130,20 @@ def _plan(fn: Any, adapter: Any, options: RunOptions, *, client: Any, scheduler:
     limits = options.limits
     resolved = limits.resolved()  # a local limiter= counts too: refused without a URL
     batch_size = options.execution.batch_size
-    cfg = ChunkConfig(fn, options.for_workers(), estimate)
+    # max_cost is one gate for the whole run: it stays with the driver, which admits items.
+    workers = options.for_workers()
+    workers = replace(workers, budget=replace(workers.budget, max_cost=None))
+    cfg = ChunkConfig(fn, workers, estimate)
     settings = run_settings(adapter.name, adapter.identity(), batch_size, resolved,
                             options.retry, options.execution.timeout,
                             pricing=options.budget.recorded_pricing())
+    budget = options.budget.gate(settings)  # an unpriced model: a ConfigError now
     return DaskPlan(
         cfg, settings, _chunk_size(chunk_size, batch_size), client=client,
         scheduler=scheduler, window=window, task_retries=task_retries, run_name=run_name,
         preflight=lambda: _check_limiter(limits.limiter_url, resolved, limits.limiter_name),
-        limits=tuple((lim.amount, lim.period, lim.unit) for lim in resolved))
+        limits=tuple((lim.amount, lim.period, lim.unit) for lim in resolved),
+        budget=budget, estimate=adapter.estimate if budget is not None else None)
 
 
 class DaskExecutor(Executor):
@@ -148,6 +152,7 @@ class DaskExecutor(Executor):
 
     name = "dask"
     local = False
+    caps_cost = True  # the driver reserves each item's projected cost before sending it
 
     def __init__(self, scheduler: Any = None, connect_timeout: float = 10.0) -> None:
         self.scheduler = scheduler

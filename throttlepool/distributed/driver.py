@@ -14,7 +14,8 @@ function the workers cannot import raises one clear error, and no run is recorde
 
 Each call a worker makes is reported to the driver as a Dask event just before it is made
 (chunk.ReportedCalls), so ``stats.calls`` counts the calls of a worker that died before its
-chunk reported; ``stats.repeated_calls`` says how many of them were lost that way.
+chunk reported; ``stats.repeated_calls`` says how many of them were lost that way (the
+calls of chunks the driver itself cancelled, on an abort, are counted but not as repeats).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -30,8 +31,11 @@ from typing import Any
 from distributed.protocol.pickle import dumps as pickle_for_workers
 
 from .._ledger import Ending, RunLedger
-from ..errors import ConfigError, LimiterUnavailable, RunStopped
+from ..cost import RunBudget
+from ..cost.budget import Reservation
+from ..errors import CallTimeout, ConfigError, LimiterUnavailable, RunStopped
 from ..outcome import Outcome, RunStats, Source, Status
+from ..store.base import SpendRecords
 from .chunk import ChunkConfig, ChunkResult, check_config, run_chunk
 
 
@@ -59,6 +63,10 @@ class DaskPlan:
     start_timeout: float = 60.0  # for the first task (a worker may still be importing)
     preflight: Callable[[], None] | None = None  # e.g. ping the shared limiter
     limits: tuple[tuple[float, float, str], ...] = field(default=())
+    # max_cost: the driver reserves each item's projected cost (``estimate(item)``, a Cost)
+    # before it sends it, and settles it to the answer's usage when its chunk reports
+    budget: RunBudget | None = None
+    estimate: Callable[[Any], Any] | None = None
 
 
 def _describe(fn: Any) -> str:
@@ -80,12 +88,18 @@ class DaskEngine:
         self._has_space = has_space
         self._ending = Ending(exhausted=False)
         self._waiting: dict[int, tuple[Any, str | None]] = {}  # index -> (item, key) sent
+        self._held: dict[int, Reservation] = {}  # index -> its share of max_cost
         self._buffer: dict[int, Outcome[Any]] = {}
         self._taken = 0  # items taken from the input
         self._emit_next = 0
         self._window_items = 1
         self._reported = 0  # calls the chunks' results account for
         self._announced = 0  # calls the workers announced (Dask events)
+        # by chunk: a chunk's announced calls its result does not account for were made by
+        # a worker that was lost, unless the driver itself cancelled the chunk
+        self._announced_by: Counter[int] = Counter()
+        self._reported_by: Counter[int] = Counter()
+        self._cancelled: set[int] = set()
         self._stop: BaseException | None = None
         self._interrupted = False
         self._task: asyncio.Future[Any] | None = None
@@ -145,7 +159,10 @@ class DaskEngine:
             client.subscribe_topic(topic, self._announce)
             subscribed = True
             self.stats.limits = plan.limits
-            self.ledger.begin(plan.run_name, plan.settings)
+            run_id = self.ledger.begin(plan.run_name, plan.settings)
+            store = self.ledger.store
+            if plan.budget is not None and run_id is not None and isinstance(store, SpendRecords):
+                plan.budget.gate.spent += store.recorded_cost(run_id)[0]  # a resume has spent
             await self._drive(client, window, replace(plan.cfg, calls_topic=topic))
         finally:
             if subscribed:
@@ -203,7 +220,15 @@ class DaskEngine:
     def _announce(self, event: Any) -> None:
         # On the Dask client's own thread, its only writer: no lock is needed.
         self._announced += 1
-        self.stats.calls = max(self._announced, self._reported)
+        chunk = event[1] if isinstance(event, tuple) and len(event) == 2 else None
+        if isinstance(chunk, int):
+            self._announced_by[chunk] += 1
+        self.stats.calls = self._calls()
+
+    def _calls(self) -> int:
+        # Calls an earlier session lost (ledger.begin counted them) plus this session's:
+        # announced before they were made, or reported by their chunk, whichever is more.
+        return self.stats.repeated_after_resume + max(self._announced, self._reported)
 
     # ---- taking items --------------------------------------------------------------------
 
@@ -234,9 +259,35 @@ class DaskEngine:
                 self._deliver(known)
                 continue
             self._waiting[index] = (item, key)
+            if not self._reserve(index, item):
+                break  # left waiting: not attempted, once the chunks in flight are back
             chunk.append((index, item))
         self.stats.in_flight = len(self._waiting)
         return chunk
+
+    def _reserve(self, index: int, item: Any) -> bool:
+        """Hold the item's projected cost under max_cost; False (and stop): it does not fit."""
+        budget, estimate = self.plan.budget, self.plan.estimate
+        if budget is None or estimate is None:
+            return True
+        held = budget.reserve(estimate(item), item)
+        if held is None:
+            self.request_stop(RunStopped(budget.reason()))
+            return False
+        self._held[index] = held
+        return True
+
+    def _settle(self, index: int, item: Any, outcome: Outcome[Any] | None) -> None:
+        """The item's reservation becomes what its answer cost; given back when it was not
+        billed (a failure other than a timeout, or never called)."""
+        held, budget = self._held.pop(index, None), self.plan.budget
+        if held is None or budget is None:
+            return
+        if outcome is not None and (outcome.status is Status.OK
+                                    or isinstance(outcome.error, CallTimeout)):
+            budget.settle(held, outcome.usage, item)
+        else:
+            budget.cancel(held)
 
     # ---- the loop ------------------------------------------------------------------------
 
@@ -245,7 +296,7 @@ class DaskEngine:
         wake = self._wake
         assert wake is not None
         token, numbers = uuid.uuid4().hex[:12], itertools.count()
-        in_flight: set[Any] = set()
+        in_flight: dict[Any, int] = {}  # future -> chunk number
         self._window_items = window * self.plan.chunk_size
 
         def arrived(fut: Any) -> None:  # on the Dask client's thread
@@ -264,7 +315,7 @@ class DaskEngine:
                     n = next(numbers)
                     fut = client.submit(run_chunk, n, chunk, cfg, key=f"throttlepool-{token}-{n}",
                                         retries=self.plan.task_retries, pure=False)
-                    in_flight.add(fut)
+                    in_flight[fut] = n
                     fut.add_done_callback(arrived)
                 if not in_flight and (self._stop is not None or self._ending.exhausted):
                     return
@@ -273,11 +324,12 @@ class DaskEngine:
                     await wake.wait()
                     continue
                 fut = self._arrived.popleft()
-                in_flight.discard(fut)
+                in_flight.pop(fut, None)
                 await self._collect(fut)
         except BaseException as exc:  # cancelled (abort, a second Ctrl-C), or a crash
             if in_flight:
                 client.cancel(list(in_flight))  # their answers are lost
+                self._cancelled.update(in_flight.values())
             if isinstance(exc, Exception):
                 self._ending.crash = exc
                 self._stop = self._stop or RunStopped(f"{type(exc).__name__}: {exc}", exc)
@@ -307,7 +359,8 @@ class DaskEngine:
         """A chunk's outcomes; a rerun chunk's duplicates are dropped (each item counts once)."""
         stats, cache = self.stats, self.ledger.cache
         self._reported += result.calls
-        stats.calls = max(self._announced, self._reported)
+        self._reported_by[result.chunk] += result.calls
+        stats.calls = self._calls()
         stats.retries += result.retries
         stats.rate_limited += result.rate_limited
         stats.rate_limit_wait += result.rate_limit_wait
@@ -316,9 +369,10 @@ class DaskEngine:
                 continue
             item, key = self._waiting.pop(r.index)
             outcome = Outcome(r.index, item, Status(r.status), r.value, r.error, r.attempts,
-                              r.latency, r.usage, Source.CALL, key)
+                              r.latency, r.usage, Source.CALL, key, ttft=r.ttft)
             if cache is not None and key is not None and outcome.status is Status.OK:
                 cache.put(key, outcome.value)
+            self._settle(r.index, item, outcome)
             self._deliver(outcome)
         stats.in_flight = len(self._waiting)
 
@@ -337,11 +391,14 @@ class DaskEngine:
     def _finish(self) -> None:
         """Count the calls, fill in what a stop left uncalled, record the ending."""
         ending, stats = self._ending, self.stats
-        stats.calls = max(self._announced, self._reported)
-        stats.repeated_calls = stats.calls - self._reported
+        stats.calls = self._calls()
+        stats.repeated_calls = sum(
+            max(0, announced - self._reported_by[chunk])
+            for chunk, announced in self._announced_by.items() if chunk not in self._cancelled)
         if not ending.aborted and ending.crash is None:
             for index in sorted(self._waiting):  # sent, but their chunk failed for good
                 item, key = self._waiting.pop(index)
+                self._settle(index, item, None)
                 self._deliver(RunLedger.not_attempted(index, item, self._stop, key))
             if self._fill and self._stop is not None and ending.input_error is None:
                 for index, item in self._items:
