@@ -3,7 +3,7 @@
 Serves ``POST /v1/files`` (purpose ``batch``), ``GET /v1/files/{id}/content``,
 ``POST /v1/batches``, ``GET /v1/batches`` (newest first), ``GET /v1/batches/{id}`` and
 ``POST /v1/batches/{id}/cancel`` with the shapes of BATCH-APIS.md §1. A batch moves
-validating → in_progress → finalizing → completed as time passes (``BatchSimConfig.delay``, batch_lifecycle.py),
+validating → in_progress → finalizing → completed as time passes (batch_lifecycle.py),
 is answered line by line with the simulator's own replies (usage included), in shuffled
 order, and can be made to fail requests, expire or be cancelled. Every request line of every
 created batch is kept in :meth:`OpenAIBatches.submissions`, so tests can check that nothing
