@@ -20,6 +20,7 @@ from throttlepool.cost.text import usd
 from throttlepool.outcome import Usage
 from throttlepool.sim import Simulator
 from throttlepool.sim.batches import batches_of
+from throttlepool.sim.gemini_batches import gemini_batches_of
 
 KEY = {"OPENAI_API_KEY": "sk-test-batch", "THROTTLEPOOL_POLL_INTERVAL": "0.05"}
 N = 12
@@ -65,13 +66,31 @@ def test_batch_mode_writes_what_an_online_run_writes_at_the_batch_price(
 def test_a_provider_without_batch_support_is_refused_before_anything_is_sent(
         sim: Simulator, tmp_path: Path) -> None:
     _questions(tmp_path / "q.txt")
-    r = run_cli(["run", "q.txt", "-P", "gemini", "-m", "gemini-2.0-flash", "--base-url",
-                 sim.url, "--mode", "batch", "--db", "c.db"], tmp_path,
-                env={"GEMINI_API_KEY": "k"})
+    r = run_cli(["run", "q.txt", "-P", "http", "--base-url", f"{sim.url}/echo", "--mode",
+                 "batch", "--db", "c.db"], tmp_path)
     assert r.returncode == 2, r.stderr
-    assert "--mode batch is not available for --provider gemini" in r.stderr
+    assert "--mode batch is not available for --provider http" in r.stderr
     assert "Traceback" not in r.stderr
     assert sim.requests() == [] and batches_of(sim).submissions() == []
+
+
+def test_gemini_batch_mode_answers_in_order_at_the_batch_price(
+        sim: Simulator, tmp_path: Path) -> None:
+    _questions(tmp_path / "q.txt")
+    gemini_batches_of(sim).configure(delay=0.3, fail_ids={"item-3"})
+    r = run_cli(["run", "q.txt", "-P", "gemini", "-m", "gemini-2.5-flash", "--base-url",
+                 sim.url, "--mode", "batch", "--db", "c.db", "-o", "out.jsonl"], tmp_path,
+                env={"GEMINI_API_KEY": "k", "THROTTLEPOOL_POLL_INTERVAL": "0.05"})
+    assert r.returncode == 0, r.stderr
+    rows = read_jsonl(tmp_path / "out.jsonl")
+    assert [(x["status"], x["output"]) for x in rows] == [
+        ("ok", f"echo: question {i} about batches") for i in range(N)]
+    assert [x["attempts"] for x in rows] == [2 if i == 3 else 1 for i in range(N)]
+    batch_price = Pricing("gemini", "gemini-2.5-flash", mode="batch")
+    assert [x["cost_usd"] for x in rows] == pytest.approx([batch_price.cost(Usage(
+        int(x["input_tokens"]), int(x["output_tokens"]))) for x in rows])  # type: ignore[call-overload]
+    assert "1 batch: 1 in progress | 0 ok" in r.stderr  # Gemini's states, in our phases
+    assert f"12 ok, 0 failed of {N}" in r.stderr
 
 
 def _start(sim: Simulator, cwd: Path) -> subprocess.Popen[str]:

@@ -33,7 +33,14 @@ PHASES = ("submitted", "in progress", "completed", "failed")
 _PHASE_OF_STATUS = {"validating": "submitted", "in_progress": "in progress",
                     "finalizing": "in progress", "cancelling": "in progress",
                     "completed": "completed", "ended": "completed", "failed": "failed",
-                    "expired": "failed", "cancelled": "failed", "canceled": "failed"}
+                    "expired": "failed", "cancelled": "failed", "canceled": "failed",
+                    # Gemini's (google-genai JobState)
+                    "JOB_STATE_PENDING": "submitted", "JOB_STATE_QUEUED": "submitted",
+                    "JOB_STATE_RUNNING": "in progress", "JOB_STATE_CANCELLING": "in progress",
+                    "JOB_STATE_SUCCEEDED": "completed",
+                    "JOB_STATE_PARTIALLY_SUCCEEDED": "completed",
+                    "JOB_STATE_FAILED": "failed", "JOB_STATE_EXPIRED": "failed",
+                    "JOB_STATE_CANCELLED": "failed"}
 
 
 def batch_phase(view: BatchView) -> str:

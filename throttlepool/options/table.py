@@ -101,9 +101,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("timeout", positive_float, "Seconds one call may take.",
            target="execution.timeout"),
     Option("mode", text, "online: one call per item under the limits; batch: through the "
-           "provider's Batch API (openai), at half the price, answered within hours; same "
-           "checkpoint, resume and output. [default: online]", target="budget.mode",
-           choices=(ONLINE, BATCH)),
+           "provider's Batch API (openai, anthropic, gemini), at half the price, answered "
+           "within hours; same checkpoint, resume and output. [default: online]",
+           target="budget.mode", choices=(ONLINE, BATCH)),
     Option("poll_interval", positive_float, "--mode batch: seconds between two polls of the "
            "provider's batches. [default: 30]", default=30.0, metavar="SECONDS"),
     Option("max_cost", non_negative_float, "Stop sending before the projected spend (USD) "
