@@ -153,3 +153,28 @@ def test_cancel_cancels_the_runs_batches_and_prints_their_ids(sim: Simulator,
     unknown = run_cli(["cancel", "nope", "--db", "c.db", "--base-url", sim.openai_base_url],
                       tmp_path, env=KEY)
     assert unknown.returncode == 2 and "no run named 'nope'" in unknown.stderr
+
+
+def test_cancel_takes_a_gemini_run_without_a_model(sim: Simulator, tmp_path: Path) -> None:
+    from google import genai
+    from google.genai import types
+
+    from throttlepool.adapters.google_genai import GenAIAdapter
+    from throttlepool.batchapi import BatchApiRunner, BatchProgress
+
+    gemini_batches_of(sim).configure(delay=30.0)
+    client = genai.Client(api_key="k", http_options=types.HttpOptions(base_url=sim.url))
+
+    def stop(progress: BatchProgress) -> None:
+        raise KeyboardInterrupt
+
+    with BatchApiRunner(GenAIAdapter(client, model="gemini-2.5-flash"),
+                        store=str(tmp_path / "c.db"), run_name="slow", progress=stop) as runner:
+        assert runner.run(["a", "b"]).interrupted
+    [name] = {f"batches/{s['batch_id']}" for s in gemini_batches_of(sim).submissions()}
+    r = run_cli(["cancel", "slow", "--db", "c.db", "-P", "gemini", "--base-url", sim.url],
+                tmp_path, env={"GEMINI_API_KEY": "k"})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [name]
+    time.sleep(1.2)  # cancelling takes a moment (a tenth of the delay, at most 1 s)
+    assert client.batches.get(name=name).state == types.JobState.JOB_STATE_CANCELLED
