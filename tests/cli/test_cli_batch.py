@@ -178,3 +178,27 @@ def test_cancel_takes_a_gemini_run_without_a_model(sim: Simulator, tmp_path: Pat
     assert r.stdout.split() == [name]
     time.sleep(1.2)  # cancelling takes a moment (a tenth of the delay, at most 1 s)
     assert client.batches.get(name=name).state == types.JobState.JOB_STATE_CANCELLED
+
+
+def test_fallback_online_calls_the_expired_requests_online_under_the_limits(
+        sim: Simulator, tmp_path: Path) -> None:
+    _questions(tmp_path / "q.txt")
+    batches_of(sim).configure(delay=5.0, expire_after=0.02)  # every batch expires unanswered
+    failed = run_cli(_args(sim, "--mode", "batch", "--retries", "0", "--run-name", "no",
+                           "-o", "no.jsonl"), tmp_path, env=KEY)
+    assert failed.returncode == 1, failed.stderr  # no fallback: recorded failed
+    assert {r["status"] for r in read_jsonl(tmp_path / "no.jsonl")} == {"failed"}
+    before = len(sim.requests())
+    r = run_cli(_args(sim, "--mode", "batch", "--retries", "1", "--fallback", "online",
+                      "--rpm", "6000", "--run-name", "yes", "-o", "yes.jsonl"),
+                tmp_path, env=KEY)
+    assert r.returncode == 0, r.stderr
+    rows = read_jsonl(tmp_path / "yes.jsonl")
+    assert [(x["status"], x["output"]) for x in rows] == [
+        ("ok", f"echo: question {i} about batches") for i in range(N)]
+    assert {x["attempts"] for x in rows} == {3}  # two batches, then the online call
+    online = [q for q in sim.requests()[before:] if q["path"] == "/v1/chat/completions"]
+    assert len(online) == N
+    price = Pricing("openai", "gpt-4o-mini")  # the online price, not the batch one
+    assert [x["cost_usd"] for x in rows] == pytest.approx([price.cost(Usage(
+        int(x["input_tokens"]), int(x["output_tokens"]))) for x in rows])  # type: ignore[call-overload]

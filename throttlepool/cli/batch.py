@@ -17,7 +17,7 @@ from .._inputs import Records
 from ..adapters import Adapter
 from ..batchapi import BatchApiRunner, BatchProgress, BatchView
 from ..errors import ConfigError
-from ..options import BY_NAME
+from ..options import BY_NAME, RunOptions, library_kwargs
 from ..outcome import Status
 from ..store import SQLiteStore, redact_text
 from .costs import CostTally, budget_advice, budget_stop, run_pricing
@@ -105,11 +105,18 @@ def batch_runner(adapter: Adapter[Any], store: SQLiteStore, settings: Settings,
     """The library's batch runner for these settings; a provider without a Batch API here
     is a ConfigError, before anything is sent."""
     pricing = {k: settings[k] for k in ("price_in", "price_out") if settings[k] is not None}
+    fallback = settings["fallback"] if settings["fallback"] not in (None, "none") else None
+    # The online path runs under the run's own limits, retries and execution settings; the
+    # budget stays the batch runner's, which reserves each fallback item itself.
+    options = RunOptions.from_kwargs(**library_kwargs(settings.values))
+    online = {"limits": options.limits, "retry": options.retry,
+              "execution": options.execution} if fallback else None
     try:
         return BatchApiRunner(adapter, store=store, run_name=run_name,
                               poll_interval=float(settings["poll_interval"]),
                               attempts=int(settings["retries"]) + 1, pricing=pricing,
-                              max_cost=settings["max_cost"], progress=progress)
+                              max_cost=settings["max_cost"], progress=progress,
+                              fallback=fallback, online=online)
     except ConfigError as exc:
         raise ConfigError(f"--mode batch is not available for --provider "
                           f"{settings['provider']}: {exc}") from None

@@ -106,6 +106,10 @@ OPTIONS: tuple[Option, ...] = (
            target="budget.mode", choices=(ONLINE, BATCH)),
     Option("poll_interval", positive_float, "--mode batch: seconds between two polls of the "
            "provider's batches. [default: 30]", default=30.0, metavar="SECONDS"),
+    Option("fallback", text, "--mode batch: requests whose batches all failed retryably "
+           "(expired, cancelled, 5xx; --retries + 1 batches) are recorded failed (none) or "
+           "called one by one under the limits, at the online price (online). "
+           "[default: none]", default="none", choices=("none", "online")),
     Option("max_cost", non_negative_float, "Stop sending before the projected spend (USD) "
            "would pass this cap; the run stops as 'budget reached' and resumes with a higher "
            "cap. Needs a known price (the table's, or --price-in/--price-out).",
