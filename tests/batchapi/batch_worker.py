@@ -2,7 +2,7 @@
 killing itself (SIGKILL, no clean-up) at one step.
 
 Usage: python tests/batchapi/batch_worker.py BASE_URL DB N [--die-after STEP]
-       [--provider openai|anthropic]
+       [--provider openai|anthropic|gemini]
 
 STEP: ``intent`` (chunks journaled, nothing uploaded), ``upload`` (file uploaded, its id not
 recorded), ``create`` (batch created at the provider, its id not recorded). Without it the
@@ -22,10 +22,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import anthropic
 import openai
+from google import genai
+from google.genai import types
 
 from throttlepool.adapters.anthropic import AnthropicAdapter
+from throttlepool.adapters.google_genai import GenAIAdapter
 from throttlepool.adapters.openai import OpenAIAdapter
-from throttlepool.batchapi import AnthropicBatch, BatchApiRunner, Journal, OpenAIBatch
+from throttlepool.batchapi import (
+    AnthropicBatch,
+    BatchApiRunner,
+    GeminiBatch,
+    Journal,
+    OpenAIBatch,
+)
 
 RUN_NAME = "batch-crash"
 
@@ -52,9 +61,10 @@ def main() -> int:
     parser.add_argument("n", type=int)
     parser.add_argument("--die-after", choices=("intent", "upload", "create"))
     parser.add_argument("--max-requests", type=int, default=7)
-    parser.add_argument("--provider", choices=("openai", "anthropic"), default="openai")
+    parser.add_argument("--provider", choices=("openai", "anthropic", "gemini"), default="openai")
     args = parser.parse_args()
-    api: Any = AnthropicBatch if args.provider == "anthropic" else OpenAIBatch
+    api: Any = {"anthropic": AnthropicBatch, "gemini": GeminiBatch}.get(args.provider,
+                                                                       OpenAIBatch)
     step = {"intent": (Journal, "plan"), "upload": (api, "upload"),
             "create": (api, "create")}.get(args.die_after or "")
     if step is not None:
@@ -64,6 +74,10 @@ def main() -> int:
         root = args.base_url.removesuffix("/v1")
         adapter = AnthropicAdapter(anthropic.Anthropic(base_url=root, api_key="sk-ant-test"),
                                    model="claude-haiku-4-5", max_tokens=32, extract="text")
+    elif args.provider == "gemini":
+        root = args.base_url.removesuffix("/v1")
+        gclient = genai.Client(api_key="gm-test", http_options=types.HttpOptions(base_url=root))
+        adapter = GenAIAdapter(gclient, model="gemini-2.5-flash", extract="text")
     else:
         client = openai.OpenAI(base_url=args.base_url, api_key="sk-batch-test")
         adapter = OpenAIAdapter(client, model="gpt-4o-mini", extract="text")

@@ -20,6 +20,7 @@ from throttlepool.cost.text import usd
 from throttlepool.outcome import Usage
 from throttlepool.sim import Simulator
 from throttlepool.sim.batches import batches_of
+from throttlepool.sim.gemini_batches import gemini_batches_of
 
 KEY = {"OPENAI_API_KEY": "sk-test-batch", "THROTTLEPOOL_POLL_INTERVAL": "0.05"}
 N = 12
@@ -65,13 +66,31 @@ def test_batch_mode_writes_what_an_online_run_writes_at_the_batch_price(
 def test_a_provider_without_batch_support_is_refused_before_anything_is_sent(
         sim: Simulator, tmp_path: Path) -> None:
     _questions(tmp_path / "q.txt")
-    r = run_cli(["run", "q.txt", "-P", "gemini", "-m", "gemini-2.0-flash", "--base-url",
-                 sim.url, "--mode", "batch", "--db", "c.db"], tmp_path,
-                env={"GEMINI_API_KEY": "k"})
+    r = run_cli(["run", "q.txt", "-P", "http", "--base-url", f"{sim.url}/echo", "--mode",
+                 "batch", "--db", "c.db"], tmp_path)
     assert r.returncode == 2, r.stderr
-    assert "--mode batch is not available for --provider gemini" in r.stderr
+    assert "--mode batch is not available for --provider http" in r.stderr
     assert "Traceback" not in r.stderr
     assert sim.requests() == [] and batches_of(sim).submissions() == []
+
+
+def test_gemini_batch_mode_answers_in_order_at_the_batch_price(
+        sim: Simulator, tmp_path: Path) -> None:
+    _questions(tmp_path / "q.txt")
+    gemini_batches_of(sim).configure(delay=0.3, fail_ids={"item-3"})
+    r = run_cli(["run", "q.txt", "-P", "gemini", "-m", "gemini-2.5-flash", "--base-url",
+                 sim.url, "--mode", "batch", "--db", "c.db", "-o", "out.jsonl"], tmp_path,
+                env={"GEMINI_API_KEY": "k", "THROTTLEPOOL_POLL_INTERVAL": "0.05"})
+    assert r.returncode == 0, r.stderr
+    rows = read_jsonl(tmp_path / "out.jsonl")
+    assert [(x["status"], x["output"]) for x in rows] == [
+        ("ok", f"echo: question {i} about batches") for i in range(N)]
+    assert [x["attempts"] for x in rows] == [2 if i == 3 else 1 for i in range(N)]
+    batch_price = Pricing("gemini", "gemini-2.5-flash", mode="batch")
+    assert [x["cost_usd"] for x in rows] == pytest.approx([batch_price.cost(Usage(
+        int(x["input_tokens"]), int(x["output_tokens"]))) for x in rows])  # type: ignore[call-overload]
+    assert "1 batch: 1 in progress | 0 ok" in r.stderr  # Gemini's states, in our phases
+    assert f"12 ok, 0 failed of {N}" in r.stderr
 
 
 def _start(sim: Simulator, cwd: Path) -> subprocess.Popen[str]:
@@ -134,3 +153,52 @@ def test_cancel_cancels_the_runs_batches_and_prints_their_ids(sim: Simulator,
     unknown = run_cli(["cancel", "nope", "--db", "c.db", "--base-url", sim.openai_base_url],
                       tmp_path, env=KEY)
     assert unknown.returncode == 2 and "no run named 'nope'" in unknown.stderr
+
+
+def test_cancel_takes_a_gemini_run_without_a_model(sim: Simulator, tmp_path: Path) -> None:
+    from google import genai
+    from google.genai import types
+
+    from throttlepool.adapters.google_genai import GenAIAdapter
+    from throttlepool.batchapi import BatchApiRunner, BatchProgress
+
+    gemini_batches_of(sim).configure(delay=30.0)
+    client = genai.Client(api_key="k", http_options=types.HttpOptions(base_url=sim.url))
+
+    def stop(progress: BatchProgress) -> None:
+        raise KeyboardInterrupt
+
+    with BatchApiRunner(GenAIAdapter(client, model="gemini-2.5-flash"),
+                        store=str(tmp_path / "c.db"), run_name="slow", progress=stop) as runner:
+        assert runner.run(["a", "b"]).interrupted
+    [name] = {f"batches/{s['batch_id']}" for s in gemini_batches_of(sim).submissions()}
+    r = run_cli(["cancel", "slow", "--db", "c.db", "-P", "gemini", "--base-url", sim.url],
+                tmp_path, env={"GEMINI_API_KEY": "k"})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [name]
+    time.sleep(1.2)  # cancelling takes a moment (a tenth of the delay, at most 1 s)
+    assert client.batches.get(name=name).state == types.JobState.JOB_STATE_CANCELLED
+
+
+def test_fallback_online_calls_the_expired_requests_online_under_the_limits(
+        sim: Simulator, tmp_path: Path) -> None:
+    _questions(tmp_path / "q.txt")
+    batches_of(sim).configure(delay=5.0, expire_after=0.02)  # every batch expires unanswered
+    failed = run_cli(_args(sim, "--mode", "batch", "--retries", "0", "--run-name", "no",
+                           "-o", "no.jsonl"), tmp_path, env=KEY)
+    assert failed.returncode == 1, failed.stderr  # no fallback: recorded failed
+    assert {r["status"] for r in read_jsonl(tmp_path / "no.jsonl")} == {"failed"}
+    before = len(sim.requests())
+    r = run_cli(_args(sim, "--mode", "batch", "--retries", "1", "--fallback", "online",
+                      "--rpm", "6000", "--run-name", "yes", "-o", "yes.jsonl"),
+                tmp_path, env=KEY)
+    assert r.returncode == 0, r.stderr
+    rows = read_jsonl(tmp_path / "yes.jsonl")
+    assert [(x["status"], x["output"]) for x in rows] == [
+        ("ok", f"echo: question {i} about batches") for i in range(N)]
+    assert {x["attempts"] for x in rows} == {3}  # two batches, then the online call
+    online = [q for q in sim.requests()[before:] if q["path"] == "/v1/chat/completions"]
+    assert len(online) == N
+    price = Pricing("openai", "gpt-4o-mini")  # the online price, not the batch one
+    assert [x["cost_usd"] for x in rows] == pytest.approx([price.cost(Usage(
+        int(x["input_tokens"]), int(x["output_tokens"]))) for x in rows])  # type: ignore[call-overload]

@@ -124,6 +124,15 @@ class GenAIAdapter(Adapter[Any]):
         #: Asks for an answer that is not the JSON asked for, apart from network retries.
         self.json_retries = check_json_retries(json_retries)
 
+    @property
+    def client(self) -> Any:
+        """The SDK client calls are made with (batch mode makes its own calls)."""
+        return self._client.get()
+
+    def value_of(self, response: Any) -> Any:
+        """What an online call returns for ``response``: the adapter's ``extract`` of it."""
+        return self._extract(response) if self._extract is not None else response
+
     def identity(self) -> Mapping[str, Any]:
         """Provider, method, model and default config; never the key or the client's options."""
         return {

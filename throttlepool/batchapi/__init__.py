@@ -1,10 +1,11 @@
 """Batch mode: the same items, checkpoint and outcomes as an online run, sent through a
 provider's Batch API at half price (docs/batch.md). OpenAI's Batch API and Anthropic's
-Message Batches."""
+Message Batches, Gemini batch mode."""
 
 from __future__ import annotations
 
 from .anthropic_batch import AnthropicBatch
+from .gemini_batch import GeminiBatch
 from .journal import Chunk, Journal
 from .openai_batch import OpenAIBatch
 from .progress import BatchesLeftRunning, BatchProgress, BatchView
@@ -21,6 +22,7 @@ __all__ = [
     "BatchView",
     "BatchesLeftRunning",
     "Chunk",
+    "GeminiBatch",
     "Journal",
     "LineResult",
     "OpenAIBatch",

@@ -13,6 +13,7 @@ from ..outcome import BatchResult
 from ..store import SQLiteStore, open_store
 from ..store.base import Store
 from .anthropic_batch import AnthropicBatch
+from .gemini_batch import GeminiBatch
 from .journal import Journal
 from .openai_batch import OpenAIBatch
 from .progress import BatchProgress
@@ -23,14 +24,16 @@ FALLBACKS = (None, "online")
 
 
 def provider_for(adapter: Any, client: Any = None, **limits: int) -> BatchProvider:
-    """The Batch API of ``adapter``'s provider (OpenAI or Anthropic); ConfigError otherwise."""
+    """The Batch API of ``adapter``'s provider (OpenAI, Anthropic, Gemini); else ConfigError."""
     name = getattr(adapter, "name", None)
     if name == "openai":
         return OpenAIBatch(adapter, client, **limits)
     if name == "anthropic":
         return AnthropicBatch(adapter, client, **limits)
-    raise ConfigError(f"batch mode takes an OpenAIAdapter or AnthropicAdapter, not {name!r} "
-                      "(Gemini batch mode is not done yet, see docs/batch.md)")
+    if name == "gemini":
+        return GeminiBatch(adapter, client, **limits)
+    raise ConfigError(f"batch mode takes an OpenAIAdapter, AnthropicAdapter or GenAIAdapter, "
+                      f"not {name!r}")
 
 
 class BatchApiRunner:

@@ -17,7 +17,7 @@ from .._inputs import Records
 from ..adapters import Adapter
 from ..batchapi import BatchApiRunner, BatchProgress, BatchView
 from ..errors import ConfigError
-from ..options import BY_NAME
+from ..options import BY_NAME, RunOptions, library_kwargs
 from ..outcome import Status
 from ..store import SQLiteStore, redact_text
 from .costs import CostTally, budget_advice, budget_stop, run_pricing
@@ -33,7 +33,14 @@ PHASES = ("submitted", "in progress", "completed", "failed")
 _PHASE_OF_STATUS = {"validating": "submitted", "in_progress": "in progress",
                     "finalizing": "in progress", "cancelling": "in progress",
                     "completed": "completed", "ended": "completed", "failed": "failed",
-                    "expired": "failed", "cancelled": "failed", "canceled": "failed"}
+                    "expired": "failed", "cancelled": "failed", "canceled": "failed",
+                    # Gemini's (google-genai JobState)
+                    "JOB_STATE_PENDING": "submitted", "JOB_STATE_QUEUED": "submitted",
+                    "JOB_STATE_RUNNING": "in progress", "JOB_STATE_CANCELLING": "in progress",
+                    "JOB_STATE_SUCCEEDED": "completed",
+                    "JOB_STATE_PARTIALLY_SUCCEEDED": "completed",
+                    "JOB_STATE_FAILED": "failed", "JOB_STATE_EXPIRED": "failed",
+                    "JOB_STATE_CANCELLED": "failed"}
 
 
 def batch_phase(view: BatchView) -> str:
@@ -98,11 +105,18 @@ def batch_runner(adapter: Adapter[Any], store: SQLiteStore, settings: Settings,
     """The library's batch runner for these settings; a provider without a Batch API here
     is a ConfigError, before anything is sent."""
     pricing = {k: settings[k] for k in ("price_in", "price_out") if settings[k] is not None}
+    fallback = settings["fallback"] if settings["fallback"] not in (None, "none") else None
+    # The online path runs under the run's own limits, retries and execution settings; the
+    # budget stays the batch runner's, which reserves each fallback item itself.
+    options = RunOptions.from_kwargs(**library_kwargs(settings.values))
+    online = {"limits": options.limits, "retry": options.retry,
+              "execution": options.execution} if fallback else None
     try:
         return BatchApiRunner(adapter, store=store, run_name=run_name,
                               poll_interval=float(settings["poll_interval"]),
                               attempts=int(settings["retries"]) + 1, pricing=pricing,
-                              max_cost=settings["max_cost"], progress=progress)
+                              max_cost=settings["max_cost"], progress=progress,
+                              fallback=fallback, online=online)
     except ConfigError as exc:
         raise ConfigError(f"--mode batch is not available for --provider "
                           f"{settings['provider']}: {exc}") from None
@@ -191,7 +205,9 @@ def cancel_command(run_name: str, config: str | None, **flags: Any) -> int:
     collects those and submits only the requests that got none.
     """
     settings = load_settings(flags, config=config)
-    adapter = build_adapter(settings["provider"], model=None, base_url=settings["base_url"],
+    # Cancelling calls no model, but a Gemini adapter cannot be built without one.
+    model = "cancel" if settings["provider"] == "gemini" else None
+    adapter = build_adapter(settings["provider"], model=model, base_url=settings["base_url"],
                             extract=None, request=RequestOptions(), key=settings["api_key"],
                             headers={})
     store = SQLiteStore(settings["db"], timeout=settings["db_timeout"])

@@ -101,11 +101,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("timeout", positive_float, "Seconds one call may take.",
            target="execution.timeout"),
     Option("mode", text, "online: one call per item under the limits; batch: through the "
-           "provider's Batch API (openai), at half the price, answered within hours; same "
-           "checkpoint, resume and output. [default: online]", target="budget.mode",
-           choices=(ONLINE, BATCH)),
+           "provider's Batch API (openai, anthropic, gemini), at half the price, answered "
+           "within hours; same checkpoint, resume and output. [default: online]",
+           target="budget.mode", choices=(ONLINE, BATCH)),
     Option("poll_interval", positive_float, "--mode batch: seconds between two polls of the "
            "provider's batches. [default: 30]", default=30.0, metavar="SECONDS"),
+    Option("fallback", text, "--mode batch: requests whose batches all failed retryably "
+           "(expired, cancelled, 5xx; --retries + 1 batches) are recorded failed (none) or "
+           "called one by one under the limits, at the online price (online). "
+           "[default: none]", default="none", choices=("none", "online")),
     Option("max_cost", non_negative_float, "Stop sending before the projected spend (USD) "
            "would pass this cap; the run stops as 'budget reached' and resumes with a higher "
            "cap. Needs a known price (the table's, or --price-in/--price-out).",

@@ -17,24 +17,21 @@ from __future__ import annotations
 
 import datetime
 import json
-import random
 import re
 import secrets
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
-from throttlepool.sim import anthropic
-from throttlepool.sim.batches import BatchSimConfig
+from throttlepool.sim import anthropic, batch_lifecycle
+from throttlepool.sim.batch_lifecycle import BatchRoute, Ending
 from throttlepool.sim.formats import BadRequest
 from throttlepool.sim.plan import Plan, encode
 
 if TYPE_CHECKING:
     from throttlepool.sim.server import Simulator
-    from throttlepool.sim.state import SimState
 
 PREFIX = "/v1/messages/batches"
 _ONE = re.compile(r"^/v1/messages/batches/([A-Za-z0-9_-]+)(/cancel|/results)?$")
@@ -56,38 +53,14 @@ class _Batch:
     cancel_initiated: float | None = None  # wall time
 
 
-class AnthropicBatches:
+class AnthropicBatches(BatchRoute):
     """The Message Batches endpoints of one simulator (a sim ``Route``)."""
 
-    def __init__(self, state: SimState) -> None:
-        self._state = state
-        self._lock = threading.Lock()
-        self.reset()
+    default_max_requests = MAX_REQUESTS
 
-    def reset(self) -> None:
-        """Forget every batch and submission; back to the default behaviour."""
-        with self._lock:
-            self.config = BatchSimConfig(max_requests=MAX_REQUESTS)
-            self._batches: dict[str, _Batch] = {}
-            self._submitted: list[dict[str, Any]] = []
-            self._failed_once: set[str] = set()
-            self._seq = 0
-            self._rng = random.Random(self.config.seed)
-
-    def configure(self, **changes: Any) -> BatchSimConfig:
-        """Change how batches behave (``delay``, ``fail_rate``, ``fail_ids``,
-        ``expire_after``, ``max_requests``; see :class:`BatchSimConfig`)."""
-        with self._lock:
-            for name, value in changes.items():
-                if not hasattr(self.config, name):
-                    raise ValueError(f"unknown batch sim setting {name!r}")
-                setattr(self.config, name, frozenset(value) if name == "fail_ids" else value)
-            return self.config
-
-    def submissions(self) -> list[dict[str, Any]]:
-        """Every request of every batch created: batch id, custom id, params."""
-        with self._lock:
-            return [dict(s) for s in self._submitted]
+    def forget(self) -> None:
+        """Drop every batch."""
+        self._batches: dict[str, _Batch] = {}
 
     def handle(self, method: str, path: str, query: str, headers: Mapping[str, str],
                body: bytes) -> Plan | None:
@@ -160,12 +133,10 @@ class AnthropicBatches:
             if not isinstance(req.get("params"), dict):
                 return _error(400, "invalid_request_error", f"requests.{n}.params: required")
             seen.add(cid)
-        self._seq += 1
-        batch = _Batch(f"msgbatch_sim{self._seq:04d}{secrets.token_hex(6)}", time.time(),
+        batch = _Batch(f"msgbatch_sim{self.next_seq():04d}{secrets.token_hex(6)}", time.time(),
                        time.monotonic(), requests)
         for req in requests:
-            self._submitted.append({"batch_id": batch.id, "custom_id": req["custom_id"],
-                                    "params": req["params"]})
+            self.log_submission(batch.id, req["custom_id"], params=req["params"])
         self._batches[batch.id] = batch
         return encode(200, {}, self._view(batch, base))
 
@@ -207,24 +178,15 @@ class AnthropicBatches:
         """Move a batch along by the time elapsed since it was created (or cancelled)."""
         if batch.status == "ended":
             return
-        cfg = self.config
-        elapsed = time.monotonic() - batch.started
-        if batch.status == "canceling" and batch.cancel_at is not None:
-            if time.monotonic() - batch.cancel_at < min(cfg.delay / 10, 1.0):
-                return
-            share = (batch.cancel_at - batch.started) / cfg.delay if cfg.delay > 0 else 1.0
-            self._finish(batch, share, "canceled")
-        elif cfg.expire_after is not None and elapsed >= cfg.expire_after < cfg.delay:
-            self._finish(batch, cfg.expire_after / cfg.delay, "expired")
-        elif elapsed >= cfg.delay:
-            self._finish(batch, 1.0, "expired")
-
-    def _finish(self, batch: _Batch, share: float, rest: str) -> None:
-        answered = int(len(batch.requests) * min(1.0, max(0.0, share)))
-        results = [self._answer(req) if n < answered else
-                   {"custom_id": req["custom_id"], "result": {"type": rest}}
-                   for n, req in enumerate(batch.requests)]
-        self._rng.shuffle(results)  # the results' order is not the requests' order
+        now = batch_lifecycle.phase(self.config, batch.started, batch.cancel_at)
+        if not isinstance(now, Ending):
+            return
+        answered = now.answered(len(batch.requests))
+        rest = "canceled" if now.outcome == batch_lifecycle.CANCELLED else "expired"
+        results = self.shuffled([
+            self._answer(req) if n < answered else
+            {"custom_id": req["custom_id"], "result": {"type": rest}}
+            for n, req in enumerate(batch.requests)])
         kinds = [r["result"]["type"] for r in results]
         batch.counts = {"processing": 0, "succeeded": kinds.count("succeeded"),
                         "errored": kinds.count("errored"), "canceled": kinds.count("canceled"),
@@ -233,10 +195,8 @@ class AnthropicBatches:
 
     def _answer(self, req: dict[str, Any]) -> dict[str, Any]:
         cid = req["custom_id"]
-        self._seq += 1
-        fails = cid in self.config.fail_ids or self._rng.random() < self.config.fail_rate
-        if fails and cid not in self._failed_once:
-            self._failed_once.add(cid)
+        seq = self.next_seq()
+        if self.fails_now(cid):
             return _errored(cid, "api_error", "Internal server error")
         try:
             parsed = anthropic.parse_messages(req["params"])
@@ -244,7 +204,7 @@ class AnthropicBatches:
             return _errored(cid, "invalid_request_error", str(exc))
         if parsed.stream:
             return _errored(cid, "invalid_request_error", "stream: not supported in a batch")
-        message = anthropic.message_body(parsed, self._seq)
+        message = anthropic.message_body(parsed, seq)
         message.setdefault("usage", {})["service_tier"] = "batch"
         return {"custom_id": cid, "result": {"type": "succeeded", "message": message}}
 

@@ -3,7 +3,7 @@
 Serves ``POST /v1/files`` (purpose ``batch``), ``GET /v1/files/{id}/content``,
 ``POST /v1/batches``, ``GET /v1/batches`` (newest first), ``GET /v1/batches/{id}`` and
 ``POST /v1/batches/{id}/cancel`` with the shapes of BATCH-APIS.md §1. A batch moves
-validating → in_progress → finalizing → completed as time passes (``BatchSimConfig.delay``),
+validating → in_progress → finalizing → completed as time passes (batch_lifecycle.py),
 is answered line by line with the simulator's own replies (usage included), in shuffled
 order, and can be made to fail requests, expire or be cancelled. Every request line of every
 created batch is kept in :meth:`OpenAIBatches.submissions`, so tests can check that nothing
@@ -13,47 +13,25 @@ was submitted twice.
 from __future__ import annotations
 
 import json
-import random
 import re
 import secrets
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from throttlepool.sim import errors, routing
+from throttlepool.sim import batch_lifecycle, errors, routing
+from throttlepool.sim.batch_lifecycle import BatchRoute, Ending
 from throttlepool.sim.formats import OPENAI, BadRequest
 from throttlepool.sim.plan import Plan, encode
 
 if TYPE_CHECKING:
     from throttlepool.sim.server import Simulator
-    from throttlepool.sim.state import SimState
 
 ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings", "/v1/responses", "/v1/completions")
 _BATCH = re.compile(r"^/v1/batches/([A-Za-z0-9_-]+)(/cancel)?$")
 _CONTENT = re.compile(r"^/v1/files/([A-Za-z0-9_-]+)/content$")
 _FINAL = frozenset({"completed", "failed", "expired", "cancelled"})
-
-
-@dataclass
-class BatchSimConfig:
-    """How simulated batches behave.
-
-    ``delay``: seconds from creation to completion (validating takes the first tenth);
-    ``fail_rate``: chance that a request's first submission fails with HTTP 500;
-    ``fail_ids``: custom ids whose first submission fails with HTTP 500; ``expire_after``:
-    seconds after which an unfinished batch expires (the requests answered by then, a
-    share proportional to the time elapsed, are in the output file, the rest
-    ``batch_expired``); ``max_requests``: lines per input file.
-    """
-
-    delay: float = 0.2
-    fail_rate: float = 0.0
-    fail_ids: frozenset[str] = frozenset()
-    expire_after: float | None = None
-    max_requests: int = 50_000
-    seed: int = 0
 
 
 @dataclass
@@ -74,38 +52,13 @@ class _Batch:
     cancel_at: float | None = None
 
 
-class OpenAIBatches:
+class OpenAIBatches(BatchRoute):
     """The batch endpoints of one simulator (a :class:`~throttlepool.sim.routing.Route`)."""
 
-    def __init__(self, state: SimState) -> None:
-        self._state = state
-        self._lock = threading.Lock()
-        self.reset()
-
-    def reset(self) -> None:
-        """Forget every file, batch and submission; back to the default behaviour."""
-        with self._lock:
-            self.config = BatchSimConfig()
-            self._files: dict[str, tuple[bytes, str, str, int]] = {}
-            self._batches: dict[str, _Batch] = {}
-            self._submitted: list[dict[str, Any]] = []
-            self._failed_once: set[str] = set()
-            self._seq = 0
-            self._rng = random.Random(self.config.seed)
-
-    def configure(self, **changes: Any) -> BatchSimConfig:
-        """Change how batches created from now on behave."""
-        with self._lock:
-            for name, value in changes.items():
-                if not hasattr(self.config, name):
-                    raise ValueError(f"unknown batch sim setting {name!r}")
-                setattr(self.config, name, frozenset(value) if name == "fail_ids" else value)
-            return self.config
-
-    def submissions(self) -> list[dict[str, Any]]:
-        """Every request line of every batch created: batch id, custom id, body."""
-        with self._lock:
-            return [dict(s) for s in self._submitted]
+    def forget(self) -> None:
+        """Drop every file and batch."""
+        self._files: dict[str, tuple[bytes, str, str, int]] = {}
+        self._batches: dict[str, _Batch] = {}
 
     # -- routing --------------------------------------------------------------------------
 
@@ -182,8 +135,7 @@ class OpenAIBatches:
         if found is None:
             return _not_found(f"No such File object: {data.get('input_file_id')}")
         metadata = data.get("metadata")
-        self._seq += 1
-        batch = _Batch(f"batch_sim{self._seq:04d}{secrets.token_hex(4)}", endpoint,
+        batch = _Batch(f"batch_sim{self.next_seq():04d}{secrets.token_hex(4)}", endpoint,
                        data["input_file_id"], metadata if isinstance(metadata, dict) else None,
                        time.time(), time.monotonic(), [])
         batch.errors = self._validate(found[0], batch)
@@ -192,8 +144,7 @@ class OpenAIBatches:
             batch.times["failed_at"] = int(time.time())
         else:
             for line in batch.lines:
-                self._submitted.append({"batch_id": batch.id, "custom_id": line["custom_id"],
-                                        "body": line["body"]})
+                self.log_submission(batch.id, line["custom_id"], body=line["body"])
         self._batches[batch.id] = batch
         return encode(200, {}, self._view(batch))
 
@@ -252,23 +203,16 @@ class OpenAIBatches:
         """Move a batch along by the time elapsed since it was created (or cancelled)."""
         if batch.status in _FINAL:
             return
-        cfg = self.config
-        elapsed = time.monotonic() - batch.started
-        if batch.status == "cancelling" and batch.cancel_at is not None:
-            if time.monotonic() - batch.cancel_at < min(cfg.delay / 10, 1.0):
-                return  # cancelling takes a moment, as it does for real (up to 10 min)
-            self._finish(batch, "cancelled", (batch.cancel_at - batch.started) / cfg.delay
-                         if cfg.delay > 0 else 1.0)
-        elif cfg.expire_after is not None and elapsed >= cfg.expire_after < cfg.delay:
-            self._finish(batch, "expired", cfg.expire_after / cfg.delay)
-        elif elapsed >= cfg.delay:
-            self._finish(batch, "completed", 1.0)
-        elif elapsed >= cfg.delay / 10 and batch.status == "validating":
+        now = batch_lifecycle.phase(self.config, batch.started, batch.cancel_at)
+        if isinstance(now, Ending):
+            self._finish(batch, now)
+        elif now == batch_lifecycle.RUNNING and batch.status == "validating":
             batch.status = "in_progress"
             batch.times["in_progress_at"] = int(time.time())
 
-    def _finish(self, batch: _Batch, status: str, share: float) -> None:
-        answered = int(len(batch.lines) * min(1.0, max(0.0, share)))
+    def _finish(self, batch: _Batch, ending: Ending) -> None:
+        status = ending.outcome
+        answered = ending.answered(len(batch.lines))
         outputs: list[dict[str, Any]] = []
         failures: list[dict[str, Any]] = []
         why = "batch_expired" if status == "expired" else "batch_cancelled"
@@ -279,7 +223,7 @@ class OpenAIBatches:
                 "This request was cancelled.")
             ok = reply["response"] is not None and reply["response"]["status_code"] == 200
             (outputs if ok else failures).append(reply)
-        self._rng.shuffle(outputs)  # the output order is not the input order
+        self.shuffled(outputs)
         if outputs:
             batch.output_file_id = self._store_file(_jsonl(outputs), f"{batch.id}_output.jsonl",
                                                     "batch_output")["id"]
@@ -297,11 +241,9 @@ class OpenAIBatches:
 
     def _answer(self, batch: _Batch, line: dict[str, Any]) -> dict[str, Any]:
         cid = line["custom_id"]
-        self._seq += 1
-        request_id = f"req_simbatch{self._seq:x}"
-        fails = cid in self.config.fail_ids or self._rng.random() < self.config.fail_rate
-        if fails and cid not in self._failed_once:
-            self._failed_once.add(cid)
+        seq = self.next_seq()
+        request_id = f"req_simbatch{seq:x}"
+        if self.fails_now(cid):
             status, _, body = errors.fault(OPENAI, 500)
             return _response_line(cid, request_id, status, body)
         to = routing.target(batch.endpoint, "")
@@ -311,7 +253,7 @@ class OpenAIBatches:
         except BadRequest as exc:
             status, _, body = errors.fault(OPENAI, 400, str(exc))
             return _response_line(cid, request_id, status, body)
-        return _response_line(cid, request_id, 200, routing.reply_body(req, self._seq))
+        return _response_line(cid, request_id, 200, routing.reply_body(req, seq))
 
 
 def _response_line(cid: str, request_id: str, status: int, body: Any) -> dict[str, Any]:

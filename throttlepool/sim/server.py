@@ -16,6 +16,7 @@ from typing import Any
 from throttlepool.sim.anthropic_batches import AnthropicBatches
 from throttlepool.sim.batches import OpenAIBatches
 from throttlepool.sim.config import SimConfig
+from throttlepool.sim.gemini_batches import GeminiBatches
 from throttlepool.sim.plan import Plan, encode, key_labels
 from throttlepool.sim.routing import RouteFactory
 from throttlepool.sim.state import SimState
@@ -48,7 +49,8 @@ REQUEST_LOG_SIZE = 1000
 
 #: Extra endpoints, each built once per Simulator from its state and tried before the
 #: built-in API paths (see :class:`throttlepool.sim.routing.Route`). Register one here.
-ROUTES: tuple[RouteFactory, ...] = (OpenAIBatches, AnthropicBatches)
+# Gemini first: it takes the /v1/batches requests that carry its key header, OpenAI the rest.
+ROUTES: tuple[RouteFactory, ...] = (GeminiBatches, OpenAIBatches, AnthropicBatches)
 
 
 class _Handler(BaseHTTPRequestHandler):
