@@ -69,7 +69,8 @@ def execute(settings: Settings, records: Records, adapter: Adapter[Any], *, verb
     total = len(records)
     run_name = settings["run_name"] or default_run_name(records.spec.path, records)
     mode = CliProgress.auto_mode(bool(settings["progress"]) and not quiet)
-    sink = CliProgress(mode, rpm=settings["rpm"], tpm=settings["tpm"], desc=run_name)
+    sink = CliProgress(mode, rpm=settings["rpm"], tpm=settings["tpm"], itpm=settings["itpm"],
+                       otpm=settings["otpm"], desc=run_name)
     writer = ResultWriter(settings["output"], records, run_name=run_name, db=settings["db"])
     failures: Counter[str] = Counter()
     tally = CostTally(run_pricing(settings, adapter))
