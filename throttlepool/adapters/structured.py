@@ -18,6 +18,8 @@ from typing import Any
 
 from ..classify import ErrorKind, Verdict
 from ..errors import ConfigError, ItemError
+from ..outcome import Usage
+from .tokens import usage_from
 
 #: Asks for a malformed or mismatched answer before the item fails (apart from network retries).
 DEFAULT_JSON_RETRIES = 2
@@ -28,7 +30,13 @@ Schema = Mapping[str, Any] | type
 
 
 class InvalidAnswer(ItemError):
-    """The model answered, but not with the JSON asked for; ``problem`` says what was wrong."""
+    """The model answered, but not with the JSON asked for; ``problem`` says what was wrong.
+
+    ``usage``: what the server reported for the rejected answer, which it billed (None when
+    unknown); the runner counts it in the run's tokens and cost.
+    """
+
+    usage: Usage | None = None
 
     def __init__(self, problem: str, text: str | None = None) -> None:
         shown = ""
@@ -140,14 +148,19 @@ def validator_for(schema: Schema | None) -> Callable[[Any], Any] | None:
                       f"got {type(schema).__name__}")
 
 
-def json_answer(text_of: Callable[[Any], Any], schema: Schema | None = None
-                ) -> Callable[[Any], Any]:
-    """The extractor of ``extract="json"``: the response's text, parsed, then validated."""
+def json_answer(text_of: Callable[[Any], Any], schema: Schema | None = None,
+                usage_of: Callable[[Any], Usage | None] = usage_from) -> Callable[[Any], Any]:
+    """The extractor of ``extract="json"``: the response's text, parsed, then validated; a
+    rejected answer's :class:`InvalidAnswer` carries the response's usage (``usage_of``)."""
     validate = validator_for(schema)
 
     def extract(response: Any) -> Any:
-        value = parse_json_answer(text_of(response))
-        return validate(value) if validate is not None else value
+        try:
+            value = parse_json_answer(text_of(response))
+            return validate(value) if validate is not None else value
+        except InvalidAnswer as exc:
+            exc.usage = usage_of(response)
+            raise
 
     return extract
 
