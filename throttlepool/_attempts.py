@@ -15,7 +15,7 @@ from ._control import RunControl
 from ._ledger import RunLedger
 from ._progress_line import BREAKER, RATE_LIMIT, SERVER_429, SERVER_BUDGET
 from .adapters.base import CallResult
-from .adapters.structured import InvalidAnswer
+from .adapters.structured import InvalidAnswer, stored_value_reviver
 from .classify import ErrorKind, Verdict
 from .cost.pricing import item_model
 from .errors import CallTimeout, RetryHintTooLong, RunStopped
@@ -34,6 +34,8 @@ class Attempts:
         self.control = control
         self.dispatch = dispatch
         self._server_pause = float("-inf")  # clock time a server's 429 asked us to wait to
+        # A pydantic model's answers are stored as JSON: on resume they become models again.
+        self._revive = stored_value_reviver(cfg.adapter)
 
     async def process(self, index: int, item: Any) -> Outcome[Any]:
         """The item's outcome: from the checkpoint or cache, else from calls."""
@@ -41,6 +43,8 @@ class Attempts:
         key = self.ledger.key(item)
         known = self.ledger.known(index, item, key)
         if known is not None:
+            if self._revive is not None and known.status is Status.OK:
+                known.value = self._revive(known.value)
             return known
         adapter, limiter = cfg.adapter, cfg.limiter
         cost = adapter.estimate(item)
