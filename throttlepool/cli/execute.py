@@ -132,7 +132,7 @@ def execute(settings: Settings, records: Records, adapter: Adapter[Any], *, verb
     if not quiet:
         path = getattr(store, "path", None)
         for line in summary(stats, failures, total=total, checkpoint=path, run_name=run_name,
-                            output=settings["output"], cost=tally.line()):
+                            output=settings["output"], cost=tally.line(stats.cost_usd)):
             click.echo(line, err=True)
     if interrupted:
         click.echo(f"interrupted; {_resume_hint(argv, store)}", err=True)
