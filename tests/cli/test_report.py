@@ -123,7 +123,7 @@ def test_an_old_checkpoint_without_samples_still_gets_a_report(
     assert "missing" in re.search(r'<svg class="(chart[^"]*)" data-chart="in-flight"',
                                   html).group(1)  # type: ignore[union-attr]
     conn = sqlite3.connect(db)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION  # migrated, rows kept
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION  # migrated
     assert conn.execute("SELECT count(*) FROM items").fetchone()[0] == N
     conn.close()
 
