@@ -15,10 +15,12 @@ from ._control import RunControl
 from ._ledger import RunLedger
 from ._progress_line import BREAKER, RATE_LIMIT, SERVER_429, SERVER_BUDGET
 from .adapters.base import CallResult
+from .adapters.structured import InvalidAnswer, stored_value_reviver
 from .classify import ErrorKind, Verdict
+from .cost.pricing import item_model
 from .errors import CallTimeout, RetryHintTooLong, RunStopped
 from .limiter import Cost, Permit
-from .outcome import Outcome, RunStats, Source, Status
+from .outcome import Outcome, RunStats, Source, Status, Usage
 
 
 class Attempts:
@@ -32,6 +34,8 @@ class Attempts:
         self.control = control
         self.dispatch = dispatch
         self._server_pause = float("-inf")  # clock time a server's 429 asked us to wait to
+        # A pydantic model's answers are stored as JSON: on resume they become models again.
+        self._revive = stored_value_reviver(cfg.adapter)
 
     async def process(self, index: int, item: Any) -> Outcome[Any]:
         """The item's outcome: from the checkpoint or cache, else from calls."""
@@ -39,6 +43,8 @@ class Attempts:
         key = self.ledger.key(item)
         known = self.ledger.known(index, item, key)
         if known is not None:
+            if self._revive is not None and known.status is Status.OK:
+                known.value = self._revive(known.value)
             return known
         adapter, limiter = cfg.adapter, cfg.limiter
         cost = adapter.estimate(item)
@@ -78,9 +84,15 @@ class Attempts:
                 if permit is not None and verdict.kind is ErrorKind.RATE_LIMITED:
                     # The server refused it unprocessed and did not count it: neither do we.
                     limiter.cancel(permit)
+                billed = exc.usage if isinstance(exc, InvalidAnswer) else None
+                if billed is not None:  # an answer was rejected, but the server billed it
+                    self._count_billed(billed, item)
+                    self._settle_tokens(permit, cost, billed)
                 if held is not None and cfg.budget is not None:
                     # An answer that never came may still be billed: keep its estimate.
-                    if isinstance(exc, CallTimeout):
+                    if billed is not None:
+                        cfg.budget.settle(held, billed, item)
+                    elif isinstance(exc, CallTimeout):
                         cfg.budget.settle(held, None, item)
                     else:
                         cfg.budget.cancel(held)
@@ -111,17 +123,34 @@ class Attempts:
         if cfg.breaker is not None:
             cfg.breaker.record_success()
             self.control.notify()
-        usage = result.usage
-        if usage is not None and cfg.token_limited and permit is not None:
-            # Prompt-cache writes count against input limits too (Anthropic's ITPM).
-            written = usage.cache_creation_input_tokens
-            cfg.limiter.settle(permit, cost.settled(usage.input_tokens + written,
-                                                    usage.output_tokens))
+        self._settle_tokens(permit, cost, result.usage)
         if cfg.pacer is not None and seq is not None:
             cfg.pacer.observe(seq, result.rate, cfg.clock.now())
             self.control.notify()
         if cfg.cache is not None and key is not None:
             cfg.cache.put(key, result.value)
+
+    def _settle_tokens(self, permit: Permit | None, cost: Cost, usage: Usage | None) -> None:
+        """Settle a billed call's permit to the tokens the server counted."""
+        cfg = self.cfg
+        if usage is not None and cfg.token_limited and permit is not None:
+            # Prompt-cache writes count against input limits too (Anthropic's ITPM).
+            written = usage.cache_creation_input_tokens
+            cfg.limiter.settle(permit, cost.settled(usage.input_tokens + written,
+                                                    usage.output_tokens))
+
+    def _count_billed(self, usage: Usage, item: Any) -> None:
+        """A rejected answer's tokens and price, in the run's totals: it was billed, yet no
+        outcome reports it (the item's row keeps the usage of its final call)."""
+        stats = self.stats
+        stats.input_tokens += usage.input_tokens
+        stats.output_tokens += usage.output_tokens
+        pricing = self.ledger.cost.pricing
+        price = pricing.cost(usage, item_model(item)) if pricing is not None else None
+        if price is not None:
+            stats.cost_usd += price
+        elif pricing is not None:
+            stats.cost_unknown += 1
 
     def _after_failure(
         self, exc: BaseException, verdict: Verdict, attempts: int, seq: int | None,

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .cost.text import usd
+from .limiter.limits import INPUT_TOKENS, OUTPUT_TOKENS, TOKENS
 from .outcome import RunStats
 
 RATE_INTERVAL = 10.0  # seconds of history behind a live rate: short enough to see a stall
@@ -80,11 +81,13 @@ def limit_time(stats: RunStats, requests: int) -> float:
     """
     if requests <= 0:
         return 0.0
-    tokens_per_call = ((stats.input_tokens + stats.output_tokens) / stats.calls
-                       if stats.calls else 0.0)
+    calls = stats.calls or 1
+    per_call = {TOKENS: (stats.input_tokens + stats.output_tokens) / calls,
+                INPUT_TOKENS: stats.input_tokens / calls,
+                OUTPUT_TOKENS: stats.output_tokens / calls}
     need = 0.0
     for amount, period, unit in stats.limits:
-        units = requests * tokens_per_call if unit == "tokens" else float(requests)
+        units = requests * per_call[unit] if unit in per_call else float(requests)
         if units > 0:
             need = max(need, max(0, math.ceil(units / amount - 1e-9) - 1) * period)
     return need
@@ -136,27 +139,33 @@ def cost_field(stats: RunStats) -> str | None:
 
 
 class RateWindow:
-    """Counters sampled over time; rates over the last ``interval`` seconds (or the run so far)."""
+    """Counters sampled over time; rates over the last ``interval`` seconds (or the run so far).
+
+    ``io`` is the latest sample's (input, output) tokens per minute, over the same span.
+    """
 
     def __init__(self, interval: float = RATE_INTERVAL) -> None:
         self.interval = interval
-        self._samples: deque[tuple[float, int, int, int]] = deque()
+        self._samples: deque[tuple[float, int, int, int, int]] = deque()
+        self.io: tuple[float, float] = (0.0, 0.0)
 
     def sample(self, stats: RunStats, now: float) -> tuple[float, float, float, float]:
         """Record now; returns (seconds covered, item/s, req/min, tok/min)."""
-        tokens = stats.input_tokens + stats.output_tokens
         samples = self._samples
-        samples.append((now, called(stats), stats.calls, tokens))
+        samples.append((now, called(stats), stats.calls, stats.input_tokens,
+                        stats.output_tokens))
         # Keep one sample at or before the interval's start: the baseline to subtract.
         while len(samples) > 1 and samples[1][0] <= now - self.interval:
             samples.popleft()
-        t0, items0, calls0, tokens0 = samples[0]
+        t0, items0, calls0, in0, out0 = samples[0]
         span = now - t0
         if span <= 0:
+            self.io = (0.0, 0.0)
             return 0.0, 0.0, 0.0, 0.0
-        _, items, calls, toks = samples[-1]
+        _, items, calls, tokens_in, tokens_out = samples[-1]
+        self.io = ((tokens_in - in0) * 60 / span, (tokens_out - out0) * 60 / span)
         return span, (items - items0) / span, (calls - calls0) * 60 / span, \
-            (toks - tokens0) * 60 / span
+            (tokens_in + tokens_out - in0 - out0) * 60 / span
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,9 +196,24 @@ def fit(fields: Sequence[Field], width: int, fraction: float | None) -> str:
     return " ".join(f.text for f in chosen)[:max(width, 0)]
 
 
+def io_text(per_minute: dict[str, float], io: tuple[float, float], label: str) -> str | None:
+    """``in 12.3k/400k tok/min(10s), out 3.1k/80k``: input and output tokens per minute,
+    each against its own limit; None when the run limits neither kind apart."""
+    if INPUT_TOKENS not in per_minute and OUTPUT_TOKENS not in per_minute:
+        return None
+    shown = []
+    for (unit, word), rate in zip(((INPUT_TOKENS, "in"), (OUTPUT_TOKENS, "out")), io,
+                                  strict=True):
+        limit = f"/{short(per_minute[unit])}" if unit in per_minute else ""
+        shown.append(f"{word} {short(rate)}{limit}")
+    return f"{shown[0]} tok/min{label}, {shown[1]}"
+
+
 def fields(stats: RunStats, *, now: float, active: float, rates: tuple[float, float, float, float],
-           desc: str, fallback_limits: Sequence[tuple[float, float, str]] = ()) -> list[Field]:
-    """Every field of the line for this moment, most important first by priority."""
+           desc: str, fallback_limits: Sequence[tuple[float, float, str]] = (),
+           io: tuple[float, float] = (0.0, 0.0)) -> list[Field]:
+    """Every field of the line for this moment, most important first by priority;
+    ``io``: input and output tokens per minute over the rates' span."""
     done = stats.finished + stats.not_attempted
     total = stats.total
     out = [Field(1, 0, f"{done}/{total}" if total is not None else f"{done}")]
@@ -213,8 +237,11 @@ def fields(stats: RunStats, *, now: float, active: float, rates: tuple[float, fl
     out.append(Field(7, 4, f"req/min{label}={short(requests)}{limit}"))
     if stats.rate_limited:
         out.append(Field(8, 6, f"429s={stats.rate_limited}"))
-    if "tokens" in per_minute or stats.input_tokens or stats.output_tokens:
-        limit = f"/{short(per_minute['tokens'])}" if "tokens" in per_minute else ""
+    by_kind = io_text(per_minute, io, label)
+    if by_kind:  # input/output limits bind apart: each is shown against its own
+        out.append(Field(9, 4, by_kind))
+    if TOKENS in per_minute or (not by_kind and (stats.input_tokens or stats.output_tokens)):
+        limit = f"/{short(per_minute[TOKENS])}" if TOKENS in per_minute else ""
         out.append(Field(9, 7, f"tok/min{label}={short(tokens)}{limit}"))
     cost = cost_field(stats)
     if cost:

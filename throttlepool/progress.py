@@ -48,7 +48,9 @@ def status_line(stats: RunStats, now: float | None = None) -> str:
     rates = (span, pl.called(stats) / span if span else 0.0,
              stats.calls * 60 / span if span else 0.0,
              (stats.input_tokens + stats.output_tokens) * 60 / span if span else 0.0)
-    chosen = sorted(pl.fields(stats, now=now, active=active, rates=rates, desc=""),
+    io = ((stats.input_tokens * 60 / span, stats.output_tokens * 60 / span) if span
+          else (0.0, 0.0))
+    chosen = sorted(pl.fields(stats, now=now, active=active, rates=rates, desc="", io=io),
                     key=lambda f: f.order)
     return " ".join(f.text for f in chosen)
 
@@ -90,7 +92,8 @@ class LiveProgress:
     """A live progress line on a terminal (``mode="bar"``) or a line every ``interval``
     seconds (``mode="lines"``, for logs and pipes); ``"off"`` shows nothing.
 
-    ``limits`` ((amount, period seconds, "requests"|"tokens") triples) are shown against
+    ``limits`` ((amount, period seconds, unit) triples, the units of
+    :mod:`throttlepool.limiter.limits`) are shown against
     the rates when the engine does not report its limiter's own (a Dask run).
     """
 
@@ -200,7 +203,7 @@ class LiveProgress:
                 stats = self.stats
                 rates = self._rates.sample(stats, now)
                 parts = pl.fields(stats, now=now, active=self._active, rates=rates, desc=self.desc,
-                                  fallback_limits=self.limits)
+                                  fallback_limits=self.limits, io=self._rates.io)
                 text = " ".join(f.text for f in sorted(parts, key=lambda f: f.order))
                 self.file.write(text + "\n")
                 self.file.flush()
@@ -218,7 +221,7 @@ class LiveProgress:
         stats = self.stats
         rates = self._rates.sample(stats, now)
         parts = pl.fields(stats, now=now, active=self._active, rates=rates, desc=self.desc,
-                          fallback_limits=self.limits)
+                          fallback_limits=self.limits, io=self._rates.io)
         total = stats.total if stats.total is not None else self.total
         fraction = (stats.finished + stats.not_attempted) / total if total else None
         # One column short of the width: a full line would leave the cursor pending a wrap.

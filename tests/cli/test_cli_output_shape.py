@@ -21,8 +21,8 @@ def answer(prompt):
 '''
 RECORDS = ['{"id": "a1", "prompt": "hello, world", "status": "draft"}', "",
            '{"id": "a2", "prompt": "boom"}', '{"id": "a3", "prompt": "struct me"}']
-RESULT = ["status", "output", "error_type", "error", "attempts", "latency", "input_tokens",
-          "output_tokens", "cost_usd", "started", "finished"]
+RESULT = ["status", "output", "error_type", "error", "attempts", "latency", "ttft",
+          "input_tokens", "output_tokens", "cost_usd", "started", "finished"]
 COLUMNS = ["index", "line", "id", "prompt", "input.status", *RESULT]
 
 

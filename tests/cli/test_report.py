@@ -76,7 +76,7 @@ def test_a_run_records_its_counters_over_time(recorded: tuple[Path, dict[str, An
     assert last["done"] == N and last["in_flight"] == 0
     assert rows[0]["calls"] <= 8  # the first row is the start, not the end
     conn = sqlite3.connect(work / "runs.db")
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
     conn.close()
 
 
@@ -123,7 +123,7 @@ def test_an_old_checkpoint_without_samples_still_gets_a_report(
     assert "missing" in re.search(r'<svg class="(chart[^"]*)" data-chart="in-flight"',
                                   html).group(1)  # type: ignore[union-attr]
     conn = sqlite3.connect(db)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 4  # migrated, rows kept
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION  # migrated
     assert conn.execute("SELECT count(*) FROM items").fetchone()[0] == N
     conn.close()
 

@@ -12,12 +12,15 @@ budget apart from the network retries, then records the error, which names what 
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..classify import ErrorKind, Verdict
 from ..errors import ConfigError, ItemError
+from ..outcome import Usage
+from .tokens import usage_from
 
 #: Asks for a malformed or mismatched answer before the item fails (apart from network retries).
 DEFAULT_JSON_RETRIES = 2
@@ -25,10 +28,17 @@ _FENCE = re.compile(r"```[ \t]*(?:json[c5]?|JSON)?[ \t]*\r?\n(.*?)```", re.DOTAL
 _SHOWN = 80  # characters of a bad answer quoted in the error
 
 Schema = Mapping[str, Any] | type
+log = logging.getLogger(__name__)
 
 
 class InvalidAnswer(ItemError):
-    """The model answered, but not with the JSON asked for; ``problem`` says what was wrong."""
+    """The model answered, but not with the JSON asked for; ``problem`` says what was wrong.
+
+    ``usage``: what the server reported for the rejected answer, which it billed (None when
+    unknown); the runner counts it in the run's tokens and cost.
+    """
+
+    usage: Usage | None = None
 
     def __init__(self, problem: str, text: str | None = None) -> None:
         shown = ""
@@ -140,16 +150,55 @@ def validator_for(schema: Schema | None) -> Callable[[Any], Any] | None:
                       f"got {type(schema).__name__}")
 
 
-def json_answer(text_of: Callable[[Any], Any], schema: Schema | None = None
-                ) -> Callable[[Any], Any]:
-    """The extractor of ``extract="json"``: the response's text, parsed, then validated."""
-    validate = validator_for(schema)
+class JsonAnswer:
+    """The extractor of ``extract="json"``: the response's text, parsed, then validated; a
+    rejected answer's :class:`InvalidAnswer` carries the response's usage (``usage_of``).
 
-    def extract(response: Any) -> Any:
-        value = parse_json_answer(text_of(response))
-        return validate(value) if validate is not None else value
+    :meth:`revive` turns a value stored as JSON (the checkpoint, the answer cache) back into
+    what the call returned: the pydantic model's instance, where ``schema`` is one.
+    """
 
-    return extract
+    def __init__(self, text_of: Callable[[Any], Any], schema: Schema | None = None,
+                 usage_of: Callable[[Any], Usage | None] = usage_from) -> None:
+        self.text_of = text_of
+        self.usage_of = usage_of
+        self.validate = validator_for(schema)
+        self.model = schema if isinstance(schema, type) else None
+
+    def __call__(self, response: Any) -> Any:
+        try:
+            value = parse_json_answer(self.text_of(response))
+            return self.validate(value) if self.validate is not None else value
+        except InvalidAnswer as exc:
+            exc.usage = self.usage_of(response)
+            raise
+
+    def revive(self, stored: Any) -> Any:
+        """``stored`` validated into the model again; as stored when there is no model or it
+        no longer validates (a recorded answer is never lost: the model may have changed)."""
+        if self.model is None or self.validate is None or isinstance(stored, self.model):
+            return stored
+        try:
+            return self.validate(stored)
+        except InvalidAnswer as exc:
+            log.warning("a stored answer is kept as JSON: %s", exc)
+            return stored
+
+
+def json_answer(text_of: Callable[[Any], Any], schema: Schema | None = None,
+                usage_of: Callable[[Any], Usage | None] = usage_from) -> JsonAnswer:
+    """The extractor of ``extract="json"`` (a :class:`JsonAnswer`)."""
+    return JsonAnswer(text_of, schema, usage_of)
+
+
+def stored_value_reviver(adapter: Any) -> Callable[[Any], Any] | None:
+    """How a value stored as JSON comes back as the adapter's calls return it, or None when
+    it comes back as stored. Adapters keep their extractor as ``_extract`` (see
+    :func:`~throttlepool.adapters.common.make_extractor`); wrappers pass it through."""
+    extract = getattr(adapter, "_extract", None)
+    if isinstance(extract, JsonAnswer) and extract.model is not None:
+        return extract.revive
+    return None
 
 
 def check_json_retries(json_retries: int) -> int:

@@ -47,20 +47,28 @@ class CostTally:
         model = item_model(outcome.item) or self.pricing.model or ""
         self.unknown_models[model] = self.unknown_models.get(model, 0) + 1
 
-    def line(self) -> str | None:
+    def line(self, session_cost: float = 0.0) -> str | None:
         """``cost $0.0123 (12 items priced, 1 unknown: model x has no price; ...)``; None
-        when no call reported usage (a plain function, an endpoint without usage)."""
-        if not self.priced and not self.unknown:
+        when no call reported usage (a plain function, an endpoint without usage).
+
+        ``session_cost``: the run's own count (``RunStats.cost_usd``), which also prices the
+        answers rejected as invalid JSON that the server billed; what it adds is named.
+        """
+        rejected = session_cost - self.spent if session_cost > self.spent + 1e-12 else 0.0
+        spent = self.spent + rejected
+        if not self.priced and not self.unknown and not rejected:
             return None
         mode = " at the batch price" if self.pricing.batch else ""
         priced = f"{self.priced} item{'s' if self.priced != 1 else ''} priced{mode}"
+        if rejected:
+            priced += f", {usd(rejected)} of it for rejected answers"
         if not self.unknown:
-            return f"cost {usd(self.spent)} ({priced})"
+            return f"cost {usd(spent)} ({priced})"
         why = (f"{self.unknown} unknown: {_no_price(self.unknown_models)}; give --price-in "
                f"and --price-out")
         if not self.priced:
             return f"cost unknown ({why})"
-        return f"cost {usd(self.spent)} + unknown ({priced}, {why})"
+        return f"cost {usd(spent)} + unknown ({priced}, {why})"
 
 
 def budget_stop(stopped: BaseException | None) -> bool:

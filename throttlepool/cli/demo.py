@@ -23,6 +23,7 @@ SIM_EXAMPLES = """\b
 Examples:
   throttlepool sim --port 8080 --rpm 60 --latency 0.5
   throttlepool sim --rpm 600 --tpm 100000 --fail-rate 503=0.05 --fail-rate reset=0.01
+  throttlepool sim --itpm 40000 --otpm 8000 --first-token-delay 0.3   # Anthropic-style
   # then, in another shell:
   OPENAI_API_KEY=sk-test throttlepool run prompts.jsonl --model sim \\
       --base-url http://127.0.0.1:8080/v1 --rpm 60
@@ -65,25 +66,35 @@ def sim_config(**fields: Any) -> SimConfig:
 @click.option("--port", default=8080, show_default=True, help="Port to listen on.")
 @click.option("--rpm", type=int, help="Requests admitted per window (429 beyond).")
 @click.option("--tpm", type=int, help="Tokens admitted per window (429 beyond).")
+@click.option("--itpm", type=int,
+              help="Input (prompt) tokens admitted per window, apart from output (429 beyond).")
+@click.option("--otpm", type=int,
+              help="Output (generated) tokens admitted per window (429 beyond).")
 @click.option("--window", type=float, default=60.0, show_default=True,
               help="Length of the sliding window in seconds.")
 @click.option("--latency", type=float, default=0.0, show_default=True,
               help="Seconds each reply takes.")
 @click.option("--jitter", type=float, default=0.0, show_default=True,
               help="Each reply's latency varies by up to this many seconds either way.")
+@click.option("--first-token-delay", type=float, default=0.0, show_default=True,
+              help="Seconds between a streamed reply's headers and its first event.")
 @click.option("--fail-rate", multiple=True, metavar="KIND=P",
-              help="Inject faults: 500, 503, reset or hang, with probability P. Repeatable.")
+              help="Inject faults: 500, 503, 529, reset, hang or break, with probability P. "
+                   "Repeatable.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
-def sim_command(host: str, port: int, rpm: int | None, tpm: int | None, window: float,
-                latency: float, jitter: float, fail_rate: tuple[str, ...], seed: int) -> int:
-    """Serve the rate-limited OpenAI/Gemini-compatible API simulator until Ctrl-C.
+def sim_command(host: str, port: int, rpm: int | None, tpm: int | None, itpm: int | None,
+                otpm: int | None, window: float, latency: float, jitter: float,
+                first_token_delay: float, fail_rate: tuple[str, ...], seed: int) -> int:
+    """Serve the rate-limited OpenAI/Anthropic/Gemini-compatible API simulator until Ctrl-C.
 
     It answers every prompt with "echo: <prompt>", counts tokens, and returns 429s with
-    real rate-limit headers when --rpm/--tpm are exceeded. The banner names its limits;
-    Ctrl-C stops it and prints what it served (requests by status, the busiest window).
+    real rate-limit headers when --rpm/--tpm/--itpm/--otpm are exceeded. The banner names
+    its limits; Ctrl-C stops it and prints what it served (requests by status, the busiest
+    window).
     GET /__requests shows the last requests it received (keys shortened).
     """
-    config = sim_config(rpm=rpm, tpm=tpm, window=window, latency=latency, jitter=jitter,
+    config = sim_config(rpm=rpm, tpm=tpm, itpm=itpm, otpm=otpm, window=window, latency=latency,
+                        jitter=jitter, first_token_delay=first_token_delay,
                         fail_rate=_fail_rates(fail_rate), seed=seed)
     try:
         serve(host, port, config)

@@ -69,7 +69,8 @@ def execute(settings: Settings, records: Records, adapter: Adapter[Any], *, verb
     total = len(records)
     run_name = settings["run_name"] or default_run_name(records.spec.path, records)
     mode = CliProgress.auto_mode(bool(settings["progress"]) and not quiet)
-    sink = CliProgress(mode, rpm=settings["rpm"], tpm=settings["tpm"], desc=run_name)
+    sink = CliProgress(mode, rpm=settings["rpm"], tpm=settings["tpm"], itpm=settings["itpm"],
+                       otpm=settings["otpm"], desc=run_name)
     writer = ResultWriter(settings["output"], records, run_name=run_name, db=settings["db"])
     failures: Counter[str] = Counter()
     tally = CostTally(run_pricing(settings, adapter))
@@ -131,7 +132,7 @@ def execute(settings: Settings, records: Records, adapter: Adapter[Any], *, verb
     if not quiet:
         path = getattr(store, "path", None)
         for line in summary(stats, failures, total=total, checkpoint=path, run_name=run_name,
-                            output=settings["output"], cost=tally.line()):
+                            output=settings["output"], cost=tally.line(stats.cost_usd)):
             click.echo(line, err=True)
     if interrupted:
         click.echo(f"interrupted; {_resume_hint(argv, store)}", err=True)

@@ -6,6 +6,7 @@ import sys
 from collections import Counter
 from typing import Any, TextIO
 
+from ..limiter.limits import INPUT_TOKENS, OUTPUT_TOKENS, REQUESTS, TOKENS
 from ..outcome import Outcome, RunStats, Status, repeated_calls_text
 from ..progress import LiveProgress
 
@@ -26,13 +27,16 @@ class CliProgress(LiveProgress):
     CLI's modes: ``"bar"`` on a terminal, ``"lines"`` (one every ``interval`` seconds) for
     logs and pipes, ``"off"``. It keeps the run's stats for the summary.
 
-    ``rpm``/``tpm`` are shown against the rates when the engine reports no limits of its own.
+    ``rpm``/``tpm``/``itpm``/``otpm`` are shown against the rates when the engine reports
+    no limits of its own.
     """
 
     def __init__(self, mode: str, *, rpm: float | None = None, tpm: float | None = None,
-                 interval: float = 2.0, file: TextIO | None = None, desc: str = "items") -> None:
-        limits = [(rpm, 60.0, "requests")] if rpm else []
-        limits += [(tpm, 60.0, "tokens")] if tpm else []
+                 interval: float = 2.0, file: TextIO | None = None, desc: str = "items",
+                 itpm: float | None = None, otpm: float | None = None) -> None:
+        limits = [(amount, 60.0, unit) for amount, unit in
+                  ((rpm, REQUESTS), (tpm, TOKENS), (itpm, INPUT_TOKENS), (otpm, OUTPUT_TOKENS))
+                  if amount]
         super().__init__(desc, file, interval if mode == "lines" else None, mode=mode,
                          limits=limits)
 

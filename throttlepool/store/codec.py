@@ -143,13 +143,13 @@ def outcome_row(run_id: str, outcome: Outcome[Any], finished: float) -> tuple[An
     return (
         run_id, outcome.index, outcome.key, status, value, etype, emsg, int(outcome.attempts),
         latency, usage.input_tokens if usage else None, usage.output_tokens if usage else None,
-        finished - latency, finished, outcome.cost,
+        finished - latency, finished, outcome.cost, outcome.ttft,
     )
 
 
 ITEM_COLUMNS = (
     "run_id", "idx", "key", "status", "value", "error_type", "error_message", "attempts",
-    "latency", "input_tokens", "output_tokens", "started", "finished", "cost",
+    "latency", "input_tokens", "output_tokens", "started", "finished", "cost", "ttft",
 )
 
 
@@ -167,5 +167,5 @@ def row_outcome(row: Mapping[str, Any] | tuple[Any, ...]) -> Outcome[Any]:
     return Outcome(
         index=r["idx"], item=None, status=status, value=value, error=error,
         attempts=r["attempts"] or 0, latency=r["latency"] or 0.0, usage=usage,
-        source=Source.CHECKPOINT, key=r["key"], cost=r.get("cost"),
+        source=Source.CHECKPOINT, key=r["key"], cost=r.get("cost"), ttft=r.get("ttft"),
     )

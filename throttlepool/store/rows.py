@@ -1,7 +1,8 @@
 """The one result row shape, shared by ``run -o`` and ``export`` (docs/output.md).
 
 A row is ``index, line, <the input's own fields>, status, output, error_type, error, attempts,
-latency, input_tokens, output_tokens, cost_usd, started, finished``: the same columns in JSONL
+latency, ttft, input_tokens, output_tokens, cost_usd, started, finished``: the same columns in
+JSONL
 and CSV.
 An input field named like a result column is renamed ``input.NAME``; a record that is a plain
 string (a text line, a JSONL string) is the column ``input``. Times are ISO-8601 UTC.
@@ -21,7 +22,7 @@ from .codec import error_message, error_type_name, to_jsonable
 from .keys import KeyMaker
 
 LEAD_COLUMNS = ("index", "line")
-RESULT_COLUMNS = ("status", "output", "error_type", "error", "attempts", "latency",
+RESULT_COLUMNS = ("status", "output", "error_type", "error", "attempts", "latency", "ttft",
                   "input_tokens", "output_tokens", "cost_usd", "started", "finished")
 RESERVED = frozenset(LEAD_COLUMNS + RESULT_COLUMNS)
 STATUSES = tuple(s.value for s in Status)
@@ -56,9 +57,11 @@ def plain(value: Any) -> Any:
 def result_fields(status: str, *, value: Any = None, error_type: str | None = None,
                   error: str | None = None, attempts: int = 0, latency: float | None = None,
                   input_tokens: int | None = None, output_tokens: int | None = None,
-                  cost: float | None = None, finished: float | None = None) -> dict[str, Any]:
+                  cost: float | None = None, finished: float | None = None,
+                  ttft: float | None = None) -> dict[str, Any]:
     """The result columns; ``started`` is ``finished - latency`` as in the checkpoint;
-    ``cost_usd`` null where the cost is unknown (never 0 for "unknown")."""
+    ``cost_usd`` null where the cost is unknown (never 0 for "unknown"); ``ttft`` null
+    unless the answer was streamed."""
     started = None if finished is None else finished - float(latency or 0.0)
     return {
         "status": status,
@@ -67,6 +70,7 @@ def result_fields(status: str, *, value: Any = None, error_type: str | None = No
         "error": error,
         "attempts": attempts,
         "latency": None if latency is None else round(float(latency), 3),
+        "ttft": None if ttft is None else round(float(ttft), 3),
         "input_tokens": input_tokens,
         "output_tokens": output_tokens,
         "cost_usd": cost,
@@ -88,7 +92,7 @@ def outcome_fields(outcome: Outcome[Any], finished: float | None) -> dict[str, A
         latency=outcome.latency if outcome.status is not Status.NOT_ATTEMPTED else None,
         input_tokens=usage.input_tokens if usage else None,
         output_tokens=usage.output_tokens if usage else None,
-        cost=outcome.cost, finished=finished)
+        cost=outcome.cost, finished=finished, ttft=outcome.ttft)
 
 
 def stored_fields(item: Mapping[str, Any]) -> dict[str, Any]:
@@ -98,7 +102,8 @@ def stored_fields(item: Mapping[str, Any]) -> dict[str, Any]:
         item["status"], value=value, error_type=item["error_type"],
         error=item["error_message"], attempts=item["attempts"] or 0,
         latency=item["latency"], input_tokens=item["input_tokens"],
-        output_tokens=item["output_tokens"], cost=item.get("cost"), finished=item["finished"])
+        output_tokens=item["output_tokens"], cost=item.get("cost"), finished=item["finished"],
+        ttft=item.get("ttft"))
 
 
 def csv_cell(value: Any) -> Any:

@@ -15,7 +15,8 @@ from ..errors import CheckpointDamaged, ConfigError, StoreError
 
 # 1: runs, items, cache (0.1). 2: leases (one owning process per run). 3: samples (a run's
 # counters about once a second, for its report). 4: cost (USD) per item and per sample.
-SCHEMA_VERSION = 4
+# 5: an item's time to first token (ttft, seconds; streamed calls only).
+SCHEMA_VERSION = 5
 MEMORY = ":memory:"
 
 LEASES_TABLE = """
@@ -196,7 +197,8 @@ def _create_v1(conn: sqlite3.Connection) -> None:
 
 
 # Columns added after the table was first created: (table, column, type).
-ADDED_COLUMNS = (("items", "cost", "REAL"), ("samples", "cost_usd", "REAL"))
+ADDED_COLUMNS = (("items", "cost", "REAL"), ("samples", "cost_usd", "REAL"),
+                 ("items", "ttft", "REAL"))
 
 
 def _add_columns(conn: sqlite3.Connection) -> None:
@@ -228,7 +230,7 @@ def ensure_schema(conn: sqlite3.Connection, path: str) -> None:
             conn.execute(LEASES_TABLE)
             conn.execute(SAMPLES_TABLE)
             conn.execute(SAMPLES_INDEX)
-            _add_columns(conn)  # v3 -> v4: an item's cost, a sample's
+            _add_columns(conn)  # v3 -> v4: an item's cost, a sample's; v4 -> v5: ttft
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
