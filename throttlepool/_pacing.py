@@ -108,6 +108,10 @@ class _Bucket:
         return self.level
 
     def wait_for(self, amount: float, now: float) -> float:
+        # A call larger than the whole budget (an estimate with max_tokens above the server's
+        # output limit, which charges what is generated) goes once the budget is whole: the
+        # level never rises past capacity, so waiting for more would never end.
+        amount = min(amount, self.capacity)
         level = self.refill(now)
         if level >= amount - _EPSILON:  # refills summed in floats fall short by an ulp
             return 0.0

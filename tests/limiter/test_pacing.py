@@ -127,3 +127,24 @@ def test_unknown_limit_is_found_from_headers_with_few_429s(sim: object) -> None:
     assert pacer.rate_limited_after_learning == 0
     assert stats["rate_limited"] <= 16  # type: ignore[operator]
     assert stats["max_requests_in_window"] <= LIMIT  # type: ignore[operator]
+
+
+def test_a_call_larger_than_the_servers_whole_budget_waits_for_a_full_one_not_forever() -> None:
+    """An anthropic call reserves prompt + max_tokens (1024 by default) of output; a server
+    whose whole output budget is 300 charges what is generated, so the call must go once the
+    budget is whole, not wait forever (a JSON retry hung for minutes)."""
+    budget = HeaderBudget()
+    small = Cost(1.0, 20.0, output_tokens=10.0)
+    seq, _ = budget.admit(small, 0.0)
+    assert seq is not None
+    budget.observe(seq, RateInfo(limit_output_tokens=300, remaining_output_tokens=290,
+                                 reset_output_tokens=2.0), 0.0)
+    big = Cost(1.0, 1044.0, output_tokens=1024.0)
+    now, admitted = 0.0, None
+    for _ in range(100):
+        admitted, wait = budget.admit(big, now)
+        if admitted is not None:
+            break
+        assert 0 < wait < float("inf")
+        now += wait
+    assert admitted is not None and now <= 2.0 + 1e-9  # once the 300 are whole again
