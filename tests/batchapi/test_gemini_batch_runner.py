@@ -62,7 +62,10 @@ def test_answers_come_back_in_input_order_at_the_batch_price_and_failures_are_re
     log = batches.submissions()
     assert Counter(s["custom_id"] for s in log) == Counter(
         {f"item-{i}": 2 if i in (2, 7) else 1 for i in range(9)})
-    assert sorted(Counter(s["batch_id"] for s in log).values()) == [1, 2, 4, 4]
+    # 9 items in batches of 4, 4 and 1; the two failures are retried together, or apart
+    # when their batches ended at different polls.
+    assert sorted(Counter(s["batch_id"] for s in log).values()) in ([1, 2, 4, 4],
+                                                                    [1, 1, 1, 4, 4])
     request = log[0]["request"]  # the REST form of the adapter's request
     assert request["systemInstruction"]["parts"] == [{"text": "be brief"}]
     assert request["generationConfig"] == {"maxOutputTokens": 32, "temperature": 0.2}
