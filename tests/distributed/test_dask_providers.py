@@ -12,7 +12,7 @@ import pytest
 
 from throttlepool import ThreadedBatchRunner
 from throttlepool.adapters import Adapter
-from throttlepool.sim import SimConfig, Simulator
+from throttlepool.sim import SimConfig, Simulator, SimulatorProcess
 
 pytest.importorskip("distributed")
 warnings.filterwarnings("ignore", category=FutureWarning)  # google-generativeai is deprecated
@@ -27,7 +27,7 @@ def dask_warm_modules() -> tuple[str, ...]:
 
 
 
-def _openai(sim: Simulator) -> Adapter[Any]:
+def _openai(sim: Simulator | SimulatorProcess) -> Adapter[Any]:
     openai = pytest.importorskip("openai")
     from throttlepool.adapters.openai import OpenAIAdapter
 
@@ -36,7 +36,7 @@ def _openai(sim: Simulator) -> Adapter[Any]:
     return OpenAIAdapter(client, model="gpt-4o-mini", extract="text")
 
 
-def _async_openai(sim: Simulator) -> Adapter[Any]:
+def _async_openai(sim: Simulator | SimulatorProcess) -> Adapter[Any]:
     openai = pytest.importorskip("openai")
     from throttlepool.adapters.openai import OpenAIAdapter
 
@@ -45,7 +45,7 @@ def _async_openai(sim: Simulator) -> Adapter[Any]:
     return OpenAIAdapter(client, model="gpt-4o-mini", extract="text")
 
 
-def _genai(sim: Simulator) -> Adapter[Any]:
+def _genai(sim: Simulator | SimulatorProcess) -> Adapter[Any]:
     genai = pytest.importorskip("google.genai")
     from throttlepool.adapters.google_genai import GenAIAdapter
 
@@ -54,7 +54,7 @@ def _genai(sim: Simulator) -> Adapter[Any]:
     return GenAIAdapter(client, model="gemini-2.0-flash", extract="text")
 
 
-def _generativeai(sim: Simulator) -> Adapter[Any]:
+def _generativeai(sim: Simulator | SimulatorProcess) -> Adapter[Any]:
     genai = pytest.importorskip("google.generativeai")
     from throttlepool.adapters.google_generativeai import GenerativeModelAdapter
 
@@ -63,7 +63,7 @@ def _generativeai(sim: Simulator) -> Adapter[Any]:
     return GenerativeModelAdapter(genai.GenerativeModel("gemini-2.0-flash"), extract="text")
 
 
-BUILDERS: dict[str, Callable[[Simulator], Adapter[Any]]] = {
+BUILDERS: dict[str, Callable[[Simulator | SimulatorProcess], Adapter[Any]]] = {
     "openai": _openai, "async-openai": _async_openai, "gemini": _genai,
     "google-generativeai": _generativeai,
 }
@@ -71,18 +71,22 @@ BUILDERS: dict[str, Callable[[Simulator], Adapter[Any]]] = {
 
 @pytest.mark.parametrize("provider", list(BUILDERS))
 def test_sdk_adapter_runs_on_dask_under_one_limit(provider: str, client: Any, redis_url: str,
+                                                  remote_sim: SimulatorProcess,
                                                   tmp_path: Path) -> None:
     n = 60
-    with Simulator(SimConfig(rpm=LIMIT, window=1.0, latency=0.02)) as sim:
-        adapter = BUILDERS[provider](sim)
-        checkpoint = tmp_path / "ck.sqlite"
-        runner: ThreadedBatchRunner[Any] = ThreadedBatchRunner(
-            adapter, executor="dask", scheduler=client, limiter_url=redis_url,
-            limits=[f"{LIMIT}/second"], margin=0.25, batch_size=4, progress=False,
-            store=checkpoint, run_name=f"dask-{provider}")
-        result = runner.run([f"p{i}" for i in range(n)])
-        runner.close()
-        stats, logged = sim.stats(), sim.requests()
+    # The server runs in its own process: one inside the test's process stamps requests late
+    # while the driver's threads hold its interpreter lock, which no real server does.
+    sim = remote_sim
+    sim.configure(rpm=LIMIT, window=1.0, latency=0.02)
+    adapter = BUILDERS[provider](sim)
+    checkpoint = tmp_path / "ck.sqlite"
+    runner: ThreadedBatchRunner[Any] = ThreadedBatchRunner(
+        adapter, executor="dask", scheduler=client, limiter_url=redis_url,
+        limits=[f"{LIMIT}/second"], margin=0.25, batch_size=4, progress=False,
+        store=checkpoint, run_name=f"dask-{provider}")
+    result = runner.run([f"p{i}" for i in range(n)])
+    runner.close()
+    stats, logged = sim.stats(), sim.requests()
 
     assert [o.error for o in result.outcomes] == [None] * n, result.summary()
     assert [o.value for o in result.outcomes] == [f"echo: p{i}" for i in range(n)]
