@@ -5,6 +5,7 @@ provider without batch support is refused before anything is sent."""
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -61,6 +62,10 @@ def test_batch_mode_writes_what_an_online_run_writes_at_the_batch_price(
         in batch.stderr.splitlines()
     # The progress lines (stderr is not a terminal) name the batches' phases.
     assert "1 batch: 1 completed | 12 ok, 0 failed of 12" in batch.stderr
+    # The summary speaks of batches and waiting, not of an online run's calls per second.
+    assert re.search(r"^1 batch, 12 requests submitted; \d+\.\ds waiting for the provider$",
+                     batch.stderr, re.M), batch.stderr
+    assert "calls/s" not in batch.stderr and "rate-limited" not in batch.stderr
 
 
 def test_a_provider_without_batch_support_is_refused_before_anything_is_sent(

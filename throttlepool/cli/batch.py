@@ -73,8 +73,16 @@ class BatchDisplay:
         self._last = ""
         self._shown_at = 0.0
         self._drawn = False
+        #: The progress last reported (the summary counts its batches), shown or not.
+        self.last: BatchProgress | None = None
+
+    @property
+    def batches(self) -> int:
+        """How many batches the run had this session (as last polled)."""
+        return len(self.last.batches) if self.last is not None else 0
 
     def __call__(self, progress: BatchProgress) -> None:
+        self.last = progress
         if self.mode == "off":
             return
         text = progress_text(progress)
@@ -162,7 +170,8 @@ def execute_batch(settings: Settings, records: Records, adapter: Adapter[Any], *
         store.close()
     if not quiet:
         for line in summary(result.stats, failures, total=total, checkpoint=settings["db"],
-                            run_name=run_name, output=settings["output"], cost=tally.line()):
+                            run_name=run_name, output=settings["output"], cost=tally.line(),
+                            batches=display.batches):
             click.echo(line, err=True)
     if why is not None:
         click.echo(f"why: {why}", err=True)
