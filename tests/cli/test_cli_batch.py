@@ -207,3 +207,17 @@ def test_fallback_online_calls_the_expired_requests_online_under_the_limits(
     price = Pricing("openai", "gpt-4o-mini")  # the online price, not the batch one
     assert [x["cost_usd"] for x in rows] == pytest.approx([price.cost(Usage(
         int(x["input_tokens"]), int(x["output_tokens"]))) for x in rows])  # type: ignore[call-overload]
+
+
+def test_demo_batch_mode_shows_online_and_batch_time_and_cost_side_by_side(
+        tmp_path: Path) -> None:
+    r = run_cli(["demo", "--mode", "batch", "--items", "30", "--rate", "200", "--latency",
+                 "0.02", "--batch-delay", "0.6", "--no-progress", "--db", "demo.db"], tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "   1 batch, 30 requests submitted; " in r.stdout
+    wall = re.search(r"^ +wall time +([\d.]+)s +([\d.]+)s$", r.stdout, re.M)
+    cost = re.search(r"^ +cost +\$([\d.]+) +\$([\d.]+)$", r.stdout, re.M)
+    assert wall is not None and cost is not None, r.stdout
+    assert float(wall.group(2)) >= 0.6  # the simulated batch's delay
+    online, batch = float(cost.group(1)), float(cost.group(2))
+    assert batch == pytest.approx(online / 2, rel=0.05)  # gpt-4o-mini's batch price: half
