@@ -13,9 +13,10 @@ from typing import Any, TextIO
 import click
 
 from .._config import Settings, load_settings
-from .._inputs import Records
+from .._inputs import BadRecord, Records
 from ..adapters import Adapter
 from ..batchapi import BatchApiRunner, BatchProgress, BatchView
+from ..batchapi.runner import planned_batches
 from ..errors import ConfigError
 from ..options import BY_NAME, RunOptions, library_kwargs
 from ..outcome import Status
@@ -106,6 +107,32 @@ class BatchDisplay:
             self.file.write("\n")
             self.file.flush()
             self._drawn = False
+
+
+#: How long each provider may take: its completion window (docs/batch.md "How long").
+WINDOWS = {"openai": "24 h", "anthropic": "24 h", "gemini": "a 24 h target, 48 h at most"}
+
+
+def batch_plan(records: Records, adapter: Adapter[Any]) -> list[str]:
+    """A dry run's batch lines: how many batches the run would submit, and how long the
+    provider may take. A provider without a Batch API is a ConfigError, as in a real run."""
+    items = ((i, item) for i, item in enumerate(records) if not isinstance(item, BadRecord))
+    try:
+        batches, refused = planned_batches(adapter, items)
+    except ConfigError as exc:
+        raise ConfigError(f"--mode batch is not available for --provider {adapter.name}: "
+                          f"{exc}") from None
+    n = len(batches)
+    lines = [f"batch mode: {n} batch{'es' if n != 1 else ''} of "
+             f"{', '.join(str(len(b)) for b in batches[:5])}{', ...' if n > 5 else ''} "
+             f"requests (one model per batch, within the provider's size limits)"]
+    if refused:
+        first = min(refused)
+        lines.append(f"  {len(refused)} requests cannot go in a batch and would fail, e.g. "
+                     f"[{first}]: {refused[first]}")
+    lines.append(f"time: no rate limit applies; the provider answers within its completion "
+                 f"window ({WINDOWS.get(adapter.name, '24 h')}), most batches within an hour")
+    return lines
 
 
 def batch_runner(adapter: Adapter[Any], store: SQLiteStore, settings: Settings,
