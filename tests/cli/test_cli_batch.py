@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import clean_env, read_jsonl, run_cli
+from throttlepool.adapters.google_genai import NO_MODEL
+from throttlepool.cli.providers import build_adapter
 from throttlepool.cost import Pricing
 from throttlepool.cost.text import usd
 from throttlepool.outcome import Usage
@@ -183,6 +185,18 @@ def test_cancel_takes_a_gemini_run_without_a_model(sim: Simulator, tmp_path: Pat
     assert r.stdout.split() == [name]
     time.sleep(1.2)  # cancelling takes a moment (a tenth of the delay, at most 1 s)
     assert client.batches.get(name=name).state == types.JobState.JOB_STATE_CANCELLED
+
+
+def test_a_command_that_calls_no_model_builds_a_gemini_adapter_without_one(
+        tmp_path: Path) -> None:
+    adapter = build_adapter("gemini", model=None, key="k")  # what cancel builds
+    assert adapter.identity()["model"] is None
+    # A run still needs one, and says so before anything is sent.
+    assert adapter.request_problem("hi") == NO_MODEL  # type: ignore[attr-defined]
+    _questions(tmp_path / "q.txt")
+    r = run_cli(["run", "q.txt", "-P", "gemini", "--db", "c.db"], tmp_path,
+                env={"GEMINI_API_KEY": "k"})
+    assert r.returncode == 2 and "the gemini provider needs --model" in r.stderr, r.stderr
 
 
 def test_fallback_online_calls_the_expired_requests_online_under_the_limits(

@@ -241,9 +241,8 @@ def cancel_command(run_name: str, config: str | None, **flags: Any) -> int:
     collects those and submits only the requests that got none.
     """
     settings = load_settings(flags, config=config)
-    # Cancelling calls no model, but a Gemini adapter cannot be built without one.
-    model = "cancel" if settings["provider"] == "gemini" else None
-    adapter = build_adapter(settings["provider"], model=model, base_url=settings["base_url"],
+    # Cancelling calls no model: the adapter only lends its client.
+    adapter = build_adapter(settings["provider"], model=None, base_url=settings["base_url"],
                             extract=None, request=RequestOptions(), key=settings["api_key"],
                             headers={})
     store = SQLiteStore(settings["db"], timeout=settings["db_timeout"])
