@@ -20,14 +20,6 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import anthropic
-import openai
-from google import genai
-from google.genai import types
-
-from throttlepool.adapters.anthropic import AnthropicAdapter
-from throttlepool.adapters.google_genai import GenAIAdapter
-from throttlepool.adapters.openai import OpenAIAdapter
 from throttlepool.batchapi import (
     AnthropicBatch,
     BatchApiRunner,
@@ -69,23 +61,39 @@ def main() -> int:
             "create": (api, "create")}.get(args.die_after or "")
     if step is not None:
         _die_after(*step)
-    adapter: Any
-    if args.provider == "anthropic":
-        root = args.base_url.removesuffix("/v1")
-        adapter = AnthropicAdapter(anthropic.Anthropic(base_url=root, api_key="sk-ant-test"),
-                                   model="claude-haiku-4-5", max_tokens=32, extract="text")
-    elif args.provider == "gemini":
-        root = args.base_url.removesuffix("/v1")
-        gclient = genai.Client(api_key="gm-test", http_options=types.HttpOptions(base_url=root))
-        adapter = GenAIAdapter(gclient, model="gemini-2.5-flash", extract="text")
-    else:
-        client = openai.OpenAI(base_url=args.base_url, api_key="sk-batch-test")
-        adapter = OpenAIAdapter(client, model="gpt-4o-mini", extract="text")
-    with BatchApiRunner(adapter, store=args.db, run_name=RUN_NAME, poll_interval=0.05,
+    with BatchApiRunner(_adapter(args.provider, args.base_url), store=args.db,
+                        run_name=RUN_NAME, poll_interval=0.05,
                         max_requests=args.max_requests) as runner:
         result = runner.run([f"question {i}" for i in range(args.n)])
     print("done", result.success_count, result.error_count, flush=True)
     return 0 if result.all_succeeded else 1
+
+
+def _adapter(provider: str, base_url: str) -> Any:
+    """The provider's adapter on its SDK; only that SDK is imported (each takes about a
+    second to import, and every crash test starts this script twice)."""
+    root = base_url.removesuffix("/v1")
+    if provider == "anthropic":
+        import anthropic
+
+        from throttlepool.adapters.anthropic import AnthropicAdapter
+
+        return AnthropicAdapter(anthropic.Anthropic(base_url=root, api_key="sk-ant-test"),
+                                model="claude-haiku-4-5", max_tokens=32, extract="text")
+    if provider == "gemini":
+        from google import genai
+        from google.genai import types
+
+        from throttlepool.adapters.google_genai import GenAIAdapter
+
+        client = genai.Client(api_key="gm-test", http_options=types.HttpOptions(base_url=root))
+        return GenAIAdapter(client, model="gemini-2.5-flash", extract="text")
+    import openai
+
+    from throttlepool.adapters.openai import OpenAIAdapter
+
+    return OpenAIAdapter(openai.OpenAI(base_url=base_url, api_key="sk-batch-test"),
+                         model="gpt-4o-mini", extract="text")
 
 
 if __name__ == "__main__":

@@ -72,7 +72,7 @@ def test_answers_come_back_in_input_order_at_the_batch_price_and_failures_are_re
 
 
 def test_a_bad_request_fails_its_item_only_and_cancel_stops_the_batch(
-        sim: Simulator, tmp_path: Path) -> None:
+        sim: Simulator, tmp_path: Path, interrupt_and_cancel: Any) -> None:
     anthropic_batches_of(sim).configure(delay=0.05)
     items: list[Any] = ["fine", {"messages": "not a list"}]
     with _runner(sim, tmp_path / "a.db", extract=None) as runner:
@@ -82,13 +82,7 @@ def test_a_bad_request_fails_its_item_only_and_cancel_stops_the_batch(
     assert isinstance(result[1].error, BatchRequestFailed)
     assert result[1].error.code == "invalid_request_error"
     anthropic_batches_of(sim).configure(delay=30.0)
-
-    def stop(progress: BatchProgress) -> None:
-        raise KeyboardInterrupt
-
-    with _runner(sim, tmp_path / "b.db", progress=stop) as runner:
-        assert runner.run(["a", "b"]).interrupted
-        (batch_id,) = runner.cancel("r")
+    batch_id = interrupt_and_cancel(lambda **kw: _runner(sim, tmp_path / "b.db", **kw))
     client = anthropic.Anthropic(base_url=sim.url, api_key="k")
     assert client.messages.batches.retrieve(batch_id).processing_status in ("canceling", "ended")
     with pytest.raises(ConfigError, match="method 'messages'"):

@@ -74,7 +74,7 @@ def test_answers_come_back_in_input_order_at_the_batch_price_and_failures_are_re
 
 
 def test_a_bad_request_fails_its_item_only_and_cancel_stops_the_batch(
-        sim: Simulator, tmp_path: Path) -> None:
+        sim: Simulator, tmp_path: Path, interrupt_and_cancel: Any) -> None:
     gemini_batches_of(sim).configure(delay=0.05)
     items: list[Any] = ["fine", {"contents": "x", "config": {"max_output_tokens": 0}}]
     with _runner(sim, tmp_path / "a.db", extract=None) as runner:
@@ -83,13 +83,7 @@ def test_a_bad_request_fails_its_item_only_and_cancel_stops_the_batch(
     assert result[1].status is Status.FAILED and result[1].attempts == 1
     assert isinstance(result[1].error, BatchRequestFailed) and result[1].error.code == "3"
     gemini_batches_of(sim).configure(delay=30.0)
-
-    def stop(progress: BatchProgress) -> None:
-        raise KeyboardInterrupt
-
-    with _runner(sim, tmp_path / "b.db", progress=stop) as runner:
-        assert runner.run(["a", "b"]).interrupted
-        (name,) = runner.cancel("r")
+    name = interrupt_and_cancel(lambda **kw: _runner(sim, tmp_path / "b.db", **kw))
     assert _ended(_client(sim), name).state == types.JobState.JOB_STATE_CANCELLED
     with pytest.raises(ConfigError, match="generate_content"):
         _runner(sim, tmp_path / "x.db", adapter={"stream": True})

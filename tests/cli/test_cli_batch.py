@@ -5,6 +5,7 @@ provider without batch support is refused before anything is sent."""
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -15,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import clean_env, read_jsonl, run_cli
+from throttlepool.adapters.google_genai import NO_MODEL
+from throttlepool.cli.providers import build_adapter
 from throttlepool.cost import Pricing
 from throttlepool.cost.text import usd
 from throttlepool.outcome import Usage
@@ -61,6 +64,10 @@ def test_batch_mode_writes_what_an_online_run_writes_at_the_batch_price(
         in batch.stderr.splitlines()
     # The progress lines (stderr is not a terminal) name the batches' phases.
     assert "1 batch: 1 completed | 12 ok, 0 failed of 12" in batch.stderr
+    # The summary speaks of batches and waiting, not of an online run's calls per second.
+    assert re.search(r"^1 batch, 12 requests submitted; \d+\.\ds waiting for the provider$",
+                     batch.stderr, re.M), batch.stderr
+    assert "calls/s" not in batch.stderr and "rate-limited" not in batch.stderr
 
 
 def test_a_provider_without_batch_support_is_refused_before_anything_is_sent(
@@ -180,6 +187,18 @@ def test_cancel_takes_a_gemini_run_without_a_model(sim: Simulator, tmp_path: Pat
     assert client.batches.get(name=name).state == types.JobState.JOB_STATE_CANCELLED
 
 
+def test_a_command_that_calls_no_model_builds_a_gemini_adapter_without_one(
+        tmp_path: Path) -> None:
+    adapter = build_adapter("gemini", model=None, key="k")  # what cancel builds
+    assert adapter.identity()["model"] is None
+    # A run still needs one, and says so before anything is sent.
+    assert adapter.request_problem("hi") == NO_MODEL  # type: ignore[attr-defined]
+    _questions(tmp_path / "q.txt")
+    r = run_cli(["run", "q.txt", "-P", "gemini", "--db", "c.db"], tmp_path,
+                env={"GEMINI_API_KEY": "k"})
+    assert r.returncode == 2 and "the gemini provider needs --model" in r.stderr, r.stderr
+
+
 def test_fallback_online_calls_the_expired_requests_online_under_the_limits(
         sim: Simulator, tmp_path: Path) -> None:
     _questions(tmp_path / "q.txt")
@@ -202,3 +221,17 @@ def test_fallback_online_calls_the_expired_requests_online_under_the_limits(
     price = Pricing("openai", "gpt-4o-mini")  # the online price, not the batch one
     assert [x["cost_usd"] for x in rows] == pytest.approx([price.cost(Usage(
         int(x["input_tokens"]), int(x["output_tokens"]))) for x in rows])  # type: ignore[call-overload]
+
+
+def test_demo_batch_mode_shows_online_and_batch_time_and_cost_side_by_side(
+        tmp_path: Path) -> None:
+    r = run_cli(["demo", "--mode", "batch", "--items", "30", "--rate", "200", "--latency",
+                 "0.02", "--batch-delay", "0.6", "--no-progress", "--db", "demo.db"], tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "   1 batch, 30 requests submitted; " in r.stdout
+    wall = re.search(r"^ +wall time +([\d.]+)s +([\d.]+)s$", r.stdout, re.M)
+    cost = re.search(r"^ +cost +\$([\d.]+) +\$([\d.]+)$", r.stdout, re.M)
+    assert wall is not None and cost is not None, r.stdout
+    assert float(wall.group(2)) >= 0.6  # the simulated batch's delay
+    online, batch = float(cost.group(1)), float(cost.group(2))
+    assert batch == pytest.approx(online / 2, rel=0.05)  # gpt-4o-mini's batch price: half

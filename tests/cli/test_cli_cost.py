@@ -108,16 +108,26 @@ def test_max_cost_without_a_price_is_refused_before_any_call(sim: Simulator,
     assert sim.requests() == []
 
 
-def test_dry_run_projects_the_cost_range(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["online", "batch"])
+def test_dry_run_projects_the_cost_range(tmp_path: Path, mode: str) -> None:
     _questions(tmp_path / "q.txt", 10)
     r = run_cli(["run", "q.txt", "-m", "gpt-4o-mini", "--max-tokens", "100", "--price-in",
-                 "2", "--price-out", "8", "--dry-run"], tmp_path)
+                 "2", "--price-out", "8", "--dry-run", "--mode", mode, "--db", "c.db"],
+                tmp_path)
     assert r.returncode == 0, r.stderr
     tokens = re.search(r"estimated tokens: ([\d,]+)", r.stdout)
     assert tokens is not None
     prompt_tokens = int(tokens.group(1).replace(",", "")) - 10 * 100
     low, high = prompt_tokens * 2 / 1e6, (prompt_tokens * 2 + 10 * 100 * 8) / 1e6
-    assert f"projected cost: {usd(low)} to {usd(high)}" in r.stdout
+    if mode == "online":
+        assert f"projected cost: {usd(low)} to {usd(high)}" in r.stdout
+        assert "$2 in / $8 out per 1M tokens)" in r.stdout
+        return
+    # A batch is priced at half, said so, and planned as batches rather than rate limits.
+    assert f"projected cost at the batch price: {usd(low / 2)} to {usd(high / 2)}" in r.stdout
+    assert "$1 in / $4 out per 1M tokens at the batch price (online $2 / $8)" in r.stdout
+    assert "batch mode: 1 batch of 10 requests" in r.stdout
+    assert "limits:" not in r.stdout and "batch size" not in r.stdout
 
 
 def test_dry_run_says_why_a_cost_is_unknown(tmp_path: Path) -> None:

@@ -23,6 +23,13 @@ def test_admits_until_the_projected_spend_would_pass_the_cap() -> None:
     assert "budget reached" in gate.reason()
 
 
+def test_the_stop_reason_gives_small_amounts_in_significant_digits() -> None:
+    gate = BudgetGate(0.0001, spent=0.000031)
+    gate.reserve(0.00005)
+    assert gate.reason() == ("budget reached ($0.000031 spent, $0.000050 reserved, "
+                             "of max_cost $0.00010)")
+
+
 def test_settling_to_actual_usage_frees_the_overestimate() -> None:
     gate = BudgetGate(1.0)
     r1 = gate.reserve(0.6)

@@ -114,8 +114,6 @@ def _gemini(options: dict[str, Any]) -> Adapter[Any]:
         if "api_version" in options:
             http["api_version"] = options.pop("api_version")
         client = genai.Client(api_key=options.pop("api_key", None), http_options=http or None)
-    if "model" not in options:
-        raise ConfigError("the gemini provider needs a model")
     return GenAIAdapter(client, **options)
 
 

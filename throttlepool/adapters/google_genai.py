@@ -67,12 +67,17 @@ def response_headers(value: Any) -> Mapping[str, str] | None:
     return headers if isinstance(headers, Mapping) else None
 
 
+#: A call needs a model; an adapter without one serves what calls none (cancelling batches).
+NO_MODEL = 'gemini needs a model: give model= (--model) or a "model" in each request'
+
+
 class GenAIAdapter(Adapter[Any]):
     """Wraps a ``google.genai.Client`` (or its ``client.aio``) calling ``models.<method>``.
 
     A string item is the ``contents``; a dict item may give ``contents``, ``config`` (dict or
     ``types.GenerateContentConfig``) and ``model``. ``default_config`` is merged under each
-    item's config.
+    item's config. Without ``model``, every item must name its own (a request without one
+    fails before it is sent); an adapter for cancelling batches needs none.
 
     ``stream=True`` (or ``method="generate_content_stream"``) calls
     ``generate_content_stream`` and reads it whole into the response ``generate_content``
@@ -87,7 +92,7 @@ class GenAIAdapter(Adapter[Any]):
         self,
         client: Any,
         *,
-        model: str,
+        model: str | None = None,
         method: str = "generate_content",
         extract: Extract = None,
         output_reserve: int = DEFAULT_OUTPUT_RESERVE,
@@ -147,11 +152,16 @@ class GenAIAdapter(Adapter[Any]):
         request = dict(item) if isinstance(item, Mapping) else {"contents": item}
         config = {**self.default_config, **_config_dict(request.get("config"))}
         request["config"] = config
-        request.setdefault("model", self.model)
+        if not request.get("model"):
+            if self.model is None:
+                raise ConfigError(NO_MODEL)
+            request["model"] = self.model
         return request
 
     def request_problem(self, item: Any) -> str | None:
         """Why the SDK would refuse the request for ``item`` before sending it, or None."""
+        if self.model is None and not (isinstance(item, Mapping) and item.get("model")):
+            return NO_MODEL
         if not isinstance(item, Mapping) or self.method == "count_tokens":
             return None
         return None if item.get("contents") else 'the request has no "contents", which gemini needs'

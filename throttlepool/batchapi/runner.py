@@ -17,7 +17,7 @@ from .gemini_batch import GeminiBatch
 from .journal import Journal
 from .openai_batch import OpenAIBatch
 from .progress import BatchProgress
-from .provider import BatchProvider
+from .provider import BatchProvider, chunked
 from .session import Session
 
 FALLBACKS = (None, "online")
@@ -34,6 +34,29 @@ def provider_for(adapter: Any, client: Any = None, **limits: int) -> BatchProvid
         return GeminiBatch(adapter, client, **limits)
     raise ConfigError(f"batch mode takes an OpenAIAdapter, AnthropicAdapter or GenAIAdapter, "
                       f"not {name!r}")
+
+
+def planned_batches(adapter: Any, items: Iterable[tuple[int, Any]]
+                    ) -> tuple[list[list[int]], dict[int, str]]:
+    """How a run would split ``(index, item)`` pairs into batches (one model per batch,
+    within the provider's limits), and why the requests a batch cannot carry would fail:
+    ``(batches of indices, {index: problem})``. Sends nothing (a dry run's plan)."""
+    provider = provider_for(adapter)
+    by_model: dict[str, list[tuple[int, bytes]]] = {}
+    refused: dict[int, str] = {}
+    for i, item in items:
+        try:
+            problem = getattr(adapter, "request_problem", lambda _: None)(item)
+            if problem:
+                raise ConfigError(problem)
+            line = provider.line(provider.custom_id("dry-run", i), item)
+        except (ConfigError, TypeError) as exc:
+            refused[i] = str(exc)
+            continue
+        by_model.setdefault(provider.model_of(item), []).append((i, line))
+    batches = [[i for i, _ in part] for lines in by_model.values()
+               for part in chunked(lines, provider.max_requests, provider.max_bytes)]
+    return batches, refused
 
 
 class BatchApiRunner:

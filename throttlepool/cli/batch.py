@@ -13,9 +13,10 @@ from typing import Any, TextIO
 import click
 
 from .._config import Settings, load_settings
-from .._inputs import Records
+from .._inputs import BadRecord, Records
 from ..adapters import Adapter
 from ..batchapi import BatchApiRunner, BatchProgress, BatchView
+from ..batchapi.runner import planned_batches
 from ..errors import ConfigError
 from ..options import BY_NAME, RunOptions, library_kwargs
 from ..outcome import Status
@@ -73,8 +74,16 @@ class BatchDisplay:
         self._last = ""
         self._shown_at = 0.0
         self._drawn = False
+        #: The progress last reported (the summary counts its batches), shown or not.
+        self.last: BatchProgress | None = None
+
+    @property
+    def batches(self) -> int:
+        """How many batches the run had this session (as last polled)."""
+        return len(self.last.batches) if self.last is not None else 0
 
     def __call__(self, progress: BatchProgress) -> None:
+        self.last = progress
         if self.mode == "off":
             return
         text = progress_text(progress)
@@ -98,6 +107,32 @@ class BatchDisplay:
             self.file.write("\n")
             self.file.flush()
             self._drawn = False
+
+
+#: How long each provider may take: its completion window (docs/batch.md "How long").
+WINDOWS = {"openai": "24 h", "anthropic": "24 h", "gemini": "a 24 h target, 48 h at most"}
+
+
+def batch_plan(records: Records, adapter: Adapter[Any]) -> list[str]:
+    """A dry run's batch lines: how many batches the run would submit, and how long the
+    provider may take. A provider without a Batch API is a ConfigError, as in a real run."""
+    items = ((i, item) for i, item in enumerate(records) if not isinstance(item, BadRecord))
+    try:
+        batches, refused = planned_batches(adapter, items)
+    except ConfigError as exc:
+        raise ConfigError(f"--mode batch is not available for --provider {adapter.name}: "
+                          f"{exc}") from None
+    n = len(batches)
+    lines = [f"batch mode: {n} batch{'es' if n != 1 else ''} of "
+             f"{', '.join(str(len(b)) for b in batches[:5])}{', ...' if n > 5 else ''} "
+             f"requests (one model per batch, within the provider's size limits)"]
+    if refused:
+        first = min(refused)
+        lines.append(f"  {len(refused)} requests cannot go in a batch and would fail, e.g. "
+                     f"[{first}]: {refused[first]}")
+    lines.append(f"time: no rate limit applies; the provider answers within its completion "
+                 f"window ({WINDOWS.get(adapter.name, '24 h')}), most batches within an hour")
+    return lines
 
 
 def batch_runner(adapter: Adapter[Any], store: SQLiteStore, settings: Settings,
@@ -162,7 +197,8 @@ def execute_batch(settings: Settings, records: Records, adapter: Adapter[Any], *
         store.close()
     if not quiet:
         for line in summary(result.stats, failures, total=total, checkpoint=settings["db"],
-                            run_name=run_name, output=settings["output"], cost=tally.line()):
+                            run_name=run_name, output=settings["output"], cost=tally.line(),
+                            batches=display.batches):
             click.echo(line, err=True)
     if why is not None:
         click.echo(f"why: {why}", err=True)
@@ -205,9 +241,8 @@ def cancel_command(run_name: str, config: str | None, **flags: Any) -> int:
     collects those and submits only the requests that got none.
     """
     settings = load_settings(flags, config=config)
-    # Cancelling calls no model, but a Gemini adapter cannot be built without one.
-    model = "cancel" if settings["provider"] == "gemini" else None
-    adapter = build_adapter(settings["provider"], model=model, base_url=settings["base_url"],
+    # Cancelling calls no model: the adapter only lends its client.
+    adapter = build_adapter(settings["provider"], model=None, base_url=settings["base_url"],
                             extract=None, request=RequestOptions(), key=settings["api_key"],
                             headers={})
     store = SQLiteStore(settings["db"], timeout=settings["db_timeout"])

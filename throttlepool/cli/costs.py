@@ -133,7 +133,8 @@ class CostRange:
             if self.low or self.high:
                 return f"{head}; the priced requests: {usd(self.low)} to {usd(self.high)}"
             return head
-        return (f"projected cost: {usd(self.low)} to {usd(self.high)} (estimated input "
+        at = " at the batch price" if self.pricing.batch else ""
+        return (f"projected cost{at}: {usd(self.low)} to {usd(self.high)} (estimated input "
                 f"tokens, and 0 to each request's max output tokens; "
                 f"{self.pricing.describe()})")
 

@@ -17,6 +17,7 @@ from ..errors import ConfigError
 from ..outcome import Status
 from ..runner import ThreadedBatchRunner
 from ..sim import SimConfig, Simulator, serve
+from .demo_batch import batch_demo
 from .progress import CliProgress, duration, failure_name, summary
 
 SIM_EXAMPLES = """\b
@@ -34,6 +35,7 @@ Examples:
   throttlepool demo
   throttlepool demo --items 500 --rate 100 --latency 0.3 --batch-size 32
   throttlepool demo --provider http --sequential 0   # time all items sequentially too
+  throttlepool demo --mode batch --items 100 --batch-delay 3   # online vs Batch API
 """
 
 DEMO_KEY = "sk-demo-not-a-real-key"  # the simulator accepts any key
@@ -164,17 +166,32 @@ def _batched_adapter(provider: str, sim: Simulator) -> Adapter[Any]:
               show_default=True, help="openai SDK if installed, else http (requests).")
 @click.option("--db", metavar="PATH", help="Checkpoint database. [default: in the temp dir]")
 @click.option("--progress/--no-progress", default=True, help="Show the progress bar.")
+@click.option("--mode", type=click.Choice(["online", "batch"]), default="online",
+              show_default=True, help="batch: run the prompts online and then through the "
+              "simulated OpenAI Batch API, and compare wall time and cost (needs openai).")
+@click.option("--batch-delay", default=3.0, show_default=True,
+              help="--mode batch: seconds a simulated batch takes to complete.")
 def demo_command(items: int, sequential: int, rate: float, latency: float, batch_size: int,
-                 provider: str, db: str | None, progress: bool) -> int:
+                 provider: str, db: str | None, progress: bool, mode: str,
+                 batch_delay: float) -> int:
     """Batch a few hundred prompts against the built-in simulator; no API key needed.
 
     The simulator starts in this process with a rate limit and a latency. The same prompts
     run first one at a time (a plain loop, the way code without throttlepool does it),
     then through the runner with --batch-size calls in flight under the limit.
+
+    With --mode batch they run through the runner online, then as a provider batch at the
+    batch price (the simulated batch takes --batch-delay seconds), side by side.
     """
     if items < 1 or rate <= 0 or latency < 0 or batch_size < 1 or sequential < 0:
         raise ConfigError("--items, --rate and --batch-size must be positive, "
                           "--latency and --sequential >= 0")
+    if mode == "batch" and (provider == "http" or not _has_openai()):
+        raise ConfigError("demo --mode batch runs the OpenAI Batch API through the openai "
+                          "SDK: install openai (pip install 'throttlepool[openai]') and "
+                          "leave --provider at auto or openai")
+    if batch_delay < 0:
+        raise ConfigError("--batch-delay must be >= 0")
     if provider == "auto":
         provider = "openai" if _has_openai() else "http"
     db = db or os.path.join(tempfile.gettempdir(), "throttlepool-demo.db")
@@ -186,6 +203,9 @@ def demo_command(items: int, sequential: int, rate: float, latency: float, batch
     with Simulator(config) as sim:
         echo(f"simulator at {sim.url}: {rpm_rate} requests/second, "
              f"{latency:g}s latency (+ up to {latency / 4:g}s jitter); provider {provider}")
+        if mode == "batch":
+            return batch_demo(sim, prompts, key=DEMO_KEY, rate=rate, batch_size=batch_size,
+                              batch_delay=batch_delay, db=db, progress=progress)
         ask, client = _sequential_call(provider, sim)
         echo(f"1) sequential: {seq_n} prompts one at a time...")
         start = time.monotonic()

@@ -49,11 +49,13 @@ def _limit_text(limits: Iterable[Limit]) -> str:
 def dry_run(records: Records, adapter: Adapter[Any], *, rpm: float | None,
             tpm: float | None, batch_size: int, verbose: bool,
             itpm: float | None = None, otpm: float | None = None,
-            missing_key: str | None = None, costs: CostRange | None = None) -> int:
+            missing_key: str | None = None, costs: CostRange | None = None,
+            batch: list[str] | None = None) -> int:
     """Print the plan for ``records`` on stdout; sends nothing. Returns the exit code 0.
 
     ``missing_key`` names the variables to set when no API key is set: a dry run needs
-    none, the real run will. ``costs`` sums the projected cost of the requests.
+    none, the real run will. ``costs`` sums the projected cost of the requests. ``batch``
+    (``--mode batch``): the batches' lines, instead of the rate limits and calls in flight.
     """
     limits = build_limits(rpm=rpm, tpm=tpm, itpm=itpm, otpm=otpm)
     shown = 0
@@ -88,7 +90,8 @@ def dry_run(records: Records, adapter: Adapter[Any], *, rpm: float | None,
         return 0
     echo(f"dry run: nothing was sent. {records.name} ({records.format}): {count} records"
          + (f", {bad} bad (would fail as items)" if bad else ""))
-    echo(f"provider: {adapter.name}, batch size {batch_size}")
+    echo(f"provider: {adapter.name}, " + ("through its Batch API" if batch is not None
+                                          else f"batch size {batch_size}"))
     if missing_key:
         echo(f"no API key set: fine for a dry run; the real run needs {missing_key}")
     more = f" ({len(previews)} of {count} shown; -v shows all)" if len(previews) < count else ""
@@ -103,6 +106,10 @@ def dry_run(records: Records, adapter: Adapter[Any], *, rpm: float | None,
              "reserves what the answers need")
     if costs is not None:
         echo(costs.text())
+    if batch is not None:
+        for line in batch:
+            echo(line)
+        return 0
     echo(f"limits: {_limit_text(limits)}")
     if limits:
         seconds, binding = minimum_time(limits, float(sent), tokens, tokens - output, output)

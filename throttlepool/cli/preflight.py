@@ -71,9 +71,12 @@ def _mapping_hint(record: Mapping[str, Any], records: Records) -> str:
 
 
 def check_model(provider: str, model: str | None, records: Records) -> None:
-    if model or split_provider(provider)[0] != "openai":
+    """A provider that names the model in each request has one (``--model``, or a
+    ``"model"`` in the first record), before anything is sent."""
+    name = split_provider(provider)[0]
+    if model or name not in ("openai", "gemini"):
         return
     first = next(iter(records), None)
     if first is not None and not (isinstance(first, dict) and "model" in first):
-        raise ConfigError("the openai provider needs --model (or a \"model\" in each JSONL "
+        raise ConfigError(f"the {name} provider needs --model (or a \"model\" in each JSONL "
                           "request body)")

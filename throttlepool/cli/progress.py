@@ -50,9 +50,15 @@ class CliProgress(LiveProgress):
 
 def summary(stats: RunStats, failures: Counter[str], *, total: int,
             checkpoint: str | None = None, run_name: str | None = None,
-            output: str | None = None, cost: str | None = None) -> list[str]:
+            output: str | None = None, cost: str | None = None,
+            batches: int | None = None) -> list[str]:
     """The end-of-run lines: ok, failed by error type, retries, 429s, time, throughput,
-    tokens and ``cost`` (the line :class:`~throttlepool.cli.costs.CostTally` makes)."""
+    tokens and ``cost`` (the line :class:`~throttlepool.cli.costs.CostTally` makes).
+
+    ``batches`` (a ``--mode batch`` run: how many provider batches it had) replaces the
+    online line of calls, retries and calls/s, which mean nothing for a batch, by the
+    batches, the requests submitted and the time spent waiting for the provider.
+    """
     wall = stats.wall_time
     ok = stats.done
     failed = sum(failures.values())
@@ -60,14 +66,17 @@ def summary(stats: RunStats, failures: Counter[str], *, total: int,
     by_type = ", ".join(f"{name} {n}" for name, n in failures.most_common())
     lines = [f"{ok} ok, {failed} failed" + (f" ({by_type})" if by_type else "")
              + (f", {not_attempted} not attempted" if not_attempted else "") + f" of {total}"]
-    rate = (stats.calls / wall) if wall > 0 else 0.0
-    called = ok + failed - stats.from_checkpoint - stats.cache_hits
-    repeated = repeated_calls_text(stats.calls, called, stats.repeated_calls,
-                                   stats.repeated_after_resume)
-    lines.append(f"{stats.calls} calls{repeated}, "
-                 f"{stats.retries} retries, {stats.rate_limited} "
-                 f"rate-limited (429); {duration(wall)} wall, {rate:.1f} calls/s "
-                 f"({rate * 60:.0f}/min)")
+    if batches is not None:
+        lines.append(_batch_line(stats.calls, batches, wall))
+    else:
+        rate = (stats.calls / wall) if wall > 0 else 0.0
+        called = ok + failed - stats.from_checkpoint - stats.cache_hits
+        repeated = repeated_calls_text(stats.calls, called, stats.repeated_calls,
+                                       stats.repeated_after_resume)
+        lines.append(f"{stats.calls} calls{repeated}, "
+                     f"{stats.retries} retries, {stats.rate_limited} "
+                     f"rate-limited (429); {duration(wall)} wall, {rate:.1f} calls/s "
+                     f"({rate * 60:.0f}/min)")
     if stats.from_checkpoint or stats.cache_hits:
         lines.append(f"{stats.from_checkpoint} from the checkpoint, {stats.cache_hits} cached")
     if stats.input_tokens or stats.output_tokens:
@@ -79,6 +88,13 @@ def summary(stats: RunStats, failures: Counter[str], *, total: int,
     if output:
         lines.append(f"results: {output}")
     return lines
+
+
+def _batch_line(requests: int, batches: int, waited: float) -> str:
+    """``2 batches, 150 requests submitted; 41m10s waiting for the provider``."""
+    return (f"{batches} batch{'es' if batches != 1 else ''}, {requests} request"
+            f"{'s' if requests != 1 else ''} submitted; {duration(waited)} waiting for the "
+            f"provider")
 
 
 def failure_name(outcome: Outcome[Any]) -> str | None:

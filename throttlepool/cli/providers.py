@@ -210,8 +210,10 @@ def build_adapter(provider: str, *, model: str | None = None, base_url: str | No
     """The adapter ``throttlepool run`` calls; every problem is a ThrottlepoolError.
 
     ``key`` (``--api-key``) wins over the environment; a dry run without any key gets a
-    stand-in, since it sends nothing. ``schema`` is a JSON Schema file's path (read here,
-    before any call) and implies ``extract="json"``.
+    stand-in, since it sends nothing. ``model`` may be None: a command that calls no model
+    (``cancel``) needs none, and ``run`` checks for one itself (preflight.check_model).
+    ``schema`` is a JSON Schema file's path (read here, before any call) and implies
+    ``extract="json"``.
     """
     name, target = split_provider(provider)
     options: dict[str, Any] = {"model": model, "base_url": base_url}

@@ -15,7 +15,7 @@ from ..adapters import Adapter
 from ..errors import CheckpointMismatch, ConfigError
 from ..options import BATCH
 from ..store import redact_text
-from .batch import execute_batch
+from .batch import batch_plan, execute_batch
 from .costs import CostRange, run_pricing
 from .errors import EXIT_OK
 from .execute import execute
@@ -190,7 +190,8 @@ def dry_run_plan(records: Records, adapter: Adapter[Any], settings: Settings,
                  verbose: int) -> int:
     """``--dry-run``: the plan on stdout."""
     key = missing_key(settings["provider"]) if not settings["api_key"] else None
+    batch = batch_plan(records, adapter) if settings["mode"] == BATCH else None
     return dry_run(records, adapter, rpm=settings["rpm"], tpm=settings["tpm"],
                    itpm=settings["itpm"], otpm=settings["otpm"],
                    batch_size=settings["batch_size"], verbose=bool(verbose), missing_key=key,
-                   costs=CostRange(run_pricing(settings, adapter)))
+                   costs=CostRange(run_pricing(settings, adapter)), batch=batch)

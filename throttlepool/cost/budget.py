@@ -16,6 +16,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..outcome import Usage
 from .pricing import Pricing, item_model
+from .text import usd
 
 BUDGET_REACHED = "budget reached"
 
@@ -83,8 +84,9 @@ class BudgetGate:
 
     def reason(self) -> str:
         """Why dispatch stopped, for the run's status: ``budget reached ($0.50 of $0.50)``."""
-        return (f"{BUDGET_REACHED} (${self.spent:.4f} spent, ${self.reserved:.4f} reserved, "
-                f"of max_cost ${self.max_cost:.4f})")
+        # Significant digits: a cheap model's spend is $0.000031, which 4 decimals make $0.0000.
+        return (f"{BUDGET_REACHED} ({usd(self.spent)} spent, {usd(self.reserved)} reserved, "
+                f"of max_cost {usd(self.max_cost)})")
 
 
 class RunBudget:

@@ -84,21 +84,29 @@ class Pricing:
         return usd / 2 if self.batch else usd
 
     def describe(self) -> str:
-        """``openai gpt-4o-mini: table (gpt-4o-mini) $0.15 in / $0.6 out per 1M tokens``."""
+        """``openai gpt-4o-mini: table (gpt-4o-mini) $0.15 in / $0.6 out per 1M tokens``; in
+        batch mode the batch rates, with the online ones they come from."""
         who = " ".join(p for p in (self.provider, self.model) if p) or "calls"
-        mode = ", batch price" if self.batch else ""
-        if self.price_in is not None and self.price_out is not None:
-            return f"{who}: ${self.price_in:g} in / ${self.price_out:g} out per 1M tokens{mode}"
         entry = self.table()
-        if entry is None:
+        if self.price_in is not None and self.price_out is not None:
+            source = ""
+        elif entry is None:
             return f"{who}: cost unknown (not in the price table; give --price-in/--price-out)"
-        table_in, table_out = entry.per_million()
+        else:
+            source = f"price table ({entry.provider_id} {entry.model_id}) "
+        online_in, online_out = entry.per_million() if entry is not None else (0.0, 0.0)
         if self.price_in is not None:
-            table_in = self.price_in
+            online_in = self.price_in
         if self.price_out is not None:
-            table_out = self.price_out
-        return (f"{who}: price table ({entry.provider_id} {entry.model_id}) ${table_in:g} in / "
-                f"${table_out:g} out per 1M tokens{mode}")
+            online_out = self.price_out
+        if not self.batch:
+            return f"{who}: {source}${online_in:g} in / ${online_out:g} out per 1M tokens"
+        # What a million tokens cost at the batch rate, priced the way a batch's usage is
+        # (the table's listed batch price, else half), measured on a thousand.
+        batch_in = (self.cost(Usage(1000, 0)) or 0.0) * 1000
+        batch_out = (self.cost(Usage(0, 1000)) or 0.0) * 1000
+        return (f"{who}: {source}${batch_in:.4g} in / ${batch_out:.4g} out per 1M tokens at "
+                f"the batch price (online ${online_in:g} / ${online_out:g})")
 
     def as_settings(self) -> dict[str, Any]:
         """What a checkpoint records (``settings["pricing"]``); :meth:`from_settings` reads it."""

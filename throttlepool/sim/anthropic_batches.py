@@ -15,7 +15,6 @@ created batch is kept in :meth:`AnthropicBatches.submissions`.
 
 from __future__ import annotations
 
-import datetime
 import json
 import re
 import secrets
@@ -26,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from throttlepool.sim import anthropic, batch_lifecycle
-from throttlepool.sim.batch_lifecycle import BatchRoute, Ending
+from throttlepool.sim.batch_lifecycle import BatchRoute, Ending, rfc3339
 from throttlepool.sim.formats import BadRequest
 from throttlepool.sim.plan import Plan, encode
 
@@ -55,6 +54,8 @@ class _Batch:
 
 class AnthropicBatches(BatchRoute):
     """The Message Batches endpoints of one simulator (a sim ``Route``)."""
+
+    title = "Message Batches"
 
     default_max_requests = MAX_REQUESTS
 
@@ -165,10 +166,10 @@ class AnthropicBatches(BatchRoute):
             "expired": 0}
         return {
             "id": batch.id, "type": "message_batch", "processing_status": batch.status,
-            "request_counts": counts, "created_at": _rfc3339(batch.created),
-            "expires_at": _rfc3339(batch.created + 86400),
-            "ended_at": _rfc3339(batch.ended_at) if batch.ended_at else None,
-            "cancel_initiated_at": (_rfc3339(batch.cancel_initiated)
+            "request_counts": counts, "created_at": rfc3339(batch.created),
+            "expires_at": rfc3339(batch.created + 86400),
+            "ended_at": rfc3339(batch.ended_at) if batch.ended_at else None,
+            "cancel_initiated_at": (rfc3339(batch.cancel_initiated)
                                     if batch.cancel_initiated else None),
             "archived_at": None,
             "results_url": f"{base}{PREFIX}/{batch.id}/results" if ended else None,
@@ -218,15 +219,8 @@ def _error(status: int, kind: str, message: str) -> Plan:
     return encode(status, {}, {"type": "error", "error": {"type": kind, "message": message}})
 
 
-def _rfc3339(when: float) -> str:
-    return datetime.datetime.fromtimestamp(when, datetime.UTC).strftime(
-        "%Y-%m-%dT%H:%M:%S.%fZ")
-
 
 def anthropic_batches_of(sim: Simulator) -> AnthropicBatches:
     """The Message Batches endpoints of a running simulator (to configure them or read the
     submission log)."""
-    for route in sim.state.routes:
-        if isinstance(route, AnthropicBatches):
-            return route
-    raise LookupError("this simulator serves no Message Batches endpoints")
+    return AnthropicBatches.of(sim)

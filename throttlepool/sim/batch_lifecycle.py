@@ -11,14 +11,18 @@ these phases in its own words and writes its own result format.
 
 from __future__ import annotations
 
+import datetime
 import random
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
+    from throttlepool.sim.server import Simulator
     from throttlepool.sim.state import SimState
+
+R = TypeVar("R", bound="BatchRoute")
 
 VALIDATING, RUNNING = "validating", "running"
 COMPLETED, EXPIRED, CANCELLED = "completed", "expired", "cancelled"
@@ -80,6 +84,16 @@ class BatchRoute:
     their batches in :meth:`forget` and answer requests in ``handle``."""
 
     default_max_requests = 50_000
+    #: What the endpoints are called, for the error when a simulator does not serve them.
+    title = "batch"
+
+    @classmethod
+    def of(cls: type[R], sim: Simulator) -> R:
+        """This route of a running simulator (to configure it or read its submissions)."""
+        for route in sim.state.routes:
+            if isinstance(route, cls):
+                return route
+        raise LookupError(f"this simulator serves no {cls.title} endpoints")
 
     def __init__(self, state: SimState) -> None:
         self._state = state
@@ -137,3 +151,9 @@ class BatchRoute:
         """``rows`` in a random order: a provider's results never follow the input."""
         self._rng.shuffle(rows)
         return rows
+
+
+def rfc3339(when: float) -> str:
+    """A Unix time as the RFC 3339 text Anthropic's and Google's APIs give times in."""
+    return datetime.datetime.fromtimestamp(when, datetime.UTC).strftime(
+        "%Y-%m-%dT%H:%M:%S.%fZ")

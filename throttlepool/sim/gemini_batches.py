@@ -16,7 +16,6 @@ is also OpenAI's path: a request there is Gemini's when it carries ``x-goog-api-
 
 from __future__ import annotations
 
-import datetime
 import json
 import re
 import secrets
@@ -27,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from throttlepool.sim import batch_lifecycle, errors, routing
-from throttlepool.sim.batch_lifecycle import BatchRoute, Ending
+from throttlepool.sim.batch_lifecycle import BatchRoute, Ending, rfc3339
 from throttlepool.sim.formats import GEMINI, BadRequest
 from throttlepool.sim.plan import Plan, encode
 
@@ -68,6 +67,8 @@ class _Batch:
 
 class GeminiBatches(BatchRoute):
     """The Gemini batch and file endpoints of one simulator (a sim ``Route``)."""
+
+    title = "Gemini batch"
 
     def forget(self) -> None:
         """Drop every batch, file and unfinished upload."""
@@ -136,7 +137,7 @@ class GeminiBatches(BatchRoute):
             info = {"name": f"files/{file_id}", "displayName": meta.get("displayName", ""),
                     "mimeType": meta.get("mimeType", "application/jsonl"),
                     "sizeBytes": str(len(body)), "state": "ACTIVE",
-                    "createTime": _rfc3339(time.time()), "uri": f"{base}/{ver}/files/{file_id}"}
+                    "createTime": rfc3339(time.time()), "uri": f"{base}/{ver}/files/{file_id}"}
             return Plan(200, {"x-goog-upload-status": "final",
                               "content-type": "application/json"},
                         json.dumps({"file": info}).encode())
@@ -193,13 +194,13 @@ class GeminiBatches(BatchRoute):
         self._advance(batch)
         meta: dict[str, Any] = {
             "@type": _TYPE, "model": f"models/{batch.model}", "displayName": batch.display_name,
-            "state": batch.state, "createTime": _rfc3339(batch.created),
-            "updateTime": _rfc3339(batch.updated),
+            "state": batch.state, "createTime": rfc3339(batch.created),
+            "updateTime": rfc3339(batch.updated),
             "batchStats": {"requestCount": str(len(batch.requests))}}
         view: dict[str, Any] = {"name": f"batches/{batch.id}", "metadata": meta,
                                 "done": batch.ended is not None}
         if batch.ended is not None:
-            meta["endTime"] = _rfc3339(batch.ended)
+            meta["endTime"] = rfc3339(batch.ended)
             meta["output"] = batch.output
             view["response"] = {"@type": _TYPE.replace("Batch", "BatchOutput"), **batch.output}
         return view
@@ -257,15 +258,8 @@ def _error(status: int, message: str) -> Plan:
     return encode(code, headers, body)
 
 
-def _rfc3339(when: float) -> str:
-    return datetime.datetime.fromtimestamp(when, datetime.UTC).strftime(
-        "%Y-%m-%dT%H:%M:%S.%fZ")
-
 
 def gemini_batches_of(sim: Simulator) -> GeminiBatches:
     """The Gemini batch endpoints of a running simulator (to configure them or read the
     submission log)."""
-    for route in sim.state.routes:
-        if isinstance(route, GeminiBatches):
-            return route
-    raise LookupError("this simulator serves no Gemini batch endpoints")
+    return GeminiBatches.of(sim)
