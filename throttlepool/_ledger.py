@@ -9,7 +9,7 @@ deliver through it, so a run records, resumes and counts the same on threads or 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,9 +134,16 @@ class RunLedger:
         self.stats.calls += lost
 
     def call_started(self, index: int, key: str | None) -> None:
-        """Note, before it is sent, that item ``index`` is being called."""
+        """Note, before it is sent, that item ``index`` is being called (any thread)."""
         if self.journal is not None:
             self.journal.started(index, key)
+
+    def sending(self, index: int, key: str | None) -> Callable[[], None] | None:
+        """What to call just before item ``index``'s call is sent (on the thread sending
+        it): journal it; None when there is no journal."""
+        if self.journal is None:
+            return None
+        return lambda: self.call_started(index, key)
 
     def key(self, item: Any) -> str | None:
         """The item's checkpoint/cache key; None when the run keeps neither."""
