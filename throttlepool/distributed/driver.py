@@ -37,6 +37,7 @@ from ..errors import CallTimeout, ConfigError, LimiterUnavailable, RunStopped
 from ..outcome import Outcome, RunStats, Source, Status
 from ..store.base import SpendRecords
 from .chunk import ChunkConfig, ChunkResult, check_config, run_chunk
+from .reach import refused
 
 
 class ClusterUnavailable(RunStopped):
@@ -179,6 +180,10 @@ class DaskEngine:
             raise ConfigError("a Dask run needs a Client or scheduler='tcp://host:8786'")
         from distributed import Client
 
+        why = refused(plan.scheduler, min(plan.connect_timeout, 2.0))
+        if why is not None:
+            raise ClusterUnavailable(f"cannot reach the Dask scheduler at {plan.scheduler} "
+                                     f"({why}); is it running and is the address right?")
         try:
             client = Client(plan.scheduler, timeout=plan.connect_timeout)  # type: ignore[no-untyped-call]
         except (OSError, TimeoutError) as exc:
