@@ -45,6 +45,7 @@ class RunConfig:
     settings: dict[str, Any] = field(default_factory=dict)
     budget: RunBudget | None = None  # max_cost: reserve before admission, settle after
     reachability: Reachability = field(default_factory=Reachability)  # one per run
+    on_call: Callable[[int], None] | None = None  # an item's index, as its call is sent
     #: Calls are settled to their usage only under a token limit.
     token_limited: bool = field(init=False)
     #: The adapter does not stop a call at its timeout itself: the runner abandons it.
