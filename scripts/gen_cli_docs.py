@@ -62,6 +62,17 @@ other users can read a command line in the process list: prefer the variable.
 `--param` existed. A `-p` value without `=` cannot be a parameter, so `-p openai` still
 selects the provider, with a warning, until scripts move to `-P openai`.
 
+## Rate limits
+
+`--rpm`, `--tpm`, `--itpm` and `--otpm` are per-minute limits. A server that counts over
+another window needs its own: `--rate-limit SPEC` (repeatable, adding to those) takes the
+library's limit strings, as `limits=[...]` does: `16/second`, `500/10s`,
+`400000 input tokens/minute`, `80000 output tokens/minute`. Against a server that allows 16
+requests in any second, `--rpm 960` still lets bursts through (429s);
+`--rate-limit 16/second` holds every second to 16. A spec that does not parse is refused
+before anything is sent (exit 2, naming `--rate-limit` and the text). (`--limit N` is
+something else: only the first N records.)
+
 ## Run names, resuming and `--reuse`
 
 A run's default name is the input's file name plus a short hash of its absolute path

@@ -74,9 +74,9 @@ class Attempts:
             attempts += 1
             stats.calls += 1
             stats.in_flight += 1
-            self.ledger.call_started(index, key)
             try:
-                result: CallResult[Any] = await self.dispatch.call(item, permit)
+                result: CallResult[Any] = await self.dispatch.call(
+                    item, permit, self.ledger.sending(index, key))
             except Exception as exc:
                 stats.in_flight -= 1
                 last_error = exc

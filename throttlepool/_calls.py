@@ -45,6 +45,7 @@ class RunConfig:
     settings: dict[str, Any] = field(default_factory=dict)
     budget: RunBudget | None = None  # max_cost: reserve before admission, settle after
     reachability: Reachability = field(default_factory=Reachability)  # one per run
+    on_call: Callable[[int], None] | None = None  # an item's index, as its call is sent
     #: Calls are settled to their usage only under a token limit.
     token_limited: bool = field(init=False)
     #: The adapter does not stop a call at its timeout itself: the runner abandons it.
@@ -64,7 +65,8 @@ class Dispatcher:
         self._acall: Callable[[Any, float | None], Awaitable[CallResult[Any]]] | None = (
             cfg.adapter.acall if cfg.adapter.is_async else None)
 
-    def _stamped_call(self, permit: Permit, item: Any, timeout: float | None) -> CallResult[Any]:
+    def _stamped_call(self, permit: Permit, item: Any, timeout: float | None,
+                      sending: Callable[[], None] | None = None) -> CallResult[Any]:
         # On the worker thread: the admission counts from when the call really starts, not
         # from when it was granted; a busy machine can put tens of ms between the two. A
         # thread's first call may also open a connection or initialise the SDK before the
@@ -73,20 +75,26 @@ class Dispatcher:
         first_on_thread = not getattr(_thread_state, "warm", False)
         started = limiter.call_started(permit, first_on_thread=first_on_thread)
         try:
+            if sending is not None:
+                sending()
             return self.cfg.adapter.call(item, timeout)
         finally:
             _thread_state.warm = True
             limiter.call_ended(permit, started, first_on_thread=first_on_thread)
 
-    async def call(self, item: Any, permit: Permit | None = None) -> CallResult[Any]:
-        """One attempt: on the loop for an async function, else on a pool thread."""
-        result = await self._call(item, permit)
+    async def call(self, item: Any, permit: Permit | None = None,
+                   sending: Callable[[], None] | None = None) -> CallResult[Any]:
+        """One attempt: on the loop for an async function, else on a pool thread;
+        ``sending`` is called just before the adapter sends it (the run's call journal)."""
+        result = await self._call(item, permit, sending)
         self.cfg.reachability.observe_success()
         return result
 
-    async def _awaited(self, item: Any) -> CallResult[Any]:
+    async def _awaited(self, item: Any, sending: Callable[[], None] | None) -> CallResult[Any]:
         assert self._acall is not None
         timeout = self.cfg.options.execution.timeout
+        if sending is not None:
+            sending()
         coro = self._acall(item, timeout)
         if timeout is None:
             return await coro
@@ -95,26 +103,29 @@ class Dispatcher:
         except TimeoutError:
             raise CallTimeout(f"call did not return within {timeout:g}s") from None
 
-    async def _call(self, item: Any, permit: Permit | None) -> CallResult[Any]:
+    async def _call(self, item: Any, permit: Permit | None,
+                    sending: Callable[[], None] | None) -> CallResult[Any]:
         cfg = self.cfg
         if self._acall is not None:  # an async function: await it on the loop, no thread
             if permit is None:
-                return await self._awaited(item)
+                return await self._awaited(item, sending)
             # An awaited request leaves only when the loop gets to it, behind every other
             # coroutine and the SDK's own work, so its start cannot be observed as a thread's
             # can: it counts from its answer, when the server has surely counted it.
             started = cfg.limiter.call_started(permit)
             try:
-                return await self._awaited(item)
+                return await self._awaited(item, sending)
             finally:
                 cfg.limiter.call_ended(permit, started, first_on_thread=False)
                 cfg.limiter.restamp(permit)
         handoff, timeout = self.handoff, cfg.options.execution.timeout
         fut: asyncio.Future[CallResult[Any]] = handoff.loop.create_future()
-        if permit is None:
+        if permit is None and sending is None:
             cfg.pool.submit(handoff, fut, cfg.adapter.call, item, timeout)
+        elif permit is None:
+            cfg.pool.submit(handoff, fut, _sent, sending, cfg.adapter.call, item, timeout)
         else:
-            cfg.pool.submit(handoff, fut, self._stamped_call, permit, item, timeout)
+            cfg.pool.submit(handoff, fut, self._stamped_call, permit, item, timeout, sending)
         if timeout is None or not cfg.runner_enforces_timeout:
             return await fut
         try:
@@ -122,3 +133,12 @@ class Dispatcher:
         except TimeoutError:
             cfg.pool.abandon(fut)
             raise CallTimeout(f"call did not return within {timeout:g}s") from None
+
+
+def _sent(sending: Callable[[], None] | None,
+          call: Callable[[Any, float | None], CallResult[Any]], item: Any,
+          timeout: float | None) -> CallResult[Any]:
+    # On the pool thread, so a call waiting for a thread is not yet counted as sent.
+    if sending is not None:
+        sending()
+    return call(item, timeout)

@@ -56,7 +56,7 @@ class Engine:
             clock=cfg.clock, identity=cfg.adapter.identity(), store=cfg.store, cache=cfg.cache,
             retry_failed=cfg.options.checkpoint.retry_failed,
             batch_size=cfg.options.execution.batch_size, progress=progress,
-            total=len(items) if isinstance(items, Sized) else None)
+            total=len(items) if isinstance(items, Sized) else None, on_call=cfg.on_call)
         self.stats: RunStats = self.ledger.stats
         self.control = RunControl(cfg.clock, self.stats)
         self._items: Iterator[Any] = iter(items)

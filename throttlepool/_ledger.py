@@ -9,11 +9,11 @@ deliver through it, so a run records, resumes and counts the same on threads or 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ._journal import CallJournal
+from ._journal import Announced, CallJournal
 from .clock import Clock
 from .cost import CostMeter, Pricing
 from .errors import NotAttempted, StoreError
@@ -85,7 +85,8 @@ class RunLedger:
 
     def __init__(self, *, clock: Clock, identity: Mapping[str, Any], store: Store | None,
                  cache: Cache | None = None, retry_failed: bool = True, batch_size: int = 1,
-                 progress: ProgressSink | None = None, total: int | None = None) -> None:
+                 progress: ProgressSink | None = None, total: int | None = None,
+                 on_call: Callable[[int], None] | None = None) -> None:
         self.clock = clock
         self.store = store
         self.cache = cache
@@ -98,20 +99,23 @@ class RunLedger:
         self.finished = False
         self.cost = CostMeter(None)
         self.journal: CallJournal | None = None
+        self.on_call = on_call
         self._key = KeyMaker(identity) if store is not None or cache is not None else None
 
-    def begin(self, run_name: str | None, settings: Mapping[str, Any]) -> str | None:
-        """Open the run (in the store, when there is one) and start the display."""
+    def begin(self, run_name: str | None, settings: Mapping[str, Any],
+              announced: Announced | None = None) -> str | None:
+        """Open the run (in the store, when there is one) and start the display;
+        ``announced``: the calls a Dask scheduler still holds of an earlier session."""
         self.stats.started = self.clock.now()
         self.cost = CostMeter(Pricing.from_settings(settings))
         if self.store is not None:
             self.run_id = self.store.begin_run(run_name, settings)
-            self._open_journal(self.store, self.run_id)
+            self._open_journal(self.store, self.run_id, announced)
         if self.progress is not None:
             self.progress.start(self.stats.total, self.stats)
         return self.run_id
 
-    def _open_journal(self, store: Store, run_id: str) -> None:
+    def _open_journal(self, store: Store, run_id: str, announced: Announced | None) -> None:
         """Count the calls an earlier session made but never recorded (they are made
         again), and journal this session's calls (_journal.py says why)."""
         path = getattr(store, "path", None)
@@ -126,7 +130,7 @@ class RunLedger:
                 return True
 
         try:
-            lost = journal.open(recorded)
+            lost = journal.open(recorded, announced)
         except OSError:  # a read-only folder: the run goes on, its repeats uncounted
             return
         self.journal = journal
@@ -134,9 +138,23 @@ class RunLedger:
         self.stats.calls += lost
 
     def call_started(self, index: int, key: str | None) -> None:
-        """Note, before it is sent, that item ``index`` is being called."""
+        """Note, before it is sent, that item ``index`` is being called (any thread)."""
         if self.journal is not None:
             self.journal.started(index, key)
+
+    def sending(self, index: int, key: str | None) -> Callable[[], None] | None:
+        """What to call just before item ``index``'s call is sent (on the thread sending
+        it): journal it, tell ``on_call``; None when there is neither."""
+        journal, on_call = self.journal, self.on_call
+        if journal is None and on_call is None:
+            return None
+
+        def sending() -> None:
+            if journal is not None:
+                journal.started(index, key)
+            if on_call is not None:
+                on_call(index)
+        return sending
 
     def key(self, item: Any) -> str | None:
         """The item's checkpoint/cache key; None when the run keeps neither."""

@@ -78,6 +78,9 @@ class ThreadedBatchRunner(Generic[R]):
         self.cache = checkpoint.open_cache(self.store)
         self._rng = random.Random(execution.seed)
         self._pool = WorkerPool(execution.batch_size)
+        #: Called with an item's index just before its call is sent, on the thread sending
+        #: it (a Dask worker announces its calls to the driver so).
+        self.call_observer: Callable[[int], None] | None = None
         self._finalizer = weakref.finalize(self, self._pool.shutdown, False)
 
     # ---- the options most read, by their everyday names --------------------------------
@@ -104,7 +107,7 @@ class ThreadedBatchRunner(Generic[R]):
             options=options, adapter=adapter, limiter=self.limiter, pool=self._pool,
             clock=self.clock, rng=self._rng, breaker=self.breaker, store=self.store,
             cache=self.cache, pacer=self.pacer, settings=settings,
-            budget=options.budget.gate(settings),
+            budget=options.budget.gate(settings), on_call=self.call_observer,
         )
 
     def settings(self) -> dict[str, Any]:

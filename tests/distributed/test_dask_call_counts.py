@@ -113,3 +113,42 @@ def test_calls_of_chunks_the_driver_aborted_are_not_repeats_of_a_lost_worker(cli
     assert stats is not None and stream.interrupted
     assert stats.calls > stats.finished  # calls of the cancelled chunks are counted...
     assert stats.repeated_calls == 0  # ...but no worker was lost: nothing was made again
+
+
+def test_a_resume_after_the_driver_was_killed_counts_every_call_repeated(
+        client: Any, redis_url: str, tmp_path: Path) -> None:
+    """SIGKILL the CLI's Dask driver while its workers are calling: the chunks it sent run
+    on without it (their answers are lost), and the resume makes those calls again. It must
+    say so: repeated after a resume == what the server received beyond one call per item."""
+    from helpers import clean_env
+
+    n = 40  # two chunks of 20, one per worker, two calls at once: 1 s each at 0.1 s a call
+    (tmp_path / "in.txt").write_text("".join(f"line {i}\n" for i in range(n)))
+    root = Path(__file__).resolve().parents[2]
+    env = clean_env({"PYTHONPATH": str(root), "OPENAI_API_KEY": "sk-dask-resume-0123456789"})
+    with Simulator(SimConfig(latency=0.1)) as sim:
+        argv = [sys.executable, "-m", "throttlepool", "run", "in.txt", "--model", "sim",
+                "--base-url", sim.openai_base_url, "--no-progress", "--batch-size", "2",
+                "--rpm", "100000", "--dask-scheduler", client.scheduler.address,
+                "--limiter-url", redis_url, "--db", "ck.db", "--output", "out.jsonl"]
+        driver = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while sim.stats()["requests"] < 6 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(driver.pid, signal.SIGKILL)  # mid-chunk: no chunk has reported yet
+        driver.communicate(timeout=10)
+        # the orphaned chunks finish on the workers (their calls are made and paid for)
+        last, still = -1, 0
+        while still < 4 and time.monotonic() < deadline:
+            stats = sim.stats()
+            still = still + 1 if stats["requests"] == last and not stats["in_flight"] else 0
+            last = stats["requests"]
+            time.sleep(0.1)
+        resume = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True,
+                                timeout=60)
+        received = sim.stats()["requests"]
+    assert resume.returncode == 0, resume.stderr
+    assert received > n
+    assert f"; {received - n} repeated after a resume" in resume.stderr, (received,
+                                                                         resume.stderr)

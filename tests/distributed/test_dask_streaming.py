@@ -152,6 +152,7 @@ def test_the_cli_says_the_scheduler_is_unreachable_in_one_sentence(tmp_path: Pat
     inp, db = tmp_path / "in.txt", tmp_path / "ck.db"
     inp.write_text("a\nb\n")
     address = f"tcp://127.0.0.1:{free_port()}"
+    began = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "throttlepool", "run", str(inp), "--provider", "http",
          "--base-url", "http://127.0.0.1:9/echo", "--no-progress", "--dask-scheduler",
@@ -161,6 +162,8 @@ def test_the_cli_says_the_scheduler_is_unreachable_in_one_sentence(tmp_path: Pat
     assert "Traceback" not in proc.stderr
     assert f"cannot reach the Dask scheduler at {address}" in proc.stderr
     assert _runs_recorded(db) == 0
+    # nothing listens there: said at once, not after the client's 10 s connect timeout
+    assert time.monotonic() - began < 8
 
 
 def test_a_function_the_workers_cannot_import_is_one_clear_error_and_no_run(

@@ -50,14 +50,15 @@ def dry_run(records: Records, adapter: Adapter[Any], *, rpm: float | None,
             tpm: float | None, batch_size: int, verbose: bool,
             itpm: float | None = None, otpm: float | None = None,
             missing_key: str | None = None, costs: CostRange | None = None,
-            batch: list[str] | None = None) -> int:
+            batch: list[str] | None = None, specs: Sequence[str] = ()) -> int:
     """Print the plan for ``records`` on stdout; sends nothing. Returns the exit code 0.
 
     ``missing_key`` names the variables to set when no API key is set: a dry run needs
     none, the real run will. ``costs`` sums the projected cost of the requests. ``batch``
     (``--mode batch``): the batches' lines, instead of the rate limits and calls in flight.
+    ``specs``: the ``--rate-limit`` texts.
     """
-    limits = build_limits(rpm=rpm, tpm=tpm, itpm=itpm, otpm=otpm)
+    limits = build_limits(list(specs), rpm=rpm, tpm=tpm, itpm=itpm, otpm=otpm)
     shown = 0
     count = bad = 0
     tokens = output = 0.0

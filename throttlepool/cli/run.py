@@ -192,6 +192,6 @@ def dry_run_plan(records: Records, adapter: Adapter[Any], settings: Settings,
     key = missing_key(settings["provider"]) if not settings["api_key"] else None
     batch = batch_plan(records, adapter) if settings["mode"] == BATCH else None
     return dry_run(records, adapter, rpm=settings["rpm"], tpm=settings["tpm"],
-                   itpm=settings["itpm"], otpm=settings["otpm"],
+                   itpm=settings["itpm"], otpm=settings["otpm"], specs=settings["rate_limit"] or (),
                    batch_size=settings["batch_size"], verbose=bool(verbose), missing_key=key,
                    costs=CostRange(run_pricing(settings, adapter)), batch=batch)

@@ -13,12 +13,11 @@ import os
 import pickle
 import socket
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..adapters import as_adapter
-from ..adapters.base import Adapter, CallResult, Delegating
 from ..errors import LimiterUnavailable
 from ..limiter import Limit, RateLimiter, limiter_from_url
 from ..options import Limits, RunOptions
@@ -44,28 +43,15 @@ def check_config(payload: bytes) -> str:
     return as_adapter(cfg.fn, estimate=cfg.estimate).name
 
 
-class ReportedCalls(Delegating[Any]):
-    """Reports each call to the driver (a Dask event) just before making it, so the run
-    counts the calls of a worker that dies before its chunk reports."""
-
-    def __init__(self, inner: Adapter[Any], topic: str, worker: Any, chunk_no: int) -> None:
-        super().__init__(inner)
-        self.topic, self.worker, self.chunk_no = topic, worker, chunk_no
-
-    def _report(self) -> None:
-        # thread-safe: queued on the worker's loop; the chunk, to tell a lost worker's calls
-        # from those of a chunk the driver cancelled
-        self.worker.log_event(self.topic, self.chunk_no)
-
-    def call(self, item: Any, timeout: float | None) -> CallResult[Any]:
-        """Report, then the inner adapter's call."""
-        self._report()
-        return self.inner.call(item, timeout)
-
-    async def acall(self, item: Any, timeout: float | None) -> CallResult[Any]:
-        """Report, then the inner adapter's async call."""
-        self._report()
-        return await self.inner.acall(item, timeout)
+def announcer(topic: str, worker: Any, chunk_no: int, chunk: Sequence[tuple[int, Any]]
+              ) -> Callable[[int], None]:
+    """Reports each call to the driver (a Dask event: the chunk and the item's index) just
+    before it is sent, so the run counts (and journals) the calls of a worker that dies
+    before its chunk reports; the scheduler keeps them for a resume after the driver died."""
+    def announce(position: int) -> None:
+        # thread-safe: queued on the worker's loop
+        worker.log_event(topic, (chunk_no, chunk[position][0]))
+    return announce
 
 
 @dataclass
@@ -159,12 +145,12 @@ def run_chunk(chunk_no: int, chunk: Sequence[tuple[int, Any]], cfg: ChunkConfig
                              limits.margin)
     adapter = as_adapter(cfg.fn, estimate=cfg.estimate)
     worker = _this_worker()
-    if cfg.calls_topic is not None and worker is not None:
-        adapter = ReportedCalls(adapter, cfg.calls_topic, worker, chunk_no)
     options = cfg.options
     runner: ThreadedBatchRunner[Any] = ThreadedBatchRunner(
         adapter, limits=Limits(limiter=limiter), retry=options.retry,
         checkpoint=options.checkpoint, execution=options.execution, budget=options.budget)
+    if cfg.calls_topic is not None and worker is not None:
+        runner.call_observer = announcer(cfg.calls_topic, worker, chunk_no, chunk)
     outcomes: list[Outcome[Any]] = []
     stream = runner.as_completed([item for _, item in chunk])
     try:

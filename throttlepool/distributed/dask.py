@@ -173,7 +173,9 @@ class DaskExecutor(Executor):
                      client=None if is_address else scheduler,
                      scheduler=scheduler if is_address else None,
                      chunk_size=None, estimate=None, window=None, task_retries=2,
-                     run_name=run_name)
+                     # the runner's own run name (the CLI's), as the local engine takes it
+                     run_name=run_name if run_name is not None
+                     else options.checkpoint.run_name)
         ledger = RunLedger(
             clock=runner.clock, identity=runner.adapter.identity(), store=runner.store,
             cache=runner.cache, retry_failed=options.checkpoint.retry_failed,

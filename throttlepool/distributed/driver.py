@@ -12,10 +12,14 @@ Before the run begins (and so before anything is recorded) the driver connects t
 scheduler and has one worker unpickle the chunk configuration: an unreachable scheduler or a
 function the workers cannot import raises one clear error, and no run is recorded.
 
-Each call a worker makes is reported to the driver as a Dask event just before it is made
-(chunk.ReportedCalls), so ``stats.calls`` counts the calls of a worker that died before its
+Each call a worker makes is reported to the driver as a Dask event just before it is sent
+(chunk.announcer), so ``stats.calls`` counts the calls of a worker that died before its
 chunk reported; ``stats.repeated_calls`` says how many of them were lost that way (the
 calls of chunks the driver itself cancelled, on an abort, are counted but not as repeats).
+The driver journals each announced call beside the checkpoint, with the session's event
+topic; a resume after the driver itself died counts the journalled calls and those the
+scheduler still holds under that topic (made after the driver died) whose items have no
+recorded outcome (_journal.py).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from ..errors import CallTimeout, ConfigError, LimiterUnavailable, RunStopped
 from ..outcome import Outcome, RunStats, Source, Status
 from ..store.base import SpendRecords
 from .chunk import ChunkConfig, ChunkResult, check_config, run_chunk
+from .reach import refused
 
 
 class ClusterUnavailable(RunStopped):
@@ -72,6 +77,20 @@ class DaskPlan:
 def _describe(fn: Any) -> str:
     name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
     return f"{getattr(fn, '__module__', None) or type(fn).__module__}.{name}"
+
+
+def _call_of(event: Any) -> tuple[int, int] | None:
+    """(chunk, item index) of a worker's call event ``(time, (chunk, index))``."""
+    msg = event[1] if isinstance(event, tuple) and len(event) == 2 else None
+    if (isinstance(msg, tuple | list) and len(msg) == 2
+            and all(isinstance(n, int) for n in msg)):
+        return int(msg[0]), int(msg[1])
+    return None
+
+
+def _announced(client: Any, topic: str) -> list[int]:
+    """The item indices of the calls the scheduler still holds under ``topic``."""
+    return [call[1] for call in map(_call_of, client.get_events(topic)) if call is not None]
 
 
 class DaskEngine:
@@ -159,7 +178,10 @@ class DaskEngine:
             client.subscribe_topic(topic, self._announce)
             subscribed = True
             self.stats.limits = plan.limits
-            run_id = self.ledger.begin(plan.run_name, plan.settings)
+            run_id = self.ledger.begin(plan.run_name, plan.settings,
+                                       announced=lambda name: _announced(client, name))
+            if self.ledger.journal is not None:
+                self.ledger.journal.topic(topic)
             store = self.ledger.store
             if plan.budget is not None and run_id is not None and isinstance(store, SpendRecords):
                 plan.budget.gate.spent += store.recorded_cost(run_id)[0]  # a resume has spent
@@ -179,6 +201,10 @@ class DaskEngine:
             raise ConfigError("a Dask run needs a Client or scheduler='tcp://host:8786'")
         from distributed import Client
 
+        why = refused(plan.scheduler, min(plan.connect_timeout, 2.0))
+        if why is not None:
+            raise ClusterUnavailable(f"cannot reach the Dask scheduler at {plan.scheduler} "
+                                     f"({why}); is it running and is the address right?")
         try:
             client = Client(plan.scheduler, timeout=plan.connect_timeout)  # type: ignore[no-untyped-call]
         except (OSError, TimeoutError) as exc:
@@ -220,9 +246,12 @@ class DaskEngine:
     def _announce(self, event: Any) -> None:
         # On the Dask client's own thread, its only writer: no lock is needed.
         self._announced += 1
-        chunk = event[1] if isinstance(event, tuple) and len(event) == 2 else None
-        if isinstance(chunk, int):
+        call = _call_of(event)
+        if call is not None:
+            chunk, index = call
             self._announced_by[chunk] += 1
+            sent = self._waiting.get(index)
+            self.ledger.call_started(index, sent[1] if sent is not None else None)
         self.stats.calls = self._calls()
 
     def _calls(self) -> int:

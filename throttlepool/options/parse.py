@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import ConfigError
+from ..limiter.limits import Limit
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
@@ -83,6 +84,18 @@ def text_list(value: Any) -> tuple[str, ...]:
     if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
         return tuple(value)
     raise ValueError(f"expected a string or a list of strings, got {value!r}")
+
+
+def limit_specs(value: Any) -> tuple[str, ...]:
+    """Repeatable limit specs (``"16/second"``, ``"400000 input tokens/minute"``), each one
+    parsed as the library parses ``limits=[...]``: a bad one is refused before anything runs."""
+    specs = text_list(value)
+    for spec in specs:
+        try:
+            Limit.parse(spec)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+    return specs
 
 
 def params(value: Any) -> tuple[str, ...]:

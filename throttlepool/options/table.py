@@ -17,6 +17,7 @@ from .._inputs import FORMATS
 from .parse import (
     Parser,
     boolean,
+    limit_specs,
     non_negative_float,
     non_negative_int,
     params,
@@ -65,7 +66,7 @@ class Option:
     @property
     def repeatable(self) -> bool:
         """Whether the flag may be given several times."""
-        return self.parse in (text_list, params)
+        return self.parse in (text_list, params, limit_specs)
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -96,6 +97,11 @@ OPTIONS: tuple[Option, ...] = (
            "from output tokens (Anthropic's ITPM).", target="limits.itpm"),
     Option("otpm", positive_float, "Output tokens per minute allowed (Anthropic's OTPM; "
            "reserves max tokens, settled to the answer's).", target="limits.otpm"),
+    Option("rate_limit", limit_specs, "A limit in the library's own words, repeatable, "
+           "adding to --rpm/--tpm: '16/second', '500/10s', '400000 input tokens/minute', "
+           "'80000 output tokens/minute'. Use the server's own window: against a 1 s window, "
+           "--rpm 960 still lets bursts through, --rate-limit 16/second does not.",
+           target="limits.limits", metavar="SPEC"),
     Option("retries", non_negative_int, "Retries per item after the first attempt. "
            "[default: 3]", default=3, target="retry.retries"),
     Option("timeout", positive_float, "Seconds one call may take.",
