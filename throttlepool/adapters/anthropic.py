@@ -176,7 +176,8 @@ class AnthropicAdapter(Adapter[Any]):
             raise ConfigError(f"stream=True applies to anthropic messages, not {self.method!r}")
         #: Every call streams (a dict item may also ask with ``"stream": True``).
         self.stream = stream
-        self._extract = make_extractor(extract, {"text": _text}, schema)
+        # A rejected answer's usage as an accepted one's: with its prompt-cache tokens.
+        self._extract = make_extractor(extract, {"text": _text}, schema, usage_of)
         #: Asks for an answer that is not the JSON asked for, apart from network retries.
         self.json_retries = check_json_retries(json_retries)
 
