@@ -159,3 +159,28 @@ def test_no_module_imports_a_private_name_of_another() -> None:
         and imp.target != imp.importer
     ]
     assert private == []
+
+
+def _dependency_privates(path: Path) -> list[str]:
+    """``module:line`` of each import of another package's private module or name (one
+    whose dotted path has a part starting with ``_``), which its next release may drop."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [f"{node.module}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        for name in names:
+            parts = name.split(".")
+            if parts[0] not in (PACKAGE, "__future__") and any(
+                    p.startswith("_") and not p.startswith("__") for p in parts):
+                found.append(f"{path.name}:{node.lineno} {name}")
+    return found
+
+
+def test_no_module_imports_a_private_part_of_a_dependency() -> None:
+    found = [hit for module in modules().values() for hit in _dependency_privates(module.path)]
+    assert found == []

@@ -15,9 +15,8 @@ from ._control import RunControl
 from ._ledger import RunLedger
 from ._progress_line import BREAKER, RATE_LIMIT, SERVER_429, SERVER_BUDGET
 from .adapters.base import CallResult
-from .adapters.structured import InvalidAnswer, stored_value_reviver
+from .adapters.structured import InvalidAnswer
 from .classify import ErrorKind, Verdict
-from .cost.pricing import item_model
 from .errors import CallTimeout, RetryHintTooLong, RunStopped
 from .limiter import Cost, Permit
 from .outcome import Outcome, RunStats, Source, Status, Usage
@@ -34,17 +33,13 @@ class Attempts:
         self.control = control
         self.dispatch = dispatch
         self._server_pause = float("-inf")  # clock time a server's 429 asked us to wait to
-        # A pydantic model's answers are stored as JSON: on resume they become models again.
-        self._revive = stored_value_reviver(cfg.adapter)
 
     async def process(self, index: int, item: Any) -> Outcome[Any]:
         """The item's outcome: from the checkpoint or cache, else from calls."""
         cfg, stats, clock, control = self.cfg, self.stats, self.cfg.clock, self.control
         key = self.ledger.key(item)
         known = self.ledger.known(index, item, key)
-        if known is not None:
-            if self._revive is not None and known.status is Status.OK:
-                known.value = self._revive(known.value)
+        if known is not None:  # the ledger revived its value (a schema= model's)
             return known
         adapter, limiter = cfg.adapter, cfg.limiter
         cost = adapter.estimate(item)
@@ -142,15 +137,7 @@ class Attempts:
     def _count_billed(self, usage: Usage, item: Any) -> None:
         """A rejected answer's tokens and price, in the run's totals: it was billed, yet no
         outcome reports it (the item's row keeps the usage of its final call)."""
-        stats = self.stats
-        stats.input_tokens += usage.input_tokens
-        stats.output_tokens += usage.output_tokens
-        pricing = self.ledger.cost.pricing
-        price = pricing.cost(usage, item_model(item)) if pricing is not None else None
-        if price is not None:
-            stats.cost_usd += price
-        elif pricing is not None:
-            stats.cost_unknown += 1
+        self.ledger.cost.count_billed(self.stats, usage, item)
 
     def _after_failure(
         self, exc: BaseException, verdict: Verdict, attempts: int, seq: int | None,

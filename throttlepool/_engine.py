@@ -26,6 +26,7 @@ from ._control import RunControl
 from ._ledger import Ending, RunLedger
 from ._pool import LoopHandoff
 from ._run_engine import RunEngine
+from .adapters.structured import stored_value_reviver
 from .errors import RunStopped, StoreError
 from .outcome import BatchResult, Outcome, RunStats
 from .progress import ProgressSink
@@ -56,7 +57,8 @@ class Engine:
             clock=cfg.clock, identity=cfg.adapter.identity(), store=cfg.store, cache=cfg.cache,
             retry_failed=cfg.options.checkpoint.retry_failed,
             batch_size=cfg.options.execution.batch_size, progress=progress,
-            total=len(items) if isinstance(items, Sized) else None, on_call=cfg.on_call)
+            total=len(items) if isinstance(items, Sized) else None, on_call=cfg.on_call,
+            revive=stored_value_reviver(cfg.adapter))
         self.stats: RunStats = self.ledger.stats
         self.control = RunControl(cfg.clock, self.stats)
         self._items: Iterator[Any] = iter(items)

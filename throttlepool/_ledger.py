@@ -86,8 +86,11 @@ class RunLedger:
     def __init__(self, *, clock: Clock, identity: Mapping[str, Any], store: Store | None,
                  cache: Cache | None = None, retry_failed: bool = True, batch_size: int = 1,
                  progress: ProgressSink | None = None, total: int | None = None,
-                 on_call: Callable[[int], None] | None = None) -> None:
+                 on_call: Callable[[int], None] | None = None,
+                 revive: Callable[[Any], Any] | None = None) -> None:
         self.clock = clock
+        # A value stored as JSON (a schema= model's) back as the adapter's calls return it.
+        self.revive = revive
         self.store = store
         self.cache = cache
         self.retry_failed = retry_failed
@@ -170,11 +173,15 @@ class RunLedger:
             if prior is not None and (prior.status is Status.OK or not self.retry_failed):
                 prior.item, prior.source, prior.key = item, Source.CHECKPOINT, key
                 self.stats.from_checkpoint += 1
+                if prior.status is Status.OK and self.revive is not None:
+                    prior.value = self.revive(prior.value)
                 return prior
         if self.cache is not None:
             hit, value = self.cache.get(key)
             if hit:
                 self.stats.cache_hits += 1
+                if self.revive is not None:
+                    value = self.revive(value)
                 return Outcome(index, item, Status.OK, value, source=Source.CACHE, key=key)
         return None
 

@@ -8,10 +8,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pydantic
 import pytest
 
 from throttlepool import ThreadedBatchRunner
 from throttlepool.adapters import Adapter
+from throttlepool.outcome import Usage
 from throttlepool.sim import SimConfig, Simulator, SimulatorProcess
 
 pytest.importorskip("distributed")
@@ -119,3 +121,73 @@ def test_a_streamed_answer_keeps_its_time_to_first_token_on_dask(client: Any) ->
     # measured on the worker, as a local run measures it: after the request, before the end
     assert all(o.ttft is not None and 0 < o.ttft <= o.latency for o in result), [
         (o.ttft, o.latency) for o in result]
+
+
+class Person(pydantic.BaseModel):
+    """A structured answer (module level: the workers import it)."""
+
+    name: str
+    age: int
+
+
+BAD_USAGE = Usage(50, 70)  # a rejected answer's tokens: billed, though no outcome has them
+PEOPLE = ['{"name": "Ada", "age": 36}', '{"name": "Alan", "age": 41}',
+          '{"name": "Grace", "age": 85}']
+
+
+def _rejected_answer() -> dict[str, Any]:
+    return {"id": "x", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {
+                "role": "assistant", "content": '{"name": "Ada", "age":'}}],
+            "usage": {"prompt_tokens": BAD_USAGE.input_tokens,
+                      "completion_tokens": BAD_USAGE.output_tokens,
+                      "total_tokens": BAD_USAGE.total_tokens}}
+
+
+def test_structured_answers_on_dask_are_models_and_rejected_ones_are_billed(
+        client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As a local run: the values are the schema's models (from the workers and from the
+    checkpoint), and a rejected answer's tokens count in the run's tokens, cost and
+    max_cost spend, on the driver."""
+    openai = pytest.importorskip("openai")
+    from throttlepool.adapters.openai import OpenAIAdapter
+    from throttlepool.cost import Pricing, RunBudget
+    from throttlepool.options import values
+
+    gates: list[RunBudget] = []
+
+    class Recorded(RunBudget):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            gates.append(self)
+
+    monkeypatch.setattr(values, "RunBudget", Recorded)
+    db = tmp_path / "ck.sqlite"
+    with Simulator(SimConfig()) as sim:
+        adapter = OpenAIAdapter(openai.OpenAI(api_key=KEY, base_url=sim.openai_base_url),
+                                model="gpt-4o-mini", schema=Person, max_tokens=100)
+        sim.script([{"status": 200, "body": _rejected_answer()}])
+
+        def run() -> Any:
+            with ThreadedBatchRunner(adapter, executor="dask", scheduler=client,
+                                     batch_size=1, max_cost=1.0, store=db, run_name="people",
+                                     progress=False) as runner:
+                return runner.run(PEOPLE)
+
+        result = run()
+        again = run()
+    expected = [Person.model_validate_json(p) for p in PEOPLE]
+    assert result.results == expected and all(type(v) is Person for v in result.results)
+    assert again.results == expected and all(type(v) is Person for v in again.results)
+    assert sum(o.attempts for o in result.outcomes) == len(PEOPLE) + 1
+    answered = [o.usage for o in result.outcomes]
+    assert None not in answered
+    stats = result.stats
+    assert (stats.input_tokens, stats.output_tokens) == (
+        BAD_USAGE.input_tokens + sum(u.input_tokens for u in answered if u),
+        BAD_USAGE.output_tokens + sum(u.output_tokens for u in answered if u))
+    price = Pricing(model="gpt-4o-mini")
+    billed = price.cost(BAD_USAGE) + sum(price.cost(u) or 0.0 for u in answered)
+    assert stats.cost_usd == pytest.approx(billed)
+    spent = [g.gate.spent for g in gates if g.gate.spent]
+    assert spent[0] == pytest.approx(billed), spent

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import anthropic
 import openai
 import pydantic
 import pytest
 
+from throttlepool.adapters.anthropic import AnthropicAdapter
 from throttlepool.adapters.openai import OpenAIAdapter
 from throttlepool.cost.budget import RunBudget
 from throttlepool.cost.pricing import Pricing
@@ -92,3 +94,38 @@ def test_an_item_whose_answers_are_all_rejected_still_counts_them(
         2 * BAD_USAGE.input_tokens, 2 * BAD_USAGE.output_tokens)
     gate = gates[-1]  # the run's own (the runner checks the price with one first)
     assert gate.gate.spent == pytest.approx(2 * Pricing(model=MODEL).cost(BAD_USAGE))
+
+
+CLAUDE = "claude-3-5-haiku-latest"
+# A rejected Claude answer that wrote the prompt cache (billed and counted in ITPM) and read it.
+CLAUDE_BAD = Usage(40, 60, cache_creation_input_tokens=300, cache_read_input_tokens=20)
+
+
+def _bad_claude_answer() -> dict[str, Any]:
+    return {"id": "msg_x", "type": "message", "role": "assistant", "model": CLAUDE,
+            "content": [{"type": "text", "text": '{"name": "Ada", "age":'}],
+            "stop_reason": "end_turn", "stop_sequence": None,
+            "usage": {"input_tokens": CLAUDE_BAD.input_tokens,
+                      "output_tokens": CLAUDE_BAD.output_tokens,
+                      "cache_creation_input_tokens": CLAUDE_BAD.cache_creation_input_tokens,
+                      "cache_read_input_tokens": CLAUDE_BAD.cache_read_input_tokens}}
+
+
+def test_a_rejected_claude_answer_counts_its_prompt_cache_tokens(sim: Simulator) -> None:
+    """As an accepted answer's: the cache writes and reads are priced, and the writes settle
+    the input-token window (Anthropic counts them in ITPM)."""
+    sim.script([{"status": 200, "body": _bad_claude_answer()}])
+    client = anthropic.Anthropic(api_key="sk-ant-billed", base_url=sim.url)
+    adapter = AnthropicAdapter(client, model=CLAUDE, schema=Person, json_retries=1,
+                               max_tokens=500)
+    with ThreadedBatchRunner(adapter, batch_size=1, retry=Retry(attempts=1),
+                             limits=["100000 input tokens/minute"], price_in=1.0,
+                             price_out=2.0, timeout=10.0) as runner:
+        result = runner.run(['{"name": "Ada", "age": 36}'])
+        (_, used), = runner.limiter.backend.usage(runner.clock.now())
+    good = result.outcomes[0].usage
+    assert result.outcomes[0].value == Person(name="Ada", age=36) and good is not None
+    price = Pricing(price_in=1.0, price_out=2.0)
+    assert result.stats.cost_usd == pytest.approx(price.cost(CLAUDE_BAD) + price.cost(good))
+    written = CLAUDE_BAD.input_tokens + CLAUDE_BAD.cache_creation_input_tokens
+    assert used == written + good.input_tokens + good.cache_creation_input_tokens

@@ -14,6 +14,7 @@ import pytest
 
 from throttlepool.adapters.anthropic import AnthropicAdapter
 from throttlepool.adapters.base import Adapter
+from throttlepool.adapters.function import CallableAdapter
 from throttlepool.adapters.openai import OpenAIAdapter
 from throttlepool.outcome import Source
 from throttlepool.runner import ThreadedBatchRunner
@@ -84,3 +85,53 @@ def test_a_stored_answer_the_model_now_refuses_is_kept_as_stored(
     assert len(sim.requests()) == calls
     assert again.results == [{"name": "Ada", "age": 36}, Adult(name="Alan", age=41)]
     assert "kept as JSON" in caplog.text
+
+
+def _person(text: str) -> Person:
+    return Person.model_validate_json(text)
+
+
+class PeopleAdapter(CallableAdapter):
+    """An adapter of the user's own whose values are models: its public ``revive`` says how
+    a stored one comes back (no ``schema=``, no extractor for the runner to peek into)."""
+
+    def revive(self, stored: Any) -> Any:
+        return Person.model_validate(stored)
+
+
+class DuckPeople:
+    """The same without deriving from Adapter: the runner wraps it (``Delegating``)."""
+
+    name = "duck-people"
+
+    def __init__(self) -> None:
+        self.inner = PeopleAdapter(_person)
+
+    def identity(self) -> Any:
+        return self.inner.identity()
+
+    def estimate(self, item: Any) -> Any:
+        return self.inner.estimate(item)
+
+    def call(self, item: Any, timeout: float | None) -> Any:
+        return self.inner.call(item, timeout)
+
+    def classify(self, exc: BaseException) -> Any:
+        return self.inner.classify(exc)
+
+    def rate_info(self, exc: BaseException) -> Any:
+        return self.inner.rate_info(exc)
+
+    def revive(self, stored: Any) -> Any:
+        return self.inner.revive(stored)
+
+
+@pytest.mark.parametrize("make", [lambda: PeopleAdapter(_person), DuckPeople])
+def test_an_adapters_own_revive_brings_stored_values_back(tmp_path: Path, make: Any) -> None:
+    db = str(tmp_path / "runs.db")
+    with ThreadedBatchRunner(make(), store=db, run_name="own", progress=False) as runner:
+        first = runner.run(ITEMS)
+    with ThreadedBatchRunner(make(), store=db, run_name="own", progress=False) as runner:
+        again = runner.run(ITEMS)
+    assert {o.source for o in again.outcomes} == {Source.CHECKPOINT}
+    assert again.results == first.results == [_person(item) for item in ITEMS]

@@ -109,6 +109,17 @@ def test_cancel_returns_the_budget(backend: Backend) -> None:
     assert lim.try_acquire() is None
 
 
+def test_a_widened_margin_still_counts_what_the_window_holds(backend: Backend) -> None:
+    """After a 429 widens the margin, each window is longer, never empty: the SQLite file
+    used to read the new span's sum as 0 and admit without bound."""
+    lim = _make(backend, ["2/minute"])
+    lim.acquire()
+    lim.acquire()
+    lim.widen_margin()
+    assert lim.try_acquire() is None
+    assert lim.try_acquire() is None
+
+
 def test_pause_holds_back_every_limiter_sharing_the_budget(backend: Backend) -> None:
     a = _make(backend, ["100/second"])
     b = _make(backend, ["100/second"]) if backend.shared else a

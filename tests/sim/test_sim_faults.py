@@ -205,6 +205,13 @@ def test_banner_names_both_base_urls(sim: Simulator) -> None:
     assert sim.openai_base_url in text and sim.url in text
 
 
+def test_banner_names_every_flag_that_sets_a_limit() -> None:
+    """Without limits it says how to set one, input and output token windows included."""
+    text = banner("http://127.0.0.1:1", SimConfig())
+    assert all(flag in text for flag in ("--rpm", "--tpm", "--itpm", "--otpm")), text
+    assert "1,000 output tokens per 60 s" in banner("http://127.0.0.1:1", SimConfig(otpm=1000))
+
+
 def test_long_keys_with_the_same_shape_stay_apart(sim: Simulator) -> None:
     for key in ("sk-" + "a" * 30 + "tail", "sk-" + "b" * 30 + "tail"):
         requests.post(

@@ -36,7 +36,7 @@ from .common import (
 from .function import callable_name
 from .portable import SdkClient, anthropic_spec
 from .streaming import AnthropicCollector, StreamBroken, acollect, collect, stream_verdict
-from .structured import DEFAULT_JSON_RETRIES, Schema, check_json_retries
+from .structured import DEFAULT_JSON_RETRIES, Schema, check_json_retries, revive_extracted
 from .tokens import Tokenizer, count_tokens, first_number
 
 # method name -> (client attribute path, parameter a string item goes to, prompt fields)
@@ -176,7 +176,8 @@ class AnthropicAdapter(Adapter[Any]):
             raise ConfigError(f"stream=True applies to anthropic messages, not {self.method!r}")
         #: Every call streams (a dict item may also ask with ``"stream": True``).
         self.stream = stream
-        self._extract = make_extractor(extract, {"text": _text}, schema)
+        # A rejected answer's usage as an accepted one's: with its prompt-cache tokens.
+        self._extract = make_extractor(extract, {"text": _text}, schema, usage_of)
         #: Asks for an answer that is not the JSON asked for, apart from network retries.
         self.json_retries = check_json_retries(json_retries)
 
@@ -202,6 +203,10 @@ class AnthropicAdapter(Adapter[Any]):
     def value_of(self, response: Any) -> Any:
         """What an online call returns for ``response``: the adapter's ``extract`` of it."""
         return self._extract(response) if self._extract is not None else response
+
+    def revive(self, stored: Any) -> Any:
+        """A stored value as a call returns it: a ``schema=`` pydantic model's instance."""
+        return revive_extracted(self._extract, stored)
 
     def identity(self) -> Mapping[str, Any]:
         """Provider, method, model and default parameters; never the key, URL or headers."""

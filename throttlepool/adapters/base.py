@@ -71,6 +71,13 @@ class Adapter(abc.ABC, Generic[V]):
     def rate_info(self, exc: BaseException) -> RateInfo | None:
         """Rate-limit headers carried by a failed call's exception, if any."""
 
+    def revive(self, stored: Any) -> Any:
+        """A value of this adapter's calls, as the checkpoint or the answer cache stored it
+        (plain JSON), made what :meth:`call` returns again; e.g. a ``schema=`` pydantic
+        model's instance. The runner calls it on every value it did not get from a call (a
+        resume, a cache hit, a Dask worker's answer). The default returns ``stored``."""
+        return stored
+
     @classmethod
     def __subclasshook__(cls, other: type) -> Any:
         if cls is Adapter and all(callable(getattr(other, m, None)) for m in REQUIRED):
@@ -114,6 +121,11 @@ class Delegating(Adapter[V]):
     def rate_info(self, exc: BaseException) -> RateInfo | None:
         """The inner adapter's rate headers."""
         return self.inner.rate_info(exc)
+
+    def revive(self, stored: Any) -> Any:
+        """The inner adapter's revival (``stored`` as it is if it has none)."""
+        revive = getattr(self.inner, "revive", None)
+        return revive(stored) if callable(revive) else stored
 
     def __getattr__(self, name: str) -> Any:
         # Provider extras (params, request_problem, body...) of the inner adapter.

@@ -34,8 +34,10 @@ from ..hints import (
     retry_delay_from_body,
     retry_delay_from_message,
 )
+from ..outcome import Usage
 from ..store.codec import to_jsonable as codec_to_jsonable
 from .structured import classify_answer, json_answer
+from .tokens import usage_from
 
 #: OpenAI 429 codes/types that mean billing or spend limits: no retry can succeed.
 QUOTA_CODES = frozenset({
@@ -287,10 +289,12 @@ def to_jsonable(value: Any) -> Any:
 
 
 def make_extractor(
-    extract: Extract, named: Mapping[str, Callable[[Any], Any]], schema: Any = None
+    extract: Extract, named: Mapping[str, Callable[[Any], Any]], schema: Any = None,
+    usage_of: Callable[[Any], Usage | None] = usage_from,
 ) -> Callable[[Any], Any] | None:
     """Resolve ``extract=``: None (the SDK value), a callable, ``"json"``, ``"response"`` or a
-    named field.
+    named field. ``usage_of`` reads a response's usage as the adapter's calls report it: a
+    rejected JSON answer's usage is counted with it (billed all the same).
 
     Where the adapter knows the answer's text (``named["text"]``), ``"json"`` parses the
     model's JSON answer and checks it against ``schema`` (which implies ``"json"``); else
@@ -308,7 +312,7 @@ def make_extractor(
         return extract
     if extract == "json":
         if "text" in named:
-            return json_answer(named["text"], schema)
+            return json_answer(named["text"], schema, usage_of)
         return to_jsonable
     if extract == "response":
         return to_jsonable

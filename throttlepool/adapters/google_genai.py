@@ -35,7 +35,7 @@ from .common import (
 )
 from .portable import SdkClient, genai_spec
 from .streaming import GenAICollector, StreamBroken, acollect, collect, stream_verdict
-from .structured import DEFAULT_JSON_RETRIES, Schema, check_json_retries
+from .structured import DEFAULT_JSON_RETRIES, Schema, check_json_retries, revive_extracted
 from .tokens import DEFAULT_OUTPUT_RESERVE, Tokenizer, count_tokens, first_number, usage_from
 
 _METHODS = ("generate_content", "embed_content", "count_tokens", "generate_content_stream")
@@ -137,6 +137,10 @@ class GenAIAdapter(Adapter[Any]):
     def value_of(self, response: Any) -> Any:
         """What an online call returns for ``response``: the adapter's ``extract`` of it."""
         return self._extract(response) if self._extract is not None else response
+
+    def revive(self, stored: Any) -> Any:
+        """A stored value as a call returns it: a ``schema=`` pydantic model's instance."""
+        return revive_extracted(self._extract, stored)
 
     def identity(self) -> Mapping[str, Any]:
         """Provider, method, model and default config; never the key or the client's options."""

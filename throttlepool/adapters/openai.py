@@ -42,7 +42,7 @@ from .streaming import (
     collect,
     stream_verdict,
 )
-from .structured import DEFAULT_JSON_RETRIES, Schema, check_json_retries
+from .structured import DEFAULT_JSON_RETRIES, Schema, check_json_retries, revive_extracted
 from .tokens import (
     DEFAULT_OUTPUT_RESERVE,
     Tokenizer,
@@ -180,6 +180,10 @@ class OpenAIAdapter(Adapter[Any]):
     def value_of(self, response: Any) -> Any:
         """What an online call returns for ``response``: the adapter's ``extract`` of it."""
         return self._extract(response) if self._extract is not None else response
+
+    def revive(self, stored: Any) -> Any:
+        """A stored value as a call returns it: a ``schema=`` pydantic model's instance."""
+        return revive_extracted(self._extract, stored)
 
     def identity(self) -> Mapping[str, Any]:
         """Provider, method, model and default parameters; never the key, URL or headers."""

@@ -11,6 +11,7 @@ error event after the 200 (OpenAI ``data: {"error": ...}``, Anthropic ``event: e
 from __future__ import annotations
 
 import abc
+import json
 import time
 from collections.abc import AsyncIterable, Callable, Iterable
 from typing import Any
@@ -193,28 +194,67 @@ class OpenAIResponsesCollector(Collector):
 
 
 class AnthropicCollector(Collector):
-    """Message stream events into a ``Message`` (the SDK's own accumulator); usage comes from
-    ``message_start`` and the cumulative ``message_delta``."""
+    """Message stream events into the ``Message`` the plain call returns, as the SDK's
+    stream helpers build it (whose accumulator is private): content blocks from their start
+    and deltas (text, tool input JSON, thinking, signature, citations), the stop reason and
+    the cumulative usage of ``message_delta`` over ``message_start``'s."""
 
     def __init__(self) -> None:
-        from anthropic.lib.streaming._messages import accumulate_event
-
-        self._accumulate: Any = accumulate_event
-        self._snapshot: Any = None
+        self._message: Any = None
+        self._tool_json: dict[int, str] = {}
         self._stopped = False
 
     def add(self, event: Any) -> bool:
-        self._snapshot = self._accumulate(event=event, current_snapshot=self._snapshot,
-                                          json_bufs={})
         kind = getattr(event, "type", "")
+        if kind == "message_start":
+            self._message = event.message.model_copy(deep=True)
+        elif self._message is None:
+            if kind != "ping":
+                raise StreamBroken(0, f"{kind!r} came before message_start")
+        elif kind == "content_block_start":
+            self._message.content.append(event.content_block.model_copy(deep=True))
+        elif kind == "content_block_delta":
+            self._delta(event.index, event.delta)
+        elif kind == "content_block_stop":
+            raw = self._tool_json.pop(event.index, "")
+            if raw:
+                self._message.content[event.index].input = json.loads(raw)
+        elif kind == "message_delta":
+            self._finish(event)
         self._stopped = self._stopped or kind == "message_stop"
         return kind == "content_block_delta"
+
+    def _delta(self, index: int, delta: Any) -> None:
+        block, kind = self._message.content[index], getattr(delta, "type", "")
+        if kind == "text_delta":
+            block.text += delta.text
+        elif kind == "input_json_delta":
+            self._tool_json[index] = self._tool_json.get(index, "") + delta.partial_json
+        elif kind == "thinking_delta":
+            block.thinking += delta.thinking
+        elif kind == "signature_delta":
+            block.signature = delta.signature
+        elif kind == "citations_delta":
+            block.citations = [*(block.citations or []), delta.citation]
+
+    def _finish(self, event: Any) -> None:
+        message, delta = self._message, event.delta
+        message.stop_reason, message.stop_sequence = delta.stop_reason, delta.stop_sequence
+        for name in ("stop_details", "container"):  # fields of newer SDKs
+            if getattr(delta, name, None) is not None:
+                setattr(message, name, getattr(delta, name))
+        # Cumulative totals: they overwrite; one left out keeps message_start's.
+        message.usage.output_tokens = event.usage.output_tokens
+        for name in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens",
+                     "server_tool_use", "output_tokens_details"):
+            if getattr(event.usage, name, None) is not None:
+                setattr(message.usage, name, getattr(event.usage, name))
 
     def missing(self) -> str | None:
         return None if self._stopped else "message_stop"
 
     def final(self) -> Any:
-        return self._snapshot
+        return self._message
 
 
 class GenAICollector(Collector):

@@ -191,14 +191,18 @@ def json_answer(text_of: Callable[[Any], Any], schema: Schema | None = None,
     return JsonAnswer(text_of, schema, usage_of)
 
 
+def revive_extracted(extract: Callable[[Any], Any] | None, stored: Any) -> Any:
+    """``stored`` as ``extract`` (an adapter's resolved ``extract=``) returned it: a
+    ``schema=`` model's instance again; anything else as stored. Adapters'
+    :meth:`~throttlepool.adapters.base.Adapter.revive` is this of their extractor."""
+    return extract.revive(stored) if isinstance(extract, JsonAnswer) else stored
+
+
 def stored_value_reviver(adapter: Any) -> Callable[[Any], Any] | None:
-    """How a value stored as JSON comes back as the adapter's calls return it, or None when
-    it comes back as stored. Adapters keep their extractor as ``_extract`` (see
-    :func:`~throttlepool.adapters.common.make_extractor`); wrappers pass it through."""
-    extract = getattr(adapter, "_extract", None)
-    if isinstance(extract, JsonAnswer) and extract.model is not None:
-        return extract.revive
-    return None
+    """The adapter's public :meth:`~throttlepool.adapters.base.Adapter.revive`, or None
+    for an adapter without one (its stored values come back as stored)."""
+    revive = getattr(adapter, "revive", None)
+    return revive if callable(revive) else None
 
 
 def check_json_retries(json_retries: int) -> int:

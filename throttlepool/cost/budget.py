@@ -124,6 +124,11 @@ class RunBudget:
         """The call was not billed: give its reservation back."""
         self.gate.cancel(reservation)
 
+    def charge(self, usage: Usage, item: Any = None) -> None:
+        """A billed call that had no reservation of its own (a Dask worker's rejected
+        answer, reported with its chunk): its price counts as spent."""
+        self.gate.settle(Reservation(0.0), self.pricing.cost(usage, item_model(item)))
+
     def reason(self) -> str:
         """Why dispatch stopped (the run's recorded reason)."""
         return self.gate.reason()

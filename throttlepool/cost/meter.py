@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..outcome import Outcome, RunStats, Source, Status
+from ..outcome import Outcome, RunStats, Source, Status, Usage
 from .pricing import Pricing, item_model
 
 
@@ -38,3 +38,16 @@ class CostMeter:
             stats.cost_unknown += 1
         else:
             stats.cost_usd += cost
+
+    def count_billed(self, stats: RunStats, usage: Usage, item: Any) -> None:
+        """Count in ``stats`` the tokens and price of an answer the server billed that no
+        outcome reports (one rejected as not the JSON asked for, then asked again)."""
+        stats.input_tokens += usage.input_tokens
+        stats.output_tokens += usage.output_tokens
+        if self.pricing is None:
+            return
+        price = self.pricing.cost(usage, item_model(item))
+        if price is None:
+            stats.cost_unknown += 1
+        else:
+            stats.cost_usd += price

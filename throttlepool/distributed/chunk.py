@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..adapters import as_adapter
+from ..adapters.base import Adapter, CallResult, Delegating
+from ..adapters.structured import InvalidAnswer
 from ..errors import LimiterUnavailable
 from ..limiter import Limit, RateLimiter, limiter_from_url
 from ..options import Limits, RunOptions
@@ -54,6 +56,42 @@ def announcer(topic: str, worker: Any, chunk_no: int, chunk: Sequence[tuple[int,
     return announce
 
 
+class RejectedAnswers(Delegating[Any]):
+    """Keeps, by item, the usage of each answer rejected as not the JSON asked for: the
+    server billed it, and the driver counts it as a local run does (tokens, cost, max_cost)."""
+
+    def __init__(self, inner: Adapter[Any]) -> None:
+        super().__init__(inner)
+        self._billed: dict[int, list[Usage]] = {}  # by id(item): items need not hash
+        self._lock = threading.Lock()
+
+    def _keep(self, item: Any, exc: InvalidAnswer) -> None:
+        if exc.usage is not None:
+            with self._lock:
+                self._billed.setdefault(id(item), []).append(exc.usage)
+
+    def billed(self, item: Any) -> list[Usage]:
+        """The usage of ``item``'s rejected answers (once: a second ask gets none)."""
+        with self._lock:
+            return self._billed.pop(id(item), [])
+
+    def call(self, item: Any, timeout: float | None) -> CallResult[Any]:
+        """The inner adapter's call; a rejected answer's usage is kept."""
+        try:
+            return self.inner.call(item, timeout)
+        except InvalidAnswer as exc:
+            self._keep(item, exc)
+            raise
+
+    async def acall(self, item: Any, timeout: float | None) -> CallResult[Any]:
+        """The inner adapter's async call; a rejected answer's usage is kept."""
+        try:
+            return await self.inner.acall(item, timeout)
+        except InvalidAnswer as exc:
+            self._keep(item, exc)
+            raise
+
+
 @dataclass
 class ItemResult:
     """One item's outcome, without the item itself (the driver holds it)."""
@@ -66,6 +104,7 @@ class ItemResult:
     latency: float = 0.0
     usage: Usage | None = None
     ttft: float | None = None  # seconds to a streamed answer's first token
+    billed: list[Usage] = field(default_factory=list)  # rejected answers', billed all the same
 
 
 @dataclass
@@ -111,7 +150,7 @@ def _portable_error(exc: BaseException | None) -> BaseException | None:
     return exc
 
 
-def _portable(outcome: Outcome[Any], index: int) -> ItemResult:
+def _portable(outcome: Outcome[Any], index: int, billed: list[Usage]) -> ItemResult:
     value, error, status = outcome.value, _portable_error(outcome.error), outcome.status
     if status is Status.OK:
         try:
@@ -120,7 +159,7 @@ def _portable(outcome: Outcome[Any], index: int) -> ItemResult:
             value, status = None, Status.FAILED
             error = StoredError("TypeError", f"the value cannot be sent back: {exc}")
     return ItemResult(index, str(status), value, error, outcome.attempts, outcome.latency,
-                      outcome.usage, outcome.ttft)
+                      outcome.usage, outcome.ttft, billed)
 
 
 def _this_worker() -> Any:
@@ -143,7 +182,8 @@ def run_chunk(chunk_no: int, chunk: Sequence[tuple[int, Any]], cfg: ChunkConfig
     limits = cfg.options.limits
     limiter = worker_limiter(limits.limiter_url, limits.resolved(), limits.limiter_name,
                              limits.margin)
-    adapter = as_adapter(cfg.fn, estimate=cfg.estimate)
+    rejected = RejectedAnswers(as_adapter(cfg.fn, estimate=cfg.estimate))
+    adapter: Adapter[Any] = rejected
     worker = _this_worker()
     options = cfg.options
     runner: ThreadedBatchRunner[Any] = ThreadedBatchRunner(
@@ -167,7 +207,8 @@ def run_chunk(chunk_no: int, chunk: Sequence[tuple[int, Any]], cfg: ChunkConfig
     for outcome in outcomes:
         if outcome.status is Status.NOT_ATTEMPTED:
             continue  # the driver decides what happens to items never called
-        result.items.append(_portable(outcome, chunk[outcome.index][0]))
+        result.items.append(_portable(outcome, chunk[outcome.index][0],
+                                      rejected.billed(outcome.item)))
     if result.stopped is None and stream.stopped is not None:
         result.stopped = _portable_error(stream.stopped)
     return result

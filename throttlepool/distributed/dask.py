@@ -27,6 +27,7 @@ from .._executors import Executor, register_executor
 from .._ledger import RunLedger, run_settings
 from .._sync import run_blocking
 from ..adapters import as_adapter
+from ..adapters.structured import stored_value_reviver
 from ..clock import SYSTEM_CLOCK
 from ..errors import ConfigError, MissingExtra
 from ..limiter import limiter_from_url
@@ -113,7 +114,8 @@ def run_on_dask(
         ledger = RunLedger(clock=SYSTEM_CLOCK, identity=adapter.identity(), store=the_store,
                            retry_failed=checkpoint.retry_failed,
                            progress=make_progress(run.execution.progress, "items"),
-                           total=len(items) if isinstance(items, Sized) else None)
+                           total=len(items) if isinstance(items, Sized) else None,
+                           revive=stored_value_reviver(adapter))
         outcomes: list[Outcome[Any]] = []
         engine = DaskEngine(plan, ledger, items, outcomes.append, ordered=True,
                             fill_remaining=True)
@@ -180,7 +182,8 @@ class DaskExecutor(Executor):
             clock=runner.clock, identity=runner.adapter.identity(), store=runner.store,
             cache=runner.cache, retry_failed=options.checkpoint.retry_failed,
             batch_size=options.execution.batch_size,
-            total=len(items) if isinstance(items, Sized) else None)
+            total=len(items) if isinstance(items, Sized) else None,
+            revive=stored_value_reviver(runner.adapter))
         plan.connect_timeout = self.connect_timeout
         engine = DaskEngine(plan, ledger, items, emit, ordered=ordered, fill_remaining=fill,
                             has_space=has_space)

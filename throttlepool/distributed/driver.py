@@ -401,6 +401,10 @@ class DaskEngine:
                               r.latency, r.usage, Source.CALL, key, ttft=r.ttft)
             if cache is not None and key is not None and outcome.status is Status.OK:
                 cache.put(key, outcome.value)
+            for billed in r.billed:  # answers the worker rejected: the server billed them
+                self.ledger.cost.count_billed(stats, billed, item)
+                if self.plan.budget is not None:
+                    self.plan.budget.charge(billed, item)
             self._settle(r.index, item, outcome)
             self._deliver(outcome)
         stats.in_flight = len(self._waiting)

@@ -6,6 +6,11 @@ wait. Each limit keeps a sorted set of members ``"<uuid>:<weight>"`` scored by a
 time plus a running sum, so memory is proportional to requests in the window, not tokens.
 Weights are stored in milli-units so fractional costs stay exact integers.
 
+Limits of one unit and period (``100 output tokens/hour`` and ``80 output tokens/hour``)
+share one window, checked against the smaller amount: each call is counted once, and a
+window's keys depend only on its unit and period, so processes whose limits differ still
+share the windows they have in common.
+
 Keys are hash-tagged ``{key}:...`` so they all live in one cluster slot. When Redis cannot be
 reached the backend raises :class:`~throttlepool.errors.LimiterUnavailable` (fail closed):
 it never falls back to a per-process limit, which would multiply the budget.
@@ -191,15 +196,27 @@ class RedisWindowBackend(BackendBase):
         self.key = key
         tag = "{" + key + "}"
         self._pause_key = f"{tag}:pause"
-        self._keys: list[str] = [self._pause_key]
-        self._settle_keys: list[str] = []
+        # One window per distinct (unit, period); _window_of[i] is limits[i]'s window.
+        self._windows: list[Limit] = []
+        self._window_of: list[int] = []
         for lim in self.limits:
-            base = f"{tag}:{lim.unit}:{_period_tag(lim.period)}"
-            self._keys += [f"{base}:z", f"{base}:s"]
+            same = [j for j, w in enumerate(self._windows)
+                    if (w.unit, w.period) == (lim.unit, lim.period)]
+            if same:
+                j = same[0]
+                self._windows[j] = min(self._windows[j], lim, key=lambda x: x.amount)
+            else:
+                j = len(self._windows)
+                self._windows.append(lim)
+            self._window_of.append(j)
+        self._settle_keys: list[str] = []
+        for win in self._windows:
+            base = f"{tag}:{win.unit}:{_period_tag(win.period)}"
             self._settle_keys += [f"{base}:z", f"{base}:s"]
+        self._keys: list[str] = [self._pause_key, *self._settle_keys]
         self._margin = margin
-        self._win_us = [round((lim.period + margin) * 1_000_000) for lim in self.limits]
-        self._lim_m = [math.floor(lim.amount * _MILLI + 1e-6) for lim in self.limits]
+        self._win_us = [round((w.period + margin) * 1_000_000) for w in self._windows]
+        self._lim_m = [math.floor(w.amount * _MILLI + 1e-6) for w in self._windows]
         self._sha: dict[str, str] = {}
 
     # ---- script plumbing ---------------------------------------------------------------
@@ -234,19 +251,20 @@ class RedisWindowBackend(BackendBase):
     # ---- the backend seam --------------------------------------------------------------
 
     def _weights(self, cost: Cost) -> list[int]:
+        """The milli-unit weight of ``cost`` in each window."""
         out = []
-        for lim, cap in zip(self.limits, self._lim_m, strict=True):
-            w = cost.of(lim.unit)
+        for win, cap in zip(self._windows, self._lim_m, strict=True):
+            w = cost.of(win.unit)
             m = _milli(w)
             if m > cap:
-                raise CostExceedsLimit(w, str(lim))
+                raise CostExceedsLimit(w, str(win))
             out.append(m)
         return out
 
     def reserve(self, cost: Cost, now: float) -> Ticket:
         weights = self._weights(cost)
         member = uuid.uuid4().hex
-        args: list[Any] = [len(self.limits)]
+        args: list[Any] = [len(self._windows)]
         for win, cap, w in zip(self._win_us, self._lim_m, weights, strict=True):
             args += [win, cap, w]
         args.append(member)
@@ -256,7 +274,7 @@ class RedisWindowBackend(BackendBase):
             ticket.handle = (member, int(value), weights)
             return ticket
         if status == -1:
-            lim = self.limits[int(value) - 1]
+            lim = self._windows[int(value) - 1]
             raise CostExceedsLimit(cost.of(lim.unit), str(lim))
         return Ticket(cost, now + int(value) / 1_000_000, provisional=True)
 
@@ -264,7 +282,7 @@ class RedisWindowBackend(BackendBase):
         if ticket.provisional or ticket.handle is None:
             return
         member, at, old = ticket.handle
-        args: list[Any] = [len(self.limits), at, member]
+        args: list[Any] = [len(self._windows), at, member]
         for win, o, n in zip(self._win_us, old, new, strict=True):
             args += [win, o, n]
         try:
@@ -282,7 +300,7 @@ class RedisWindowBackend(BackendBase):
         return []
 
     def cancel(self, ticket: Ticket, now: float) -> Iterable[Ticket]:
-        self._swap(ticket, [0] * len(self.limits))
+        self._swap(ticket, [0] * len(self._windows))
         return []
 
     def restamp(self, ticket: Ticket, now: float, at: float | None = None
@@ -296,7 +314,7 @@ class RedisWindowBackend(BackendBase):
         member, at, weights = ticket.handle
         try:
             new_at = self._eval(RESTAMP_LUA, self._settle_keys[0::2],
-                                [len(self.limits), at, member, *weights])
+                                [len(self._windows), at, member, *weights])
         except LimiterUnavailable as exc:
             log.warning("could not restamp a reservation: %s", exc)
             return []
@@ -306,7 +324,7 @@ class RedisWindowBackend(BackendBase):
     def set_margin(self, margin: float, now: float) -> Iterable[Ticket]:
         """Count this process's admissions for ``margin`` seconds beyond their windows."""
         self._margin = margin
-        self._win_us = [round((lim.period + margin) * 1_000_000) for lim in self.limits]
+        self._win_us = [round((w.period + margin) * 1_000_000) for w in self._windows]
         return []
 
     def pause_until(self, until: float, now: float) -> Iterable[Ticket]:
@@ -327,7 +345,8 @@ class RedisWindowBackend(BackendBase):
             raw = self.client.mget(self._settle_keys[1::2])
         except (_redis.ConnectionError, _redis.TimeoutError, OSError) as exc:
             raise self._unavailable(exc) from exc
-        return [(lim, int(v or 0) / _MILLI) for lim, v in zip(self.limits, raw, strict=True)]
+        return [(lim, int(raw[j] or 0) / _MILLI)
+                for lim, j in zip(self.limits, self._window_of, strict=True)]
 
     def reset(self) -> None:
         """Forget every reservation and pause under this key (tests, benchmarks)."""

@@ -124,6 +124,10 @@ class SQLiteWindowBackend(BackendBase):
     def _transaction(self) -> _Txn:
         return _Txn(self._db)
 
+    def _spans(self) -> set[tuple[float, str]]:
+        """The (span, column) of each of our windows; limits of one unit and period share one."""
+        return {(lim.period + self._margin, _column(lim.unit)) for lim in self.limits}
+
     def _register(self, db: sqlite3.Connection, now: float) -> None:
         """Create the running sum of each of our windows (other processes may share them)."""
         for lim in self.limits:
@@ -148,7 +152,9 @@ class SQLiteWindowBackend(BackendBase):
         if any(horizon > now - span + _CLOCK_STEP for span, _, _, horizon in windows):
             db.execute("DELETE FROM windows WHERE bucket = ?", (self.name,))  # clock stepped
             windows = []
-        if len(windows) < len(self.limits):
+        # Register any window of ours not there yet: first use, or a new span after
+        # set_margin (the rows of the old span do not count for the new one).
+        if not self._spans() <= {(span, col) for span, col, _, _ in windows}:
             self._register(db, now)
             windows = db.execute("SELECT span, col, used, horizon FROM windows "
                                  "WHERE bucket = ?", (self.name,)).fetchall()

@@ -19,7 +19,7 @@ def limits_text(config: SimConfig) -> str:
     shown = " and ".join(b for b in budgets if b)
     limits = (f"{shown} per {config.window:g} s window, "
               f"{'per API key' if config.per_key else 'shared by all keys'}"
-              if shown else "no rate limit (--rpm/--tpm set one)")
+              if shown else "no rate limit (--rpm, --tpm, --itpm or --otpm sets one)")
     extra = [f"latency {config.latency:g} s" + (f" +/- {config.jitter:g}" if config.jitter
                                                  else "")]
     if config.first_token_delay or config.chunk_interval:
