@@ -182,6 +182,25 @@ def test_generativeai_without_a_key_on_the_worker_names_the_setting(
     assert kind == str(ErrorKind.FATAL)  # every later call would fail alike: stop the run
 
 
+def test_generativeai_settings_survive_a_process_that_never_configured_genai(
+        sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dask's scheduler unpickles and pickles a task again in its own process: the copy must
+    carry the driver's genai.configure(), not that process's empty one."""
+    genai = pytest.importorskip("google.generativeai")
+    for var in ("GOOGLE_API_KEY", "GEMINI_API_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    adapter = _generativeai(sim)
+    local = adapter.call("hello", 10).value
+    blob = pickle.dumps(adapter)
+    genai.configure(api_key=None)  # the in-between process: nothing configured
+    relayed = pickle.dumps(pickle.loads(blob))
+
+    out = _child(relayed, tmp_path, _clean_env(sim))
+
+    assert out["error"] is None
+    assert out["values"] == [local, local]
+
+
 def test_sdk_client_rebuilt_once_per_process_and_per_event_loop(sim: Simulator) -> None:
     openai = pytest.importorskip("openai")
     import asyncio

@@ -101,11 +101,7 @@ def test_the_cli_runs_an_sdk_provider_on_dask_writing_output_as_results_arrive(
     assert rows == _rows(local_out)  # the same rows as a local run's
 
 
-@pytest.mark.parametrize("provider", ["gemini", pytest.param(
-    "google-generativeai", marks=pytest.mark.xfail(strict=True, reason=(
-        "found by this test: through the CLI on Dask every item fails with "
-        "DefaultCredentialsError on the workers, though the library's own Dask test of the "
-        "adapter passes; the CLI's genai.configure() does not reach the workers")))])
+@pytest.mark.parametrize("provider", ["gemini", "google-generativeai"])
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # google-generativeai is deprecated
 def test_the_cli_runs_a_google_sdk_on_dask_under_a_binding_limit(
         provider: str, client: Any, redis_url: str, tmp_path: Path) -> None:

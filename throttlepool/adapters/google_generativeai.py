@@ -103,7 +103,11 @@ class GenerativeModelAdapter(Adapter[Any]):
         model = self._model
         state["_model"] = (type(model), {k: v for k, v in vars(model).items()
                                          if k not in _MODEL_CLIENTS})
-        state["_configured"] = GenerativeAIConfig.current()
+        # A copy that travelled keeps the settings it came with: Dask's scheduler unpickles
+        # and pickles tasks again in a process where genai.configure() was never called.
+        configured = self._configured
+        state["_configured"] = configured if configured is not None else (
+            GenerativeAIConfig.current())
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
