@@ -101,7 +101,11 @@ class CallJournal:
     def _grow(self, size: int) -> None:
         assert self._fd is not None
         # Blocks reserved first: a full disk is an OSError here, never a SIGBUS on a store.
-        os.posix_fallocate(self._fd, 0, size)
+        # (macOS has no posix_fallocate: there the file is only extended.)
+        if hasattr(os, "posix_fallocate"):
+            os.posix_fallocate(self._fd, 0, size)
+        else:
+            os.ftruncate(self._fd, size)
         if self._map is not None:
             self._map.close()
         self._map = mmap.mmap(self._fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
