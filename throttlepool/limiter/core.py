@@ -300,14 +300,15 @@ class RateLimiter:
         fastest call's own way there, which the margin's floor covers). On a loaded machine
         that is tens of milliseconds now and then, more than the floor: counted from its
         start alone, such a call leaves our window while the server still counts it (a 429).
+        A call held while open (see :meth:`_hold_open_calls`) moves back to the same bound.
         Shifts within half the floor are left alone (a shared backend would pay a round trip
         for each).
         """
         delay = self.margin.first_call_delay(duration)
-        if permit.provisional or delay is None or delay <= self.margin.floor / 2:
+        if permit.provisional or delay is None:
             return []
         at = min(started + delay, now)
-        if at <= permit.admit_at:
+        if abs(at - permit.admit_at) <= self.margin.floor / 2:
             return []
         return self.backend.restamp(permit, now, at)
 
