@@ -18,7 +18,7 @@ after the window is learned (no 429 per window reset, no wait for a full reset e
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -77,6 +77,7 @@ class _Bucket:
     full_at: float = float("inf")
     bursty: bool = False
     window: float = 0.0  # the longest reset seen: a sliding window's length
+    resolution: float = 0.0  # the coarsest reset header seen (``window`` may be this long)
     _least_spend: tuple[float, float] | None = None  # (spent, reset): the least spend
 
     def learned(self) -> Limit | None:
@@ -145,6 +146,7 @@ class _Bucket:
              in_flight: float, now: float, resolution: float = 0.001) -> None:
         self.level = remaining - in_flight
         self.stamp = now
+        self.resolution = max(self.resolution, resolution)
         self.note_reset(reset, now)
         if limit is not None and limit > 0:
             self.capacity = limit
@@ -174,13 +176,18 @@ class HeaderBudget:
     ITPM and OTPM; its ``tokens-*`` then only repeats the tightest of them and is not used).
 
     Once a dimension is learned to be a sliding window (see the module docstring), an exact
-    :class:`SlidingWindowLog` of that limit gates it instead of its bucket.
+    :class:`SlidingWindowLog` of that limit gates it instead of its bucket, unless one of the
+    ``configured`` limits (the runner's own limiter) is at least as strict: that limiter counts
+    each call from its start and is exact, where the learned log must count from the answer
+    (a whole round trip later, about a latency lost at every window boundary). The dimension
+    is then left to the configured limit alone.
     """
 
     #: Calls answered this long ago are forgotten while no window is known yet.
     _UNKNOWN_HORIZON = 60.0
 
-    def __init__(self) -> None:
+    def __init__(self, configured: Sequence[Limit] = ()) -> None:
+        self._configured = list(configured)
         self.requests = _Bucket(REQUESTS)
         self.tokens = _Bucket(TOKENS)
         self.input_tokens = _Bucket(INPUT_TOKENS)
@@ -199,8 +206,19 @@ class HeaderBudget:
 
     @property
     def learned_limits(self) -> list[Limit]:
-        """The server's sliding-window limits in force (empty until one is learned)."""
+        """The server's sliding-window limits this pacer enforces (empty until one is learned;
+        a limit a configured one covers is left to the configured one)."""
         return list(self._window.limits) if self._window is not None else []
+
+    def _covered(self, bucket: _Bucket) -> bool:
+        """True when a configured limit is at least as strict as ``bucket``'s learned window:
+        no more per window, over a window as long (the learned one may be a header's
+        rounding longer than the server's)."""
+        learned = bucket.learned()
+        return learned is not None and any(
+            lim.unit == learned.unit and lim.amount <= learned.amount
+            and lim.period >= learned.period - bucket.resolution
+            for lim in self._configured)
 
     def _buckets(self) -> Iterator[_Bucket]:
         yield self.requests
@@ -211,6 +229,7 @@ class HeaderBudget:
     def admit(self, cost: Cost, now: float) -> tuple[int | None, float]:
         window = self._window
         learned = {lim.unit for lim in window.limits} if window is not None else set()
+        learned |= {b.unit for b in self._buckets() if self._covered(b)}
         wait = max((bucket.wait_for(cost.of(bucket.unit), now)
                     for bucket in self._buckets()
                     if bucket.unit not in learned
@@ -276,7 +295,10 @@ class HeaderBudget:
 
     def _learn(self, now: float) -> None:
         """Install the sliding-window limits learned so far, seeded with the calls made."""
-        limits = [lim for lim in (b.learned() for b in self._buckets()) if lim is not None]
+        limits = [lim for lim in (b.learned() for b in self._buckets() if not self._covered(b))
+                  if lim is not None]
+        if self._window is not None and not limits:
+            self._window = None  # every learned limit is now a configured one's to enforce
         if not limits or (self._window is not None and self._window.limits == limits):
             return
         window = SlidingWindowLog(limits)

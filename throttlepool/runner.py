@@ -72,8 +72,10 @@ class ThreadedBatchRunner(Generic[R]):
             self.options.budget.gate(self.settings())  # an unpriced model: refused now
         self._classify = classifier or self.options.retry.classifier
         self.breaker = execution.make_breaker(self.clock)
-        # Headers can only tighten a configured limit, so pacing by them is always safe.
-        self.pacer = HeaderBudget() if execution.adaptive in (None, True) else None
+        # Headers can only tighten a configured limit, so pacing by them is always safe; a
+        # window they show that a configured limit already covers is left to the limiter.
+        self.pacer = (HeaderBudget(self.limiter.limits)
+                      if execution.adaptive in (None, True) else None)
         self.store = checkpoint.open_store()
         self.cache = checkpoint.open_cache(self.store)
         self._rng = random.Random(execution.seed)

@@ -148,3 +148,33 @@ def test_a_call_larger_than_the_servers_whole_budget_waits_for_a_full_one_not_fo
         assert 0 < wait < float("inf")
         now += wait
     assert admitted is not None and now <= 2.0 + 1e-9  # once the 300 are whole again
+
+
+def test_with_the_limit_known_a_window_boundary_costs_no_round_trip() -> None:
+    """A configured 2/s against a server of the same window (its headers teach the pacer the
+    window after two answers); each call takes 0.4 s on a fake clock. The third call goes
+    when the configured limit frees the first call's slot (1 s after it started, plus the
+    margin), not when the first call's answer leaves the pacer's learned log (1.4 s)."""
+    from throttlepool.adapters.base import CallResult
+    from throttlepool.limiter.margin import DEFAULT_FLOOR
+    from throttlepool.sim.window import Windows
+    from throttlepool.testing import FakeClock
+
+    clock, server, starts = FakeClock(), Windows(), []
+
+    def call(item: int) -> CallResult[int]:
+        starts.append(clock.now())
+        d = server.admit("k", 0, clock.now(), 2, None, 1.0)
+        assert d.admitted
+        clock.advance(0.4)
+        return CallResult(item, rate=RateInfo(limit_requests=2,
+                                              remaining_requests=d.remaining_requests,
+                                              reset_requests=d.reset_requests))
+
+    runner = ThreadedBatchRunner(call, batch_size=1, limits=["2/1s"], clock=clock,
+                                 progress=False)
+    with runner:
+        assert runner.run(range(4)).results == [0, 1, 2, 3]
+    assert runner.pacer is not None and runner.pacer.requests.learned() is not None
+    assert starts[:2] == [0.0, 0.4]
+    assert abs(starts[2] - (1.0 + DEFAULT_FLOOR)) < 1e-9

@@ -212,3 +212,27 @@ def test_whole_second_resets_of_a_token_bucket_are_not_taken_for_a_window() -> N
                                     reset_resolution=1.0), 0.001 * spent)
     assert pacer.learned_limits == []
     assert not pacer.requests.bursty
+
+
+def test_a_learned_window_a_configured_limit_covers_is_left_to_the_limiter() -> None:
+    """The learned log counts each call from its answer; the configured limiter, exact and
+    counting from each call's start, already enforces the same window: the pacer does not
+    hold a call back a round trip at each window boundary (issue 16)."""
+    pacer = HeaderBudget([Limit(3, 2.0)])
+    seqs = [pacer.admit(ONE, 0.0)[0] for _ in range(3)]
+    for seq, at, remaining in zip(seqs, (0.1, 0.5, 0.9), (2, 1, 0), strict=True):
+        pacer.observe(seq, RateInfo(limit_requests=3, remaining_requests=remaining,  # type: ignore[arg-type]
+                                    reset_requests=2.0), at)
+    assert pacer.requests.learned() == Limit(3, 2.0)
+    assert pacer.learned_limits == []
+    assert pacer.admit(ONE, 2.05)[0] is not None  # counted from its answer: not before 2.1
+
+
+def test_a_learned_window_stricter_than_the_configured_limit_still_paces() -> None:
+    pacer = HeaderBudget([Limit(10, 2.0)])  # the server allows 3: the headers tighten it
+    seqs = [pacer.admit(ONE, 0.0)[0] for _ in range(3)]
+    for seq, at, remaining in zip(seqs, (0.1, 0.5, 0.9), (2, 1, 0), strict=True):
+        pacer.observe(seq, RateInfo(limit_requests=3, remaining_requests=remaining,  # type: ignore[arg-type]
+                                    reset_requests=2.0), at)
+    assert pacer.learned_limits == [Limit(3, 2.0)]
+    assert pacer.admit(ONE, 2.05) == (None, pytest.approx(0.05))

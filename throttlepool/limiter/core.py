@@ -85,6 +85,9 @@ class RateLimiter:
                                    for lim in self.backend.limits)
         self._lock = threading.Lock()
         self._open_first_calls: list[Permit] = []  # threads' first calls not answered yet
+        # Other calls not answered yet, oldest stamp first (see _hold_open_calls).
+        self._open_calls: dict[int, tuple[Permit, float]] = {}
+        self._shortest = min((lim.period for lim in self.backend.limits), default=0.0)
         self._first_calls: list[tuple[Permit, float, float]] = []  # (permit, start, duration)
         self._apply_margin(self.clock.now())
 
@@ -101,7 +104,7 @@ class RateLimiter:
         """Record a reservation without waiting; ``permit.admit_at`` says when it is admitted."""
         with self._lock:
             now = self.clock.now()
-            self._hold_open_first_calls(now)
+            self._hold_open_calls(now)
             return self._reserve(cost, now)
 
     def _reserve(self, cost: Cost, now: float) -> Permit:
@@ -112,19 +115,32 @@ class RateLimiter:
         permit.estimated = cost
         return permit
 
-    def _hold_open_first_calls(self, now: float) -> None:
+    def _hold_open_calls(self, now: float) -> None:
         # A thread's first call may still be connecting: the server may count it any time
         # until it answers, so while it is open it counts from now. (A reservation already
         # past its admission time is not re-placed by this: a first call open for more than
         # a whole window can still be counted by the server after its entry expired.)
         for permit in self._open_first_calls:
             self.backend.restamp(permit, now)
+        # Any other call still unanswered a whole window after its stamp may not have reached
+        # the server yet either: it counts from now until its answer bounds its arrival (see
+        # call_ended). Stamps only move later, so the oldest is first in the dict.
+        # Every locked step that may expire entries (a reservation, a restamp) holds them
+        # first, with the same now: an entry leaves after period + margin, held after period.
+        calls, horizon = self._open_calls, now - self._shortest
+        while calls:
+            key, (permit, since) = next(iter(calls.items()))
+            if since > horizon:
+                break
+            del calls[key]
+            calls[key] = (permit, now)
+            self.backend.restamp(permit, now)
 
     def _check(self, permit: Permit) -> float:
         """Seconds until ``permit`` is admitted; re-asks the backend for a provisional one."""
         with self._lock:
             now = self.clock.now()
-            self._hold_open_first_calls(now)
+            self._hold_open_calls(now)
             if permit.provisional and permit.admit_at <= now:
                 fresh = self.backend.reserve(permit.cost, now)
                 permit.admit_at, permit.provisional = fresh.admit_at, fresh.provisional
@@ -149,7 +165,7 @@ class RateLimiter:
             return False
         with self._lock:
             now = self.clock.now()
-            self._hold_open_first_calls(now)
+            self._hold_open_calls(now)
             return permit.admit_at <= now
 
     def wait(self, permit: Permit) -> None:
@@ -194,7 +210,7 @@ class RateLimiter:
         """Admit ``cost`` now if possible, else reserve nothing and return None."""
         with self._lock:
             now = self.clock.now()
-            self._hold_open_first_calls(now)
+            self._hold_open_calls(now)
             permit = self._reserve(cost, now)
             if permit.admit_at <= now and not permit.provisional:
                 return permit
@@ -216,7 +232,9 @@ class RateLimiter:
             estimated = permit.estimated.prompt
             if actual.input_tokens is not None and estimated > 0:
                 self.calibration.observe(estimated, actual.input_tokens)
-            moved = self.backend.settle(permit, actual, self.clock.now())
+            now = self.clock.now()
+            self._hold_open_calls(now)
+            moved = self.backend.settle(permit, actual, now)
         _wake(moved)
 
     def restamp(self, permit: Permit) -> None:
@@ -224,7 +242,9 @@ class RateLimiter:
         if permit.provisional:
             return
         with self._lock:
-            moved = self.backend.restamp(permit, self.clock.now())
+            now = self.clock.now()
+            self._hold_open_calls(now)
+            moved = self.backend.restamp(permit, now)
         _wake(moved)
 
     def call_started(self, permit: Permit, *, first_on_thread: bool = False) -> float:
@@ -235,9 +255,12 @@ class RateLimiter:
             now = self.clock.now()
             if permit.provisional:
                 return now
+            self._hold_open_calls(now)
             self.margin.started(now - permit.admit_at)
             if first_on_thread:
                 self._open_first_calls.append(permit)
+            else:
+                self._open_calls[id(permit)] = (permit, now)
             moved = [*self._apply_margin(now), *self.backend.restamp(permit, now)]
         _wake(moved)
         return now
@@ -253,6 +276,7 @@ class RateLimiter:
         with self._lock:
             now = self.clock.now()
             duration = now - started
+            self._hold_open_calls(now)
             if first_on_thread:
                 if permit.provisional:
                     return
@@ -261,9 +285,32 @@ class RateLimiter:
                 moved = list(self.backend.restamp(permit, now))
                 self._first_calls.append((permit, started, duration))
             else:
+                self._open_calls.pop(id(permit), None)
                 self.margin.ended(duration)
-                moved = self._place_first_calls(now)
+                moved = [*self._place_first_calls(now),
+                         *self._bound_arrival(permit, started, duration, now)]
         _wake(moved)
+
+    def _bound_arrival(self, permit: Permit, started: float, duration: float, now: float
+                       ) -> Iterable[Ticket]:
+        """Count an answered call from the latest instant the server may have stamped it.
+
+        A call spends the fastest call's duration at least on the server and on the way back,
+        so it reached the server at most ``duration - fastest`` after it started (plus the
+        fastest call's own way there, which the margin's floor covers). On a loaded machine
+        that is tens of milliseconds now and then, more than the floor: counted from its
+        start alone, such a call leaves our window while the server still counts it (a 429).
+        A call held while open (see :meth:`_hold_open_calls`) moves back to the same bound.
+        Shifts within half the floor are left alone (a shared backend would pay a round trip
+        for each).
+        """
+        delay = self.margin.first_call_delay(duration)
+        if permit.provisional or delay is None:
+            return []
+        at = min(started + delay, now)
+        if abs(at - permit.admit_at) <= self.margin.floor / 2:
+            return []
+        return self.backend.restamp(permit, now, at)
 
     def _place_first_calls(self, now: float) -> list[Ticket]:
         moved: list[Ticket] = []
@@ -278,7 +325,9 @@ class RateLimiter:
         """Lengthen the margin each admission counts for (after a server still said 429)."""
         with self._lock:
             self.margin.widen()
-            moved = self._apply_margin(self.clock.now())
+            now = self.clock.now()
+            self._hold_open_calls(now)
+            moved = self._apply_margin(now)
         _wake(moved)
 
     def _apply_margin(self, now: float) -> Iterable[Ticket]:
@@ -292,13 +341,18 @@ class RateLimiter:
         if permit.provisional:
             return
         with self._lock:
-            moved = self.backend.cancel(permit, self.clock.now())
+            self._open_calls.pop(id(permit), None)
+            now = self.clock.now()
+            self._hold_open_calls(now)
+            moved = self.backend.cancel(permit, now)
         _wake(moved)
 
     def pause_until(self, until: float) -> None:
         """Admit nothing before clock time ``until`` (e.g. now + a server's Retry-After)."""
         with self._lock:
-            moved = self.backend.pause_until(until, self.clock.now())
+            now = self.clock.now()
+            self._hold_open_calls(now)
+            moved = self.backend.pause_until(until, now)
         _wake(moved)
 
     def pause_for(self, seconds: float) -> None:

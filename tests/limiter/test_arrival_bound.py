@@ -1,0 +1,64 @@
+"""A call counts from the latest instant the server may have stamped it (issue 16 item 1).
+
+Counted from its start plus the margin's floor alone, a call whose way up took longer than
+the floor (tens of ms now and then on a loaded machine) leaves our window while the server
+still counts it. Its answer bounds its arrival: it spent the fastest call's duration at least
+on the server and on the way back. A call without an answer a whole window on counts from
+now until it answers. Fake clock; calls are not their thread's first.
+"""
+
+from __future__ import annotations
+
+from throttlepool.limiter import Permit, RateLimiter
+from throttlepool.testing import FakeClock
+
+FLOOR = 0.02
+
+
+def _start(limiter: RateLimiter) -> tuple[Permit, float]:
+    permit = limiter.acquire()
+    return permit, limiter.call_started(permit)
+
+
+def _end(limiter: RateLimiter, call: tuple[Permit, float]) -> None:
+    limiter.call_ended(*call, first_on_thread=False)
+
+
+def test_a_call_slow_on_its_way_up_counts_from_where_its_answer_bounds_its_arrival() -> None:
+    """Two calls start at 0: one answers in 0.10 s (the fastest), one in 0.25 s, so the server
+    may have stamped the second as late as 0.15 s. Counted from 0 both would leave the 2/s
+    window at 1.02 s and two new calls there would put three in the server's window
+    (0.05, 1.05]; the second slot must wait until 0.15 + 1 + floor."""
+    clock = FakeClock()
+    limiter = RateLimiter("2/second", margin=FLOOR, clock=clock)
+    fast, slow = _start(limiter), _start(limiter)
+    clock.set(0.10)
+    _end(limiter, fast)
+    clock.set(0.25)
+    _end(limiter, slow)
+    clock.set(1.05)
+    assert limiter.try_acquire() is not None  # the fast call's slot
+    assert limiter.try_acquire() is None
+    assert abs(limiter.reserve().admit_at - (0.15 + 1.0 + FLOOR)) < 1e-9
+
+
+def test_a_call_open_for_a_whole_window_counts_from_now_until_it_answers() -> None:
+    """A 0.1 s call shows the fastest; the next, started at 1.02 s, has no answer at 2.5 s:
+    it may still be on its way, so nothing more goes (counted from its start it would have
+    left the 1/s window at 2.04 s). Answered at 2.7 s after 1.68 s, it counts from
+    1.02 + 1.58 = 2.6 s."""
+    clock = FakeClock()
+    limiter = RateLimiter("1/second", margin=FLOOR, clock=clock)
+    fast = _start(limiter)
+    clock.set(0.1)
+    _end(limiter, fast)
+    clock.set(1.0 + FLOOR)
+    slow = _start(limiter)
+    clock.set(2.5)
+    assert limiter.try_acquire() is None
+    clock.set(2.7)
+    _end(limiter, slow)
+    clock.set(2.6 + 1.0 + FLOOR / 2)
+    assert limiter.try_acquire() is None
+    clock.set(2.6 + 1.0 + FLOOR)
+    assert limiter.try_acquire() is not None
