@@ -62,3 +62,16 @@ def test_a_call_open_for_a_whole_window_counts_from_now_until_it_answers() -> No
     assert limiter.try_acquire() is None
     clock.set(2.6 + 1.0 + FLOOR)
     assert limiter.try_acquire() is not None
+
+
+def test_a_limiter_without_limits_never_holds_an_open_call() -> None:
+    """No window at all (a run with no limit configured yet): an open call has nothing to be
+    held in, and the next admission must not spin holding it (it did, forever)."""
+    clock = FakeClock()
+    limiter = RateLimiter(clock=clock)
+    first = _start(limiter)
+    clock.set(0.5)
+    second = _start(limiter)  # holds open calls first: the first is still open
+    assert second[0].admit_at <= 0.5
+    _end(limiter, first)
+    _end(limiter, second)

@@ -127,10 +127,12 @@ class RateLimiter:
         # call_ended). Stamps only move later, so the oldest is first in the dict.
         # Every locked step that may expire entries (a reservation, a restamp) holds them
         # first, with the same now: an entry leaves after period + margin, held after period.
+        if self._shortest <= 0:  # no window (no limit yet): nothing to hold a call in
+            return
         calls, horizon = self._open_calls, now - self._shortest
         while calls:
             key, (permit, since) = next(iter(calls.items()))
-            if since > horizon:
+            if since > horizon:  # a call just held is stamped now, after the horizon
                 break
             del calls[key]
             calls[key] = (permit, now)
