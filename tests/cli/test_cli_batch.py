@@ -16,10 +16,14 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import clean_env, read_jsonl, run_cli
+from throttlepool._inputs import BadRecord
 from throttlepool.adapters.google_genai import NO_MODEL
+from throttlepool.batchapi.runner import planned_batches
+from throttlepool.cli.preflight import SkipBadRecords
 from throttlepool.cli.providers import build_adapter
 from throttlepool.cost import Pricing
 from throttlepool.cost.text import usd
+from throttlepool.errors import InputError
 from throttlepool.outcome import Usage
 from throttlepool.sim import Simulator
 from throttlepool.sim.batches import batches_of
@@ -68,36 +72,44 @@ def test_batch_mode_writes_what_an_online_run_writes_at_the_batch_price(
     assert re.search(r"^1 batch, 12 requests submitted; \d+\.\ds waiting for the provider$",
                      batch.stderr, re.M), batch.stderr
     assert "calls/s" not in batch.stderr and "rate-limited" not in batch.stderr
+    # The same command again reports like an online rerun: every item ok, from the
+    # checkpoint, nothing submitted again.
+    again = run_cli(_args(sim, "--mode", "batch", "--run-name", "b", "-o", "again.jsonl"),
+                    tmp_path, env=KEY)
+    assert again.returncode == 0, again.stderr
+    assert f"{N} ok, 0 failed of {N}" in again.stderr.splitlines(), again.stderr
+    assert f"{N} from the checkpoint, 0 cached" in again.stderr
+    assert read_jsonl(tmp_path / "again.jsonl") == off
+    assert len(batches_of(sim).submissions()) == N
 
 
-def test_a_provider_without_batch_support_is_refused_before_anything_is_sent(
+def test_a_bad_input_line_is_recorded_failed_and_never_submitted(
         sim: Simulator, tmp_path: Path) -> None:
-    _questions(tmp_path / "q.txt")
-    r = run_cli(["run", "q.txt", "-P", "http", "--base-url", f"{sim.url}/echo", "--mode",
-                 "batch", "--db", "c.db"], tmp_path)
-    assert r.returncode == 2, r.stderr
-    assert "--mode batch is not available for --provider http" in r.stderr
-    assert "Traceback" not in r.stderr
-    assert sim.requests() == [] and batches_of(sim).submissions() == []
-
-
-def test_gemini_batch_mode_answers_in_order_at_the_batch_price(
-        sim: Simulator, tmp_path: Path) -> None:
-    _questions(tmp_path / "q.txt")
-    gemini_batches_of(sim).configure(delay=0.3, fail_ids={"item-3"})
-    r = run_cli(["run", "q.txt", "-P", "gemini", "-m", "gemini-2.5-flash", "--base-url",
-                 sim.url, "--mode", "batch", "--db", "c.db", "-o", "out.jsonl"], tmp_path,
-                env={"GEMINI_API_KEY": "k", "THROTTLEPOOL_POLL_INTERVAL": "0.05"})
-    assert r.returncode == 0, r.stderr
+    (tmp_path / "bad.jsonl").write_text('"first"\n{"broken\n"third"\n', encoding="utf-8")
+    batches_of(sim).configure(delay=0.05)
+    r = run_cli(["run", "bad.jsonl", "-m", "gpt-4o-mini", "--base-url", sim.openai_base_url,
+                 "--mode", "batch", "--db", "c.db", "--skip-bad-records", "-o", "out.jsonl",
+                 "--no-progress"], tmp_path, env=KEY)
+    assert r.returncode == 1, r.stderr
     rows = read_jsonl(tmp_path / "out.jsonl")
-    assert [(x["status"], x["output"]) for x in rows] == [
-        ("ok", f"echo: question {i} about batches") for i in range(N)]
-    assert [x["attempts"] for x in rows] == [2 if i == 3 else 1 for i in range(N)]
-    batch_price = Pricing("gemini", "gemini-2.5-flash", mode="batch")
-    assert [x["cost_usd"] for x in rows] == pytest.approx([batch_price.cost(Usage(
-        int(x["input_tokens"]), int(x["output_tokens"]))) for x in rows])  # type: ignore[call-overload]
-    assert "1 batch: 1 in progress | 0 ok" in r.stderr  # Gemini's states, in our phases
-    assert f"12 ok, 0 failed of {N}" in r.stderr
+    assert [x["status"] for x in rows] == ["ok", "failed", "ok"]
+    assert rows[1]["error_type"] == "throttlepool.errors.InputError"  # as online
+    assert str(rows[1]["error"]).startswith("bad.jsonl:2: malformed JSON")
+    assert rows[1]["output"] is None and rows[1]["cost_usd"] is None
+    assert "2 ok, 1 failed (InputError 1) of 3" in r.stderr
+    assert sorted(s["custom_id"] for s in batches_of(sim).submissions()) == [
+        "item-0", "item-2"]  # the bad line was never sent
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic", "gemini"])
+def test_every_provider_refuses_a_bad_record_as_its_input_error(provider: str) -> None:
+    # The run and the dry run share this path (batch_line): a bad record is no request.
+    adapter = SkipBadRecords(build_adapter(provider, model="m", key="k",
+                                           base_url="http://127.0.0.1:9"))
+    bad = BadRecord(InputError("malformed JSON", source="bad.jsonl", line=2))
+    batches, refused = planned_batches(adapter, [(0, "fine"), (1, bad), (2, "also fine")])
+    assert batches == [[0, 2]]
+    assert refused == {1: "bad.jsonl:2: malformed JSON"}
 
 
 def _start(sim: Simulator, cwd: Path) -> subprocess.Popen[str]:

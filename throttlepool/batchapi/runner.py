@@ -17,7 +17,7 @@ from .gemini_batch import GeminiBatch
 from .journal import Journal
 from .openai_batch import OpenAIBatch
 from .progress import BatchProgress
-from .provider import BatchProvider, chunked
+from .provider import REFUSED, BatchProvider, batch_line, chunked
 from .session import Session
 
 FALLBACKS = (None, "online")
@@ -46,11 +46,8 @@ def planned_batches(adapter: Any, items: Iterable[tuple[int, Any]]
     refused: dict[int, str] = {}
     for i, item in items:
         try:
-            problem = getattr(adapter, "request_problem", lambda _: None)(item)
-            if problem:
-                raise ConfigError(problem)
-            line = provider.line(provider.custom_id("dry-run", i), item)
-        except (ConfigError, TypeError) as exc:
+            line = batch_line(adapter, provider, provider.custom_id("dry-run", i), item)
+        except REFUSED as exc:
             refused[i] = str(exc)
             continue
         by_model.setdefault(provider.model_of(item), []).append((i, line))

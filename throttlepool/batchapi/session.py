@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING, Any
 from ..cost import RunBudget
 from ..cost.budget import Reservation
 from ..cost.pricing import BATCH, item_model
-from ..errors import ConfigError, RunStopped
+from ..errors import RunStopped
 from ..outcome import BatchResult, Outcome, RunStats, Source, Status
 from ..store.keys import KeyMaker
 from .journal import CREATING, DONE, INTENT, SUBMITTED, UPLOADED, Chunk
 from .online import OnlineFallback
 from .progress import BatchesLeftRunning, BatchProgress, BatchView
-from .provider import BatchRequestFailed, BatchState, chunked
+from .provider import REFUSED, BatchRequestFailed, BatchState, batch_line, chunked
 
 if TYPE_CHECKING:
     from .runner import BatchApiRunner
@@ -49,8 +49,14 @@ class Session:
         for i, key in enumerate(self.keys):
             prior = store.prior(run_id, i, key)
             if prior is not None and (prior.ok or not r.retry_failed):
+                # Counted as an online rerun counts them: in ok/failed, from the checkpoint.
+                prior.item, prior.source, prior.key = self.items[i], Source.CHECKPOINT, key
                 self.outcomes[i] = prior
                 self.stats.from_checkpoint += 1
+                if prior.ok:
+                    self.stats.done += 1
+                else:
+                    self.stats.failed += 1
         try:
             if r.max_cost is not None:
                 self.budget = RunBudget(r.pricing_of(BATCH), r.max_cost,
@@ -99,12 +105,9 @@ class Session:
                 self.fallback_due.add(i)  # the online path was due when the process died
                 continue
             try:
-                problem = getattr(self.r.adapter, "request_problem", lambda _: None)(
-                    self.items[i])
-                if problem:
-                    raise ConfigError(problem)
-                line = self.p.line(self.p.custom_id(self.run_id, i), self.items[i])
-            except (ConfigError, TypeError) as exc:
+                line = batch_line(self.r.adapter, self.p, self.p.custom_id(self.run_id, i),
+                                  self.items[i])
+            except REFUSED as exc:
                 self.record(i, Status.FAILED, error=exc, attempts=0)
                 continue
             if not self.reserve(i):

@@ -26,6 +26,7 @@ from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from .execute import default_run_name
 from .flags import setting_flags
 from .output import ResultWriter, row
+from .preflight import SkipBadRecords
 from .progress import CliProgress, duration, failure_name, summary
 from .providers import RequestOptions, build_adapter
 
@@ -170,6 +171,8 @@ def execute_batch(settings: Settings, records: Records, adapter: Adapter[Any], *
     tally = CostTally(run_pricing(settings, adapter))
     failures: Counter[str] = Counter()
     why: str | None = None  # the first failure's message, said once under the summary
+    if records.skip_bad:
+        adapter = SkipBadRecords(adapter)  # bad records fail as themselves, never submitted
     store = SQLiteStore(settings["db"], timeout=settings["db_timeout"])
     writer = ResultWriter(settings["output"], records, run_name=run_name, db=settings["db"])
     try:
