@@ -112,6 +112,32 @@ def test_every_provider_refuses_a_bad_record_as_its_input_error(provider: str) -
     assert refused == {1: "bad.jsonl:2: malformed JSON"}
 
 
+def test_an_unreachable_base_url_stops_as_online_and_claims_no_batch(tmp_path: Path) -> None:
+    _questions(tmp_path / "q.txt")  # Gemini's SDK does not retry a connect: the test is quick
+    r = run_cli(["run", "q.txt", "-P", "gemini", "-m", "gemini-2.5-flash", "--base-url",
+                 "http://127.0.0.1:9", "--mode", "batch", "--db", "c.db", "--no-progress"],
+                tmp_path, env={"GEMINI_API_KEY": "k", "THROTTLEPOOL_POLL_INTERVAL": "30"},
+                timeout=30)
+    assert r.returncode == 2, r.stderr
+    assert "throttlepool: endpoint unreachable: cannot connect to 127.0.0.1:9" in r.stderr
+    assert "0 batches, 0 requests submitted" in r.stderr
+    assert "left running" not in r.stderr and "cancel" not in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_a_wrong_base_url_path_is_said_as_online_without_a_traceback(
+        sim: Simulator, tmp_path: Path) -> None:
+    _questions(tmp_path / "q.txt")
+    wrong = sim.openai_base_url.replace("/v1", "/nope")
+    r = run_cli(["run", "q.txt", "-m", "gpt-4o-mini", "--base-url", wrong, "--mode", "batch",
+                 "--db", "c.db", "--no-progress"], tmp_path, env=KEY)
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1] == (
+        "throttlepool: run stopped: the provider's Batch API answered NotFoundError: "
+        "the endpoint was not found (404): check --base-url and --model")
+
+
 def _start(sim: Simulator, cwd: Path) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "throttlepool",
                              *_args(sim, "--mode", "batch", "--run-name", "slow", "-o",
@@ -137,10 +163,13 @@ def test_ctrl_c_leaves_the_batches_running_and_the_same_command_collects_them(
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
-    assert "left running at the provider" in err
+    [batch_id] = {s["batch_id"] for s in batches_of(sim).submissions()}
+    assert (f"interrupted: 1 batch left running at the provider ({batch_id}) with {N} "
+            f"requests") in err
     assert "to collect the results: throttlepool run q.txt" in err
-    assert (f"to cancel the batches:  throttlepool cancel slow --db c.db --provider openai "
-            f"--base-url {sim.openai_base_url}") in err
+    # The checkpoint knows the provider and the base URL: the command needs neither.
+    assert "to cancel the batches:  throttlepool cancel slow --db c.db\n" in err
+    assert "BatchApiRunner" not in err
     assert "Traceback" not in err
     again = run_cli(_args(sim, "--mode", "batch", "--run-name", "slow", "-o", "out.jsonl"),
                     tmp_path, env=KEY)
@@ -161,8 +190,7 @@ def test_cancel_cancels_the_runs_batches_and_prints_their_ids(sim: Simulator,
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=30)
     [batch_id] = {s["batch_id"] for s in batches_of(sim).submissions()}
-    r = run_cli(["cancel", "slow", "--db", "c.db", "--base-url", sim.openai_base_url],
-                tmp_path, env=KEY)
+    r = run_cli(["cancel", "slow", "--db", "c.db"], tmp_path, env=KEY)  # as Ctrl-C said
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == [batch_id]
     assert "asked the provider to cancel 1 batch of run 'slow'" in r.stderr
@@ -172,6 +200,15 @@ def test_cancel_cancels_the_runs_batches_and_prints_their_ids(sim: Simulator,
     unknown = run_cli(["cancel", "nope", "--db", "c.db", "--base-url", sim.openai_base_url],
                       tmp_path, env=KEY)
     assert unknown.returncode == 2 and "no run named 'nope'" in unknown.stderr
+    # The provider's refusal is a sentence, not a traceback.
+    wrong = run_cli(["cancel", "slow", "--db", "c.db", "--base-url",
+                     sim.openai_base_url.replace("/v1", "/nope")], tmp_path, env=KEY)
+    assert wrong.returncode == 2 and "Traceback" not in wrong.stderr, wrong.stderr
+    assert "the endpoint was not found (404): check --base-url" in wrong.stderr
+    # A database that does not exist is said, not created.
+    missing = run_cli(["cancel", "slow", "--db", "missing.db"], tmp_path, env=KEY)
+    assert missing.returncode == 2 and "no checkpoint database missing.db" in missing.stderr
+    assert not (tmp_path / "missing.db").exists()
 
 
 def test_cancel_takes_a_gemini_run_without_a_model(sim: Simulator, tmp_path: Path) -> None:
@@ -191,7 +228,8 @@ def test_cancel_takes_a_gemini_run_without_a_model(sim: Simulator, tmp_path: Pat
                         store=str(tmp_path / "c.db"), run_name="slow", progress=stop) as runner:
         assert runner.run(["a", "b"]).interrupted
     [name] = {f"batches/{s['batch_id']}" for s in gemini_batches_of(sim).submissions()}
-    r = run_cli(["cancel", "slow", "--db", "c.db", "-P", "gemini", "--base-url", sim.url],
+    # No -P: the run's checkpoint names its provider (a library run records no base URL).
+    r = run_cli(["cancel", "slow", "--db", "c.db", "--base-url", sim.url],
                 tmp_path, env={"GEMINI_API_KEY": "k"})
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == [name]

@@ -3,6 +3,7 @@ and the stop reason of an interrupted run whose batches go on at the provider.""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,7 +12,18 @@ from ..errors import RunStopped
 
 class BatchesLeftRunning(RunStopped):
     """The run was interrupted; its batches go on at the provider. The message says how to
-    collect their results (run again) or cancel them."""
+    collect their results (run again) or cancel them. ``at_provider`` maps each item
+    submitted and not answered yet to the id of the batch holding it (empty when the
+    interruption came before any batch was created)."""
+
+    def __init__(self, reason: str, at_provider: Mapping[int, str] | None = None) -> None:
+        super().__init__(reason)
+        self.at_provider: dict[int, str] = dict(at_provider or {})
+
+    @property
+    def batch_ids(self) -> list[str]:
+        """The batches left running, in the order they were created."""
+        return list(dict.fromkeys(self.at_provider.values()))
 
 
 @dataclass(frozen=True, slots=True)

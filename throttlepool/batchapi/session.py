@@ -6,10 +6,11 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from .._reachability import Reachability
 from ..cost import RunBudget
 from ..cost.budget import Reservation
 from ..cost.pricing import BATCH, item_model
-from ..errors import RunStopped
+from ..errors import EndpointUnreachable, RunStopped
 from ..outcome import BatchResult, Outcome, RunStats, Source, Status
 from ..store.keys import KeyMaker
 from .journal import CREATING, DONE, INTENT, SUBMITTED, UPLOADED, Chunk
@@ -39,6 +40,10 @@ class Session:
         self.fallback_due: set[int] = set()  # batch attempts used up: the online path's
         self.run_id = ""
         self.keys: list[str] = []
+        # Each step is an SDK call that has already retried its connection: two of them
+        # failing to connect before any reached the server stop the run, as online.
+        self.reach = Reachability(failures=2)
+        self.unreachable: EndpointUnreachable | None = None
 
     def run(self) -> BatchResult[Any]:
         r, store = self.r, self.r.store
@@ -65,14 +70,20 @@ class Session:
                 live = self._plan(r.journal.live(run_id))
                 for chunk in live:
                     self._advance(chunk)
+                    if self.unreachable:
+                        break
                 self._report(started)
+                if self.unreachable:
+                    break
                 if not r.journal.live(run_id):
                     if self.fallback_due:
                         OnlineFallback(self).run(sorted(self.fallback_due))
                         self.fallback_due.clear()
                     if self.stop_reason or len(self.outcomes) == len(self.items):
                         break
-                r.clock.sleep(r.poll_interval)
+                # Until the server has answered once, a failed step is tried again soon.
+                r.clock.sleep(r.poll_interval if self.reach.reached
+                              else min(r.poll_interval, 0.5))
         except KeyboardInterrupt:
             return self._interrupted()
         except BaseException as exc:
@@ -81,6 +92,9 @@ class Session:
                              f"{type(exc).__name__}: {exc}")
             raise
         store.flush()
+        if self.unreachable:
+            store.finish_run(run_id, self.final_stats(), "stopped", str(self.unreachable))
+            return BatchResult(self._ordered(), self.stats, run_id, stopped=self.unreachable)
         if self.stop_reason and len(self.outcomes) < len(self.items):
             store.finish_run(run_id, self.final_stats(), "stopped", self.stop_reason)
             return BatchResult(self._ordered(), self.stats, run_id,
@@ -177,7 +191,9 @@ class Session:
                 if batch.ended:
                     self._collect(chunk, batch)
             self.note = None
+            self.reach.observe_success()
         except p.transient as exc:
+            self.unreachable = self.reach.observe_failure(exc, r.adapter.classify(exc))
             self.note = f"batch {chunk.chunk}: {type(exc).__name__}, trying again"
             self._view(chunk, None)
 
@@ -262,15 +278,24 @@ class Session:
 
     def _interrupted(self) -> BatchResult[Any]:
         store = self.r.store
-        running = [c.batch_id or f"chunk {c.chunk}" for c in self.r.journal.live(self.run_id)]
+        # A batch runs at the provider once created (or perhaps created: a crash between
+        # the create call and its answer); a chunk still being uploaded is not there.
+        at_provider = {i: c.batch_id or f"chunk {c.chunk}"
+                       for c in self.r.journal.live(self.run_id)
+                       if c.batch_id or c.state == CREATING
+                       for i in c.indices if i not in self.outcomes}
         run = self.name or self.run_id
-        message = (
-            f"interrupted: {len(running)} batch(es) left running at the provider "
-            f"({', '.join(running[:5])}{', ...' if len(running) > 5 else ''}). Run the same "
-            f"command again (run name {run!r}) to collect their results: nothing is "
-            f"submitted twice. To stop them: throttlepool cancel {run} "
-            f"(BatchApiRunner.cancel({run!r}))")
+        ids = list(dict.fromkeys(at_provider.values()))
+        if ids:
+            message = (
+                f"interrupted: {len(ids)} batch{'es' if len(ids) != 1 else ''} left running at "
+                f"the provider ({', '.join(ids[:5])}{', ...' if len(ids) > 5 else ''}) with "
+                f"{len(at_provider)} requests. Running run {run!r} again collects their "
+                f"results (nothing is submitted twice); cancelling it stops them")
+        else:
+            message = (f"interrupted before any batch was created: nothing is at the provider;"
+                       f" running run {run!r} again submits the items")
         store.flush()
         store.finish_run(self.run_id, self.final_stats(), "interrupted", message)
         return BatchResult(self._ordered(), self.stats, self.run_id,
-                           stopped=BatchesLeftRunning(message), interrupted=True)
+                           stopped=BatchesLeftRunning(message, at_provider), interrupted=True)
