@@ -66,8 +66,15 @@ def test_batch_mode_writes_what_an_online_run_writes_at_the_batch_price(
     assert [r["cost_usd"] for r in off] == pytest.approx(costs)
     assert f"cost {usd(sum(c for c in costs if c))} ({N} items priced at the batch price)" \
         in batch.stderr.splitlines()
-    # The progress lines (stderr is not a terminal) name the batches' phases.
+    # The progress lines (stderr is not a terminal) name the batches' phases, and the cost
+    # as the online bar does: so far, and projected (from the estimates before any answer).
     assert "1 batch: 1 completed | 12 ok, 0 failed of 12" in batch.stderr
+    assert re.search(r"^1 batch: 1 (submitted|in progress) \| 0 ok, 0 failed of 12 \| "
+                     r"waiting \d+\.\ds \| cost \$0 \(up to ~\$0\.\d+\)$", batch.stderr,
+                     re.M), batch.stderr
+    assert re.search(r"^1 batch: 1 completed \| 12 ok, 0 failed of 12 \| waiting \d+\.\ds \| "
+                     + re.escape(f"cost {usd(sum(c for c in costs if c))}") + "$",
+                     batch.stderr, re.M), batch.stderr
     # The summary speaks of batches and waiting, not of an online run's calls per second.
     assert re.search(r"^1 batch, 12 requests submitted; \d+\.\ds waiting for the provider$",
                      batch.stderr, re.M), batch.stderr

@@ -50,3 +50,11 @@ class BatchProgress:
     waiting: float  # seconds since this session started
     note: str | None = None  # a transient problem being retried, if any
     extra: dict[str, Any] = field(default_factory=dict)
+    #: USD this session's answers cost, at the batch price (None: none priced yet).
+    cost: float | None = None
+    #: USD the whole input will have cost this session: ``cost`` plus the items not
+    #: answered yet, at the mean cost of the answers so far or, before any, at their
+    #: estimates with each request's max output tokens (as ``max_cost`` reserves them: an
+    #: upper bound, ``projected_is_bound``). None when the price is unknown.
+    projected_cost: float | None = None
+    projected_is_bound: bool = False

@@ -44,6 +44,8 @@ class Session:
         # failing to connect before any reached the server stop the run, as online.
         self.reach = Reachability(failures=2)
         self.unreachable: EndpointUnreachable | None = None
+        self.priced = 0  # this session's answers with a cost
+        self.estimates: dict[int, float | None] | None = None  # the progress's projection
 
     def run(self) -> BatchResult[Any]:
         r, store = self.r, self.r.store
@@ -135,17 +137,20 @@ class Session:
             live = live + self.r.journal.plan(self.run_id, self.p.name, groups)
         return live
 
+    def estimate(self, i: int, mode: str = BATCH) -> float | None:
+        """Item ``i``'s projected cost at the ``mode`` price (None: unknown)."""
+        item = self.items[i]
+        estimate = self.r.adapter.estimate(item)
+        tokens, output = float(estimate.tokens), float(estimate.output)
+        return self.r.pricing_of(mode).estimate(max(0.0, tokens - output), output,
+                                                item_model(item))
+
     def reserve(self, i: int, mode: str = BATCH) -> bool:
         """max_cost: hold the item's projected cost at the ``mode`` price; False (and the run
         stops, "budget reached") when it would pass the cap."""
         if self.budget is None or i in self.held:
             return True
-        item = self.items[i]
-        estimate = self.r.adapter.estimate(item)
-        tokens, output = float(estimate.tokens), float(estimate.output)
-        amount = self.r.pricing_of(mode).estimate(max(0.0, tokens - output), output,
-                                                  item_model(item))
-        held = self.budget.gate.reserve(amount)
+        held = self.budget.gate.reserve(self.estimate(i, mode))
         if held is None:
             self.stop_reason = self.budget.reason()
             return False
@@ -246,6 +251,7 @@ class Session:
                 self.stats.output_tokens += usage.output_tokens
             if outcome.cost is not None:
                 self.stats.cost_usd += outcome.cost
+                self.priced += 1
             elif usage is not None:
                 self.stats.cost_unknown += 1
         else:
@@ -262,9 +268,24 @@ class Session:
         if self.r.progress is None:
             return
         ok = sum(1 for o in self.outcomes.values() if o.ok)
+        spent = self.stats.cost_usd if self.priced else None
         self.r.progress(BatchProgress(
             sorted(self.views.values(), key=lambda v: v.chunk), len(self.items), ok,
-            len(self.outcomes) - ok, self.r.clock.now() - started, self.note))
+            len(self.outcomes) - ok, self.r.clock.now() - started, self.note,
+            cost=spent, projected_cost=self._projected(spent),
+            projected_is_bound=spent is None))
+
+    def _projected(self, spent: float | None) -> float | None:
+        """What the whole input will have cost this session (see BatchProgress)."""
+        left = [i for i in range(len(self.items)) if i not in self.outcomes]
+        if spent is not None:
+            return spent + len(left) * spent / self.priced
+        if self.estimates is None:  # once: an estimate may count tokens
+            self.estimates = {i: self.estimate(i) for i in left}
+        costs = [self.estimates.get(i) for i in left]
+        if any(c is None for c in costs):
+            return None
+        return sum(c for c in costs if c is not None)
 
     def final_stats(self) -> RunStats:
         """The run's counters, with its wall time and the items not attempted."""

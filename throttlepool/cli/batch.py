@@ -17,6 +17,7 @@ from .._inputs import BadRecord, Records
 from ..adapters import Adapter
 from ..batchapi import BatchApiRunner, BatchesLeftRunning, BatchProgress, BatchView
 from ..batchapi.runner import planned_batches, recordable_url
+from ..cost.text import usd
 from ..errors import ConfigError, EndpointUnreachable, RunStopped, ThrottlepoolError
 from ..options import RunOptions, library_kwargs
 from ..outcome import Status
@@ -56,14 +57,29 @@ def batch_phase(view: BatchView) -> str:
 
 
 def progress_text(progress: BatchProgress) -> str:
-    """``2 batches: 1 in progress, 1 completed | 40 ok, 0 failed of 100 | waiting 3m12s``."""
+    """``2 batches: 1 in progress, 1 completed | 40 ok, 0 failed of 100 | waiting 3m12s |
+    cost $0.0012 (~$0.0040)``."""
     phases = Counter(batch_phase(v) for v in progress.batches)
     counts = ", ".join(f"{phases[p]} {p}" for p in PHASES if phases[p]) or "none yet"
     n = len(progress.batches)
     text = (f"{n} batch{'es' if n != 1 else ''}: {counts} | {progress.done} ok, "
             f"{progress.failed} failed of {progress.total} | waiting "
             f"{duration(progress.waiting)}")
-    return text + (f" | {progress.note}" if progress.note else "")
+    cost = _cost_text(progress.cost, progress.projected_cost, progress.projected_is_bound)
+    return text + (f" | {cost}" if cost else "") + (
+        f" | {progress.note}" if progress.note else "")
+
+
+def _cost_text(spent: float | None, projected: float | None, bound: bool) -> str | None:
+    """``cost $0.0012 (~$0.0040)``, as the online bar: spent so far, and projected for the
+    whole input at the batch price (``up to ~$0.0310`` from the estimates, before any
+    answer has come back)."""
+    if spent is None and projected is None:
+        return None
+    text = f"cost {usd(spent or 0.0)}"
+    if projected is not None and projected > (spent or 0.0) * 1.0001:
+        text += f" ({'up to ' if bound else ''}~{usd(projected)})"
+    return text
 
 
 class BatchDisplay:
