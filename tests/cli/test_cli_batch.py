@@ -6,6 +6,7 @@ provider without batch support is refused before anything is sent."""
 from __future__ import annotations
 
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from throttlepool.cost.text import usd
 from throttlepool.errors import InputError
 from throttlepool.outcome import Usage
 from throttlepool.sim import Simulator
+from throttlepool.store import run_status
 from throttlepool.sim.batches import batches_of
 from throttlepool.sim.gemini_batches import gemini_batches_of
 
@@ -143,6 +145,33 @@ def test_a_wrong_base_url_path_is_said_as_online_without_a_traceback(
     assert r.stderr.strip().splitlines()[-1] == (
         "throttlepool: run stopped: the provider's Batch API answered NotFoundError: "
         "the endpoint was not found (404): check --base-url and --model")
+
+
+def test_max_cost_says_the_settled_spend_and_the_cap_the_rest_fits_under(
+        sim: Simulator, tmp_path: Path) -> None:
+    _questions(tmp_path / "q.txt")
+    batches_of(sim).configure(delay=0.05)
+    # Each request reserves about (8 in + 20 out) tokens: 0.000088 USD at the batch price.
+    args = _args(sim, "--mode", "batch", "--run-name", "mc", "--price-in", "2", "--price-out",
+                 "8", "--max-tokens", "20", "-o", "out.jsonl", "--no-progress")
+    first = run_cli([*args, "--max-cost", "0.0003"], tmp_path, env=KEY)
+    assert first.returncode == 1, first.stderr
+    rows = read_jsonl(tmp_path / "out.jsonl")
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert 0 < len(ok) < N
+    spent = sum(float(r["cost_usd"]) for r in ok)  # type: ignore[arg-type]
+    # Said (and recorded) once the batch settled: its actual spend, nothing reserved.
+    reason = f"budget reached ({usd(spent)} spent, $0 reserved, of max_cost $0.00030)"
+    assert f"{reason}: {N - len(ok)} items were not sent" in first.stderr, first.stderr
+    assert run_status(str(tmp_path / "c.db"), "mc")["totals"]["reason"] == reason
+    # The cap advised is what the rest needs, so the advised command finishes the run.
+    advised = shlex.split(first.stderr.strip().splitlines()[-1])
+    assert advised[:2] == ["throttlepool", "run"] and advised[-2] == "--max-cost"
+    again = run_cli(advised[1:], tmp_path, env=KEY)
+    assert again.returncode == 0, again.stderr
+    assert f"{N} ok, 0 failed of {N}" in again.stderr.splitlines()  # as an online resume
+    assert f"{len(ok)} from the checkpoint, 0 cached" in again.stderr
+    assert float(advised[-1]) < 0.0003 * 2 * 2  # not a blind doubling: what is left
 
 
 def _start(sim: Simulator, cwd: Path) -> subprocess.Popen[str]:

@@ -98,6 +98,8 @@ class Session:
             store.finish_run(run_id, self.final_stats(), "stopped", str(self.unreachable))
             return BatchResult(self._ordered(), self.stats, run_id, stopped=self.unreachable)
         if self.stop_reason and len(self.outcomes) < len(self.items):
+            if self.budget is not None:  # said once the batches settled: no stale reservations
+                self.stop_reason = self.budget.reason()
             store.finish_run(run_id, self.final_stats(), "stopped", self.stop_reason)
             return BatchResult(self._ordered(), self.stats, run_id,
                                stopped=RunStopped(self.stop_reason))

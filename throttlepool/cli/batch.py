@@ -23,7 +23,7 @@ from ..options import RunOptions, library_kwargs
 from ..outcome import Status
 from ..store import SQLiteStore, redact_text
 from .advice import FailureCause, explain
-from .costs import CostTally, budget_advice, budget_stop, run_pricing
+from .costs import CostTally, budget_advice, budget_stop, resume_cap, run_pricing
 from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from .execute import default_run_name
 from .output import ResultWriter, row
@@ -239,7 +239,9 @@ def execute_batch(settings: Settings, records: Records, adapter: Adapter[Any], *
     if budget_stop(result.stopped):
         assert result.stopped is not None
         left = sum(1 for o in result.outcomes if o.status is Status.NOT_ATTEMPTED)
-        click.echo(budget_advice(result.stopped, argv, settings["max_cost"], left), err=True)
+        needed = resume_cap(result.outcomes, adapter, tally.pricing)
+        click.echo(budget_advice(result.stopped, argv, settings["max_cost"], left, needed),
+                   err=True)
         return EXIT_FAILED
     return EXIT_OK if result.stats.done == total else EXIT_FAILED
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -77,13 +78,41 @@ def budget_stop(stopped: BaseException | None) -> bool:
 
 
 def budget_advice(stopped: BaseException, argv: list[str], max_cost: float | None,
-                  left: int) -> str:
-    """``budget reached (...): 40 items not sent; to go on with a higher cap: ...``."""
-    higher = _higher_cap(max_cost)
+                  left: int, needed: float | None = None) -> str:
+    """``budget reached (...): 40 items not sent; to go on with a higher cap: ...``.
+
+    ``needed``: the cap the rest of the run fits under (what it spent plus the unsent
+    items' projected cost, see :func:`resume_cap`); without it the cap is doubled."""
+    higher = f"{_round_up(needed)}" if needed else _higher_cap(max_cost)
     again = redact_text(shlex.join(["throttlepool", *_with_max_cost(argv, higher)]))
     items = f"{left} item{'s were' if left != 1 else ' was'} not sent"
     return (f"{stopped}: {items}; to resume with a higher cap (the answers so far are "
             f"kept and not paid again), run:\n  {again}")
+
+
+def resume_cap(outcomes: Iterable[Outcome[Any]], adapter: Adapter[Any],
+               pricing: Pricing) -> float | None:
+    """The ``--max-cost`` a resumed run fits under: what the run's answers cost plus each
+    unsent item's projected cost, estimated as the run reserves it (None: unknown)."""
+    needed = 0.0
+    for outcome in outcomes:
+        if outcome.status is Status.NOT_ATTEMPTED:
+            estimate = adapter.estimate(outcome.item)
+            tokens, output = float(estimate.tokens), float(estimate.output)
+            cost = pricing.estimate(max(0.0, tokens - output), output, item_model(outcome.item))
+        else:
+            cost = outcome.cost or 0.0
+        if cost is None:
+            return None
+        needed += cost
+    return needed
+
+
+def _round_up(usd_amount: float) -> str:
+    """``0.0012345`` -> ``0.00124``: three significant digits, never below the amount."""
+    digits = 3 - math.floor(math.log10(usd_amount)) - 1 if usd_amount > 0 else 0
+    scale = 10 ** digits
+    return f"{math.ceil(usd_amount * scale * (1 - 1e-12)) / scale:g}"
 
 
 def _higher_cap(max_cost: float | None) -> str:
