@@ -20,16 +20,18 @@ from tests.helpers import clean_env, read_jsonl, run_cli
 from throttlepool._inputs import BadRecord
 from throttlepool.adapters.google_genai import NO_MODEL
 from throttlepool.batchapi.runner import planned_batches
+from throttlepool.cli.inspect import batch_info, status_lines
 from throttlepool.cli.preflight import SkipBadRecords
 from throttlepool.cli.providers import build_adapter
 from throttlepool.cost import Pricing
 from throttlepool.cost.text import usd
 from throttlepool.errors import InputError
 from throttlepool.outcome import Usage
+from throttlepool.runreport import report_html
 from throttlepool.sim import Simulator
-from throttlepool.store import run_status
 from throttlepool.sim.batches import batches_of
 from throttlepool.sim.gemini_batches import gemini_batches_of
+from throttlepool.store import run_status
 
 KEY = {"OPENAI_API_KEY": "sk-test-batch", "THROTTLEPOOL_POLL_INTERVAL": "0.05"}
 N = 12
@@ -206,6 +208,19 @@ def test_ctrl_c_leaves_the_batches_running_and_the_same_command_collects_them(
     # The checkpoint knows the provider and the base URL: the command needs neither.
     assert "to cancel the batches:  throttlepool cancel slow --db c.db\n" in err
     assert "BatchApiRunner" not in err
+    # The submitted items are said to be at the provider, not "not attempted": in the
+    # summary, the rows, status and the report.
+    assert f"0 ok, 0 failed, {N} at the provider (batch {batch_id}) of {N}" in err, err
+    rows = read_jsonl(tmp_path / "out.jsonl")
+    assert {r["error"] for r in rows} == {
+        f"at the provider (batch {batch_id}): run again to collect the answer"}
+    db = str(tmp_path / "c.db")
+    info = run_status(db, "slow")
+    info["batches"] = batch_info(db, info)
+    assert (f"  items      0 ok, 0 failed, {N} at the provider (batch {batch_id}), 0 not "
+            f"attempted, of {N}") in status_lines(info)
+    page = report_html(db, "slow")
+    assert f"batch {batch_id}: {N} requests" in page and "schema 3" not in page
     assert "Traceback" not in err
     again = run_cli(_args(sim, "--mode", "batch", "--run-name", "slow", "-o", "out.jsonl"),
                     tmp_path, env=KEY)

@@ -10,10 +10,11 @@ from .._reachability import Reachability
 from ..cost import RunBudget
 from ..cost.budget import Reservation
 from ..cost.pricing import BATCH, item_model
-from ..errors import EndpointUnreachable, RunStopped
+from ..errors import EndpointUnreachable, NotAttempted, RunStopped
 from ..outcome import BatchResult, Outcome, RunStats, Source, Status
 from ..store.keys import KeyMaker
 from .journal import CREATING, DONE, INTENT, SUBMITTED, UPLOADED, Chunk
+from .journal import at_provider as waiting_at
 from .online import OnlineFallback
 from .progress import BatchesLeftRunning, BatchProgress, BatchView
 from .provider import REFUSED, BatchRequestFailed, BatchState, batch_line, chunked
@@ -295,18 +296,20 @@ class Session:
         self.stats.not_attempted = len(self.items) - len(self.outcomes)
         return self.stats
 
-    def _ordered(self) -> list[Outcome[Any]]:
-        return [self.outcomes.get(i) or Outcome(i, item, Status.NOT_ATTEMPTED, key=self.keys[i])
-                for i, item in enumerate(self.items)]
+    def _ordered(self, at_provider: dict[int, str] | None = None) -> list[Outcome[Any]]:
+        """Every item's outcome; one still at the provider says in which batch."""
+        waiting = at_provider or {}
+        return [self.outcomes.get(i) or Outcome(
+            i, item, Status.NOT_ATTEMPTED, key=self.keys[i], error=NotAttempted(
+                f"at the provider (batch {waiting[i]}): run again to collect the answer")
+            if i in waiting else None) for i, item in enumerate(self.items)]
 
     def _interrupted(self) -> BatchResult[Any]:
         store = self.r.store
         # A batch runs at the provider once created (or perhaps created: a crash between
         # the create call and its answer); a chunk still being uploaded is not there.
-        at_provider = {i: c.batch_id or f"chunk {c.chunk}"
-                       for c in self.r.journal.live(self.run_id)
-                       if c.batch_id or c.state == CREATING
-                       for i in c.indices if i not in self.outcomes}
+        at_provider = {i: b for i, b in waiting_at(self.r.journal.live(self.run_id)).items()
+                       if i not in self.outcomes}
         run = self.name or self.run_id
         ids = list(dict.fromkeys(at_provider.values()))
         if ids:
@@ -320,5 +323,5 @@ class Session:
                        f" running run {run!r} again submits the items")
         store.flush()
         store.finish_run(self.run_id, self.final_stats(), "interrupted", message)
-        return BatchResult(self._ordered(), self.stats, self.run_id,
+        return BatchResult(self._ordered(at_provider), self.stats, self.run_id,
                            stopped=BatchesLeftRunning(message, at_provider), interrupted=True)

@@ -223,17 +223,19 @@ def execute_batch(settings: Settings, records: Records, adapter: Adapter[Any], *
         raise
     finally:
         store.close()
+    waiting = result.stopped if isinstance(result.stopped, BatchesLeftRunning) else None
     if not quiet:
         for line in summary(result.stats, failures, total=total, checkpoint=settings["db"],
                             run_name=run_name, output=settings["output"], cost=tally.line(),
-                            batches=display.batches):
+                            batches=display.batches,
+                            at_provider=len(waiting.at_provider) if waiting else 0,
+                            batch_ids=waiting.batch_ids if waiting else ()):
             click.echo(line, err=True)
     if why is not None:
         click.echo(f"why: {why}", err=True)
     if isinstance(result.stopped, EndpointUnreachable):
         raise result.stopped  # exit 2 with its one sentence (app.py), as online
     if result.interrupted:
-        waiting = result.stopped if isinstance(result.stopped, BatchesLeftRunning) else None
         click.echo(_next_steps(argv, settings, run_name, waiting), err=True)
         return EXIT_INTERRUPTED
     if budget_stop(result.stopped):
