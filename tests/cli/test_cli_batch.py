@@ -336,3 +336,16 @@ def test_demo_batch_mode_shows_online_and_batch_time_and_cost_side_by_side(
     assert float(wall.group(2)) >= 0.6  # the simulated batch's delay
     online, batch = float(cost.group(1)), float(cost.group(2))
     assert batch == pytest.approx(online / 2, rel=0.05)  # gpt-4o-mini's batch price: half
+
+
+def test_run_help_says_the_own_prices_are_list_prices_that_batch_mode_halves() -> None:
+    from click.testing import CliRunner
+
+    from throttlepool.cli.app import cli
+
+    text = " ".join(CliRunner().invoke(cli, ["run", "--help"], terminal_width=100)
+                    .output.split())
+    assert ("--price-in USD Input price, USD per million tokens, instead of the price "
+            "table's: the list (online) price, which --mode batch halves.") in text
+    assert "table's: the list (online) price, which --mode batch halves." in text.split(
+        "--price-out USD", 1)[1]
