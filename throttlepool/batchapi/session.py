@@ -316,8 +316,9 @@ class Session:
             message = (
                 f"interrupted: {len(ids)} batch{'es' if len(ids) != 1 else ''} left running at "
                 f"the provider ({', '.join(ids[:5])}{', ...' if len(ids) > 5 else ''}) with "
-                f"{len(at_provider)} requests. Running run {run!r} again collects their "
-                f"results (nothing is submitted twice); cancelling it stops them")
+                f"{len(at_provider)} requests. Run the same command again (run name {run!r}) "
+                f"to collect their results: nothing is submitted twice. To stop them: "
+                f"throttlepool cancel {run}")
         else:
             message = (f"interrupted before any batch was created: nothing is at the provider;"
                        f" running run {run!r} again submits the items")
