@@ -138,19 +138,31 @@ class CostRange:
     """The dry run's projection, summed request by request: each request's estimated input
     tokens with 0 to its reserved output tokens (``max_tokens``, else the adapter's reserve)."""
 
-    def __init__(self, pricing: Pricing) -> None:
+    def __init__(self, pricing: Pricing, max_cost: float | None = None) -> None:
         self.pricing = pricing
         self.low = self.high = 0.0
         self.unknown: set[str] = set()
+        #: ``--max-cost``: how many requests, in input order, fit under it at their upper
+        #: estimate (what the run reserves for each before sending it).
+        self.max_cost = max_cost
+        self.requests = self.fit = 0
+        self._fitting = max_cost is not None
 
     def add(self, item: Any, tokens_in: float, tokens_out: float) -> None:
         """Count one request the run would send."""
         model = item_model(item)
         least = self.pricing.estimate(tokens_in, 0, model)
         most = self.pricing.estimate(tokens_in, tokens_out, model)
+        self.requests += 1
         if least is None or most is None:
             self.unknown.add(model or self.pricing.model or "")
+            self._fitting = False
             return
+        if self._fitting and self.max_cost is not None:
+            if self.high + most <= self.max_cost * (1 + 1e-9):
+                self.fit += 1
+            else:
+                self._fitting = False
         self.low += least
         self.high += most
 
@@ -165,7 +177,18 @@ class CostRange:
         at = " at the batch price" if self.pricing.batch else ""
         return (f"projected cost{at}: {usd(self.low)} to {usd(self.high)} (estimated input "
                 f"tokens, and 0 to each request's max output tokens; "
-                f"{self.pricing.describe()})")
+                f"{self.pricing.describe()})") + self._fit_text()
+
+    def _fit_text(self) -> str:
+        """``--max-cost $0.01: the first 12 of 40 requests fit ...`` (a new line)."""
+        if self.max_cost is None:
+            return ""
+        if self.fit >= self.requests:
+            return f"\n--max-cost {usd(self.max_cost)}: all {self.requests} requests fit"
+        more = ("the run submits those and stops ('budget reached')" if self.pricing.batch else
+                "answers that cost less than reserved free room for more as they come")
+        return (f"\n--max-cost {usd(self.max_cost)}: the first {self.fit} of {self.requests} "
+                f"requests fit, each reserved at its upper estimate; {more}")
 
 
 def _no_price(models: Iterable[str]) -> str:
