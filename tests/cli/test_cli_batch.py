@@ -136,8 +136,8 @@ def test_a_wrong_base_url_path_is_said_as_online_without_a_traceback(
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines()[-1] == (
-        "throttlepool: run stopped: the provider's Batch API answered NotFoundError: "
-        "the endpoint was not found (404): check --base-url and --model")
+        "throttlepool: run stopped: a Batch API call failed (NotFoundError): the endpoint "
+        "was not found (404): check --base-url and --model")
 
 
 def test_max_cost_says_the_settled_spend_and_the_cap_the_rest_fits_under(
@@ -248,8 +248,8 @@ def test_cancel_cancels_the_runs_batches_and_prints_their_ids(
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-batch")
     wrong = sim.openai_base_url.replace("/v1", "/nope")
     assert _main(["cancel", "slow", "--db", str(tmp_path / "c.db"), "--base-url", wrong],
-                 capsys) == (2, "throttlepool: run stopped: the provider's Batch API answered "
-                                "NotFoundError: the endpoint was not found (404): check "
+                 capsys) == (2, "throttlepool: run stopped: a Batch API call failed "
+                                "(NotFoundError): the endpoint was not found (404): check "
                                 "--base-url and --model")
     # A database that does not exist is said, not created.
     missing = tmp_path / "missing.db"

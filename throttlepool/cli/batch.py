@@ -254,7 +254,7 @@ def provider_refused(exc: BaseException, adapter: Adapter[Any], settings: Settin
     it (``the endpoint was not found (404): check --base-url and --model``)."""
     reason = explain(FailureCause(adapter.classify(exc), exc), provider=settings["provider"],
                      model=settings["model"])
-    what = f"the provider's Batch API answered {type(exc).__name__}"
+    what = f"a Batch API call failed ({type(exc).__name__})"
     return RunStopped(f"{what}: {reason}" if reason else f"{what}: {exc}", exc)
 
 

@@ -81,8 +81,8 @@ def _the_runs(settings: Settings, store: SQLiteStore, run_name: str) -> Settings
     provider = str(recorded.get("adapter") or settings["provider"])
     given = settings["provider"] if "provider" in settings.sources else None
     if given is not None and split_provider(given)[0] != provider:
-        raise ConfigError(f"run {run_name!r} is a {provider} run, not {given}: leave out "
-                          f"--provider (the checkpoint names it)")
+        raise ConfigError(f"run {run_name!r} ran with --provider {provider}, not {given}: "
+                          f"leave out --provider (the checkpoint names it)")
     values = {**settings.values, "provider": provider,
               "base_url": settings["base_url"] or recorded.get("base_url")}
     return Settings(values, settings.sources, settings.file)
