@@ -124,3 +124,19 @@ def test_the_endpoints_serve_the_sdk_files_inline_list_cancel_expiry(sim: Simula
     with pytest.raises(errors.ClientError):
         client.batches.get(name=str(expired.name))
     assert len(batches.submissions()) == 3 + 1 + 3 + 3
+
+
+def test_ctrl_c_before_any_batch_was_created_says_nothing_is_at_the_provider(
+        tmp_path: Path) -> None:
+    client = genai.Client(api_key="k", http_options=types.HttpOptions(
+        base_url="http://127.0.0.1:9"))  # nothing listens: the upload fails to connect
+
+    def stop(progress: BatchProgress) -> None:
+        raise KeyboardInterrupt
+
+    with BatchApiRunner(GenAIAdapter(client, model=MODEL), store=str(tmp_path / "c.db"),
+                        run_name="r", progress=stop) as runner:
+        result = runner.run(["a", "b"])
+    assert result.interrupted
+    assert result.stopped.at_provider == {} and result.stopped.batch_ids == []  # type: ignore[union-attr]
+    assert str(result.stopped).startswith("interrupted before any batch was created")

@@ -112,8 +112,8 @@ def test_max_cost_without_a_price_is_refused_before_any_call(sim: Simulator,
 def test_dry_run_projects_the_cost_range(tmp_path: Path, mode: str) -> None:
     _questions(tmp_path / "q.txt", 10)
     r = run_cli(["run", "q.txt", "-m", "gpt-4o-mini", "--max-tokens", "100", "--price-in",
-                 "2", "--price-out", "8", "--dry-run", "--mode", mode, "--db", "c.db"],
-                tmp_path)
+                 "2", "--price-out", "8", "--dry-run", "--mode", mode, "--db", "c.db",
+                 "--max-cost", "0.0015"], tmp_path)
     assert r.returncode == 0, r.stderr
     tokens = re.search(r"estimated tokens: ([\d,]+)", r.stdout)
     assert tokens is not None
@@ -127,6 +127,12 @@ def test_dry_run_projects_the_cost_range(tmp_path: Path, mode: str) -> None:
     assert f"projected cost at the batch price: {usd(low / 2)} to {usd(high / 2)}" in r.stdout
     assert "$1 in / $4 out per 1M tokens at the batch price (online $2 / $8)" in r.stdout
     assert "batch mode: 1 batch of 10 requests" in r.stdout
+    # Each request reserves its upper estimate (~0.0004 USD at the batch price): 3 fit.
+    each = high / 2 / 10
+    fit = int(0.0015 // each)
+    assert 0 < fit < 10
+    assert (f"--max-cost $0.0015: the first {fit} of 10 requests fit, each reserved at its "
+            "upper estimate; the run submits those and stops ('budget reached')") in r.stdout
     assert "limits:" not in r.stdout and "batch size" not in r.stdout
 
 

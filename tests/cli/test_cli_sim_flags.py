@@ -1,5 +1,6 @@
-"""``throttlepool sim --itpm --otpm --first-token-delay``: the process serves with those
-limits (Anthropic's input and output windows apart) and holds a stream's first event."""
+"""``throttlepool sim --itpm --otpm --first-token-delay --batch-*``: the process serves with
+those limits (Anthropic's input and output windows apart), holds a stream's first event and
+keeps its batches for the delay given."""
 
 from __future__ import annotations
 
@@ -27,14 +28,29 @@ def _message(url: str, *, stream: bool = False, key: str = "sk-ant-sim-flags"
 def test_sim_flags_start_a_server_that_enforces_them(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "throttlepool", "sim", "--port", "0", "--itpm", "40",
-         "--otpm", "30", "--first-token-delay", "0.5"], cwd=tmp_path, env=clean_env(),
+         "--otpm", "30", "--first-token-delay", "0.5", "--batch-delay", "30",
+         "--batch-fail-rate", "0.25", "--batch-expire", "600"], cwd=tmp_path, env=clean_env(),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
-        head = [proc.stdout.readline() for _ in range(7)]
+        head = [proc.stdout.readline() for _ in range(8)]
         url = head[0].rsplit(" ", 1)[-1].strip()
         assert url.startswith("http://127.0.0.1:"), head
         assert any("40 input tokens and 30 output tokens per 60 s" in line for line in head)
+        assert head[7].strip() == ("batches: answered after 30 s; 25% of requests fail once; "
+                                   "expire after 600 s"), head
+        # A batch created now is still being worked on (it would be done in 0.2 s otherwise),
+        # even after a reset: it goes back to what the simulator was started with.
+        assert requests.post(url + "/__reset", timeout=10).status_code == 200
+        created = requests.post(url + "/v1/messages/batches", headers=HEADERS, timeout=10,
+                                json={"requests": [{"custom_id": "a", "params": {
+                                    "model": "m", "max_tokens": 5,
+                                    "messages": [{"role": "user", "content": "hi"}]}}]})
+        assert created.status_code == 200, created.text
+        time.sleep(0.4)
+        batch = requests.get(f"{url}/v1/messages/batches/{created.json()['id']}",
+                             headers=HEADERS, timeout=10).json()
+        assert batch["processing_status"] == "in_progress"
         answers = [_message(url) for _ in range(6)]
         first = answers[0].headers
         assert first["anthropic-ratelimit-input-tokens-limit"] == "40"

@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import StoreError
 
@@ -39,7 +40,8 @@ CREATE TABLE IF NOT EXISTS batchapi_chunks (
 )
 """
 _UPDATABLE = frozenset({"state", "file_id", "batch_id", "status"})
-_COLUMNS = "chunk, provider, state, indices, custom_ids, file_id, batch_id, status, created"
+_COLUMNS = ("chunk, provider, state, indices, custom_ids, file_id, batch_id, status, created, "
+            "updated")
 
 
 @dataclass
@@ -56,6 +58,12 @@ class Chunk:
     batch_id: str | None = None
     status: str | None = None
     created: float = 0.0
+    updated: float = 0.0  # the last step's time (the results recorded, once done)
+
+
+def _chunk(run_id: str, r: Sequence[Any]) -> Chunk:
+    return Chunk(run_id, r[0], r[1], r[2], json.loads(r[3]), json.loads(r[4]), r[5], r[6], r[7],
+                 r[8], r[9])
 
 
 class Journal:
@@ -79,8 +87,7 @@ class Journal:
             rows = self._conn.execute(
                 f"SELECT {_COLUMNS} FROM batchapi_chunks WHERE run_id = ? ORDER BY chunk",
                 (run_id,)).fetchall()
-        return [Chunk(run_id, r[0], r[1], r[2], json.loads(r[3]), json.loads(r[4]), r[5], r[6],
-                      r[7], r[8]) for r in rows]
+        return [_chunk(run_id, r) for r in rows]
 
     def live(self, run_id: str) -> list[Chunk]:
         """The chunks whose results are not recorded yet."""
@@ -136,3 +143,29 @@ class Journal:
         """Release the database."""
         with self._lock:
             self._conn.close()
+
+
+def read_chunks(path: str, run_id: str) -> list[Chunk]:
+    """The run's chunks in the checkpoint file at ``path``, read only (``status``,
+    ``report``): none when the file has no batch journal."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return []
+    try:
+        rows = conn.execute(
+            f"SELECT {_COLUMNS} FROM batchapi_chunks WHERE run_id = ? ORDER BY chunk",
+            (run_id,)).fetchall()
+    except sqlite3.Error:  # no such table: the run never was a batch run
+        return []
+    finally:
+        conn.close()
+    return [_chunk(run_id, r) for r in rows]
+
+
+def at_provider(chunks: Iterable[Chunk]) -> dict[int, str]:
+    """Each item index submitted and not answered yet, with the id of the batch holding it:
+    the chunks created (or perhaps created, ``creating``) and not done."""
+    return {i: c.batch_id or f"chunk {c.chunk}" for c in chunks
+            if c.state != DONE and (c.batch_id or c.state == CREATING) for i in c.indices}
+

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..errors import ConfigError, ItemError
+from ..errors import ConfigError, InputError, ItemError
 from ..outcome import Usage
 from ..store.codec import to_jsonable
 from .journal import Chunk
@@ -101,6 +101,25 @@ class BatchProvider(Protocol):
     def cancel(self, batch_id: str) -> None:
         """Ask the provider to cancel the batch."""
         ...
+
+
+#: What a request that cannot go in a batch raises: it is recorded failed, never submitted.
+REFUSED: tuple[type[BaseException], ...] = (ConfigError, InputError, TypeError)
+
+
+def batch_line(adapter: Any, provider: BatchProvider, cid: str, item: Any) -> bytes:
+    """``item``'s request line, or one of :data:`REFUSED` for an item that is no request:
+    a bad input record (the adapter's ``item_error``, e.g. the CLI's ``--skip-bad-records``
+    wrapper), a request the adapter refuses (``request_problem``) or one a batch cannot
+    carry. The online path fails such items the same way, without a call."""
+    error = getattr(adapter, "item_error", None)
+    refused = error(item) if error is not None else None
+    if refused is not None:
+        raise refused
+    problem = getattr(adapter, "request_problem", lambda _: None)(item)
+    if problem:
+        raise ConfigError(problem)
+    return provider.line(cid, item)
 
 
 def default_custom_id(index: int) -> str:

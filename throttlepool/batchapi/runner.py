@@ -12,12 +12,13 @@ from ..errors import ConfigError
 from ..outcome import BatchResult
 from ..store import SQLiteStore, open_store
 from ..store.base import Store
+from ..store.redact import mask_url
 from .anthropic_batch import AnthropicBatch
 from .gemini_batch import GeminiBatch
 from .journal import Journal
 from .openai_batch import OpenAIBatch
 from .progress import BatchProgress
-from .provider import BatchProvider, chunked
+from .provider import REFUSED, BatchProvider, batch_line, chunked
 from .session import Session
 
 FALLBACKS = (None, "online")
@@ -36,6 +37,11 @@ def provider_for(adapter: Any, client: Any = None, **limits: int) -> BatchProvid
                       f"not {name!r}")
 
 
+def recordable_url(url: str) -> bool:
+    """Whether ``url`` may be kept in the checkpoint: it holds no password or key."""
+    return mask_url(url) == url
+
+
 def planned_batches(adapter: Any, items: Iterable[tuple[int, Any]]
                     ) -> tuple[list[list[int]], dict[int, str]]:
     """How a run would split ``(index, item)`` pairs into batches (one model per batch,
@@ -46,11 +52,8 @@ def planned_batches(adapter: Any, items: Iterable[tuple[int, Any]]
     refused: dict[int, str] = {}
     for i, item in items:
         try:
-            problem = getattr(adapter, "request_problem", lambda _: None)(item)
-            if problem:
-                raise ConfigError(problem)
-            line = provider.line(provider.custom_id("dry-run", i), item)
-        except (ConfigError, TypeError) as exc:
+            line = batch_line(adapter, provider, provider.custom_id("dry-run", i), item)
+        except REFUSED as exc:
             refused[i] = str(exc)
             continue
         by_model.setdefault(provider.model_of(item), []).append((i, line))
@@ -74,7 +77,9 @@ class BatchApiRunner:
     ``fallback="online"``, through a ThreadedBatchRunner on the same adapter (``online``: its
     keyword arguments, e.g. ``{"rpm": 500}``, or a ThreadedBatchRunner). ``max_cost`` (USD)
     submits no request whose projected cost, at the batch price, would pass the cap.
-    ``progress`` gets a :class:`BatchProgress` after each poll.
+    ``progress`` gets a :class:`BatchProgress` after each poll. ``base_url``, the endpoint
+    the client talks to, is recorded with the run (unless it holds a credential) so that
+    ``throttlepool cancel`` reaches the same endpoint without being told.
     """
 
     def __init__(
@@ -95,6 +100,7 @@ class BatchApiRunner:
         online: Any = None,
         progress: Callable[[BatchProgress], None] | None = None,
         clock: Clock | None = None,
+        base_url: str | None = None,
     ) -> None:
         if attempts < 1 or (max_requests or 1) < 1 or (max_bytes or 1) < 1 or poll_interval < 0:
             raise ConfigError("attempts, max_requests and max_bytes must be >= 1 and "
@@ -123,12 +129,16 @@ class BatchApiRunner:
         self.online = online
         self.progress = progress
         self.clock = clock or SYSTEM_CLOCK
+        self.base_url = base_url
 
     def settings(self) -> dict[str, Any]:
         """What the checkpoint records about this run (no secrets)."""
-        return {"adapter": self.provider.name, "identity": dict(self.adapter.identity()),
-                "mode": "batch", "attempts": self.attempts, "fallback": self.fallback,
-                "pricing": {**self.pricing, "mode": "batch"}}
+        settings = {"adapter": self.provider.name, "identity": dict(self.adapter.identity()),
+                    "mode": "batch", "attempts": self.attempts, "fallback": self.fallback,
+                    "pricing": {**self.pricing, "mode": "batch"}}
+        if self.base_url and recordable_url(self.base_url):
+            settings["base_url"] = self.base_url
+        return settings
 
     def pricing_of(self, mode: str) -> Pricing:
         """The run's prices at the ``batch`` or ``online`` rate (``pricing=`` overrides)."""

@@ -6,16 +6,18 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from .._reachability import Reachability
 from ..cost import RunBudget
 from ..cost.budget import Reservation
 from ..cost.pricing import BATCH, item_model
-from ..errors import ConfigError, RunStopped
+from ..errors import EndpointUnreachable, NotAttempted, RunStopped
 from ..outcome import BatchResult, Outcome, RunStats, Source, Status
 from ..store.keys import KeyMaker
 from .journal import CREATING, DONE, INTENT, SUBMITTED, UPLOADED, Chunk
+from .journal import at_provider as waiting_at
 from .online import OnlineFallback
 from .progress import BatchesLeftRunning, BatchProgress, BatchView
-from .provider import BatchRequestFailed, BatchState, chunked
+from .provider import REFUSED, BatchRequestFailed, BatchState, batch_line, chunked
 
 if TYPE_CHECKING:
     from .runner import BatchApiRunner
@@ -39,6 +41,12 @@ class Session:
         self.fallback_due: set[int] = set()  # batch attempts used up: the online path's
         self.run_id = ""
         self.keys: list[str] = []
+        # Each step is an SDK call that has already retried its connection: two of them
+        # failing to connect before any reached the server stop the run, as online.
+        self.reach = Reachability(failures=2)
+        self.unreachable: EndpointUnreachable | None = None
+        self.priced = 0  # this session's answers with a cost
+        self.estimates: dict[int, float | None] | None = None  # the progress's projection
 
     def run(self) -> BatchResult[Any]:
         r, store = self.r, self.r.store
@@ -49,8 +57,14 @@ class Session:
         for i, key in enumerate(self.keys):
             prior = store.prior(run_id, i, key)
             if prior is not None and (prior.ok or not r.retry_failed):
+                # Counted as an online rerun counts them: in ok/failed, from the checkpoint.
+                prior.item, prior.source, prior.key = self.items[i], Source.CHECKPOINT, key
                 self.outcomes[i] = prior
                 self.stats.from_checkpoint += 1
+                if prior.ok:
+                    self.stats.done += 1
+                else:
+                    self.stats.failed += 1
         try:
             if r.max_cost is not None:
                 self.budget = RunBudget(r.pricing_of(BATCH), r.max_cost,
@@ -59,14 +73,20 @@ class Session:
                 live = self._plan(r.journal.live(run_id))
                 for chunk in live:
                     self._advance(chunk)
+                    if self.unreachable:
+                        break
                 self._report(started)
+                if self.unreachable:
+                    break
                 if not r.journal.live(run_id):
                     if self.fallback_due:
                         OnlineFallback(self).run(sorted(self.fallback_due))
                         self.fallback_due.clear()
                     if self.stop_reason or len(self.outcomes) == len(self.items):
                         break
-                r.clock.sleep(r.poll_interval)
+                # Until the server has answered once, a failed step is tried again soon.
+                r.clock.sleep(r.poll_interval if self.reach.reached
+                              else min(r.poll_interval, 0.5))
         except KeyboardInterrupt:
             return self._interrupted()
         except BaseException as exc:
@@ -75,7 +95,12 @@ class Session:
                              f"{type(exc).__name__}: {exc}")
             raise
         store.flush()
+        if self.unreachable:
+            store.finish_run(run_id, self.final_stats(), "stopped", str(self.unreachable))
+            return BatchResult(self._ordered(), self.stats, run_id, stopped=self.unreachable)
         if self.stop_reason and len(self.outcomes) < len(self.items):
+            if self.budget is not None:  # said once the batches settled: no stale reservations
+                self.stop_reason = self.budget.reason()
             store.finish_run(run_id, self.final_stats(), "stopped", self.stop_reason)
             return BatchResult(self._ordered(), self.stats, run_id,
                                stopped=RunStopped(self.stop_reason))
@@ -99,12 +124,9 @@ class Session:
                 self.fallback_due.add(i)  # the online path was due when the process died
                 continue
             try:
-                problem = getattr(self.r.adapter, "request_problem", lambda _: None)(
-                    self.items[i])
-                if problem:
-                    raise ConfigError(problem)
-                line = self.p.line(self.p.custom_id(self.run_id, i), self.items[i])
-            except (ConfigError, TypeError) as exc:
+                line = batch_line(self.r.adapter, self.p, self.p.custom_id(self.run_id, i),
+                                  self.items[i])
+            except REFUSED as exc:
                 self.record(i, Status.FAILED, error=exc, attempts=0)
                 continue
             if not self.reserve(i):
@@ -118,17 +140,20 @@ class Session:
             live = live + self.r.journal.plan(self.run_id, self.p.name, groups)
         return live
 
+    def estimate(self, i: int, mode: str = BATCH) -> float | None:
+        """Item ``i``'s projected cost at the ``mode`` price (None: unknown)."""
+        item = self.items[i]
+        estimate = self.r.adapter.estimate(item)
+        tokens, output = float(estimate.tokens), float(estimate.output)
+        return self.r.pricing_of(mode).estimate(max(0.0, tokens - output), output,
+                                                item_model(item))
+
     def reserve(self, i: int, mode: str = BATCH) -> bool:
         """max_cost: hold the item's projected cost at the ``mode`` price; False (and the run
         stops, "budget reached") when it would pass the cap."""
         if self.budget is None or i in self.held:
             return True
-        item = self.items[i]
-        estimate = self.r.adapter.estimate(item)
-        tokens, output = float(estimate.tokens), float(estimate.output)
-        amount = self.r.pricing_of(mode).estimate(max(0.0, tokens - output), output,
-                                                  item_model(item))
-        held = self.budget.gate.reserve(amount)
+        held = self.budget.gate.reserve(self.estimate(i, mode))
         if held is None:
             self.stop_reason = self.budget.reason()
             return False
@@ -174,7 +199,9 @@ class Session:
                 if batch.ended:
                     self._collect(chunk, batch)
             self.note = None
+            self.reach.observe_success()
         except p.transient as exc:
+            self.unreachable = self.reach.observe_failure(exc, r.adapter.classify(exc))
             self.note = f"batch {chunk.chunk}: {type(exc).__name__}, trying again"
             self._view(chunk, None)
 
@@ -227,6 +254,7 @@ class Session:
                 self.stats.output_tokens += usage.output_tokens
             if outcome.cost is not None:
                 self.stats.cost_usd += outcome.cost
+                self.priced += 1
             elif usage is not None:
                 self.stats.cost_unknown += 1
         else:
@@ -243,9 +271,24 @@ class Session:
         if self.r.progress is None:
             return
         ok = sum(1 for o in self.outcomes.values() if o.ok)
+        spent = self.stats.cost_usd if self.priced else None
         self.r.progress(BatchProgress(
             sorted(self.views.values(), key=lambda v: v.chunk), len(self.items), ok,
-            len(self.outcomes) - ok, self.r.clock.now() - started, self.note))
+            len(self.outcomes) - ok, self.r.clock.now() - started, self.note,
+            cost=spent, projected_cost=self._projected(spent),
+            projected_is_bound=spent is None))
+
+    def _projected(self, spent: float | None) -> float | None:
+        """What the whole input will have cost this session (see BatchProgress)."""
+        left = [i for i in range(len(self.items)) if i not in self.outcomes]
+        if spent is not None:
+            return spent + len(left) * spent / self.priced
+        if self.estimates is None:  # once: an estimate may count tokens
+            self.estimates = {i: self.estimate(i) for i in left}
+        costs = [self.estimates.get(i) for i in left]
+        if any(c is None for c in costs):
+            return None
+        return sum(c for c in costs if c is not None)
 
     def final_stats(self) -> RunStats:
         """The run's counters, with its wall time and the items not attempted."""
@@ -253,21 +296,33 @@ class Session:
         self.stats.not_attempted = len(self.items) - len(self.outcomes)
         return self.stats
 
-    def _ordered(self) -> list[Outcome[Any]]:
-        return [self.outcomes.get(i) or Outcome(i, item, Status.NOT_ATTEMPTED, key=self.keys[i])
-                for i, item in enumerate(self.items)]
+    def _ordered(self, at_provider: dict[int, str] | None = None) -> list[Outcome[Any]]:
+        """Every item's outcome; one still at the provider says in which batch."""
+        waiting = at_provider or {}
+        return [self.outcomes.get(i) or Outcome(
+            i, item, Status.NOT_ATTEMPTED, key=self.keys[i], error=NotAttempted(
+                f"at the provider (batch {waiting[i]}): run again to collect the answer")
+            if i in waiting else None) for i, item in enumerate(self.items)]
 
     def _interrupted(self) -> BatchResult[Any]:
         store = self.r.store
-        running = [c.batch_id or f"chunk {c.chunk}" for c in self.r.journal.live(self.run_id)]
+        # A batch runs at the provider once created (or perhaps created: a crash between
+        # the create call and its answer); a chunk still being uploaded is not there.
+        at_provider = {i: b for i, b in waiting_at(self.r.journal.live(self.run_id)).items()
+                       if i not in self.outcomes}
         run = self.name or self.run_id
-        message = (
-            f"interrupted: {len(running)} batch(es) left running at the provider "
-            f"({', '.join(running[:5])}{', ...' if len(running) > 5 else ''}). Run the same "
-            f"command again (run name {run!r}) to collect their results: nothing is "
-            f"submitted twice. To stop them: throttlepool cancel {run} "
-            f"(BatchApiRunner.cancel({run!r}))")
+        ids = list(dict.fromkeys(at_provider.values()))
+        if ids:
+            message = (
+                f"interrupted: {len(ids)} batch{'es' if len(ids) != 1 else ''} left running at "
+                f"the provider ({', '.join(ids[:5])}{', ...' if len(ids) > 5 else ''}) with "
+                f"{len(at_provider)} requests. Run the same command again (run name {run!r}) "
+                f"to collect their results: nothing is submitted twice. To stop them: "
+                f"throttlepool cancel {run}")
+        else:
+            message = (f"interrupted before any batch was created: nothing is at the provider;"
+                       f" running run {run!r} again submits the items")
         store.flush()
         store.finish_run(self.run_id, self.final_stats(), "interrupted", message)
-        return BatchResult(self._ordered(), self.stats, self.run_id,
-                           stopped=BatchesLeftRunning(message), interrupted=True)
+        return BatchResult(self._ordered(at_provider), self.stats, self.run_id,
+                           stopped=BatchesLeftRunning(message, at_provider), interrupted=True)

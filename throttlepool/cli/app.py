@@ -9,7 +9,7 @@ import click
 
 from .. import __version__
 from ..errors import ThrottlepoolError
-from .batch import cancel_command
+from .cancel import cancel_command
 from .demo import demo_command, sim_command
 from .errors import exit_code, message
 from .inspect import export_command, status_command

@@ -12,25 +12,28 @@ from typing import Any, TextIO
 
 import click
 
-from .._config import Settings, load_settings
+from .._config import Settings
 from .._inputs import BadRecord, Records
 from ..adapters import Adapter
-from ..batchapi import BatchApiRunner, BatchProgress, BatchView
-from ..batchapi.runner import planned_batches
-from ..errors import ConfigError
-from ..options import BY_NAME, RunOptions, library_kwargs
+from ..batchapi import BatchApiRunner, BatchesLeftRunning, BatchProgress, BatchView
+from ..batchapi.runner import planned_batches, recordable_url
+from ..cost.text import usd
+from ..errors import ConfigError, EndpointUnreachable, RunStopped, ThrottlepoolError
+from ..options import RunOptions, library_kwargs
 from ..outcome import Status
 from ..store import SQLiteStore, redact_text
-from .costs import CostTally, budget_advice, budget_stop, run_pricing
+from .advice import FailureCause, explain
+from .costs import CostTally, budget_advice, budget_stop, resume_cap, run_pricing
 from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from .execute import default_run_name
-from .flags import setting_flags
 from .output import ResultWriter, row
+from .preflight import SkipBadRecords
 from .progress import CliProgress, duration, failure_name, summary
-from .providers import RequestOptions, build_adapter
 
-#: The phases a batch is shown in, in order; provider statuses map onto them.
-PHASES = ("submitted", "in progress", "completed", "failed")
+#: The phases a batch is shown in, in order; provider statuses map onto them. A batch not
+#: created yet (its requests being uploaded, or the create call not answered) is
+#: "uploading": nothing of it runs at the provider.
+PHASES = ("uploading", "submitted", "in progress", "completed", "failed")
 _PHASE_OF_STATUS = {"validating": "submitted", "in_progress": "in progress",
                     "finalizing": "in progress", "cancelling": "in progress",
                     "completed": "completed", "ended": "completed", "failed": "failed",
@@ -45,21 +48,38 @@ _PHASE_OF_STATUS = {"validating": "submitted", "in_progress": "in progress",
 
 
 def batch_phase(view: BatchView) -> str:
-    """Which of :data:`PHASES` a batch is in (one being uploaded counts as submitted)."""
+    """Which of :data:`PHASES` a batch is in."""
+    if view.state != "done" and view.batch_id is None:
+        return "uploading"
     if view.state == "done":
         return "failed" if _PHASE_OF_STATUS.get(view.status or "") == "failed" else "completed"
     return _PHASE_OF_STATUS.get(view.status or "", "submitted")
 
 
 def progress_text(progress: BatchProgress) -> str:
-    """``2 batches: 1 in progress, 1 completed | 40 ok, 0 failed of 100 | waiting 3m12s``."""
+    """``2 batches: 1 in progress, 1 completed | 40 ok, 0 failed of 100 | waiting 3m12s |
+    cost $0.0012 (~$0.0040)``."""
     phases = Counter(batch_phase(v) for v in progress.batches)
     counts = ", ".join(f"{phases[p]} {p}" for p in PHASES if phases[p]) or "none yet"
     n = len(progress.batches)
     text = (f"{n} batch{'es' if n != 1 else ''}: {counts} | {progress.done} ok, "
             f"{progress.failed} failed of {progress.total} | waiting "
             f"{duration(progress.waiting)}")
-    return text + (f" | {progress.note}" if progress.note else "")
+    cost = _cost_text(progress.cost, progress.projected_cost, progress.projected_is_bound)
+    return text + (f" | {cost}" if cost else "") + (
+        f" | {progress.note}" if progress.note else "")
+
+
+def _cost_text(spent: float | None, projected: float | None, bound: bool) -> str | None:
+    """``cost $0.0012 (~$0.0040)``, as the online bar: spent so far, and projected for the
+    whole input at the batch price (``up to ~$0.0310`` from the estimates, before any
+    answer has come back)."""
+    if spent is None and projected is None:
+        return None
+    text = f"cost {usd(spent or 0.0)}"
+    if projected is not None and projected > (spent or 0.0) * 1.0001:
+        text += f" ({'up to ' if bound else ''}~{usd(projected)})"
+    return text
 
 
 class BatchDisplay:
@@ -79,8 +99,10 @@ class BatchDisplay:
 
     @property
     def batches(self) -> int:
-        """How many batches the run had this session (as last polled)."""
-        return len(self.last.batches) if self.last is not None else 0
+        """How many batches the run created this session (as last polled)."""
+        if self.last is None:
+            return 0
+        return sum(1 for v in self.last.batches if v.batch_id is not None)
 
     def __call__(self, progress: BatchProgress) -> None:
         self.last = progress
@@ -151,7 +173,7 @@ def batch_runner(adapter: Adapter[Any], store: SQLiteStore, settings: Settings,
                               poll_interval=float(settings["poll_interval"]),
                               attempts=int(settings["retries"]) + 1, pricing=pricing,
                               max_cost=settings["max_cost"], progress=progress,
-                              fallback=fallback, online=online)
+                              fallback=fallback, online=online, base_url=settings["base_url"])
     except ConfigError as exc:
         raise ConfigError(f"--mode batch is not available for --provider "
                           f"{settings['provider']}: {exc}") from None
@@ -170,6 +192,8 @@ def execute_batch(settings: Settings, records: Records, adapter: Adapter[Any], *
     tally = CostTally(run_pricing(settings, adapter))
     failures: Counter[str] = Counter()
     why: str | None = None  # the first failure's message, said once under the summary
+    if records.skip_bad:
+        adapter = SkipBadRecords(adapter)  # bad records fail as themselves, never submitted
     store = SQLiteStore(settings["db"], timeout=settings["db_timeout"])
     writer = ResultWriter(settings["output"], records, run_name=run_name, db=settings["db"])
     try:
@@ -177,6 +201,10 @@ def execute_batch(settings: Settings, records: Records, adapter: Adapter[Any], *
             writer.open()
             try:
                 result = runner.run(records, run_name=run_name)
+            except ThrottlepoolError:
+                raise
+            except Exception as exc:  # the SDK's: a 404, a rejected key, ...
+                raise provider_refused(exc, adapter, settings) from exc
             finally:
                 display.close()
             for outcome in result.outcomes:
@@ -195,67 +223,56 @@ def execute_batch(settings: Settings, records: Records, adapter: Adapter[Any], *
         raise
     finally:
         store.close()
+    waiting = result.stopped if isinstance(result.stopped, BatchesLeftRunning) else None
     if not quiet:
         for line in summary(result.stats, failures, total=total, checkpoint=settings["db"],
                             run_name=run_name, output=settings["output"], cost=tally.line(),
-                            batches=display.batches):
+                            batches=display.batches,
+                            at_provider=len(waiting.at_provider) if waiting else 0,
+                            batch_ids=waiting.batch_ids if waiting else ()):
             click.echo(line, err=True)
     if why is not None:
         click.echo(f"why: {why}", err=True)
+    if isinstance(result.stopped, EndpointUnreachable):
+        raise result.stopped  # exit 2 with its one sentence (app.py), as online
     if result.interrupted:
-        click.echo(f"{result.stopped}\n{_next_steps(argv, settings, run_name)}", err=True)
+        click.echo(_next_steps(argv, settings, run_name, waiting), err=True)
         return EXIT_INTERRUPTED
     if budget_stop(result.stopped):
         assert result.stopped is not None
         left = sum(1 for o in result.outcomes if o.status is Status.NOT_ATTEMPTED)
-        click.echo(budget_advice(result.stopped, argv, settings["max_cost"], left), err=True)
+        needed = resume_cap(result.outcomes, adapter, tally.pricing)
+        click.echo(budget_advice(result.stopped, argv, settings["max_cost"], left, needed),
+                   err=True)
         return EXIT_FAILED
     return EXIT_OK if result.stats.done == total else EXIT_FAILED
 
 
-def _next_steps(argv: list[str], settings: Settings, run_name: str) -> str:
-    """The two commands a user may want after Ctrl-C, spelled out (secrets masked)."""
-    again = shlex.join(["throttlepool", *argv])
-    cancel = ["throttlepool", "cancel", run_name, "--db", str(settings["db"]),
-              "--provider", str(settings["provider"])]
-    if settings["base_url"]:
-        cancel += ["--base-url", str(settings["base_url"])]
-    return (f"  to collect the results: {redact_text(again)}\n"
-            f"  to cancel the batches:  {redact_text(shlex.join(cancel))}")
+def provider_refused(exc: BaseException, adapter: Adapter[Any], settings: Settings
+                     ) -> RunStopped:
+    """An SDK error that stopped a batch run (or ``cancel``), said as an online run says
+    it (``the endpoint was not found (404): check --base-url and --model``)."""
+    reason = explain(FailureCause(adapter.classify(exc), exc), provider=settings["provider"],
+                     model=settings["model"])
+    what = f"a Batch API call failed ({type(exc).__name__})"
+    return RunStopped(f"{what}: {reason}" if reason else f"{what}: {exc}", exc)
 
 
-_CANCEL_OPTIONS = tuple(BY_NAME[name] for name in
-                        ("provider", "api_key", "base_url", "db", "db_timeout"))
-
-
-@click.command("cancel")
-@click.argument("run_name", metavar="RUN")
-@setting_flags(_CANCEL_OPTIONS)
-@click.option("--config", metavar="PATH", help="Config file to read instead of searching for "
-              "pyproject.toml / throttlepool.toml.")
-def cancel_command(run_name: str, config: str | None, **flags: Any) -> int:
-    """Cancel the provider batches of a --mode batch run (RUN, as `throttlepool status`
-    names it) and print their ids.
-
-    A cancelled batch keeps the answers it already has; running the run again later
-    collects those and submits only the requests that got none.
-    """
-    settings = load_settings(flags, config=config)
-    # Cancelling calls no model: the adapter only lends its client.
-    adapter = build_adapter(settings["provider"], model=None, base_url=settings["base_url"],
-                            extract=None, request=RequestOptions(), key=settings["api_key"],
-                            headers={})
-    store = SQLiteStore(settings["db"], timeout=settings["db_timeout"])
-    try:
-        with batch_runner(adapter, store, settings, run_name) as runner:
-            ids = runner.cancel(run_name)
-    finally:
-        store.close()
+def _next_steps(argv: list[str], settings: Settings, run_name: str,
+                left: BatchesLeftRunning | None) -> str:
+    """What Ctrl-C left where, and the commands a user may want next (secrets masked)."""
+    again = redact_text(shlex.join(["throttlepool", *argv]))
+    ids = left.batch_ids if left is not None else []
     if not ids:
-        click.echo(f"run {run_name!r} has no batch left running: nothing to cancel", err=True)
-    for batch_id in ids:
-        click.echo(batch_id)
-    if ids:
-        click.echo(f"asked the provider to cancel {len(ids)} batch"
-                   f"{'es' if len(ids) != 1 else ''} of run {run_name!r}", err=True)
-    return EXIT_OK
+        return (f"interrupted before any batch was created: nothing is at the provider\n"
+                f"  to go on: {again}")
+    cancel = ["throttlepool", "cancel", run_name, "--db", str(settings["db"])]
+    if settings["base_url"] and not recordable_url(str(settings["base_url"])):
+        cancel += ["--base-url", str(settings["base_url"])]  # masked below: give it again
+    shown = ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else "")
+    n = len(ids)
+    return (f"interrupted: {n} batch{'es' if n != 1 else ''} left running at the provider "
+            f"({shown}) with {len(left.at_provider) if left else 0} requests; nothing is "
+            f"submitted twice\n"
+            f"  to collect the results: {again}\n"
+            f"  to cancel the batches:  {redact_text(shlex.join(cancel))}")

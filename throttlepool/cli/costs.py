@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -77,13 +78,41 @@ def budget_stop(stopped: BaseException | None) -> bool:
 
 
 def budget_advice(stopped: BaseException, argv: list[str], max_cost: float | None,
-                  left: int) -> str:
-    """``budget reached (...): 40 items not sent; to go on with a higher cap: ...``."""
-    higher = _higher_cap(max_cost)
+                  left: int, needed: float | None = None) -> str:
+    """``budget reached (...): 40 items not sent; to go on with a higher cap: ...``.
+
+    ``needed``: the cap the rest of the run fits under (what it spent plus the unsent
+    items' projected cost, see :func:`resume_cap`); without it the cap is doubled."""
+    higher = f"{_round_up(needed)}" if needed else _higher_cap(max_cost)
     again = redact_text(shlex.join(["throttlepool", *_with_max_cost(argv, higher)]))
     items = f"{left} item{'s were' if left != 1 else ' was'} not sent"
     return (f"{stopped}: {items}; to resume with a higher cap (the answers so far are "
             f"kept and not paid again), run:\n  {again}")
+
+
+def resume_cap(outcomes: Iterable[Outcome[Any]], adapter: Adapter[Any],
+               pricing: Pricing) -> float | None:
+    """The ``--max-cost`` a resumed run fits under: what the run's answers cost plus each
+    unsent item's projected cost, estimated as the run reserves it (None: unknown)."""
+    needed = 0.0
+    for outcome in outcomes:
+        if outcome.status is Status.NOT_ATTEMPTED:
+            estimate = adapter.estimate(outcome.item)
+            tokens, output = float(estimate.tokens), float(estimate.output)
+            cost = pricing.estimate(max(0.0, tokens - output), output, item_model(outcome.item))
+        else:
+            cost = outcome.cost or 0.0
+        if cost is None:
+            return None
+        needed += cost
+    return needed
+
+
+def _round_up(usd_amount: float) -> str:
+    """``0.0012345`` -> ``0.00124``: three significant digits, never below the amount."""
+    digits = 3 - math.floor(math.log10(usd_amount)) - 1 if usd_amount > 0 else 0
+    scale = 10 ** digits
+    return f"{math.ceil(usd_amount * scale * (1 - 1e-12)) / scale:g}"
 
 
 def _higher_cap(max_cost: float | None) -> str:
@@ -109,19 +138,31 @@ class CostRange:
     """The dry run's projection, summed request by request: each request's estimated input
     tokens with 0 to its reserved output tokens (``max_tokens``, else the adapter's reserve)."""
 
-    def __init__(self, pricing: Pricing) -> None:
+    def __init__(self, pricing: Pricing, max_cost: float | None = None) -> None:
         self.pricing = pricing
         self.low = self.high = 0.0
         self.unknown: set[str] = set()
+        #: ``--max-cost``: how many requests, in input order, fit under it at their upper
+        #: estimate (what the run reserves for each before sending it).
+        self.max_cost = max_cost
+        self.requests = self.fit = 0
+        self._fitting = max_cost is not None
 
     def add(self, item: Any, tokens_in: float, tokens_out: float) -> None:
         """Count one request the run would send."""
         model = item_model(item)
         least = self.pricing.estimate(tokens_in, 0, model)
         most = self.pricing.estimate(tokens_in, tokens_out, model)
+        self.requests += 1
         if least is None or most is None:
             self.unknown.add(model or self.pricing.model or "")
+            self._fitting = False
             return
+        if self._fitting and self.max_cost is not None:
+            if self.high + most <= self.max_cost * (1 + 1e-9):
+                self.fit += 1
+            else:
+                self._fitting = False
         self.low += least
         self.high += most
 
@@ -136,7 +177,18 @@ class CostRange:
         at = " at the batch price" if self.pricing.batch else ""
         return (f"projected cost{at}: {usd(self.low)} to {usd(self.high)} (estimated input "
                 f"tokens, and 0 to each request's max output tokens; "
-                f"{self.pricing.describe()})")
+                f"{self.pricing.describe()})") + self._fit_text()
+
+    def _fit_text(self) -> str:
+        """``--max-cost $0.01: the first 12 of 40 requests fit ...`` (a new line)."""
+        if self.max_cost is None:
+            return ""
+        if self.fit >= self.requests:
+            return f"\n--max-cost {usd(self.max_cost)}: all {self.requests} requests fit"
+        more = ("the run submits those and stops ('budget reached')" if self.pricing.batch else
+                "answers that cost less than reserved free room for more as they come")
+        return (f"\n--max-cost {usd(self.max_cost)}: the first {self.fit} of {self.requests} "
+                f"requests fit, each reserved at its upper estimate; {more}")
 
 
 def _no_price(models: Iterable[str]) -> str:

@@ -83,10 +83,19 @@ def sim_config(**fields: Any) -> SimConfig:
 @click.option("--fail-rate", multiple=True, metavar="KIND=P",
               help="Inject faults: 500, 503, 529, reset, hang or break, with probability P. "
                    "Repeatable.")
+@click.option("--batch-delay", type=click.FloatRange(min=0), default=0.2, show_default=True,
+              metavar="SECONDS", help="Seconds a batch takes from creation to its answers "
+              "(the Batch APIs of OpenAI, Anthropic and Gemini).")
+@click.option("--batch-fail-rate", type=click.FloatRange(0, 1), default=0.0, metavar="P",
+              help="Chance that a batch request fails the first time it is submitted.")
+@click.option("--batch-expire", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Seconds after which an unfinished batch expires (the requests it had not "
+                   "answered come back expired).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 def sim_command(host: str, port: int, rpm: int | None, tpm: int | None, itpm: int | None,
                 otpm: int | None, window: float, latency: float, jitter: float,
-                first_token_delay: float, fail_rate: tuple[str, ...], seed: int) -> int:
+                first_token_delay: float, fail_rate: tuple[str, ...], batch_delay: float,
+                batch_fail_rate: float, batch_expire: float | None, seed: int) -> int:
     """Serve the rate-limited OpenAI/Anthropic/Gemini-compatible API simulator until Ctrl-C.
 
     It answers every prompt with "echo: <prompt>", counts tokens, and returns 429s with
@@ -98,8 +107,10 @@ def sim_command(host: str, port: int, rpm: int | None, tpm: int | None, itpm: in
     config = sim_config(rpm=rpm, tpm=tpm, itpm=itpm, otpm=otpm, window=window, latency=latency,
                         jitter=jitter, first_token_delay=first_token_delay,
                         fail_rate=_fail_rates(fail_rate), seed=seed)
+    batches = {"delay": batch_delay, "fail_rate": batch_fail_rate,
+               "expire_after": batch_expire, "seed": seed}
     try:
-        serve(host, port, config)
+        serve(host, port, config, batches)
     except OSError as exc:
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     return 0

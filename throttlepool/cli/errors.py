@@ -14,6 +14,7 @@ from ..errors import (
     MissingExtra,
     OutputError,
     RunInUse,
+    RunStopped,
     StoreError,
 )
 from ..store.redact import redact_text
@@ -33,6 +34,7 @@ LABELS: dict[type[BaseException], str] = {
     RunInUse: "run in use",
     StoreError: "checkpoint database",
     EndpointUnreachable: "endpoint unreachable",
+    RunStopped: "run stopped",
     OutputError: "output",
     LimiterUnavailable: "shared rate limiter unavailable",
     ConfigError: "configuration",

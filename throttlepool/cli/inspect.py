@@ -12,11 +12,12 @@ import click
 
 from .._config import load_settings
 from .._inputs import FORMATS, MAX_RECORD_BYTES, InputSpec, Records
+from ..batchapi.journal import at_provider, read_chunks
 from ..cost.text import cost_cell, cost_text
 from ..errors import ConfigError, OutputError
 from ..outcome import repeated_calls_text
 from ..store import export_run, list_runs, run_status
-from ..store.rows import STATUSES
+from ..store.rows import STATUSES, iso_time
 from .output import create_temp, missing_dir_note, output_format
 
 STATUS_EXAMPLES = """\b
@@ -109,6 +110,33 @@ def _cost_note(items: dict[str, Any]) -> str:
     return ""
 
 
+def batch_info(path: str, info: dict[str, Any]) -> list[dict[str, Any]]:
+    """A ``--mode batch`` run's provider batches, as its journal recorded them: id, the
+    provider's last status, requests, those still at the provider, created (ISO-8601)."""
+    if (info.get("settings") or {}).get("mode") != "batch":
+        return []
+    chunks = read_chunks(path, str(info["id"]))
+    waiting = at_provider(chunks)
+    return [{"batch_id": c.batch_id, "status": c.status, "state": c.state,
+             "requests": len(c.indices),
+             "at_provider": sum(1 for i in c.indices if i in waiting),
+             "created": iso_time(c.created)} for c in chunks]
+
+
+def _at_provider(info: dict[str, Any]) -> int:
+    return sum(int(b["at_provider"]) for b in info.get("batches") or [])
+
+
+def batch_waiting(batches: list[dict[str, Any]]) -> str:
+    """``, 12 at the provider (batch batch_abc)``, or '' when nothing waits there."""
+    ids = [str(b["batch_id"] or "not yet created") for b in batches if b["at_provider"]]
+    n = sum(int(b["at_provider"]) for b in batches)
+    if not n:
+        return ""
+    shown = ", ".join(ids[:3]) + (", ..." if len(ids) > 3 else "")
+    return f", {n} at the provider (batch{'es' if len(ids) != 1 else ''} {shown})"
+
+
 def status_lines(info: dict[str, Any]) -> list[str]:
     """One run in detail: what happened, counts that add up, times a person reads."""
     counts = info.get("counts") or {}
@@ -118,8 +146,12 @@ def status_lines(info: dict[str, Any]) -> list[str]:
     total = totals.get("total")
     ok, failed = int(counts.get("ok", 0)), int(counts.get("failed", 0))
     line = f"{ok} ok, {failed} failed"
+    waiting = batch_waiting(info.get("batches") or [])
+    if waiting:
+        line += waiting
     if total is not None:
-        line += f", {max(int(total) - recorded, 0)} not attempted, of {total}"
+        unsent = max(int(total) - recorded - _at_provider(info), 0)
+        line += f", {unsent} not attempted, of {total}"
     finished = info.get("finished")
     lines = [
         f"run {info.get('name') or '-'}  ({info['id']})",
@@ -154,6 +186,12 @@ def status_lines(info: dict[str, Any]) -> list[str]:
                      f"checkpoint, in {duration(float(totals.get('wall_time') or 0))}")
     for err in info.get("errors") or []:
         lines.append(f"  failed     {err['n']} {err['error_type']}")
+    batches = info.get("batches") or []
+    if len(batches) > 10:
+        lines.append(f"  batches    {len(batches)}, the last 10:")
+    for b in batches[-10:]:
+        lines.append(f"  batch      {b['batch_id'] or '(not created)'}: {b['status'] or '-'}, "
+                     f"{b['requests']} requests, created {when(b['created'])}")
     owner = info.get("owner")
     if owner and info.get("status") == "running":
         lines.append(f"  owner      pid {owner['pid']} on {owner['host']} since "
@@ -187,6 +225,7 @@ def status_command(run: str | None, db: str | None, as_json: bool) -> int:
                 click.echo(line)
         return 0
     info = run_status(path, run)
+    info["batches"] = batch_info(path, info)
     if as_json:
         click.echo(json.dumps(info, indent=2, default=str))
     else:

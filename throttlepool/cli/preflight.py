@@ -22,6 +22,10 @@ class SkipBadRecords(Delegating[Any]):
         """Nothing for a bad record: it never reaches the API."""
         return Cost(0.0, 0.0) if isinstance(item, BadRecord) else self.inner.estimate(item)
 
+    def item_error(self, item: Any) -> InputError | None:
+        """A bad record's InputError (batch mode records it without submitting it)."""
+        return item.error() if isinstance(item, BadRecord) else None
+
     def call(self, item: Any, timeout: float | None) -> CallResult[Any]:
         """Raise a bad record's InputError; call through otherwise."""
         if isinstance(item, BadRecord):

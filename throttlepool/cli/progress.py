@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any, TextIO
 
 from ..limiter.limits import INPUT_TOKENS, OUTPUT_TOKENS, REQUESTS, TOKENS
@@ -51,20 +52,26 @@ class CliProgress(LiveProgress):
 def summary(stats: RunStats, failures: Counter[str], *, total: int,
             checkpoint: str | None = None, run_name: str | None = None,
             output: str | None = None, cost: str | None = None,
-            batches: int | None = None) -> list[str]:
+            batches: int | None = None, at_provider: int = 0,
+            batch_ids: Sequence[str] = ()) -> list[str]:
     """The end-of-run lines: ok, failed by error type, retries, 429s, time, throughput,
     tokens and ``cost`` (the line :class:`~throttlepool.cli.costs.CostTally` makes).
 
     ``batches`` (a ``--mode batch`` run: how many provider batches it had) replaces the
     online line of calls, retries and calls/s, which mean nothing for a batch, by the
-    batches, the requests submitted and the time spent waiting for the provider.
+    batches, the requests submitted and the time spent waiting for the provider;
+    ``at_provider`` items (submitted, their batches ``batch_ids`` left running by Ctrl-C) are
+    counted as such, not as not attempted.
     """
     wall = stats.wall_time
     ok = stats.done
     failed = sum(failures.values())
-    not_attempted = max(0, total - ok - failed)
+    not_attempted = max(0, total - ok - failed - at_provider)
     by_type = ", ".join(f"{name} {n}" for name, n in failures.most_common())
-    lines = [f"{ok} ok, {failed} failed" + (f" ({by_type})" if by_type else "")
+    shown = ", ".join(batch_ids[:3]) + (", ..." if len(batch_ids) > 3 else "")
+    waiting = (f", {at_provider} at the provider (batch{'es' if len(batch_ids) != 1 else ''} "
+               f"{shown})" if at_provider else "")
+    lines = [f"{ok} ok, {failed} failed" + (f" ({by_type})" if by_type else "") + waiting
              + (f", {not_attempted} not attempted" if not_attempted else "") + f" of {total}"]
     if batches is not None:
         lines.append(_batch_line(stats.calls, batches, wall))

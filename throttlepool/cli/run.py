@@ -194,4 +194,5 @@ def dry_run_plan(records: Records, adapter: Adapter[Any], settings: Settings,
     return dry_run(records, adapter, rpm=settings["rpm"], tpm=settings["tpm"],
                    itpm=settings["itpm"], otpm=settings["otpm"], specs=settings["rate_limit"] or (),
                    batch_size=settings["batch_size"], verbose=bool(verbose), missing_key=key,
-                   costs=CostRange(run_pricing(settings, adapter)), batch=batch)
+                   costs=CostRange(run_pricing(settings, adapter), settings["max_cost"]),
+                   batch=batch)

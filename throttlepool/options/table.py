@@ -121,10 +121,11 @@ OPTIONS: tuple[Option, ...] = (
            "cap. Needs a known price (the table's, or --price-in/--price-out).",
            target="budget.max_cost", metavar="USD"),
     Option("price_in", non_negative_float, "Input price, USD per million tokens, instead of "
-           "the price table's. [default: the table's for the model]",
-           target="budget.price_in", metavar="USD"),
+           "the price table's: the list (online) price, which --mode batch halves. "
+           "[default: the table's for the model]", target="budget.price_in", metavar="USD"),
     Option("price_out", non_negative_float, "Output price, USD per million tokens, instead "
-           "of the price table's.", target="budget.price_out", metavar="USD"),
+           "of the price table's: the list (online) price, which --mode batch halves.",
+           target="budget.price_out", metavar="USD"),
     Option("db", text, "Checkpoint database; a rerun with the same run name resumes from it. "
            "[default: throttlepool.db]", default="throttlepool.db", metavar="PATH"),
     Option("db_timeout", positive_float, "Seconds to wait for a locked checkpoint database. "

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..batchapi.journal import DONE, Chunk, read_chunks
 from ..errors import ConfigError
 from ..limiter.limits import Limit
 from ..store.report import run_status
@@ -113,13 +114,35 @@ def load(db: str | os.PathLike[str], run: str) -> RunData:
         i.finished -= t0
     settings = info.get("settings") if isinstance(info.get("settings"), dict) else {}
     data = RunData(info, items, samples, sessions, _limits(settings or {}), t0, duration)
-    if not samples:
+    if (settings or {}).get("mode") == "batch":
+        data.notes.extend(batch_notes(read_chunks(path, str(info["id"]))))
+    elif not samples:
         data.notes.append(NO_SAMPLES)
     if not items:
         data.notes.append("No item outcome is recorded for this run yet.")
     elif all(i.input_tokens is None and i.output_tokens is None for i in items):
         data.notes.append("No token usage was reported for this run's items.")
     return data
+
+
+BATCH_RUN = (
+    "A --mode batch run: its requests went through the provider's Batch API, so there are "
+    "no per-call samples (calls, 429s and calls in flight over time); the charts below come "
+    "from the items' own times, which are the times their batches were created and answered.")
+
+
+def batch_notes(chunks: Sequence[Chunk]) -> list[str]:
+    """What a batch run's report says about its provider batches: their ids, what each
+    held, and how long each waited for the provider (created to answered)."""
+    notes = [BATCH_RUN]
+    for c in chunks[:20]:
+        waited = f", waited {c.updated - c.created:.1f}s" if c.state == DONE else ""
+        n = len(c.indices)
+        notes.append(f"batch {c.batch_id or '(not created)'}: {n} request{'s' if n != 1 else ''},"
+                     f" {c.status or c.state}{waited}")
+    if len(chunks) > 20:
+        notes.append(f"... and {len(chunks) - 20} more batches")
+    return notes
 
 
 # ---- derived series ---------------------------------------------------------------------

@@ -11,6 +11,7 @@ these phases in its own words and writes its own result format.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import random
 import threading
@@ -98,12 +99,14 @@ class BatchRoute:
     def __init__(self, state: SimState) -> None:
         self._state = state
         self._lock = threading.Lock()
+        #: What reset goes back to: the defaults, or what ``throttlepool sim`` was told.
+        self.defaults = BatchSimConfig(max_requests=self.default_max_requests)
         self.reset()
 
     def reset(self) -> None:
         """Forget every batch and submission; back to the default behaviour."""
         with self._lock:
-            self.config = BatchSimConfig(max_requests=self.default_max_requests)
+            self.config = dataclasses.replace(self.defaults)
             self._submitted: list[dict[str, Any]] = []
             self._failed_once: set[str] = set()
             self._seq = 0
@@ -122,6 +125,14 @@ class BatchRoute:
                     raise ValueError(f"unknown batch sim setting {name!r}")
                 setattr(self.config, name, frozenset(value) if name == "fail_ids" else value)
             return self.config
+
+    def configure_defaults(self, **changes: Any) -> BatchSimConfig:
+        """:meth:`configure`, kept across a reset (``POST /__reset``): the behaviour a
+        simulator was started with (``throttlepool sim --batch-delay ...``)."""
+        config = self.configure(**changes)
+        with self._lock:
+            self.defaults = dataclasses.replace(config)
+        return config
 
     def submissions(self) -> list[dict[str, Any]]:
         """Every request of every batch created: batch id, custom id, request."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from throttlepool.sim.batch_lifecycle import BatchRoute
 from throttlepool.sim.config import SimConfig
 from throttlepool.sim.server import Simulator
 
@@ -31,7 +32,27 @@ def limits_text(config: SimConfig) -> str:
     return f"{limits}; {'; '.join(extra)}"
 
 
-def banner(url: str, config: SimConfig | None = None) -> str:
+def configure_batches(sim: Simulator, **changes: Any) -> None:
+    """Set how every provider's simulated batches behave (the fields of
+    :class:`~throttlepool.sim.batch_lifecycle.BatchSimConfig`: ``delay``, ``fail_rate``,
+    ``expire_after``, ...), kept across a reset (``POST /__reset``)."""
+    for route in sim.state.routes:
+        if isinstance(route, BatchRoute):
+            route.configure_defaults(**changes)
+
+
+def batches_text(batches: Mapping[str, Any]) -> str:
+    """``batches: answered after 30 s; 10% of requests fail once; expire after 600 s``."""
+    parts = [f"answered after {batches.get('delay', 0.2):g} s"]
+    if batches.get("fail_rate"):
+        parts.append(f"{batches['fail_rate']:.0%} of requests fail once")
+    if batches.get("expire_after") is not None:
+        parts.append(f"expire after {batches['expire_after']:g} s")
+    return "batches: " + "; ".join(parts)
+
+
+def banner(url: str, config: SimConfig | None = None,
+           batches: Mapping[str, Any] | None = None) -> str:
     """The lines `serve` prints: where each SDK should point, and the limits it enforces."""
     lines = [
         f"throttlepool simulator listening on {url}",
@@ -44,6 +65,7 @@ def banner(url: str, config: SimConfig | None = None) -> str:
     ]
     if config is not None:
         lines.append(f"  limits: {limits_text(config)}")
+        lines.append(f"  {batches_text(batches or {})}")
         lines.append("  Ctrl-C stops it and prints what it served")
     return "\n".join(lines)
 
@@ -60,13 +82,16 @@ def stats_summary(stats: Mapping[str, Any]) -> str:
             + (f"; faults: {faults}" if faults else ""))
 
 
-def serve(host: str = "127.0.0.1", port: int = 8080, config: SimConfig | None = None) -> None:
-    """Run the simulator in the foreground until Ctrl-C, then print what it served."""
+def serve(host: str = "127.0.0.1", port: int = 8080, config: SimConfig | None = None,
+          batches: Mapping[str, Any] | None = None) -> None:
+    """Run the simulator in the foreground until Ctrl-C, then print what it served.
+    ``batches``: how its Batch APIs behave (see :func:`configure_batches`)."""
     sim = Simulator(config, host=host, port=port).start()
+    configure_batches(sim, **(batches or {}))
     try:
         # Inside the try: a client may read the banner and send Ctrl-C before this thread
         # gets back from the write (a loaded machine), and that is still a clean stop.
-        print(banner(sim.url, sim.config), flush=True)
+        print(banner(sim.url, sim.config, batches), flush=True)
         sim.state.stop_event.wait()  # set only by stop(); Ctrl-C raises out of wait()
     except KeyboardInterrupt:
         pass
