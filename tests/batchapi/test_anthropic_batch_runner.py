@@ -59,7 +59,9 @@ def test_answers_come_back_in_input_order_at_the_batch_price_and_failures_are_re
     per_item = Counter(int(s["custom_id"].rsplit("-", 1)[1]) for s in batches.submissions())
     assert per_item == {0: 1, 1: 1, 2: 2, 3: 1, 4: 1, 5: 1, 6: 1, 7: 2, 8: 1}
     sizes = Counter(s["batch_id"] for s in batches.submissions())
-    assert sorted(sizes.values()) == [1, 2, 4, 4]  # q0; q1-q4, q5-q8; the two retried
+    # q0; q1-q4, q5-q8; the two failures retried together, or apart when their batches
+    # ended at different polls (seen under load).
+    assert sorted(sizes.values()) in ([1, 2, 4, 4], [1, 1, 1, 4, 4])
     assert seen[-1].done == 9 and any(v.status == "in_progress" for p in seen
                                       for v in p.batches)
     store = SQLiteStore(tmp_path / "cp.db")
