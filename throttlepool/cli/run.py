@@ -87,8 +87,6 @@ def run_command(ctx: click.Context, /, input_path: str, dry_run: bool, verbose: 
     if no_db:
         flags["db"] = ""
     _legacy_provider_flag(flags)
-    for repeatable in ("param", "header"):
-        flags[repeatable] = flags[repeatable] or None  # not given: the env or file may say
     settings = load_settings(flags, config=config)
     if verbose:
         where = f" (config file {settings.file})" if settings.file else ""
