@@ -18,11 +18,13 @@ from .parse import (
     Parser,
     boolean,
     limit_specs,
+    limiter_url,
     non_negative_float,
     non_negative_int,
     params,
     positive_float,
     positive_int,
+    scheduler_address,
     text,
     text_list,
 )
@@ -168,10 +170,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("skip_bad_records", boolean, "Record a bad input record as a failed item instead "
            "of stopping before any call. [default: stop]", default=False,
            negative="--stop-on-bad-records"),
-    Option("limiter_url", text, "Share the rate limit with other processes or machines: "
+    Option("limiter_url", limiter_url, "Share the rate limit with other processes or machines: "
            "sqlite:///path or redis://host:6379/0.", target="limits.limiter_url",
            metavar="URL"),
-    Option("dask_scheduler", text, "Run on a Dask cluster (tcp://host:8786); needs "
+    Option("dask_scheduler", scheduler_address, "Run on a Dask cluster (tcp://host:8786); needs "
            "--limiter-url redis://... so workers share the limit.",
            target="execution.scheduler", metavar="ADDRESS"),
 )
