@@ -106,7 +106,9 @@ def _find_run(conn: sqlite3.Connection, path: str, run: str) -> dict[str, Any]:
 def list_runs(db: DbSpec) -> list[dict[str, Any]]:
     """Every run, newest first: id, name, created, status, finished (ISO-8601 UTC), items
     recorded, of them ``ok`` and ``failed``, ``total`` (the input's items, if known),
-    ``calls`` (the attempts of the recorded items), ``cost_usd`` (the sum of the items'
+    ``calls`` (the attempts of the recorded items), ``repeated_calls`` and
+    ``repeated_after_resume`` (calls of the last session made again: a worker or an earlier
+    session was lost before recording them; null for older runs), ``cost_usd`` (the sum of the items'
     known costs, null when none is known) and ``cost_unknown`` (ok items with usage but no
     price).
 
@@ -118,6 +120,8 @@ def list_runs(db: DbSpec) -> list[dict[str, Any]]:
             SELECT r.id, r.name, r.created, r.status, r.finished,
                    json_extract(r.totals, '$.reason') AS reason,
                    json_extract(r.totals, '$.total') AS total,
+                   json_extract(r.totals, '$.repeated_calls') AS repeated_calls,
+                   json_extract(r.totals, '$.repeated_after_resume') AS repeated_after_resume,
                    (SELECT count(*) FROM items i WHERE i.run_id = r.id) AS items,
                    (SELECT count(*) FROM items i WHERE i.run_id = r.id AND i.status = 'ok')
                        AS ok,
