@@ -108,8 +108,8 @@ def list_runs(db: DbSpec) -> list[dict[str, Any]]:
     recorded, of them ``ok`` and ``failed``, ``total`` (the input's items, if known),
     ``calls`` (the attempts of the recorded items), ``repeated_calls`` and
     ``repeated_after_resume`` (calls of the last session made again: a worker or an earlier
-    session was lost before recording them; null for older runs), ``cost_usd`` (the sum of the items'
-    known costs, null when none is known) and ``cost_unknown`` (ok items with usage but no
+    session was lost before recording them; null for older runs), ``cost_usd`` (the sum of
+    the items' known costs, null when none is known) and ``cost_unknown`` (ok items with usage but no
     price).
 
     ``status`` is the run's state now (a ``running`` run whose owner died is
