@@ -109,8 +109,8 @@ def list_runs(db: DbSpec) -> list[dict[str, Any]]:
     ``calls`` (the attempts of the recorded items), ``repeated_calls`` and
     ``repeated_after_resume`` (calls of the last session made again: a worker or an earlier
     session was lost before recording them; null for older runs), ``cost_usd`` (the sum of
-    the items' known costs, null when none is known) and ``cost_unknown`` (ok items with usage but no
-    price).
+    the items' known costs, null when none is known) and ``cost_unknown`` (ok items with
+    usage but no price).
 
     ``status`` is the run's state now (a ``running`` run whose owner died is
     ``interrupted``); ``status_detail`` says why, ``recorded_status`` is the stored value.
