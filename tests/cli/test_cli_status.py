@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -103,3 +104,27 @@ def test_the_runs_table_counts_the_calls_made_again_as_the_detail_does(tmp_path:
     assert "6 calls for 3 items; 3 repeated after a resume" in summary(stats, Counter(),
                                                                        total=3)[1]
     assert "1.5 calls/s (90/min)" in summary(stats, Counter(), total=3)[1]
+
+
+def test_status_and_export_take_the_input_file_for_its_latest_run(tmp_path: Path) -> None:
+    """``throttlepool status prompts.jsonl`` (the help's example) names runs of that input,
+    which the CLI calls ``prompts.jsonl-<hash>``: the newest one is shown."""
+    db = str(tmp_path / "t.db")
+    store = SQLiteStore(db)
+    for name, n in (("prompts.jsonl-0000aaaa", 1), ("other.jsonl-0000cccc", 3),
+                    ("prompts.jsonl-1111bbbb", 2)):
+        run_id = store.begin_run(name, {})
+        for i in range(n):
+            store.record(run_id, Outcome(i, f"p{i}", Status.OK, value="x", attempts=1,
+                                         key=f"k{i}"))
+        store.finish_run(run_id, RunStats(total=n, done=n, calls=n), "completed")
+        time.sleep(0.01)  # created times apart
+    store.close()
+    runner = CliRunner()
+    detail = runner.invoke(cli_group, ["status", "prompts.jsonl", "--db", db])
+    assert detail.exit_code == 0, detail.output
+    assert "run prompts.jsonl-1111bbbb" in detail.output and "2 ok" in detail.output
+    exported = runner.invoke(cli_group, ["export", "data/prompts.jsonl", "--db", db])
+    assert exported.exit_code == 0 and len(exported.output.splitlines()) == 2
+    missing = runner.invoke(cli_group, ["status", "nothing.jsonl", "--db", db])
+    assert missing.exit_code != 0

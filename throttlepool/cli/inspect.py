@@ -22,7 +22,7 @@ from .output import create_temp, missing_dir_note, output_format
 STATUS_EXAMPLES = """\b
 Examples:
   throttlepool status                      # every run in ./throttlepool.db
-  throttlepool status prompts.jsonl        # one run, by name or id
+  throttlepool status prompts.jsonl        # the latest run of this input (or a name or id)
   throttlepool status --db runs.db --json
 """
 
@@ -190,7 +190,8 @@ def status_lines(info: dict[str, Any]) -> list[str]:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (times as ISO-8601 UTC) "
               "instead of text.")
 def status_command(run: str | None, db: str | None, as_json: bool) -> int:
-    """List the runs in a checkpoint database, or show one RUN (name or id) in detail.
+    """List the runs in a checkpoint database, or show one RUN in detail: its name or id,
+    or the input file (the latest run of it).
 
     Times are local; CALLS counts the calls the API received for the run: the attempts of
     the recorded items (retries included) and the calls made again after their answers

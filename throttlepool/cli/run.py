@@ -50,11 +50,11 @@ Examples:
 \b
 Every option can also come from THROTTLEPOOL_<OPTION> (e.g. THROTTLEPOOL_BATCH_SIZE=8)
 or from [tool.throttlepool] in pyproject.toml / a throttlepool.toml; flags win over the
-environment, which wins over the file. Keys come from OPENAI_API_KEY, GEMINI_API_KEY or
-GOOGLE_API_KEY. Exit codes: 0 all ok, 1 some items failed (or --max-cost was reached:
-rerun with a higher cap to go on), 2 usage or input error, 130 interrupted (rerun the same
-command to resume from the checkpoint; in batch mode the batches go on at the provider,
-and `throttlepool cancel RUN` cancels them).
+environment, which wins over the file. Keys come from OPENAI_API_KEY, ANTHROPIC_API_KEY,
+GEMINI_API_KEY or GOOGLE_API_KEY. Exit codes: 0 all ok, 1 some items failed (or
+--max-cost was reached: rerun with a higher cap to go on), 2 usage or input error, 130
+interrupted (rerun the same command to resume from the checkpoint; in batch mode the
+batches go on at the provider, and `throttlepool cancel RUN` cancels them).
 """
 
 

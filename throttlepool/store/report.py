@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Collection, Iterator
@@ -93,8 +94,14 @@ def _owner(conn: sqlite3.Connection, path: str, row: dict[str, Any],
 
 
 def _find_run(conn: sqlite3.Connection, path: str, run: str) -> dict[str, Any]:
+    """The run whose id or name is ``run``; else the newest run of the input file ``run``
+    names (the CLI names a run ``prompts.jsonl-1a2b3c4d``: the file name and a hash)."""
     rows = _rows(conn, "SELECT * FROM runs WHERE id = ? OR name = ? ORDER BY id = ? DESC",
                  (run, run, run))
+    if not rows:
+        of_input = re.sub(r"([*?\[])", r"[\1]", os.path.basename(run)) + "-" + "[0-9a-f]" * 8
+        rows = _rows(conn, "SELECT * FROM runs WHERE name GLOB ? "
+                     "ORDER BY created DESC, rowid DESC LIMIT 1", (of_input,))
     if not rows:
         raise StoreError(f"no run {run!r} in {path}")
     row = rows[0]
