@@ -113,7 +113,11 @@ def load_settings(
     cwd: Path | None = None,
     config: str | os.PathLike[str] | None = None,
 ) -> Settings:
-    """Merge ``flags`` (None = not given) over the environment over the config file."""
+    """Merge ``flags`` over the environment over the config file.
+
+    A flag not given is None, or an empty tuple for a repeatable one (click's default): it
+    leaves the environment's or the file's value in force.
+    """
     env = os.environ if env is None else env
     values: dict[str, Any] = dict(DEFAULTS)
     sources: dict[str, str] = {}
@@ -140,7 +144,7 @@ def load_settings(
             values[name] = _parse(name, env[var], f"environment variable {var}")
             sources[name] = f"environment variable {var}"
     for name, value in flags.items():
-        if value is None:
+        if value is None or value == ():
             continue
         if name not in PARSERS:
             raise ConfigError(f"unknown setting {name!r}")

@@ -161,11 +161,17 @@ class LiveProgress:
         if self.mode == "off":
             return
         with self._lock:
-            self._draw()
+            if self.mode == "bar" and self._bar is not None:
+                # bar.close() draws the final line itself: painted here too, it came twice
+                now = self.clock()
+                self._account(now)
+                self._bar.set_description_str(self.line(now), refresh=False)
+            else:
+                self._draw()
             if self.mode == "bar":
                 bar, self._bar = self._bar, None
                 if bar is not None:
-                    bar.close()  # leaves the final line in place and ends it
+                    bar.close()  # draws the final line, leaves it in place and ends it
                 else:
                     self.file.write("\n")
                     self.file.flush()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import pickle
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +28,7 @@ from throttlepool.adapters.openai import OpenAIAdapter
 from throttlepool.adapters.structured import InvalidAnswer, parse_json_answer
 from throttlepool.classify import ErrorKind
 from throttlepool.errors import ConfigError
+from throttlepool.outcome import Usage
 from throttlepool.retry import Retry
 from throttlepool.runner import ThreadedBatchRunner
 from throttlepool.sim import Simulator
@@ -195,3 +197,14 @@ def test_anthropic_refuses_parameters_its_sdk_lacks(sim: Simulator) -> None:
         {"messages": [{"role": "user", "content": "hi"}], "top_k": 3})
     assert problem is not None and "'top_k'" in problem
     assert sim.requests() == []
+
+
+def test_an_invalid_answer_travels_to_a_dask_driver_unchanged() -> None:
+    # A worker's outcome reaches the driver pickled: the message once, the problem, the text
+    # and the billed usage as they were (it read "invalid JSON answer: invalid JSON answer").
+    error = InvalidAnswer("schema mismatch: 'n' is required", '{"m": 1}')
+    error.usage = Usage(input_tokens=3, output_tokens=4)
+    back = pickle.loads(pickle.dumps(error))
+    assert str(back) == str(error) == (
+        "invalid JSON answer: schema mismatch: 'n' is required (answer: '{\"m\": 1}')")
+    assert (back.problem, back.text, back.usage) == (error.problem, error.text, error.usage)

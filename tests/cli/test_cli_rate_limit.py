@@ -8,7 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+from click.testing import CliRunner
+
 from tests.helpers import read_jsonl, run_cli, write_jsonl
+from throttlepool.cli import cli
 from throttlepool.sim import SimulatorProcess
 
 PER_SECOND, ITEMS = 16, 32
@@ -40,3 +44,21 @@ def test_a_bad_spec_names_the_flag_and_the_value_and_sends_nothing(
     assert "--rate-limit" in r.stderr and "16 per fortnight" in r.stderr
     assert "Traceback" not in r.stderr
     assert remote_sim.stats()["requests"] == 0
+
+
+@pytest.mark.parametrize("where", ["config file", "environment"])
+def test_a_limit_from_the_config_file_or_the_environment_is_in_force(
+        where: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The repeatable flag's empty default used to overwrite these: validated, then ignored.
+    monkeypatch.chdir(tmp_path)
+    write_jsonl(tmp_path / "in.jsonl", 2)
+    env = {"OPENAI_API_KEY": "sk-test", "THROTTLEPOOL_NO_TIKTOKEN": "1"}
+    args = ["run", "in.jsonl", "-m", "gpt-4o-mini", "--dry-run"]
+    if where == "config file":
+        (tmp_path / "cfg.toml").write_text('batch_size = 3\nrate_limit = ["10/second"]\n')
+        args += ["--config", "cfg.toml"]
+    else:
+        env["THROTTLEPOOL_RATE_LIMIT"] = "10/second"
+    result = CliRunner().invoke(cli, args, env=env)
+    assert result.exit_code == 0, result.output
+    assert "limits: 10 requests/1s" in result.output

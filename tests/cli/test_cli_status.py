@@ -6,7 +6,16 @@ import json
 import os
 import subprocess
 import sys
+import time
+from collections import Counter
 from pathlib import Path
+
+from click.testing import CliRunner
+
+from throttlepool.cli import cli as cli_group
+from throttlepool.cli.progress import summary
+from throttlepool.outcome import Outcome, RunStats, Status
+from throttlepool.store import SQLiteStore
 
 FNS = '''
 import os
@@ -72,3 +81,50 @@ def test_missing_directories_are_named_not_created_nor_a_traceback(tmp_path: Pat
     r = cli(tmp_path, "export", "job", "--db", "t.db", "-o", "missing/x.csv")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert f"the directory {tmp_path / 'missing'} does not exist" in r.stderr, r.stderr
+
+
+def test_the_runs_table_counts_the_calls_made_again_as_the_detail_does(tmp_path: Path) -> None:
+    """Trial 11: a resume after a kill paid 240 calls for 120 items; the table said 120."""
+    db = str(tmp_path / "t.db")
+    store = SQLiteStore(db)
+    run_id = store.begin_run("job", {})
+    for i in range(3):
+        store.record(run_id, Outcome(i, f"p{i}", Status.OK, value="x", attempts=1,
+                                     key=f"k{i}"))
+    stats = RunStats(total=3, done=3, calls=6, repeated_after_resume=3, wall_time=2.0)
+    store.finish_run(run_id, stats, "completed")
+    store.close()
+    runner = CliRunner()
+    table = runner.invoke(cli_group, ["status", "--db", db]).output.splitlines()
+    assert table[1].split()[:5] == ["job", "3", "0", "3", "6"]
+    detail = runner.invoke(cli_group, ["status", "job", "--db", db]).output
+    assert "calls      6 (0 of them retries; 3 made again" in detail
+    assert "last session  6 calls for 3 items; 3 repeated after a resume" in detail
+    # the rate is this session's: 3 calls in 2 s, not the 6 that include the dead session's
+    assert "6 calls for 3 items; 3 repeated after a resume" in summary(stats, Counter(),
+                                                                       total=3)[1]
+    assert "1.5 calls/s (90/min)" in summary(stats, Counter(), total=3)[1]
+
+
+def test_status_and_export_take_the_input_file_for_its_latest_run(tmp_path: Path) -> None:
+    """``throttlepool status prompts.jsonl`` (the help's example) names runs of that input,
+    which the CLI calls ``prompts.jsonl-<hash>``: the newest one is shown."""
+    db = str(tmp_path / "t.db")
+    store = SQLiteStore(db)
+    for name, n in (("prompts.jsonl-0000aaaa", 1), ("other.jsonl-0000cccc", 3),
+                    ("prompts.jsonl-1111bbbb", 2)):
+        run_id = store.begin_run(name, {})
+        for i in range(n):
+            store.record(run_id, Outcome(i, f"p{i}", Status.OK, value="x", attempts=1,
+                                         key=f"k{i}"))
+        store.finish_run(run_id, RunStats(total=n, done=n, calls=n), "completed")
+        time.sleep(0.01)  # created times apart
+    store.close()
+    runner = CliRunner()
+    detail = runner.invoke(cli_group, ["status", "prompts.jsonl", "--db", db])
+    assert detail.exit_code == 0, detail.output
+    assert "run prompts.jsonl-1111bbbb" in detail.output and "2 ok" in detail.output
+    exported = runner.invoke(cli_group, ["export", "data/prompts.jsonl", "--db", db])
+    assert exported.exit_code == 0 and len(exported.output.splitlines()) == 2
+    missing = runner.invoke(cli_group, ["status", "nothing.jsonl", "--db", db])
+    assert missing.exit_code != 0

@@ -178,3 +178,16 @@ def test_the_engine_says_what_it_waits_for_and_until_when() -> None:
     assert reason == RATE_LIMIT and until is not None
     assert 2.9 <= until - watcher.started <= 3.5
     assert watcher.seen[-1] == (None, None)  # nothing waits once the run ended
+
+
+def test_the_final_bar_line_is_drawn_once() -> None:
+    # Trial 11: the last state was painted, then painted again by tqdm's close.
+    clock = FakeClock(100.0)
+    out = io.StringIO()
+    bar = LiveProgress("q", file=out, interval=10.0, clock=clock.now)
+    bar.start(10, RunStats(total=10, started=100.0))
+    clock.advance(4.0)
+    bar.close(RunStats(total=10, done=10, calls=10, started=100.0))
+    finals = [t for t in out.getvalue().split("\r") if "10/10" in t]
+    assert len(finals) == 1, finals
+    assert out.getvalue().endswith("\n")

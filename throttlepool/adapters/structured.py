@@ -47,6 +47,12 @@ class InvalidAnswer(ItemError):
             shown = f" (answer: {short!r})"
         super().__init__(f"invalid JSON answer: {problem}{shown}")
         self.problem = problem
+        self.text = text
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from what it was made of: the default (the message as the one argument)
+        # prefixed "invalid JSON answer: " twice on the driver of a Dask run.
+        return (type(self), (self.problem, self.text), self.__dict__)
 
 
 def classify_answer(exc: BaseException) -> Verdict | None:

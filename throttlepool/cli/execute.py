@@ -15,6 +15,7 @@ from .._config import Settings
 from .._inputs import STDIN, Records
 from .._sync import StreamIterator
 from ..adapters import Adapter
+from ..distributed.reach import scheduler_problem
 from ..errors import ConfigError, EndpointUnreachable, OutputError, StoreError
 from ..options import RunOptions, library_kwargs
 from ..outcome import BatchResult, Outcome, Status
@@ -47,6 +48,11 @@ def default_run_name(path: str, records: Records | None = None) -> str:
     digest.update(os.path.abspath(path).encode("utf-8", "surrogatepass"))
     return f"{os.path.basename(path) or path}-{digest.hexdigest()[:8]}"
 
+
+#: Seconds a Dask scheduler has to answer the handshake (the docs promise 10 s at most).
+SCHEDULER_HANDSHAKE_TIMEOUT = 5.0
+
+
 def _open_store(settings: Settings) -> Store | None:
     db = settings["db"]
     if not db:
@@ -63,9 +69,29 @@ def _resume_hint(argv: list[str], store: Store | None) -> str:
     return f"to resume, run the same command again: {shown}{masked}"
 
 
+def _check_scheduler(address: str | None) -> None:
+    """Stop in one sentence (exit 2) when ``--dask-scheduler`` names no Dask scheduler.
+
+    Asked here, before the client is made: ``distributed.Client`` waits without a bound for
+    the handshake of a port where an HTTP server or Redis listens, and fails with a
+    deserializer's traceback where something else answers.
+    """
+    if not address:
+        return
+    why = scheduler_problem(address, timeout=SCHEDULER_HANDSHAKE_TIMEOUT)
+    if why is None:
+        return
+    try:
+        from ..distributed.driver import ClusterUnavailable
+    except ImportError:  # without the dask extra the run itself says what to install
+        return
+    raise ClusterUnavailable(why)
+
+
 def execute(settings: Settings, records: Records, adapter: Adapter[Any], *, verbose: int,
             quiet: bool, argv: list[str]) -> int:
     """Run ``records`` through ``adapter``; write rows in order; returns the exit code."""
+    _check_scheduler(settings["dask_scheduler"])
     total = len(records)
     run_name = settings["run_name"] or default_run_name(records.spec.path, records)
     mode = CliProgress.auto_mode(bool(settings["progress"]) and not quiet)

@@ -23,7 +23,7 @@ from .output import create_temp, missing_dir_note, output_format
 STATUS_EXAMPLES = """\b
 Examples:
   throttlepool status                      # every run in ./throttlepool.db
-  throttlepool status prompts.jsonl        # one run, by name or id
+  throttlepool status prompts.jsonl        # the latest run of this input (or a name or id)
   throttlepool status --db runs.db --json
 """
 
@@ -81,6 +81,13 @@ def _between(start: Any, end: Any) -> float | None:
         return None
 
 
+def _made_again(counts: dict[str, Any]) -> int:
+    """Calls made again because their answers were lost (a worker, or an earlier session
+    killed before recording them): paid, yet no recorded item's attempt."""
+    return (int(counts.get("repeated_calls") or 0)
+            + int(counts.get("repeated_after_resume") or 0))
+
+
 def runs_table(runs: list[dict[str, Any]]) -> list[str]:
     """The runs as a table with a header line, columns as wide as their widest cell."""
     header = ("NAME", "OK", "FAILED", "OF", "CALLS", "COST", "CREATED", "FINISHED", "ID",
@@ -91,7 +98,8 @@ def runs_table(runs: list[dict[str, Any]]) -> list[str]:
         unknown = int(r.get("cost_unknown") or 0)
         cost = cost_cell(r.get("cost_usd"), unknown)
         rows.append((r.get("name") or "-", str(r.get("ok", 0)), str(r.get("failed", 0)),
-                     "?" if total is None else str(total), str(r.get("calls", 0)), cost,
+                     "?" if total is None else str(total),
+                     str(int(r.get("calls") or 0) + _made_again(r)), cost,
                      when(r.get("created")), when(r.get("finished")), str(r["id"]),
                      str(r.get("status_detail") or r.get("status"))))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
@@ -137,6 +145,18 @@ def batch_waiting(batches: list[dict[str, Any]]) -> str:
     return f", {n} at the provider (batch{'es' if len(ids) != 1 else ''} {shown})"
 
 
+def _calls_line(items: dict[str, Any], totals: dict[str, Any]) -> str:
+    """``calls      240 (0 of them retries; 120 made again ...)``: what the API received,
+    the number the runs table shows."""
+    attempts, again = int(items.get("calls") or 0), _made_again(totals)
+    if not again:
+        return (f"  calls      {attempts} ({items.get('retries') or 0} of them retries): the "
+                "attempts of the recorded items")
+    return (f"  calls      {attempts + again} ({items.get('retries') or 0} of them retries; "
+            f"{again} made again, their answers lost): the attempts of the recorded items "
+            "and the calls made again")
+
+
 def status_lines(info: dict[str, Any]) -> list[str]:
     """One run in detail: what happened, counts that add up, times a person reads."""
     counts = info.get("counts") or {}
@@ -161,8 +181,7 @@ def status_lines(info: dict[str, Any]) -> list[str]:
             f"  ({duration(_between(info.get('created'), finished))} after it was created)"
             if finished else ""),
         f"  items      {line}",
-        f"  calls      {items.get('calls') or 0} ({items.get('retries') or 0} of them "
-        "retries): the attempts of the recorded items",
+        _calls_line(items, totals),
         f"  tokens     {items.get('input_tokens') or 0} in, {items.get('output_tokens') or 0} "
         "out",
         f"  cost       {cost_text(items.get('cost_usd'), int(items.get('cost_unknown') or 0))}"
@@ -209,9 +228,12 @@ def status_lines(info: dict[str, Any]) -> list[str]:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (times as ISO-8601 UTC) "
               "instead of text.")
 def status_command(run: str | None, db: str | None, as_json: bool) -> int:
-    """List the runs in a checkpoint database, or show one RUN (name or id) in detail.
+    """List the runs in a checkpoint database, or show one RUN in detail: its name or id,
+    or the input file (the latest run of it).
 
-    Times are local; CALLS counts the attempts of the recorded items (retries included).
+    Times are local; CALLS counts the calls the API received for the run: the attempts of
+    the recorded items (retries included) and the calls made again after their answers
+    were lost (a worker died, or a session was killed; counted for the last session).
     """
     path = _db(db)
     if run is None:

@@ -76,7 +76,9 @@ def summary(stats: RunStats, failures: Counter[str], *, total: int,
     if batches is not None:
         lines.append(_batch_line(stats.calls, batches, wall))
     else:
-        rate = (stats.calls / wall) if wall > 0 else 0.0
+        # This session's calls over this session's time: a resume also counts the calls
+        # the killed session made (repeated_after_resume), which took none of this time.
+        rate = (stats.calls - stats.repeated_after_resume) / wall if wall > 0 else 0.0
         called = ok + failed - stats.from_checkpoint - stats.cache_hits
         repeated = repeated_calls_text(stats.calls, called, stats.repeated_calls,
                                        stats.repeated_after_resume)

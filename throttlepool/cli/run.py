@@ -50,11 +50,11 @@ Examples:
 \b
 Every option can also come from THROTTLEPOOL_<OPTION> (e.g. THROTTLEPOOL_BATCH_SIZE=8)
 or from [tool.throttlepool] in pyproject.toml / a throttlepool.toml; flags win over the
-environment, which wins over the file. Keys come from OPENAI_API_KEY, GEMINI_API_KEY or
-GOOGLE_API_KEY. Exit codes: 0 all ok, 1 some items failed (or --max-cost was reached:
-rerun with a higher cap to go on), 2 usage or input error, 130 interrupted (rerun the same
-command to resume from the checkpoint; in batch mode the batches go on at the provider,
-and `throttlepool cancel RUN` cancels them).
+environment, which wins over the file. Keys come from OPENAI_API_KEY, ANTHROPIC_API_KEY,
+GEMINI_API_KEY or GOOGLE_API_KEY. Exit codes: 0 all ok, 1 some items failed (or
+--max-cost was reached: rerun with a higher cap to go on), 2 usage or input error, 130
+interrupted (rerun the same command to resume from the checkpoint; in batch mode the
+batches go on at the provider, and `throttlepool cancel RUN` cancels them).
 """
 
 
@@ -87,8 +87,6 @@ def run_command(ctx: click.Context, /, input_path: str, dry_run: bool, verbose: 
     if no_db:
         flags["db"] = ""
     _legacy_provider_flag(flags)
-    for repeatable in ("param", "header"):
-        flags[repeatable] = flags[repeatable] or None  # not given: the env or file may say
     settings = load_settings(flags, config=config)
     if verbose:
         where = f" (config file {settings.file})" if settings.file else ""

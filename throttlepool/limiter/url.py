@@ -29,6 +29,32 @@ def sqlite_path(url: str) -> str:
     return path
 
 
+def check_limiter_url(url: str) -> str:
+    """``url`` when it is a limiter URL :func:`limiter_from_url` can open; else ConfigError
+    (a ValueError) naming it, passwords masked: ``redis:/localhost`` lacks the ``//``."""
+    shown = mask_url(url)
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in SCHEMES:
+        raise ConfigError(
+            f"unknown limiter URL {shown!r}: expected memory://, sqlite:///path, "
+            "redis://host:port/db or unix:///path/redis.sock")
+    if not url[len(scheme) + 1:].startswith("//"):
+        raise ConfigError(f"limiter URL {shown!r} is malformed: expected {scheme}://..., "
+                          "e.g. redis://localhost:6379/0 or sqlite:///path/to/file")
+    if scheme == "sqlite":
+        sqlite_path(url)
+    elif scheme == "unix" and not parts.path:
+        raise ConfigError(f"limiter URL {shown!r} names no socket: use unix:///path/redis.sock")
+    elif scheme in ("redis", "rediss"):
+        try:
+            parts.port  # noqa: B018 - raises for a port that is not a number
+        except ValueError:
+            raise ConfigError(f"limiter URL {shown!r} has a port that is not a number "
+                              "from 0 to 65535") from None
+    return url
+
+
 def limiter_from_url(
     url: str,
     limits: Iterable[LimitSpec] | LimitSpec | None,
@@ -47,7 +73,7 @@ def limiter_from_url(
     ``margin`` (seconds) lengthens the time each admission counts in its window: the floor
     of the margin that follows the observed delays (None: the default floor).
     """
-    scheme = urlsplit(url).scheme.lower()
+    scheme = urlsplit(check_limiter_url(url)).scheme.lower()
     resolved: list[Limit] = build_limits(limits)
     floor = DEFAULT_FLOOR if margin is None else margin
     # Processes sharing a budget count each other's calls with their own margin, blind to

@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..errors import ConfigError
 from ..limiter.limits import Limit
+from ..limiter.url import check_limiter_url
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
@@ -21,6 +23,26 @@ def text(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError(f"expected a string, got {value!r}")
     return value
+
+
+def limiter_url(value: Any) -> str:
+    """A limiter URL (``redis://host:6379/0``, ``sqlite:///path``) that can be opened."""
+    return check_limiter_url(text(value))
+
+
+def scheduler_address(value: Any) -> str:
+    """A Dask scheduler address with a host and, when it has a port, a numeric one:
+    ``tcp://host:8786``, ``host:8786``, ``tls://host:8786``."""
+    address = text(value)
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if not parts.hostname or port == -1 or parts.netloc.endswith(":"):
+        raise ValueError(f"{address!r} is not a Dask scheduler address: expected "
+                         "tcp://host:8786 (a host and a port number)")
+    return address
 
 
 def integer(value: Any) -> int:

@@ -18,11 +18,13 @@ from .parse import (
     Parser,
     boolean,
     limit_specs,
+    limiter_url,
     non_negative_float,
     non_negative_int,
     params,
     positive_float,
     positive_int,
+    scheduler_address,
     text,
     text_list,
 )
@@ -74,11 +76,13 @@ OPTIONS: tuple[Option, ...] = (
            default="openai", short="-P", metavar="NAME"),
     Option("model", text, "Model name sent with every request.", short="-m"),
     Option("system", text, "System prompt for every request (openai: a system message; "
-           "gemini: system_instruction; http: the body's \"system\").", metavar="TEXT"),
+           "anthropic: the top-level system field; gemini: system_instruction; http: the "
+           "body's \"system\").", metavar="TEXT"),
     Option("temperature", non_negative_float, "Sampling temperature of every request."),
-    Option("max_tokens", positive_int, "Output tokens at most per request (openai/http: "
-           "max_tokens; gemini: max_output_tokens). Under --tpm a request without it reserves "
-           "256.", metavar="N"),
+    Option("max_tokens", positive_int, "Output tokens at most per request (openai/anthropic/"
+           "http: max_tokens, which anthropic requires, default 1024; gemini: "
+           "max_output_tokens). Under --tpm a request without it reserves 256.",
+           metavar="N"),
     Option("param", params, "Any field of the request body (gemini: of its config), "
            "repeatable; VALUE is JSON when it parses, else text; a dotted NAME nests: -p "
            "top_p=0.9 -p response_format.type=json_object", short="-p", metavar="NAME=VALUE"),
@@ -98,9 +102,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("otpm", positive_float, "Output tokens per minute allowed (Anthropic's OTPM; "
            "reserves max tokens, settled to the answer's).", target="limits.otpm"),
     Option("rate_limit", limit_specs, "A limit in the library's own words, repeatable, "
-           "adding to --rpm/--tpm: '16/second', '500/10s', '400000 input tokens/minute', "
-           "'80000 output tokens/minute'. Use the server's own window: against a 1 s window, "
-           "--rpm 960 still lets bursts through, --rate-limit 16/second does not.",
+           "adding to --rpm/--tpm/--itpm/--otpm: '16/second', '500/10s', '400000 input "
+           "tokens/minute', '80000 output tokens/minute'. Use the server's own window: "
+           "against a 1 s window, --rpm 960 still lets bursts through, --rate-limit "
+           "16/second does not.",
            target="limits.limits", metavar="SPEC"),
     Option("retries", non_negative_int, "Retries per item after the first attempt. "
            "[default: 3]", default=3, target="retry.retries"),
@@ -169,10 +174,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("skip_bad_records", boolean, "Record a bad input record as a failed item instead "
            "of stopping before any call. [default: stop]", default=False,
            negative="--stop-on-bad-records"),
-    Option("limiter_url", text, "Share the rate limit with other processes or machines: "
+    Option("limiter_url", limiter_url, "Share the rate limit with other processes or machines: "
            "sqlite:///path or redis://host:6379/0.", target="limits.limiter_url",
            metavar="URL"),
-    Option("dask_scheduler", text, "Run on a Dask cluster (tcp://host:8786); needs "
+    Option("dask_scheduler", scheduler_address, "Run on a Dask cluster (tcp://host:8786); needs "
            "--limiter-url redis://... so workers share the limit.",
            target="execution.scheduler", metavar="ADDRESS"),
 )

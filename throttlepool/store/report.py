@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Collection, Iterator
@@ -93,8 +94,14 @@ def _owner(conn: sqlite3.Connection, path: str, row: dict[str, Any],
 
 
 def _find_run(conn: sqlite3.Connection, path: str, run: str) -> dict[str, Any]:
+    """The run whose id or name is ``run``; else the newest run of the input file ``run``
+    names (the CLI names a run ``prompts.jsonl-1a2b3c4d``: the file name and a hash)."""
     rows = _rows(conn, "SELECT * FROM runs WHERE id = ? OR name = ? ORDER BY id = ? DESC",
                  (run, run, run))
+    if not rows:
+        of_input = re.sub(r"([*?\[])", r"[\1]", os.path.basename(run)) + "-" + "[0-9a-f]" * 8
+        rows = _rows(conn, "SELECT * FROM runs WHERE name GLOB ? "
+                     "ORDER BY created DESC, rowid DESC LIMIT 1", (of_input,))
     if not rows:
         raise StoreError(f"no run {run!r} in {path}")
     row = rows[0]
@@ -106,9 +113,11 @@ def _find_run(conn: sqlite3.Connection, path: str, run: str) -> dict[str, Any]:
 def list_runs(db: DbSpec) -> list[dict[str, Any]]:
     """Every run, newest first: id, name, created, status, finished (ISO-8601 UTC), items
     recorded, of them ``ok`` and ``failed``, ``total`` (the input's items, if known),
-    ``calls`` (the attempts of the recorded items), ``cost_usd`` (the sum of the items'
-    known costs, null when none is known) and ``cost_unknown`` (ok items with usage but no
-    price).
+    ``calls`` (the attempts of the recorded items), ``repeated_calls`` and
+    ``repeated_after_resume`` (calls of the last session made again: a worker or an earlier
+    session was lost before recording them; null for older runs), ``cost_usd`` (the sum of
+    the items' known costs, null when none is known) and ``cost_unknown`` (ok items with
+    usage but no price).
 
     ``status`` is the run's state now (a ``running`` run whose owner died is
     ``interrupted``); ``status_detail`` says why, ``recorded_status`` is the stored value.
@@ -118,6 +127,8 @@ def list_runs(db: DbSpec) -> list[dict[str, Any]]:
             SELECT r.id, r.name, r.created, r.status, r.finished,
                    json_extract(r.totals, '$.reason') AS reason,
                    json_extract(r.totals, '$.total') AS total,
+                   json_extract(r.totals, '$.repeated_calls') AS repeated_calls,
+                   json_extract(r.totals, '$.repeated_after_resume') AS repeated_after_resume,
                    (SELECT count(*) FROM items i WHERE i.run_id = r.id) AS items,
                    (SELECT count(*) FROM items i WHERE i.run_id = r.id AND i.status = 'ok')
                        AS ok,
