@@ -466,7 +466,8 @@ class DaskEngine:
                 continue
             item, key = self._waiting.pop(r.index)
             outcome = Outcome(r.index, item, Status(r.status), r.value, r.error, r.attempts,
-                              r.latency, r.usage, Source.CALL, key, ttft=r.ttft)
+                              r.latency, r.usage, Source.CALL, key, ttft=r.ttft,
+                              ended=r.ended)
             if r.attempts:
                 self._latency.add(r.latency)
             if cache is not None and key is not None and outcome.status is Status.OK:
