@@ -12,6 +12,12 @@ Before the run begins (and so before anything is recorded) the driver connects t
 scheduler and has one worker unpickle the chunk configuration: an unreachable scheduler or a
 function the workers cannot import raises one clear error, and no run is recorded.
 
+Under a request limit the chunks are sized so that those in flight hold a couple of
+seconds of the limit's admissions beyond the calls' latency (sizing.py): outcomes arrive
+steadily and a stop leaves little dispatched. An interrupt (Ctrl-C) or an abort also stops
+the run's chunks on the workers (chunk.stop_session): cancelling a Dask task does not stop
+its thread.
+
 Each call a worker makes is reported to the driver as a Dask event just before it is sent
 (chunk.announcer), so ``stats.calls`` counts the calls of a worker that died before its
 chunk reported; ``stats.repeated_calls`` says how many of them were lost that way (the
@@ -26,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import math
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
@@ -39,11 +44,11 @@ from .._ledger import Ending, RunLedger
 from ..cost import RunBudget
 from ..cost.budget import Reservation
 from ..errors import CallTimeout, ConfigError, LimiterUnavailable, RunStopped
-from ..limiter.limits import REQUESTS
 from ..outcome import Outcome, RunStats, Source, Status
 from ..store.base import SpendRecords
 from .chunk import ChunkConfig, ChunkResult, check_config, run_chunk, stop_session
 from .reach import refused
+from .sizing import Mean, chunk_items, request_rate
 
 
 class ClusterUnavailable(RunStopped):
@@ -74,42 +79,6 @@ class DaskPlan:
     # before it sends it, and settles it to the answer's usage when its chunk reports
     budget: RunBudget | None = None
     estimate: Callable[[Any], Any] | None = None
-
-
-AHEAD = 2.0  # seconds of a binding request limit's admissions dispatched beyond the calls'
-
-
-def request_rate(limits: Iterable[tuple[float, float, str]]) -> float | None:
-    """The tightest request limit, in calls a second; None when no request limit binds."""
-    rates = [amount / period for amount, period, unit in limits
-             if unit == REQUESTS and period > 0]
-    return min(rates) if rates else None
-
-
-def chunk_items(rate: float | None, latency: float, window: int, largest: int) -> int:
-    """A chunk's size: under a request limit, ``window`` chunks hold what the limit admits
-    while a call runs (``latency`` seconds) and for ``AHEAD`` more seconds, so a stop
-    leaves little dispatched and each chunk reports within about a second; else ``largest``.
-    """
-    if rate is None:
-        return largest
-    return max(1, min(largest, math.ceil(rate * (latency + AHEAD) / window)))
-
-
-class Mean:
-    """A running mean (of the calls' latency)."""
-
-    def __init__(self) -> None:
-        self.total, self.n = 0.0, 0
-
-    def add(self, value: float) -> None:
-        """Count ``value`` in."""
-        self.total += value
-        self.n += 1
-
-    def value(self, default: float) -> float:
-        """The mean, or ``default`` before any value."""
-        return self.total / self.n if self.n else default
 
 
 def _describe(fn: Any) -> str:
