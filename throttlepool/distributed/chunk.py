@@ -4,7 +4,9 @@
 runner over the chunk with a limiter built from a URL (Redis or SQLite, shared by every
 worker), and returns plain picklable per-item results. Item failures stay data; a shared
 limiter that cannot be reached ends the chunk early and is reported, not raised, so the
-driver can stop dispatch at once instead of waiting for task retries.
+driver can stop dispatch at once instead of waiting for task retries. Each outcome carries
+the wall-clock time its call ended here. :func:`stop_session` (run on every worker by the
+driver on a Ctrl-C or an abort) stops the run's chunks from starting more calls.
 """
 
 from __future__ import annotations
