@@ -60,6 +60,8 @@ class Outcome(Generic[T]):
     key: str | None = None
     cost: float | None = None  # USD of its call(s); None: not priced or price unknown
     ttft: float | None = None  # seconds to a streamed answer's first token; None: not streamed
+    # Unix time its call ended, when made elsewhere (a Dask worker); None: as it is delivered
+    ended: float | None = None
 
     @property
     def ok(self) -> bool:

@@ -1,14 +1,22 @@
 """Every entry point on Dask: imap, as_completed, arun and aimap stream from a real cluster
 (two worker processes) in input order with bounded memory; the response cache saves calls;
-a cluster that cannot start says so in one sentence and records no run."""
+a cluster that cannot start says so in one sentence and records no run. Under a binding
+limit the driver keeps only about two seconds of the limit's work in flight, so a Ctrl-C
+stops the calls within that, and an abort (a second Ctrl-C, the consumer's error) leaves the
+workers making no more calls once the driver has returned; each call's times are the
+worker's, not the driver's receive times."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
+import os
+import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -180,3 +188,92 @@ def test_a_function_the_workers_cannot_import_is_one_clear_error_and_no_run(
     message = str(caught.value)
     assert "only_on_the_driver" in message and "\n" not in message
     assert _runs_recorded(db) == 0
+
+
+LIMIT = 10  # calls a second: 40 items take 4 s, all dispatched at once they cannot stop
+
+
+@pytest.fixture(scope="module")
+def limited_sim() -> Any:
+    with Simulator(SimConfig(rpm=LIMIT, window=1.0, latency=0.02)) as sim:
+        yield sim
+
+
+def _limited_runner(client: Any, redis_url: str, **kw: Any) -> ThreadedBatchRunner[str]:
+    return ThreadedBatchRunner(call_echo, executor="dask", scheduler=client,
+                               limiter_url=redis_url, limits=[f"{LIMIT}/second"], margin=0.1,
+                               batch_size=4, **kw)
+
+
+def _echo_items(sim: Simulator, n: int) -> list[dict[str, str]]:
+    return [{"url": sim.url, "prompt": f"p{i}"} for i in range(n)]
+
+
+def _ctrl_c_at(*delays: float, sim: Simulator) -> list[int]:
+    """Press Ctrl-C (SIGINT to this process) after each delay; what the server had by then."""
+    seen: list[int] = []
+
+    def press() -> None:
+        seen.append(sim.stats()["accepted"])
+        os.kill(os.getpid(), signal.SIGINT)  # the runner's own handler takes it
+
+    for delay in delays:
+        threading.Timer(delay, press).start()
+    return seen
+
+
+def test_ctrl_c_on_dask_stops_the_calls_within_the_in_flight_bound(
+        client: Any, redis_url: str, limited_sim: Simulator, tmp_path: Path) -> None:
+    sim = limited_sim
+    sim.reset()
+    runner = _limited_runner(client, redis_url, progress=False, store=tmp_path / "ck.sqlite")
+    at_ctrl_c = _ctrl_c_at(1.2, sim=sim)
+    result = runner.run(_echo_items(sim, 40), run_name="stop")
+    runner.close()
+    time.sleep(0.3)  # a call a worker would still make after the driver returned
+    after = sim.stats()["accepted"] - at_ctrl_c[0]
+    assert result.interrupted
+    assert result.stats.not_attempted > 0, result.summary()
+    # the calls the workers had already taken (batch_size per chunk, two chunks in flight)
+    assert after <= 8, after
+    assert result.stats.calls == sim.stats()["accepted"]
+
+
+def test_an_aborted_dask_run_leaves_no_calls_running_on_the_workers(
+        client: Any, redis_url: str, limited_sim: Simulator) -> None:
+    sim = limited_sim
+    sim.reset()
+    stream = _limited_runner(client, redis_url, progress=False).imap(_echo_items(sim, 40))
+    # the abort a second Ctrl-C (or a consumer's own error) makes, from another thread
+    threading.Timer(1.0, stream.abort).start()
+    got = 0
+    with contextlib.suppress(BaseException):
+        for _ in stream:
+            got += 1
+    at_return = sim.stats()["accepted"]
+    time.sleep(1.0)
+    assert 0 < at_return < 40, at_return
+    # only the calls the workers had already admitted may still land
+    assert sim.stats()["accepted"] - at_return <= 8, (at_return, sim.stats()["accepted"])
+
+
+def ended_at(i: int) -> float:
+    """A call that takes ``i`` tenths of a second and answers the time it ended."""
+    time.sleep(0.1 * i)
+    return time.time()
+
+
+def test_call_times_on_dask_are_the_calls_own(client: Any, tmp_path: Path) -> None:
+    from throttlepool.distributed import run_on_dask
+
+    n = 10  # one chunk, every call at once: they end 0.1 s apart, the chunk after 0.9 s
+    result = run_on_dask(ended_at, range(n), client=client, batch_size=n, chunk_size=n,
+                         store=tmp_path / "ck.sqlite", progress=False)
+    assert result.all_succeeded, result.summary()
+    with sqlite3.connect(tmp_path / "ck.sqlite") as conn:
+        rows = conn.execute("SELECT idx, started, finished FROM items").fetchall()
+    assert len(rows) == n
+    for idx, started, finished in rows:
+        # the call's own end (its answer), not when its chunk reached the driver
+        assert abs(finished - result.results[idx]) < 0.05, (idx, finished, result.results[idx])
+        assert started <= finished

@@ -4,7 +4,9 @@
 runner over the chunk with a limiter built from a URL (Redis or SQLite, shared by every
 worker), and returns plain picklable per-item results. Item failures stay data; a shared
 limiter that cannot be reached ends the chunk early and is reported, not raised, so the
-driver can stop dispatch at once instead of waiting for task retries.
+driver can stop dispatch at once instead of waiting for task retries. Each outcome carries
+the wall-clock time its call ended here. :func:`stop_session` (run on every worker by the
+driver on a Ctrl-C or an abort) stops the run's chunks from starting more calls.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import pickle
 import socket
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +23,8 @@ from typing import Any
 from ..adapters import as_adapter
 from ..adapters.base import Adapter, CallResult, Delegating
 from ..adapters.structured import InvalidAnswer
-from ..errors import LimiterUnavailable
+from ..bridge import Bridge
+from ..errors import LimiterUnavailable, RunStopped
 from ..limiter import Limit, RateLimiter, limiter_from_url
 from ..options import Limits, RunOptions
 from ..outcome import Outcome, Status, Usage
@@ -35,6 +39,7 @@ class ChunkConfig:
     options: RunOptions  # RunOptions.for_workers(): limits, retry, per-call settings
     estimate: Any = None
     calls_topic: str | None = None  # the Dask event topic each call is reported under
+    session: str | None = None  # what the driver names when it stops this run's chunks
 
 
 def check_config(payload: bytes) -> str:
@@ -92,6 +97,41 @@ class RejectedAnswers(Delegating[Any]):
             raise
 
 
+_stopped: set[str] = set()  # sessions the driver stopped, in this worker process
+_stoppers: dict[str, set[Callable[[], None]]] = {}  # session -> its running chunks' stops
+_sessions_lock = threading.Lock()
+
+
+def stop_session(session: str) -> None:
+    """Run on every worker (``client.run``) when the driver is interrupted or aborts: the
+    session's running chunks stop taking items (calls already admitted finish), and its
+    chunks that start later call nothing, so no call outlives the driver's stop for long."""
+    with _sessions_lock:
+        _stopped.add(session)
+        stops = list(_stoppers.pop(session, ()))
+    for stop in stops:
+        stop()
+
+
+def _watch(session: str | None, stop: Callable[[], None]) -> Callable[[], None]:
+    """Register ``stop`` under ``session`` (run at once if already stopped); the undo."""
+    if session is None:
+        return lambda: None
+    with _sessions_lock:
+        stopped = session in _stopped
+        if not stopped:
+            _stoppers.setdefault(session, set()).add(stop)
+    if stopped:
+        stop()
+
+    def unwatch() -> None:
+        with _sessions_lock:
+            _stoppers.get(session, set()).discard(stop)
+            if not _stoppers.get(session, True):
+                del _stoppers[session]
+    return unwatch
+
+
 @dataclass
 class ItemResult:
     """One item's outcome, without the item itself (the driver holds it)."""
@@ -105,6 +145,7 @@ class ItemResult:
     usage: Usage | None = None
     ttft: float | None = None  # seconds to a streamed answer's first token
     billed: list[Usage] = field(default_factory=list)  # rejected answers', billed all the same
+    ended: float | None = None  # wall-clock time (Unix seconds, the worker's) the call ended
 
 
 @dataclass
@@ -150,7 +191,8 @@ def _portable_error(exc: BaseException | None) -> BaseException | None:
     return exc
 
 
-def _portable(outcome: Outcome[Any], index: int, billed: list[Usage]) -> ItemResult:
+def _portable(outcome: Outcome[Any], index: int, billed: list[Usage], ended: float | None
+              ) -> ItemResult:
     value, error, status = outcome.value, _portable_error(outcome.error), outcome.status
     if status is Status.OK:
         try:
@@ -159,7 +201,7 @@ def _portable(outcome: Outcome[Any], index: int, billed: list[Usage]) -> ItemRes
             value, status = None, Status.FAILED
             error = StoredError("TypeError", f"the value cannot be sent back: {exc}")
     return ItemResult(index, str(status), value, error, outcome.attempts, outcome.latency,
-                      outcome.usage, outcome.ttft, billed)
+                      outcome.usage, outcome.ttft, billed, ended)
 
 
 def _this_worker() -> Any:
@@ -191,24 +233,36 @@ def run_chunk(chunk_no: int, chunk: Sequence[tuple[int, Any]], cfg: ChunkConfig
         checkpoint=options.checkpoint, execution=options.execution, budget=options.budget)
     if cfg.calls_topic is not None and worker is not None:
         runner.call_observer = announcer(cfg.calls_topic, worker, chunk_no, chunk)
-    outcomes: list[Outcome[Any]] = []
-    stream = runner.as_completed([item for _, item in chunk])
+    outcomes: list[tuple[Outcome[Any], float]] = []  # each with the time it ended
+
+    def arrived(outcome: Outcome[Any]) -> None:  # on the chunk's loop, as the call ends
+        outcomes.append((outcome, time.time()))
+
+    engine = runner.engine([item for _, item in chunk], arrived, ordered=False, fill=False,
+                           run_name=None)
+    bridge = Bridge("throttlepool-chunk")
+
+    def stop() -> None:  # any thread: the driver was interrupted or aborted
+        bridge.call_soon(lambda: engine.request_stop(
+            RunStopped("the driver stopped the run"), interrupted=True))
+
+    unwatch = _watch(cfg.session, stop)
     try:
-        for outcome in stream:  # through the bridge, like every sync entry point
-            outcomes.append(outcome)
+        bridge.run(engine.run())
     except LimiterUnavailable as exc:
         result.stopped = exc
     finally:
+        unwatch()
         runner.close()
-    stats = stream.stats
-    assert stats is not None
+    stats = engine.stats
     result.calls, result.retries = stats.calls, stats.retries
     result.rate_limited, result.rate_limit_wait = stats.rate_limited, stats.rate_limit_wait
-    for outcome in outcomes:
+    for outcome, ended in outcomes:
         if outcome.status is Status.NOT_ATTEMPTED:
             continue  # the driver decides what happens to items never called
         result.items.append(_portable(outcome, chunk[outcome.index][0],
-                                      rejected.billed(outcome.item)))
-    if result.stopped is None and stream.stopped is not None:
-        result.stopped = _portable_error(stream.stopped)
+                                      rejected.billed(outcome.item), ended))
+    stopped = engine.stop_reason
+    if result.stopped is None and stopped is not None and cfg.session not in _stopped:
+        result.stopped = _portable_error(stopped)
     return result

@@ -12,6 +12,12 @@ Before the run begins (and so before anything is recorded) the driver connects t
 scheduler and has one worker unpickle the chunk configuration: an unreachable scheduler or a
 function the workers cannot import raises one clear error, and no run is recorded.
 
+Under a request limit the chunks are sized so that those in flight hold a couple of
+seconds of the limit's admissions beyond the calls' latency (sizing.py): outcomes arrive
+steadily and a stop leaves little dispatched. An interrupt (Ctrl-C) or an abort also stops
+the run's chunks on the workers (chunk.stop_session): cancelling a Dask task does not stop
+its thread.
+
 Each call a worker makes is reported to the driver as a Dask event just before it is sent
 (chunk.announcer), so ``stats.calls`` counts the calls of a worker that died before its
 chunk reported; ``stats.repeated_calls`` says how many of them were lost that way (the
@@ -40,8 +46,9 @@ from ..cost.budget import Reservation
 from ..errors import CallTimeout, ConfigError, LimiterUnavailable, RunStopped
 from ..outcome import Outcome, RunStats, Source, Status
 from ..store.base import SpendRecords
-from .chunk import ChunkConfig, ChunkResult, check_config, run_chunk
+from .chunk import ChunkConfig, ChunkResult, check_config, run_chunk, stop_session
 from .reach import refused
+from .sizing import Mean, chunk_items, request_rate
 
 
 class ClusterUnavailable(RunStopped):
@@ -124,6 +131,12 @@ class DaskEngine:
         self._task: asyncio.Future[Any] | None = None
         self._wake: asyncio.Event | None = None
         self._arrived: deque[Any] = deque()
+        self._client: Any = None
+        self._session: str | None = None  # names this run's chunks to stop them on the workers
+        self._workers_stopped = False
+        self._window = 1  # chunks in flight
+        self._rate: float | None = None  # the tightest request limit, calls a second
+        self._latency = Mean()  # of the calls so far: how long a chunk's calls take
 
     # ---- what callers see (RunEngine) ----------------------------------------------------
 
@@ -148,10 +161,28 @@ class DaskEngine:
         return self.ledger.finished
 
     def request_stop(self, reason: BaseException, *, interrupted: bool = False) -> None:
-        """Submit no more chunks; the chunks in flight finish and are delivered."""
+        """Submit no more chunks; the chunks in flight finish and are delivered. An
+        interrupt (Ctrl-C) also has the workers take no more items: calls already admitted
+        finish, the rest are not attempted, as with local threads."""
         self._stop = self._stop or reason
         self._interrupted = self._interrupted or interrupted
+        if interrupted and not self._workers_stopped:
+            try:
+                asyncio.get_running_loop().run_in_executor(None, self._stop_workers)
+            except RuntimeError:  # not on the run's loop
+                self._stop_workers()
         self.notify_space()
+
+    def _stop_workers(self) -> None:
+        """Stop this run's chunks on every worker (chunk.stop_session); blocking, once."""
+        client, session = self._client, self._session
+        if client is None or session is None or self._workers_stopped:
+            return
+        self._workers_stopped = True
+        try:
+            client.run(stop_session, session, on_error="ignore")
+        except Exception:  # a cluster going away: its chunks go with it
+            pass
 
     def abort(self) -> None:
         """Stop now: the chunks in flight are cancelled and their answers lost."""
@@ -185,7 +216,8 @@ class DaskEngine:
             store = self.ledger.store
             if plan.budget is not None and run_id is not None and isinstance(store, SpendRecords):
                 plan.budget.gate.spent += store.recorded_cost(run_id)[0]  # a resume has spent
-            await self._drive(client, window, replace(plan.cfg, calls_topic=topic))
+            self._client, self._session = client, topic
+            await self._drive(client, window, replace(plan.cfg, calls_topic=topic, session=topic))
         finally:
             if subscribed:
                 client.unsubscribe_topic(topic)
@@ -270,7 +302,9 @@ class DaskEngine:
         """The next items to call; those the checkpoint or the cache knows are delivered."""
         chunk: list[tuple[int, Any]] = []
         ledger = self.ledger
-        while (len(chunk) < self.plan.chunk_size and not self._ending.exhausted
+        size = chunk_items(self._rate, self._latency.value(1.0), self._window,
+                           self.plan.chunk_size)
+        while (len(chunk) < size and not self._ending.exhausted
                and self._stop is None and self._room()):
             try:
                 index, item = next(self._items)
@@ -327,6 +361,7 @@ class DaskEngine:
         token, numbers = uuid.uuid4().hex[:12], itertools.count()
         in_flight: dict[Any, int] = {}  # future -> chunk number
         self._window_items = window * self.plan.chunk_size
+        self._window, self._rate = window, request_rate(self.plan.limits)
 
         def arrived(fut: Any) -> None:  # on the Dask client's thread
             def on_loop() -> None:
@@ -359,6 +394,8 @@ class DaskEngine:
             if in_flight:
                 client.cancel(list(in_flight))  # their answers are lost
                 self._cancelled.update(in_flight.values())
+                # cancelling a running task does not stop its thread: stop its calls too
+                self._stop_workers()
             if isinstance(exc, Exception):
                 self._ending.crash = exc
                 self._stop = self._stop or RunStopped(f"{type(exc).__name__}: {exc}", exc)
@@ -398,7 +435,10 @@ class DaskEngine:
                 continue
             item, key = self._waiting.pop(r.index)
             outcome = Outcome(r.index, item, Status(r.status), r.value, r.error, r.attempts,
-                              r.latency, r.usage, Source.CALL, key, ttft=r.ttft)
+                              r.latency, r.usage, Source.CALL, key, ttft=r.ttft,
+                              ended=r.ended)
+            if r.attempts:
+                self._latency.add(r.latency)
             if cache is not None and key is not None and outcome.status is Status.OK:
                 cache.put(key, outcome.value)
             for billed in r.billed:  # answers the worker rejected: the server billed them

@@ -202,7 +202,8 @@ class SQLiteStore:
             price_outcome(state.pricing, outcome)
         if self._leases is not None:
             self._leases.check(run_id)  # a process that lost its run must stop paying for it
-        self.writer.submit(ItemOp(run_id, outcome, time.time()))
+        ended = outcome.ended  # a Dask worker's call ended before its outcome arrived here
+        self.writer.submit(ItemOp(run_id, outcome, time.time() if ended is None else ended))
 
     def finish_run(self, run_id: str, stats: RunStats, status: str,
                    reason: str | None = None) -> None:
