@@ -18,7 +18,8 @@ from ..errors import ConfigError
 from ..hints import RateInfo, rate_info_from_headers
 from ..limiter.limits import Cost
 from ..outcome import Usage
-from .base import Adapter, CallResult
+from .answering import AnsweringSdkAdapter
+from .base import CallResult
 from .common import (
     Extract,
     classify_setup,
@@ -36,7 +37,7 @@ from .common import (
 from .function import callable_name
 from .portable import SdkClient, anthropic_spec
 from .streaming import AnthropicCollector, StreamBroken, acollect, collect, stream_verdict
-from .structured import DEFAULT_JSON_RETRIES, Schema, check_json_retries, revive_extracted
+from .structured import DEFAULT_JSON_RETRIES, Schema, check_json_retries
 from .tokens import Tokenizer, count_tokens, first_number
 
 # method name -> (client attribute path, parameter a string item goes to, prompt fields)
@@ -100,7 +101,7 @@ def unknown_params(params: Mapping[str, Any], accepted: frozenset[str] | None) -
     return sorted(k for k in params if k not in accepted and k != "timeout")
 
 
-class AnthropicAdapter(Adapter[Any]):
+class AnthropicAdapter(AnsweringSdkAdapter):
     """Wraps an ``anthropic.Anthropic`` or ``anthropic.AsyncAnthropic`` client for one method.
 
     ``method`` is ``"messages"``, a dotted path on the client (``"beta.messages.create"``), or
@@ -194,19 +195,6 @@ class AnthropicAdapter(Adapter[Any]):
         if not callable(getattr(target, leaf, None)):
             raise ValueError(f"the anthropic client has no method {path!r}")
         return target, leaf
-
-    @property
-    def client(self) -> Any:
-        """The retry-free SDK client calls are made with (batch mode makes its own calls)."""
-        return self._client.get()
-
-    def value_of(self, response: Any) -> Any:
-        """What an online call returns for ``response``: the adapter's ``extract`` of it."""
-        return self._extract(response) if self._extract is not None else response
-
-    def revive(self, stored: Any) -> Any:
-        """A stored value as a call returns it: a ``schema=`` pydantic model's instance."""
-        return revive_extracted(self._extract, stored)
 
     def identity(self) -> Mapping[str, Any]:
         """Provider, method, model and default parameters; never the key, URL or headers."""

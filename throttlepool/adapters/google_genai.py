@@ -20,7 +20,8 @@ from ..classify import Verdict, default_classifier
 from ..errors import ConfigError
 from ..hints import RateInfo
 from ..limiter.limits import Cost
-from .base import Adapter, CallResult
+from .answering import AnsweringSdkAdapter
+from .base import CallResult
 from .common import (
     Extract,
     classify_http,
@@ -35,7 +36,7 @@ from .common import (
 )
 from .portable import SdkClient, genai_spec
 from .streaming import GenAICollector, StreamBroken, acollect, collect, stream_verdict
-from .structured import DEFAULT_JSON_RETRIES, Schema, check_json_retries, revive_extracted
+from .structured import DEFAULT_JSON_RETRIES, Schema, check_json_retries
 from .tokens import DEFAULT_OUTPUT_RESERVE, Tokenizer, count_tokens, first_number, usage_from
 
 _METHODS = ("generate_content", "embed_content", "count_tokens", "generate_content_stream")
@@ -71,7 +72,7 @@ def response_headers(value: Any) -> Mapping[str, str] | None:
 NO_MODEL = 'gemini needs a model: give model= (--model) or a "model" in each request'
 
 
-class GenAIAdapter(Adapter[Any]):
+class GenAIAdapter(AnsweringSdkAdapter):
     """Wraps a ``google.genai.Client`` (or its ``client.aio``) calling ``models.<method>``.
 
     A string item is the ``contents``; a dict item may give ``contents``, ``config`` (dict or
@@ -128,19 +129,6 @@ class GenAIAdapter(Adapter[Any]):
         self._extract = make_extractor(extract, named, schema)
         #: Asks for an answer that is not the JSON asked for, apart from network retries.
         self.json_retries = check_json_retries(json_retries)
-
-    @property
-    def client(self) -> Any:
-        """The SDK client calls are made with (batch mode makes its own calls)."""
-        return self._client.get()
-
-    def value_of(self, response: Any) -> Any:
-        """What an online call returns for ``response``: the adapter's ``extract`` of it."""
-        return self._extract(response) if self._extract is not None else response
-
-    def revive(self, stored: Any) -> Any:
-        """A stored value as a call returns it: a ``schema=`` pydantic model's instance."""
-        return revive_extracted(self._extract, stored)
 
     def identity(self) -> Mapping[str, Any]:
         """Provider, method, model and default config; never the key or the client's options."""

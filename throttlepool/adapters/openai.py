@@ -18,7 +18,8 @@ from ..classify import Verdict, default_classifier
 from ..errors import ConfigError
 from ..hints import RateInfo, rate_info_from_headers
 from ..limiter.limits import Cost
-from .base import Adapter, CallResult
+from .answering import AnsweringSdkAdapter
+from .base import CallResult
 from .common import (
     Extract,
     classify_setup,
@@ -42,7 +43,7 @@ from .streaming import (
     collect,
     stream_verdict,
 )
-from .structured import DEFAULT_JSON_RETRIES, Schema, check_json_retries, revive_extracted
+from .structured import DEFAULT_JSON_RETRIES, Schema, check_json_retries
 from .tokens import (
     DEFAULT_OUTPUT_RESERVE,
     Tokenizer,
@@ -92,7 +93,7 @@ def _rate(headers: Any) -> RateInfo | None:
     return None if info.empty else info
 
 
-class OpenAIAdapter(Adapter[Any]):
+class OpenAIAdapter(AnsweringSdkAdapter):
     """Wraps an ``openai.OpenAI`` or ``AsyncOpenAI`` client (or Azure / compatible client).
 
     ``method`` is ``"chat"``, ``"embeddings"``, ``"responses"``, ``"completions"``, a dotted
@@ -171,19 +172,6 @@ class OpenAIAdapter(Adapter[Any]):
         if not callable(getattr(target, leaf, None)):
             raise ValueError(f"the openai client has no method {path!r}")
         return target, leaf
-
-    @property
-    def client(self) -> Any:
-        """The retry-free SDK client calls are made with (batch mode makes its own calls)."""
-        return self._client.get()
-
-    def value_of(self, response: Any) -> Any:
-        """What an online call returns for ``response``: the adapter's ``extract`` of it."""
-        return self._extract(response) if self._extract is not None else response
-
-    def revive(self, stored: Any) -> Any:
-        """A stored value as a call returns it: a ``schema=`` pydantic model's instance."""
-        return revive_extracted(self._extract, stored)
 
     def identity(self) -> Mapping[str, Any]:
         """Provider, method, model and default parameters; never the key, URL or headers."""
