@@ -120,6 +120,58 @@ def test_a_widened_margin_still_counts_what_the_window_holds(backend: Backend) -
     assert lim.try_acquire() is None
 
 
+def test_a_call_open_in_one_process_holds_its_slot_in_every_other(backend: Backend) -> None:
+    """A Dask worker's first SDK call took 2 s to reach the server on a loaded machine; only
+    its own process renewed its stamp while it was open, so the other worker saw the slot free
+    a window after the grant and sent a call into the server's full window (a 429). An open
+    call holds its slot for everyone until it answers, then counts from its answer, and a
+    process waiting on it is admitted soon after (it asks again, not a hold's length later)."""
+    a = _make(backend, ["1/0.3s"], "a")
+    b = _make(backend, ["1/0.3s"], "a") if backend.shared else a
+    permit = a.acquire()
+    started = a.call_started(permit, first_on_thread=True)
+    time.sleep(0.5)
+    assert b.try_acquire() is None
+
+    def answer() -> None:
+        time.sleep(0.1)
+        a.call_ended(permit, started, first_on_thread=True)
+
+    t0 = time.monotonic()
+    threading.Thread(target=answer).start()
+    b.acquire()
+    assert 0.35 <= time.monotonic() - t0 < 1.5  # 0.1 + the window + margin, then a poll
+
+
+def test_a_call_started_late_counts_after_its_grant_s_window_has_passed(backend: Backend
+                                                                       ) -> None:
+    """Granted at 0 and started at 0.3 s, a call counts until 0.8 s + margin. Redis expired
+    its keys a window after the last grant (0.5 s + margin), so the restamped member vanished
+    with them and at 0.6 s a second call went: two in the server's window (seen on Dask)."""
+    lim = _make(backend, ["1/0.5s"])
+    permit = lim.acquire()
+    time.sleep(0.3)
+    lim.restamp(permit)  # the call starts
+    time.sleep(0.3)
+    assert lim.try_acquire() is None
+
+
+def test_a_call_that_may_have_reached_the_server_late_counts_from_then(backend: Backend
+                                                                     ) -> None:
+    """An answer that bounds a call's arrival at 0.2 s after its start moves its stamp there:
+    the server may count it until 0.2 s + the window. Redis and SQLite used to ignore every
+    bound before their now, so the call counted from its start and the next admission came
+    0.2 s early (a 429 when the way up was slow)."""
+    lim = _make(backend, ["1/0.5s"])
+    permit = lim.acquire()
+    lim.backend.restamp(permit, lim.clock.now())  # the call starts
+    time.sleep(0.3)
+    now = lim.clock.now()
+    lim.backend.restamp(permit, now, now - 0.1)  # its answer: it reached the API by 0.2 s
+    wait = lim.reserve().admit_at - lim.clock.now()
+    assert wait > 0.35  # 0.2 + 0.5 + margin - 0.3, less this test's own steps
+
+
 def test_pause_holds_back_every_limiter_sharing_the_budget(backend: Backend) -> None:
     a = _make(backend, ["100/second"])
     b = _make(backend, ["100/second"]) if backend.shared else a

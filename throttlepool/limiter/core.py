@@ -121,7 +121,7 @@ class RateLimiter:
         # past its admission time is not re-placed by this: a first call open for more than
         # a whole window can still be counted by the server after its entry expired.)
         for permit in self._open_first_calls:
-            self.backend.restamp(permit, now)
+            self.backend.hold(permit, now)
         # Any other call still unanswered a whole window after its stamp may not have reached
         # the server yet either: it counts from now until its answer bounds its arrival (see
         # call_ended). Stamps only move later, so the oldest is first in the dict.
@@ -136,7 +136,7 @@ class RateLimiter:
                 break
             del calls[key]
             calls[key] = (permit, now)
-            self.backend.restamp(permit, now)
+            self.backend.hold(permit, now)
 
     def _check(self, permit: Permit) -> float:
         """Seconds until ``permit`` is admitted; re-asks the backend for a provisional one."""
@@ -263,7 +263,7 @@ class RateLimiter:
                 self._open_first_calls.append(permit)
             else:
                 self._open_calls[id(permit)] = (permit, now)
-            moved = [*self._apply_margin(now), *self.backend.restamp(permit, now)]
+            moved = [*self._apply_margin(now), *self.backend.hold(permit, now)]
         _wake(moved)
         return now
 
@@ -284,7 +284,7 @@ class RateLimiter:
                     return
                 with contextlib.suppress(ValueError):
                     self._open_first_calls.remove(permit)
-                moved = list(self.backend.restamp(permit, now))
+                moved = list(self.backend.restamp(permit, now, now))
                 self._first_calls.append((permit, started, duration))
             else:
                 self._open_calls.pop(id(permit), None)
@@ -306,10 +306,11 @@ class RateLimiter:
         Shifts within half the floor are left alone (a shared backend would pay a round trip
         for each).
         """
-        delay = self.margin.first_call_delay(duration)
-        if permit.provisional or delay is None:
+        if permit.provisional:
             return []
-        at = min(started + delay, now)
+        delay = self.margin.first_call_delay(duration)
+        # With no fastest call known yet it counts from its start, as before it was held.
+        at = started if delay is None else min(started + delay, now)
         if abs(at - permit.admit_at) <= self.margin.floor / 2:
             return []
         return self.backend.restamp(permit, now, at)

@@ -27,7 +27,7 @@ from typing import Any
 from ..errors import CostExceedsLimit, LimiterUnavailable, MissingExtra
 from ..store.redact import mask_url, redact_text
 from .limits import Cost, Limit
-from .ticket import BackendBase, Ticket
+from .ticket import OPEN_CALL_HOLD, OPEN_CALL_POLL, BackendBase, Ticket
 
 try:
     import redis as _redis
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 _MILLI = 1000  # weights and amounts are stored in thousandths of a unit
 
 # KEYS = [pause, z1, s1, z2, s2, ...]
-# ARGV = [n, win_us1, lim1, w1, win_us2, lim2, w2, ..., id]
+# ARGV = [n, win_us1, lim1, w1, win_us2, lim2, w2, ..., id, poll_us]
 # -> {1, now_us} admitted, {0, wait_us} denied, {-1, i} weight i exceeds its limit.
 ACQUIRE_LUA = """
 local n = tonumber(ARGV[1])
@@ -78,6 +78,8 @@ for i = 1, n do
       freed = freed + tonumber(string.match(e[j], ':(%d+)$'))
       if freed >= need then
         local wait = tonumber(e[j+1]) + win - now + 1
+        -- a member stamped ahead is a call still open: it leaves when it answers
+        if tonumber(e[j+1]) > now then wait = math.min(wait, tonumber(ARGV[3 + 3 * n])) end
         if wait > worst then worst = wait end
         break
       end
@@ -122,18 +124,26 @@ end
 return 1
 """
 
-# KEYS = [z1, z2, ...]; ARGV = [n, admitted_us, id, w1, w2, ...] -> the new admission time.
-# Moves the members to the server's now (only ever later): the call started late.
+# KEYS = [z1, s1, z2, s2, ...]; ARGV = [n, id, offset_us, win_us1, w1, ...] -> the new
+# admission time: the server's now plus ``offset_us`` (negative: the call's answer bounds its
+# arrival that long ago; positive: it is open, see OPEN_CALL_HOLD). The keys then live until
+# the moved members leave their windows: they expire a window after the last admission, and a
+# member moved past that would vanish with them, freeing its budget.
 RESTAMP_LUA = """
-local n, at, id = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local n, id = tonumber(ARGV[1]), ARGV[2]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-if now <= at then return at end
+local target = now + tonumber(ARGV[3])
 for i = 1, n do
-  local w = tonumber(ARGV[3 + i])
-  if w > 0 then redis.call('ZADD', KEYS[i], 'XX', 'GT', now, id .. ':' .. w) end
+  local z, s = KEYS[2*i-1], KEYS[2*i]
+  local win, w = tonumber(ARGV[2 + 2*i]), tonumber(ARGV[3 + 2*i])
+  if w > 0 and redis.call('ZADD', z, 'XX', 'CH', target, id .. ':' .. w) == 1 then
+    local ttl = math.floor((target + win - now) / 1000) + 1
+    if redis.call('PTTL', z) < ttl then redis.call('PEXPIRE', z, ttl) end
+    if redis.call('PTTL', s) < ttl then redis.call('PEXPIRE', s, ttl) end
+  end
 end
-return now
+return target
 """
 
 # KEYS = [pause]; ARGV = [duration_us]: admit nothing for that long (never shortens a pause).
@@ -267,7 +277,7 @@ class RedisWindowBackend(BackendBase):
         args: list[Any] = [len(self._windows)]
         for win, cap, w in zip(self._win_us, self._lim_m, weights, strict=True):
             args += [win, cap, w]
-        args.append(member)
+        args += [member, round(OPEN_CALL_POLL * 1_000_000)]
         status, value = self._eval(ACQUIRE_LUA, self._keys, args)
         if status == 1:
             ticket = Ticket(cost, now)
@@ -305,20 +315,28 @@ class RedisWindowBackend(BackendBase):
 
     def restamp(self, ticket: Ticket, now: float, at: float | None = None
                 ) -> Iterable[Ticket]:
-        """Count an admitted reservation from the server's now on (its call started late);
-        a past ``at`` is not honoured (it would only free budget sooner; this is safe)."""
-        if at is not None and at < now:
-            return []
+        """Count an admitted reservation from ``at`` (default ``now``) on, read on Redis's
+        clock as that long before its now (clocks of hosts differ; durations agree)."""
+        return self._move(ticket, 0.0 if at is None else min(at - now, 0.0), now)
+
+    def hold(self, ticket: Ticket, now: float) -> Iterable[Ticket]:
+        """Stamp an open call :data:`OPEN_CALL_HOLD` ahead on Redis's clock."""
+        return self._move(ticket, OPEN_CALL_HOLD, now)
+
+    def _move(self, ticket: Ticket, offset: float, now: float) -> Iterable[Ticket]:
         if ticket.provisional or ticket.handle is None:
             return []
-        member, at, weights = ticket.handle
+        member, _, weights = ticket.handle
+        args: list[Any] = [len(self._windows), member, math.ceil(offset * 1_000_000)]
+        for win, w in zip(self._win_us, weights, strict=True):
+            args += [win, w]
         try:
-            new_at = self._eval(RESTAMP_LUA, self._settle_keys[0::2],
-                                [len(self._windows), at, member, *weights])
+            new_at = self._eval(RESTAMP_LUA, self._settle_keys, args)
         except LimiterUnavailable as exc:
             log.warning("could not restamp a reservation: %s", exc)
             return []
         ticket.handle = (member, int(new_at), weights)
+        ticket.admit_at = now + offset
         return []
 
     def set_margin(self, margin: float, now: float) -> Iterable[Ticket]:

@@ -23,11 +23,12 @@ from typing import Any
 from ..errors import CostExceedsLimit, LimiterUnavailable
 from ..store.redact import redact_text
 from .limits import INPUT_TOKENS, OUTPUT_TOKENS, UNITS, Cost, Limit
-from .ticket import BackendBase, Ticket
+from .ticket import OPEN_CALL_HOLD, OPEN_CALL_POLL, BackendBase, Ticket
 
 _EPSILON = 1e-9
-# A row stamped further than this in the future means the wall clock stepped back.
-_CLOCK_STEP = 5.0
+# A row stamped further than this in the future means the wall clock stepped back (an open
+# call's row is stamped OPEN_CALL_HOLD ahead).
+_CLOCK_STEP = 3 * OPEN_CALL_HOLD
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS admissions (
@@ -214,7 +215,10 @@ class SQLiteWindowBackend(BackendBase):
                     "ORDER BY ts", (self.name, now - span)):
                 freed += weight
                 if freed >= need - _EPSILON:
-                    worst = max(worst, ts + span - now + 1e-6)
+                    wait = ts + span - now + 1e-6
+                    if ts > now:  # a call still open: it leaves when it answers
+                        wait = min(wait, OPEN_CALL_POLL)
+                    worst = max(worst, wait)
                     break
         return worst
 
@@ -238,8 +242,9 @@ class SQLiteWindowBackend(BackendBase):
         return ticket
 
     def _change(self, ticket: Ticket, weights: tuple[float, ...] | None, *,
-                restamp: bool = False) -> None:
-        """Give an admitted row new weights (None: delete it) or a later timestamp."""
+                restamp: float | None = None) -> None:
+        """Give an admitted row new weights (None: delete it) or, with ``restamp``, the
+        timestamp that many seconds after the file's now (negative: before)."""
         if ticket.provisional or ticket.handle is None:
             return
         try:
@@ -249,8 +254,8 @@ class SQLiteWindowBackend(BackendBase):
                 if row is None:
                     return  # already out of every window
                 ts, old = row[0], tuple(row[1:])
-                if restamp:
-                    new_ts = max(ts, time.time())
+                if restamp is not None:
+                    new_ts = time.time() + restamp
                     db.execute("UPDATE admissions SET ts = ? WHERE id = ?",
                                (new_ts, ticket.handle))
                     self._adjust(db, ts, new_ts, old, old)
@@ -277,11 +282,17 @@ class SQLiteWindowBackend(BackendBase):
 
     def restamp(self, ticket: Ticket, now: float, at: float | None = None
                 ) -> Iterable[Ticket]:
-        """Count an admitted reservation from now on (its call started late); ``at`` is not
-        honoured when it is past (it would only free budget sooner; this is safe)."""
-        if at is not None and at < now:
-            return []
-        self._change(ticket, None, restamp=True)
+        """Count an admitted reservation from ``at`` (default ``now``) on, read on the wall
+        clock as that long before its now (other processes stamp rows with theirs)."""
+        offset = 0.0 if at is None else min(at - now, 0.0)
+        self._change(ticket, None, restamp=offset)
+        ticket.admit_at = now + offset
+        return []
+
+    def hold(self, ticket: Ticket, now: float) -> Iterable[Ticket]:
+        """Stamp an open call's row :data:`OPEN_CALL_HOLD` ahead on the wall clock."""
+        self._change(ticket, None, restamp=OPEN_CALL_HOLD)
+        ticket.admit_at = now + OPEN_CALL_HOLD
         return []
 
     def set_margin(self, margin: float, now: float) -> Iterable[Ticket]:

@@ -7,6 +7,13 @@ from typing import Any, Protocol
 
 from .limits import Cost, Limit
 
+#: Seconds ahead a shared backend stamps a call still open (see :meth:`LimiterBackend.hold`).
+#: The holding process renews it at each of its limiter steps; a process that died leaves
+#: its open calls counted this long beyond their windows.
+OPEN_CALL_HOLD = 10.0
+#: How often a reservation waiting on another process's open call asks again (seconds).
+OPEN_CALL_POLL = 0.05
+
 
 class Ticket:
     """One reservation: what it costs and when it is admitted.
@@ -79,9 +86,16 @@ class LimiterBackend(Protocol):
 
         Later than its current stamp: its call went late. Earlier: the caller has learned
         that the server counted it no later than ``at`` plus the margin (a thread's first
-        call, first counted from its answer). A backend that cannot move a ticket to a past
-        instant may stamp it at its own now when ``at`` is None and ignore an earlier ``at``.
+        call, first counted from its answer), or the call held open (see :meth:`hold`) has
+        answered. A shared backend reads ``at`` as ``now - at`` seconds before its storage's
+        clock. An in-process backend may ignore an earlier ``at`` when ``at`` is None.
         """
+        ...
+
+    def hold(self, ticket: Ticket, now: float) -> Iterable[Ticket]:
+        """The ticket's call is open: the server may count it any time until it answers, so
+        it counts from ``now`` until a later :meth:`restamp`. A shared backend stamps it
+        :data:`OPEN_CALL_HOLD` ahead, since other processes cannot see it is open."""
         ...
 
     def ping(self) -> None:
@@ -123,6 +137,11 @@ class BackendBase:
                 ) -> Iterable[Ticket]:
         """Count an admitted ticket from ``at`` on; by default it keeps its grant time."""
         return []
+
+    def hold(self, ticket: Ticket, now: float) -> Iterable[Ticket]:
+        """Count an open call from ``now`` on: in one process, every step of the limiter
+        renews it (see ``RateLimiter``), so a restamp to now is enough."""
+        return self.restamp(ticket, now)
 
     def ping(self) -> None:
         """Nothing to reach: an in-process backend is always available."""
