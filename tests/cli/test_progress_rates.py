@@ -73,7 +73,7 @@ def test_bursts_at_the_window_edges_are_not_shown_above_the_limit(
     assert shown[-1] == (360.0, "10"), shown
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(amount=st.integers(1, 20), period=st.sampled_from([0.5, 1.0, 3.0, 10.0, 60.0]),
        wishes=st.lists(st.floats(0.0, 40.0), min_size=1, max_size=80),
        draws=st.lists(st.floats(0.0, 45.0), min_size=1, max_size=40),
