@@ -9,6 +9,7 @@ deliver through it, so a run records, resumes and counts the same on threads or 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -189,6 +190,10 @@ class RunLedger:
         """Count, checkpoint and show one outcome; the store's refusal, if it refused it."""
         stats, status = self.stats, outcome.status
         refused = None
+        if outcome.ended is None and status is not Status.NOT_ATTEMPTED:
+            # Delivered as its call ends (a Dask worker stamps its own; the checkpoint's
+            # come with theirs): the checkpoint and every row of it (run -o, export) agree.
+            outcome.ended = time.time()
         self.cost.deliver(stats, outcome)  # before the store records it: the row keeps it
         if status is Status.OK:
             stats.done += 1

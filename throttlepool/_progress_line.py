@@ -2,8 +2,10 @@
 
 Pure functions of a :class:`~throttlepool.outcome.RunStats` snapshot and a clock reading, so
 the display (throttlepool/progress.py) and the tests share them. Rates are rates: counts over
-a sliding interval divided by its length, labelled with it; item rates leave out the items
-answered from the checkpoint or the cache, which cost no time.
+a sliding interval divided by its length, labelled with it; one shown against a limit is
+over whole periods of that limit, so it never reads above a limit the calls kept
+(:class:`RateWindow`); item rates leave out the items answered from the checkpoint or the
+cache, which cost no time.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .cost.text import usd
-from .limiter.limits import INPUT_TOKENS, OUTPUT_TOKENS, TOKENS
+from .limiter.limits import INPUT_TOKENS, OUTPUT_TOKENS, REQUESTS, TOKENS
 from .outcome import RunStats
 
 RATE_INTERVAL = 10.0  # seconds of history behind a live rate: short enough to see a stall
@@ -138,34 +140,129 @@ def cost_field(stats: RunStats) -> str | None:
     return text
 
 
-class RateWindow:
-    """Counters sampled over time; rates over the last ``interval`` seconds (or the run so far).
+# The columns a RateWindow follows, and per how many seconds each rate is shown.
+_ITEMS, _REQUESTS, _TOKENS, _INPUT, _OUTPUT = range(5)
+_UNITS = (None, REQUESTS, TOKENS, INPUT_TOKENS, OUTPUT_TOKENS)
+_PER = (1.0, 60.0, 60.0, 60.0, 60.0)
 
-    ``io`` is the latest sample's (input, output) tokens per minute, over the same span.
+
+def counts(stats: RunStats) -> tuple[int, int, int, int, int]:
+    """What the rates count: items called, calls, tokens, input tokens, output tokens."""
+    return (called(stats), stats.calls, stats.input_tokens + stats.output_tokens,
+            stats.input_tokens, stats.output_tokens)
+
+
+def shown_limits(limits: Sequence[tuple[float, float, str]]) -> dict[str, tuple[float, float]]:
+    """Per unit, the (amount, period) of the limit the line shows: the lowest per minute."""
+    shown: dict[str, tuple[float, float]] = {}
+    for amount, period, unit in limits:
+        if period > 0 and (unit not in shown
+                           or amount / period < shown[unit][0] / shown[unit][1]):
+            shown[unit] = (amount, period)
+    return shown
+
+
+def limit_window(period: float, interval: float = RATE_INTERVAL) -> float:
+    """Seconds a rate shown against a limit of this ``period`` is measured over: a whole
+    number of periods, as many as fit ``interval`` (at least one)."""
+    return period * max(1, math.floor(interval / period + 1e-9))
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """A rate (per second for items, per minute for the rest) over ``span`` seconds."""
+
+    value: float = 0.0
+    span: float = 0.0
+
+    @property
+    def label(self) -> str:
+        """``(10s)``: the seconds it covers; nothing under a second."""
+        return f"({self.span:.0f}s)" if self.span >= 1 else ""
+
+
+@dataclass(frozen=True, slots=True)
+class Rates:
+    """The line's rates: items/s, then requests, tokens, input and output tokens a minute."""
+
+    items: Rate = Rate()
+    requests: Rate = Rate()
+    tokens: Rate = Rate()
+    input_tokens: Rate = Rate()
+    output_tokens: Rate = Rate()
+
+
+def _rate(count: int, column: int, span: float, window: float | None) -> Rate:
+    """``count`` over ``span`` seconds; against a limit, over its whole ``window``."""
+    if window is not None:  # never a shorter sample stretched: a burst would read as more
+        return Rate(count * _PER[column] / window, window)
+    return Rate(count * _PER[column] / span, span) if span > 0 else Rate()
+
+
+def run_rates(stats: RunStats, now: float,
+              limits: Sequence[tuple[float, float, str]] = ()) -> Rates:
+    """The rates of the whole run so far (``stats.started`` to ``now``); one shown against a
+    limit is over whole periods of it, as :class:`RateWindow`'s are."""
+    span = max(0.0, now - stats.started) if stats.started else 0.0
+    shown = shown_limits(stats.limits or limits)
+    rates = []
+    for column, count in enumerate(counts(stats)):
+        unit = _UNITS[column]
+        window = None
+        if unit in shown and span > 0:
+            period = shown[unit][1]
+            window = period * max(1, math.ceil(span / period - 1e-9))
+        rates.append(_rate(count, column, span, window))
+    return Rates(*rates)
+
+
+class RateWindow:
+    """Counters sampled over time; their rates over the last ``interval`` seconds.
+
+    A rate the line shows against a limit of ``amount`` per ``period`` seconds is the count
+    of the last :func:`limit_window` seconds (whole periods) divided by that window, counted
+    from the oldest sample inside it. The limit admits at most ``amount`` in any ``period``,
+    so the figure cannot exceed it while the limit held; a count over a little more than
+    the window, or over the first second stretched to a minute, could (trial 11 saw
+    ``req/min(10s)=693/360`` from a full window and the burst opening the next one). Rates
+    without a limit are over the last ``interval`` seconds, or the run so far when shorter.
     """
 
     def __init__(self, interval: float = RATE_INTERVAL) -> None:
         self.interval = interval
-        self._samples: deque[tuple[float, int, int, int, int]] = deque()
-        self.io: tuple[float, float] = (0.0, 0.0)
+        self._samples: deque[tuple[float, tuple[int, ...]]] = deque()
 
-    def sample(self, stats: RunStats, now: float) -> tuple[float, float, float, float]:
-        """Record now; returns (seconds covered, item/s, req/min, tok/min)."""
+    def sample(self, stats: RunStats, now: float,
+               limits: Sequence[tuple[float, float, str]] = ()) -> Rates:
+        """Record now; the rates, against ``stats.limits`` (else ``limits``)."""
+        shown = shown_limits(stats.limits or limits)
+        windows = [limit_window(shown[unit][1], self.interval) if unit in shown else None
+                   for unit in _UNITS]
+        keep = max([self.interval, *(w for w in windows if w is not None)])
+        self._record(now, counts(stats), keep)
+        latest = self._samples[-1][1]
+        rates = []
+        for column, window in enumerate(windows):
+            t0, base = self._oldest_since(now - (window or self.interval))
+            rates.append(_rate(latest[column] - base[column], column, now - t0, window))
+        return Rates(*rates)
+
+    def _record(self, now: float, values: tuple[int, ...], keep: float) -> None:
         samples = self._samples
-        samples.append((now, called(stats), stats.calls, stats.input_tokens,
-                        stats.output_tokens))
-        # Keep one sample at or before the interval's start: the baseline to subtract.
-        while len(samples) > 1 and samples[1][0] <= now - self.interval:
+        # Samples at least keep/400 s apart: a long window holds a few hundred, not one a draw.
+        if len(samples) >= 2 and now - samples[-2][0] < keep / 400:
+            samples[-1] = (now, values)
+        else:
+            samples.append((now, values))
+        while len(samples) > 1 and samples[0][0] < now - keep:
             samples.popleft()
-        t0, items0, calls0, in0, out0 = samples[0]
-        span = now - t0
-        if span <= 0:
-            self.io = (0.0, 0.0)
-            return 0.0, 0.0, 0.0, 0.0
-        _, items, calls, tokens_in, tokens_out = samples[-1]
-        self.io = ((tokens_in - in0) * 60 / span, (tokens_out - out0) * 60 / span)
-        return span, (items - items0) / span, (calls - calls0) * 60 / span, \
-            (tokens_in + tokens_out - in0 - out0) * 60 / span
+
+    def _oldest_since(self, since: float) -> tuple[float, tuple[int, ...]]:
+        """The oldest sample taken at or after ``since`` (the latest one if none is)."""
+        for t, values in self._samples:
+            if t >= since:
+                return t, values
+        return self._samples[-1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,24 +293,30 @@ def fit(fields: Sequence[Field], width: int, fraction: float | None) -> str:
     return " ".join(f.text for f in chosen)[:max(width, 0)]
 
 
-def io_text(per_minute: dict[str, float], io: tuple[float, float], label: str) -> str | None:
+def io_text(shown: dict[str, tuple[float, float]], rates: Rates) -> str | None:
     """``in 12.3k/400k tok/min(10s), out 3.1k/80k``: input and output tokens per minute,
     each against its own limit; None when the run limits neither kind apart."""
-    if INPUT_TOKENS not in per_minute and OUTPUT_TOKENS not in per_minute:
+    if INPUT_TOKENS not in shown and OUTPUT_TOKENS not in shown:
         return None
-    shown = []
-    for (unit, word), rate in zip(((INPUT_TOKENS, "in"), (OUTPUT_TOKENS, "out")), io,
-                                  strict=True):
-        limit = f"/{short(per_minute[unit])}" if unit in per_minute else ""
-        shown.append(f"{word} {short(rate)}{limit}")
-    return f"{shown[0]} tok/min{label}, {shown[1]}"
+    parts = []
+    for unit, word, rate in ((INPUT_TOKENS, "in", rates.input_tokens),
+                             (OUTPUT_TOKENS, "out", rates.output_tokens)):
+        limit = f"/{short(_per_minute(shown[unit]))}" if unit in shown else ""
+        parts.append((f"{word} {short(rate.value)}{limit}", rate.label))
+    (first, label), (second, other) = parts
+    # The output's window is named only when it is not the input's.
+    return f"{first} tok/min{label}, {second}" + (f" tok/min{other}" if other != label else "")
 
 
-def fields(stats: RunStats, *, now: float, active: float, rates: tuple[float, float, float, float],
-           desc: str, fallback_limits: Sequence[tuple[float, float, str]] = (),
-           io: tuple[float, float] = (0.0, 0.0)) -> list[Field]:
-    """Every field of the line for this moment, most important first by priority;
-    ``io``: input and output tokens per minute over the rates' span."""
+def _per_minute(limit: tuple[float, float]) -> float:
+    amount, period = limit
+    return amount * 60 / period
+
+
+def fields(stats: RunStats, *, now: float, active: float, rates: Rates, desc: str,
+           fallback_limits: Sequence[tuple[float, float, str]] = ()) -> list[Field]:
+    """Every field of the line for this moment, most important first by priority; each
+    rate against the limit of its unit (``stats.limits``, else ``fallback_limits``)."""
     done = stats.finished + stats.not_attempted
     total = stats.total
     out = [Field(1, 0, f"{done}/{total}" if total is not None else f"{done}")]
@@ -229,24 +332,23 @@ def fields(stats: RunStats, *, now: float, active: float, rates: tuple[float, fl
         out.append(Field(5, 1, waiting))
     if stats.failed:
         out.append(Field(6, 3, f"failed={stats.failed}"))
-    span, items, requests, tokens = rates
-    label = f"({span:.0f}s)" if span >= 1 else ""
-    per_minute = {unit: amount * 60 / period for amount, period, unit in
-                  (stats.limits or fallback_limits)}
-    limit = f"/{short(per_minute['requests'])}" if "requests" in per_minute else ""
-    out.append(Field(7, 4, f"req/min{label}={short(requests)}{limit}"))
+    shown = shown_limits(stats.limits or fallback_limits)
+    requests = rates.requests
+    limit = f"/{short(_per_minute(shown[REQUESTS]))}" if REQUESTS in shown else ""
+    out.append(Field(7, 4, f"req/min{requests.label}={short(requests.value)}{limit}"))
     if stats.rate_limited:
         out.append(Field(8, 6, f"429s={stats.rate_limited}"))
-    by_kind = io_text(per_minute, io, label)
+    by_kind = io_text(shown, rates)
     if by_kind:  # input/output limits bind apart: each is shown against its own
         out.append(Field(9, 4, by_kind))
-    if TOKENS in per_minute or (not by_kind and (stats.input_tokens or stats.output_tokens)):
-        limit = f"/{short(per_minute[TOKENS])}" if TOKENS in per_minute else ""
-        out.append(Field(9, 7, f"tok/min{label}={short(tokens)}{limit}"))
+    if TOKENS in shown or (not by_kind and (stats.input_tokens or stats.output_tokens)):
+        limit = f"/{short(_per_minute(shown[TOKENS]))}" if TOKENS in shown else ""
+        tokens = rates.tokens
+        out.append(Field(9, 7, f"tok/min{tokens.label}={short(tokens.value)}{limit}"))
     cost = cost_field(stats)
     if cost:
         out.append(Field(9, 4, cost))
-    out.append(Field(10, 8, f"item/s{label}={items:.1f}"))
+    out.append(Field(10, 8, f"item/s{rates.items.label}={rates.items.value:.1f}"))
     if stats.retrying:
         out.append(Field(11, 10, f"retrying={stats.retrying}"))
     out.append(Field(12, 11, f"ok={stats.done}"))

@@ -60,7 +60,8 @@ class Outcome(Generic[T]):
     key: str | None = None
     cost: float | None = None  # USD of its call(s); None: not priced or price unknown
     ttft: float | None = None  # seconds to a streamed answer's first token; None: not streamed
-    # Unix time its call ended, when made elsewhere (a Dask worker); None: as it is delivered
+    # Unix time its last call ended (the run's engine, or the Dask worker that made it, sets
+    # it; from the checkpoint, the time recorded there; from a cache, when it was taken)
     ended: float | None = None
 
     @property

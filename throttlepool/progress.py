@@ -41,17 +41,12 @@ class ProgressSink(Protocol):
 
 
 def status_line(stats: RunStats, now: float | None = None) -> str:
-    """Every field of the live line, unfitted: ``3/10 30% 00:02<00:05 failed=1 ...``."""
+    """Every field of the live line, unfitted: ``3/10 30% 00:02<00:05 failed=1 ...``; its
+    rates are the whole run's so far."""
     now = time.monotonic() if now is None else now
     active = max(0.0, now - stats.started) if stats.started else 0.0
-    span = max(0.0, now - stats.started) if stats.started else 0.0
-    rates = (span, pl.called(stats) / span if span else 0.0,
-             stats.calls * 60 / span if span else 0.0,
-             (stats.input_tokens + stats.output_tokens) * 60 / span if span else 0.0)
-    io = ((stats.input_tokens * 60 / span, stats.output_tokens * 60 / span) if span
-          else (0.0, 0.0))
-    chosen = sorted(pl.fields(stats, now=now, active=active, rates=rates, desc="", io=io),
-                    key=lambda f: f.order)
+    chosen = sorted(pl.fields(stats, now=now, active=active, rates=pl.run_rates(stats, now),
+                              desc=""), key=lambda f: f.order)
     return " ".join(f.text for f in chosen)
 
 
@@ -130,7 +125,8 @@ class LiveProgress:
         if self.mode == "off":
             return
         self._last_tick = self.clock()
-        self._rates.sample(stats, self._last_tick)  # the baseline: rates cover the run so far
+        # The baseline: a resume's earlier calls, counted at the start, are not this session's.
+        self._rates.sample(stats, self._last_tick, self.limits)
         if self.mode == "bar":
             # tqdm draws the line we fit (bar_format is just our text) and keeps log lines
             # written through tqdm.write above it.
@@ -207,9 +203,9 @@ class LiveProgress:
                 self._paint(self.line(now))
             elif self.mode == "lines":
                 stats = self.stats
-                rates = self._rates.sample(stats, now)
+                rates = self._rates.sample(stats, now, self.limits)
                 parts = pl.fields(stats, now=now, active=self._active, rates=rates, desc=self.desc,
-                                  fallback_limits=self.limits, io=self._rates.io)
+                                  fallback_limits=self.limits)
                 text = " ".join(f.text for f in sorted(parts, key=lambda f: f.order))
                 self.file.write(text + "\n")
                 self.file.flush()
@@ -225,9 +221,9 @@ class LiveProgress:
     def line(self, now: float) -> str:
         """The bar's line for ``now``, fitted to the terminal's width."""
         stats = self.stats
-        rates = self._rates.sample(stats, now)
+        rates = self._rates.sample(stats, now, self.limits)
         parts = pl.fields(stats, now=now, active=self._active, rates=rates, desc=self.desc,
-                          fallback_limits=self.limits, io=self._rates.io)
+                          fallback_limits=self.limits)
         total = stats.total if stats.total is not None else self.total
         fraction = (stats.finished + stats.not_attempted) / total if total else None
         # One column short of the width: a full line would leave the cursor pending a wrap.

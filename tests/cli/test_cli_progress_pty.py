@@ -197,6 +197,10 @@ def test_progress_keeps_time_and_says_why_during_a_limiter_wait(
     for line in screen.lines:
         if "req/min" in line:
             assert "failed:" not in line, line
+    # The final state is left on the screen once (trial 11 saw it twice: painted, then
+    # painted again by tqdm's close on a line of its own).
+    finals = [line for line in screen.lines if BAR.search(line) and "req/min" in line]
+    assert len(finals) == 1 and f"{ITEMS}/{ITEMS}" in finals[0], screen.lines
 
 
 def test_periodic_lines_keep_coming_during_a_wait_without_a_terminal(

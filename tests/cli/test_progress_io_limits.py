@@ -23,17 +23,16 @@ def test_the_line_names_the_input_and_output_limits() -> None:
     stats = RunStats(total=100, started=0.0, limits=IO_LIMITS)
     meter = RateWindow(interval=10.0)
     meter.sample(stats, clock.now())
-    clock.advance(10.0)
-    stats.done = stats.calls = 10
-    stats.input_tokens, stats.output_tokens = 2050, 517  # 12.3k and 3.1k a minute
+    clock.advance(60.0)  # limits per minute: their rates are over whole minutes
+    stats.done = stats.calls = 45
+    stats.input_tokens, stats.output_tokens = 12_300, 3100
     rates = meter.sample(stats, clock.now())
-    parts = fields(stats, now=clock.now(), active=10.0, rates=rates, desc="q.txt",
-                   io=meter.io)
-    line = fit(parts, 79, 0.1)
-    assert "in 12.3k/400k tok/min(10s), out 3.1k/80k" in line, line
-    assert "req/min(10s)=60/50" in line, line
+    parts = fields(stats, now=clock.now(), active=60.0, rates=rates, desc="q.txt")
+    line = fit(parts, 79, 0.45)
+    assert "in 12.3k/400k tok/min(60s), out 3.1k/80k" in line, line
+    assert "req/min(60s)=45/50" in line, line
     # The two kinds say more than their sum, which no limit counts: not shown beside them.
-    assert "tok/min(10s)=" not in line, line
+    assert "tok/min(60s)=" not in line, line
 
 
 def test_one_kind_limited_still_shows_both_and_a_tokens_limit_keeps_its_field() -> None:

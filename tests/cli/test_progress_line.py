@@ -13,7 +13,7 @@ import pytest
 
 from tests.cli.test_cli_progress_pty import Screen
 from throttlepool import ThreadedBatchRunner
-from throttlepool._progress_line import RATE_LIMIT, RateWindow, eta, fields, fit
+from throttlepool._progress_line import RATE_LIMIT, Rate, Rates, RateWindow, eta, fields, fit
 from throttlepool.outcome import Outcome, RunStats
 from throttlepool.progress import LiveProgress
 from throttlepool.testing import FakeClock
@@ -30,7 +30,7 @@ def _waiting_stats(clock: FakeClock) -> RunStats:
 
 
 def _line(stats: RunStats, clock: FakeClock, width: int, active: float = 3.0) -> str:
-    rates = (10.0, 0.0, 0.0, 0.0)
+    rates = Rates(*[Rate(0.0, 10.0)] * 5)
     parts = fields(stats, now=clock.now(), active=active, rates=rates, desc="questions.txt")
     return fit(parts, width - 1, (stats.finished + stats.not_attempted) / 200)
 
@@ -87,10 +87,11 @@ def test_rates_are_per_interval_and_leave_out_checkpointed_items() -> None:
         stats.done += 8
         stats.calls += 8
         stats.input_tokens += 800
-        span, items, requests, tokens = meter.sample(stats, clock.now())
-    assert span == pytest.approx(10.0)
-    assert items == pytest.approx(8.0)  # not (500 + 160) / 20 s
-    assert requests == pytest.approx(480.0) and tokens == pytest.approx(48_000.0)
+        rates = meter.sample(stats, clock.now())
+    assert rates.items.span == pytest.approx(10.0) and rates.items.label == "(10s)"
+    assert rates.items.value == pytest.approx(8.0)  # not (500 + 160) / 20 s
+    assert rates.requests.value == pytest.approx(480.0)
+    assert rates.tokens.value == pytest.approx(48_000.0)
 
 
 def test_the_bar_keeps_time_on_a_timer_while_nothing_finishes() -> None:

@@ -34,7 +34,7 @@ def test_unknown_cost_reads_unknown_never_zero() -> None:
 
 def test_cost_field_is_fitted_to_the_width() -> None:
     stats = running()
-    rates = (10.0, 1.0, 60.0, 4200.0)
+    rates = pl.Rates(pl.Rate(1.0, 10.0), pl.Rate(60.0, 10.0), pl.Rate(4200.0, 10.0))
     fields = pl.fields(stats, now=11.0, active=10.0, rates=rates, desc="run")
     wide = pl.fit(fields, 160, 0.1)
     assert "cost=$0.0500 (~$0.5000)" in wide

@@ -17,6 +17,7 @@ import pytest
 from helpers import clean_env
 
 from throttlepool.sim import SimConfig, SimulatorProcess
+from throttlepool.store.report import export_rows
 
 pytest.importorskip("distributed")
 
@@ -30,7 +31,7 @@ PROVIDERS = {
                             "gemini-2.0-flash"),
 }
 PER_SECOND, SMALL = 6, 12  # the Google SDKs: 12 items against a 6-per-second server
-TIMING = {"latency", "ttft"}  # differ between any two runs
+TIMING = {"latency", "ttft", "started", "finished"}  # differ between any two runs
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +100,12 @@ def test_the_cli_runs_an_sdk_provider_on_dask_writing_output_as_results_arrive(
     rows = _rows(out)
     assert [r["index"] for r in rows] == list(range(N))
     assert rows == _rows(local_out)  # the same rows as a local run's
+    # Each row's times are its call's, taken on the worker: those the checkpoint keeps.
+    timed = [json.loads(line) for line in out.read_text().splitlines()]
+    _, exported = export_rows(str(tmp_path / "dask.db"), "in.txt")
+    assert [(r["started"], r["finished"]) for r in timed] == [
+        (e["started"], e["finished"]) for e in exported]
+    assert all(r["started"] and r["started"] <= r["finished"] for r in timed), timed[:2]
 
 
 @pytest.mark.parametrize("provider", ["gemini", "google-generativeai"])

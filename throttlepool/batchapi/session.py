@@ -243,7 +243,8 @@ class Session:
         if latency is None:
             latency = max(0.0, time.time() - since) if since else 0.0
         outcome: Outcome[Any] = Outcome(i, self.items[i], status, value, error, attempts,
-                                        latency, usage, Source.CALL, self.keys[i], cost)
+                                        latency, usage, Source.CALL, self.keys[i], cost,
+                                        ended=time.time())  # the row's time is the checkpoint's
         self.r.store.record(self.run_id, outcome)  # prices it (batch price) unless priced
         self.outcomes[i] = outcome
         self.release(i, usage if status is Status.OK else None, outcome.cost)

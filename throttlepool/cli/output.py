@@ -42,11 +42,12 @@ def row(outcome: Outcome[Any], line: int | None = None,
     input. ``line`` and the input's own ``fields`` are filled in by a :class:`ResultWriter`
     given the input when left out here.
 
-    ``started``/``finished`` stay empty: rows come in input order, after the item's call
-    ended, so no exact time is known here; ``export`` gives them from the checkpoint.
+    ``finished`` is when the item's last call ended (``Outcome.ended``: on every executor,
+    and for an answer from the checkpoint the time recorded there, as ``export`` gives it),
+    ``started`` that less its latency; both empty for an item not attempted.
     """
     return {"index": outcome.index, "line": line, **(fields or {}),
-            **outcome_fields(outcome, None)}
+            **outcome_fields(outcome, outcome.ended)}
 
 
 class ResultWriter:

@@ -168,4 +168,5 @@ def row_outcome(row: Mapping[str, Any] | tuple[Any, ...]) -> Outcome[Any]:
         index=r["idx"], item=None, status=status, value=value, error=error,
         attempts=r["attempts"] or 0, latency=r["latency"] or 0.0, usage=usage,
         source=Source.CHECKPOINT, key=r["key"], cost=r.get("cost"), ttft=r.get("ttft"),
+        ended=r.get("finished"),
     )
