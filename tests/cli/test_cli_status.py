@@ -103,7 +103,16 @@ def test_the_runs_table_counts_the_calls_made_again_as_the_detail_does(tmp_path:
     # the rate is this session's: 3 calls in 2 s, not the 6 that include the dead session's
     assert "6 calls for 3 items; 3 repeated after a resume" in summary(stats, Counter(),
                                                                        total=3)[1]
-    assert "1.5 calls/s (90/min)" in summary(stats, Counter(), total=3)[1]
+    assert summary(stats, Counter(), total=3)[1].endswith("2.0s wall, 1.5 calls/s")
+
+
+def test_the_summary_gives_a_per_minute_rate_only_for_a_run_of_a_minute_or_more() -> None:
+    """60 calls in 7.6 s under 60 per 10 s read "7.9 calls/s (474/min)" beside a limit of
+    360/min: a minute's figure stretched from a burst the limit allows."""
+    short = RunStats(calls=60, done=60, wall_time=7.6)
+    assert "(474/min)" not in summary(short, Counter(), total=60)[1]
+    long = RunStats(calls=600, done=600, wall_time=100.0)
+    assert summary(long, Counter(), total=600)[1].endswith("6.0 calls/s (360/min)")
 
 
 def test_status_and_export_take_the_input_file_for_its_latest_run(tmp_path: Path) -> None:

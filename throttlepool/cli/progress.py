@@ -84,8 +84,10 @@ def summary(stats: RunStats, failures: Counter[str], *, total: int,
                                        stats.repeated_after_resume)
         lines.append(f"{stats.calls} calls{repeated}, "
                      f"{stats.retries} retries, {stats.rate_limited} "
-                     f"rate-limited (429); {duration(wall)} wall, {rate:.1f} calls/s "
-                     f"({rate * 60:.0f}/min)")
+                     f"rate-limited (429); {duration(wall)} wall, {rate:.1f} calls/s"
+                     # A per-minute figure of a shorter run reads as a rate over a minute
+                     # and may exceed a kept per-minute limit (its first window's burst).
+                     + (f" ({rate * 60:.0f}/min)" if wall >= 60 else ""))
     if stats.from_checkpoint or stats.cache_hits:
         lines.append(f"{stats.from_checkpoint} from the checkpoint, {stats.cache_hits} cached")
     if stats.input_tokens or stats.output_tokens:
