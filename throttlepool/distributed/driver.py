@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import threading
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
@@ -134,6 +135,8 @@ class DaskEngine:
         self._client: Any = None
         self._session: str | None = None  # names this run's chunks to stop them on the workers
         self._workers_stopped = False
+        self._stopping = threading.Lock()
+        self._sent = 0  # calls the live workers sent, as they said when the run was stopped
         self._window = 1  # chunks in flight
         self._rate: float | None = None  # the tightest request limit, calls a second
         self._latency = Mean()  # of the calls so far: how long a chunk's calls take
@@ -174,15 +177,23 @@ class DaskEngine:
         self.notify_space()
 
     def _stop_workers(self) -> None:
-        """Stop this run's chunks on every worker (chunk.stop_session); blocking, once."""
+        """Stop this run's chunks on every worker (chunk.stop_session) and count the calls
+        they sent; blocking, once (a second caller waits for the first)."""
         client, session = self._client, self._session
-        if client is None or session is None or self._workers_stopped:
+        if client is None or session is None:
             return
-        self._workers_stopped = True
-        try:
-            client.run(stop_session, session, on_error="ignore")
-        except Exception:  # a cluster going away: its chunks go with it
-            pass
+        with self._stopping:
+            if self._workers_stopped:
+                return
+            self._workers_stopped = True
+            try:
+                sent: dict[str, int] = client.run(stop_session, session, on_error="ignore")
+            except Exception:  # a cluster going away: its chunks go with it
+                return
+            # Final: no worker sends a call of this run after its stop. Events still on
+            # their way would count them too late, once the run's ending is recorded.
+            self._sent = sum(n for n in sent.values() if isinstance(n, int))
+            self.stats.calls = self._calls()
 
     def abort(self) -> None:
         """Stop now: the chunks in flight are cancelled and their answers lost."""
@@ -288,8 +299,10 @@ class DaskEngine:
 
     def _calls(self) -> int:
         # Calls an earlier session lost (ledger.begin counted them) plus this session's:
-        # announced before they were made, or reported by their chunk, whichever is more.
-        return self.stats.repeated_after_resume + max(self._announced, self._reported)
+        # announced before they were made, reported by their chunk, or counted by the
+        # workers when the run was stopped, whichever is more.
+        return (self.stats.repeated_after_resume
+                + max(self._announced, self._reported, self._sent))
 
     # ---- taking items --------------------------------------------------------------------
 
