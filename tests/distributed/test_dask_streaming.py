@@ -319,3 +319,24 @@ def test_an_aborted_dask_run_records_every_call_the_server_received(
     assert 0 < received < 60, received
     # every call the server received is recorded: none is made after the abort unrecorded
     assert _recorded_calls(tmp_path / "ck.sqlite") == received
+
+
+def _run_other_code(stale: bool) -> None:
+    """On a worker: pretend it loaded other throttlepool code (or stop pretending)."""
+    from throttlepool.distributed import chunk, fingerprint
+
+    chunk.code_digest = (lambda: "0" * 16) if stale else fingerprint.code_digest  # type: ignore[attr-defined]
+
+
+def test_workers_running_other_throttlepool_code_are_named_before_the_run(
+        client: Any, caplog: pytest.LogCaptureFixture) -> None:
+    workers = sorted(client.nthreads())
+    client.run(_run_other_code, True, workers=workers[:1])
+    try:
+        with caplog.at_level("WARNING", logger="throttlepool.distributed"):
+            result = _runner(client).run(range(4))
+    finally:
+        client.run(_run_other_code, False)
+    assert result.all_succeeded
+    warned = [r.getMessage() for r in caplog.records if "other throttlepool code" in r.getMessage()]
+    assert len(warned) == 1 and workers[0] in warned[0] and workers[1] not in warned[0], warned

@@ -34,6 +34,7 @@ from ..limiter import Limit, RateLimiter, limiter_from_url
 from ..options import Limits, RunOptions
 from ..outcome import Outcome, Status, Usage
 from ..store.codec import StoredError
+from .fingerprint import code_digest
 
 
 @dataclass(frozen=True)
@@ -47,12 +48,19 @@ class ChunkConfig:
     session: str | None = None  # what the driver names when it stops this run's chunks
 
 
-def check_config(payload: bytes) -> str:
-    """Run on a worker before a run begins: unpickle the pickled config (and so the
+def check_config(payload: bytes) -> tuple[str, str]:
+    """Run on each worker before a run begins: unpickle the pickled config (and so the
     function) there, inside a task, so that a function the worker cannot import fails this
-    task instead of the worker's connection; the adapter's name, built as chunks build it."""
+    task instead of the worker's connection; build the adapter as chunks build it, and its
+    SDK client (importing an SDK takes seconds: not inside the run, under its limit).
+    The adapter's name and the digest of the throttlepool code this worker runs."""
     cfg = pickle.loads(payload)
-    return as_adapter(cfg.fn, estimate=cfg.estimate).name
+    adapter = as_adapter(cfg.fn, estimate=cfg.estimate)
+    try:
+        getattr(adapter, "client", None)  # an SDK adapter's client, built once per process
+    except Exception:  # e.g. no API key here: each call reports it, as it does locally
+        pass
+    return adapter.name, code_digest()
 
 
 class Withheld(RunStopped):
@@ -75,6 +83,20 @@ def announcer(session: str, topic: str | None, worker: Any, chunk_no: int,
             # thread-safe: queued on the worker's loop
             worker.log_event(topic, (chunk_no, chunk[position][0]))
     return announce
+
+
+def call_of(event: Any) -> tuple[int, int] | None:
+    """(chunk, item index) of a worker's call event ``(time, (chunk, index))``."""
+    msg = event[1] if isinstance(event, tuple) and len(event) == 2 else None
+    if (isinstance(msg, tuple | list) and len(msg) == 2
+            and all(isinstance(n, int) for n in msg)):
+        return int(msg[0]), int(msg[1])
+    return None
+
+
+def announced_calls(client: Any, topic: str) -> list[int]:
+    """The item indices of the calls the scheduler still holds under ``topic``."""
+    return [call[1] for call in map(call_of, client.get_events(topic)) if call is not None]
 
 
 class RejectedAnswers(Delegating[Any]):
