@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import json
 import os
 import signal
 import sqlite3
@@ -277,3 +278,65 @@ def test_call_times_on_dask_are_the_calls_own(client: Any, tmp_path: Path) -> No
         # the call's own end (its answer), not when its chunk reached the driver
         assert abs(finished - result.results[idx]) < 0.05, (idx, finished, result.results[idx])
         assert started <= finished
+
+
+@pytest.fixture(scope="module")
+def slow_sim() -> Any:
+    """Answers take 0.3 s: an abort finds calls on their way."""
+    with Simulator(SimConfig(rpm=2 * LIMIT, window=1.0, latency=0.3)) as sim:
+        yield sim
+
+
+def _recorded_calls(db: Path) -> int:
+    with sqlite3.connect(db) as conn:
+        (stats,) = conn.execute("SELECT totals FROM runs").fetchone()
+    return int(json.loads(stats)["calls"])
+
+
+def test_an_aborted_dask_run_records_every_call_the_server_received(
+        client: Any, redis_url: str, slow_sim: Simulator, tmp_path: Path) -> None:
+    sim = slow_sim
+    sim.reset()
+    runner = ThreadedBatchRunner(call_echo, executor="dask", scheduler=client,
+                                 limiter_url=redis_url, limits=[f"{2 * LIMIT}/second"],
+                                 margin=0.1, batch_size=4, progress=False,
+                                 store=tmp_path / "ck.sqlite")
+    stream = runner.imap(_echo_items(sim, 60), run_name="aborted")
+
+    def abort_mid_run() -> None:  # a second Ctrl-C, from another thread, calls under way
+        while sim.stats()["accepted"] < 10:
+            time.sleep(0.01)
+        stream.abort()
+
+    threading.Thread(target=abort_mid_run, daemon=True).start()
+    with contextlib.suppress(BaseException):
+        for _ in stream:
+            pass
+    time.sleep(0.5)  # a call a worker would still make after the driver returned
+    runner.close()
+    assert stream.interrupted
+    received = sim.stats()["accepted"]
+    assert 0 < received < 60, received
+    # every call the server received is recorded: none is made after the abort unrecorded
+    assert _recorded_calls(tmp_path / "ck.sqlite") == received
+
+
+def _run_other_code(stale: bool) -> None:
+    """On a worker: pretend it loaded other throttlepool code (or stop pretending)."""
+    from throttlepool.distributed import chunk, fingerprint
+
+    chunk.code_digest = (lambda: "0" * 16) if stale else fingerprint.code_digest  # type: ignore[attr-defined]
+
+
+def test_workers_running_other_throttlepool_code_are_named_before_the_run(
+        client: Any, caplog: pytest.LogCaptureFixture) -> None:
+    workers = sorted(client.nthreads())
+    client.run(_run_other_code, True, workers=workers[:1])
+    try:
+        with caplog.at_level("WARNING", logger="throttlepool.distributed"):
+            result = _runner(client).run(range(4))
+    finally:
+        client.run(_run_other_code, False)
+    assert result.all_succeeded
+    warned = [r.getMessage() for r in caplog.records if "other throttlepool code" in r.getMessage()]
+    assert len(warned) == 1 and workers[0] in warned[0] and workers[1] not in warned[0], warned

@@ -6,7 +6,10 @@ worker), and returns plain picklable per-item results. Item failures stay data; 
 limiter that cannot be reached ends the chunk early and is reported, not raised, so the
 driver can stop dispatch at once instead of waiting for task retries. Each outcome carries
 the wall-clock time its call ended here. :func:`stop_session` (run on every worker by the
-driver on a Ctrl-C or an abort) stops the run's chunks from starting more calls.
+driver on a Ctrl-C or an abort) stops the run's chunks from starting more calls: a call
+admitted but not yet sent is withheld (not made, not counted), and the worker tells the
+driver how many calls of the run it sent, so an abort that drops the chunks' answers still
+records every call the API received.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import pickle
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,11 +28,13 @@ from ..adapters import as_adapter
 from ..adapters.base import Adapter, CallResult, Delegating
 from ..adapters.structured import InvalidAnswer
 from ..bridge import Bridge
+from ..classify import ErrorKind, Verdict
 from ..errors import LimiterUnavailable, RunStopped
 from ..limiter import Limit, RateLimiter, limiter_from_url
 from ..options import Limits, RunOptions
 from ..outcome import Outcome, Status, Usage
 from ..store.codec import StoredError
+from .fingerprint import code_digest
 
 
 @dataclass(frozen=True)
@@ -42,28 +48,61 @@ class ChunkConfig:
     session: str | None = None  # what the driver names when it stops this run's chunks
 
 
-def check_config(payload: bytes) -> str:
-    """Run on a worker before a run begins: unpickle the pickled config (and so the
+def check_config(payload: bytes) -> tuple[str, str]:
+    """Run on each worker before a run begins: unpickle the pickled config (and so the
     function) there, inside a task, so that a function the worker cannot import fails this
-    task instead of the worker's connection; the adapter's name, built as chunks build it."""
+    task instead of the worker's connection; build the adapter as chunks build it, and its
+    SDK client (importing an SDK takes seconds: not inside the run, under its limit).
+    The adapter's name and the digest of the throttlepool code this worker runs."""
     cfg = pickle.loads(payload)
-    return as_adapter(cfg.fn, estimate=cfg.estimate).name
+    adapter = as_adapter(cfg.fn, estimate=cfg.estimate)
+    try:
+        getattr(adapter, "client", None)  # an SDK adapter's client, built once per process
+    except Exception:  # e.g. no API key here: each call reports it, as it does locally
+        pass
+    return adapter.name, code_digest()
 
 
-def announcer(topic: str, worker: Any, chunk_no: int, chunk: Sequence[tuple[int, Any]]
-              ) -> Callable[[int], None]:
-    """Reports each call to the driver (a Dask event: the chunk and the item's index) just
-    before it is sent, so the run counts (and journals) the calls of a worker that dies
-    before its chunk reports; the scheduler keeps them for a resume after the driver died."""
+class Withheld(RunStopped):
+    """A call admitted before the driver stopped the run, not sent after it."""
+
+
+def announcer(session: str, topic: str | None, worker: Any, chunk_no: int,
+              chunk: Sequence[tuple[int, Any]]) -> Callable[[int], None]:
+    """Just before each call is sent: withholds it (raises :class:`Withheld`) once the
+    driver stopped ``session``, else counts it for :func:`stop_session` and reports it to
+    the driver (a Dask event: the chunk and the item's index), so the run counts (and
+    journals) the calls of a worker that dies before its chunk reports; the scheduler
+    keeps the events for a resume after the driver died."""
     def announce(position: int) -> None:
-        # thread-safe: queued on the worker's loop
-        worker.log_event(topic, (chunk_no, chunk[position][0]))
+        with _sessions_lock:  # a call is either counted before the stop, or not made
+            if session in _stopped:
+                raise Withheld("the driver stopped the run before this call was sent")
+            _sent[session] += 1
+        if topic is not None and worker is not None:
+            # thread-safe: queued on the worker's loop
+            worker.log_event(topic, (chunk_no, chunk[position][0]))
     return announce
+
+
+def call_of(event: Any) -> tuple[int, int] | None:
+    """(chunk, item index) of a worker's call event ``(time, (chunk, index))``."""
+    msg = event[1] if isinstance(event, tuple) and len(event) == 2 else None
+    if (isinstance(msg, tuple | list) and len(msg) == 2
+            and all(isinstance(n, int) for n in msg)):
+        return int(msg[0]), int(msg[1])
+    return None
+
+
+def announced_calls(client: Any, topic: str) -> list[int]:
+    """The item indices of the calls the scheduler still holds under ``topic``."""
+    return [call[1] for call in map(call_of, client.get_events(topic)) if call is not None]
 
 
 class RejectedAnswers(Delegating[Any]):
     """Keeps, by item, the usage of each answer rejected as not the JSON asked for: the
-    server billed it, and the driver counts it as a local run does (tokens, cost, max_cost)."""
+    server billed it, and the driver counts it as a local run does (tokens, cost, max_cost).
+    A call :class:`Withheld` after a stop is not retried."""
 
     def __init__(self, inner: Adapter[Any]) -> None:
         super().__init__(inner)
@@ -96,21 +135,33 @@ class RejectedAnswers(Delegating[Any]):
             self._keep(item, exc)
             raise
 
+    def classify(self, exc: BaseException) -> Verdict:
+        """A withheld call is not retried; anything else as the inner adapter says."""
+        if isinstance(exc, Withheld):
+            return Verdict(ErrorKind.PERMANENT, reason=str(exc))
+        return self.inner.classify(exc)
+
 
 _stopped: set[str] = set()  # sessions the driver stopped, in this worker process
 _stoppers: dict[str, set[Callable[[], None]]] = {}  # session -> its running chunks' stops
+# session -> calls its chunks sent from this process (one small int per run: the driver
+# asks for it only when it stops the run, which it cannot know in advance)
+_sent: Counter[str] = Counter()
 _sessions_lock = threading.Lock()
 
 
-def stop_session(session: str) -> None:
+def stop_session(session: str) -> int:
     """Run on every worker (``client.run``) when the driver is interrupted or aborts: the
-    session's running chunks stop taking items (calls already admitted finish), and its
-    chunks that start later call nothing, so no call outlives the driver's stop for long."""
+    session's running chunks stop taking items, a call admitted but not yet sent is
+    withheld, and its chunks that start later call nothing. Returns how many calls of the
+    session this worker sent: final, since none is sent after this."""
     with _sessions_lock:
         _stopped.add(session)
         stops = list(_stoppers.pop(session, ()))
+        sent = _sent[session]
     for stop in stops:
         stop()
+    return sent
 
 
 def _watch(session: str | None, stop: Callable[[], None]) -> Callable[[], None]:
@@ -231,8 +282,8 @@ def run_chunk(chunk_no: int, chunk: Sequence[tuple[int, Any]], cfg: ChunkConfig
     runner: ThreadedBatchRunner[Any] = ThreadedBatchRunner(
         adapter, limits=Limits(limiter=limiter), retry=options.retry,
         checkpoint=options.checkpoint, execution=options.execution, budget=options.budget)
-    if cfg.calls_topic is not None and worker is not None:
-        runner.call_observer = announcer(cfg.calls_topic, worker, chunk_no, chunk)
+    if cfg.session is not None:
+        runner.call_observer = announcer(cfg.session, cfg.calls_topic, worker, chunk_no, chunk)
     outcomes: list[tuple[Outcome[Any], float]] = []  # each with the time it ended
 
     def arrived(outcome: Outcome[Any]) -> None:  # on the chunk's loop, as the call ends
@@ -255,10 +306,11 @@ def run_chunk(chunk_no: int, chunk: Sequence[tuple[int, Any]], cfg: ChunkConfig
         unwatch()
         runner.close()
     stats = engine.stats
-    result.calls, result.retries = stats.calls, stats.retries
+    withheld = sum(isinstance(outcome.error, Withheld) for outcome, _ in outcomes)
+    result.calls, result.retries = stats.calls - withheld, stats.retries
     result.rate_limited, result.rate_limit_wait = stats.rate_limited, stats.rate_limit_wait
     for outcome, ended in outcomes:
-        if outcome.status is Status.NOT_ATTEMPTED:
+        if outcome.status is Status.NOT_ATTEMPTED or isinstance(outcome.error, Withheld):
             continue  # the driver decides what happens to items never called
         result.items.append(_portable(outcome, chunk[outcome.index][0],
                                       rejected.billed(outcome.item), ended))

@@ -37,7 +37,8 @@ from ..outcome import BatchResult, Outcome
 from ..progress import make_progress
 from ..store.samples import with_samples
 from .chunk import ChunkConfig
-from .driver import DaskEngine, DaskPlan
+from .driver import DaskEngine
+from .start import DaskPlan
 
 if TYPE_CHECKING:
     from ..runner import ThreadedBatchRunner

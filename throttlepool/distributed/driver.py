@@ -8,9 +8,8 @@ all work on Dask. Memory is bounded: the chunks in flight, and in input order a 
 buffer of at most ``window`` chunks' outcomes, since no item is taken more than ``window``
 chunks ahead of the oldest one not yet emitted; a full consumer holds dispatch back.
 
-Before the run begins (and so before anything is recorded) the driver connects to the
-scheduler and has one worker unpickle the chunk configuration: an unreachable scheduler or a
-function the workers cannot import raises one clear error, and no run is recorded.
+Before the run begins (and so before anything is recorded) start.py connects to the cluster
+and has its workers load the chunk configuration.
 
 Under a request limit the chunks are sized so that those in flight hold a couple of
 seconds of the limit's admissions beyond the calls' latency (sizing.py): outcomes arrive
@@ -32,72 +31,22 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import threading
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
-from distributed.protocol.pickle import dumps as pickle_for_workers
-
 from .._ledger import Ending, RunLedger
-from ..cost import RunBudget
 from ..cost.budget import Reservation
-from ..errors import CallTimeout, ConfigError, LimiterUnavailable, RunStopped
+from ..errors import CallTimeout, LimiterUnavailable, RunStopped
 from ..outcome import Outcome, RunStats, Source, Status
 from ..store.base import SpendRecords
-from .chunk import ChunkConfig, ChunkResult, check_config, run_chunk, stop_session
-from .reach import refused
+from .chunk import ChunkConfig, ChunkResult, announced_calls, call_of, run_chunk, stop_session
 from .sizing import Mean, chunk_items, request_rate
-
-
-class ClusterUnavailable(RunStopped):
-    """The Dask scheduler cannot be reached, or no worker runs the run's first task."""
-
-
-class NotRunnableOnCluster(ConfigError):
-    """The function (or adapter) cannot be sent to, or loaded on, the Dask workers."""
-
-
-@dataclass
-class DaskPlan:
-    """How one run uses the cluster; ``client`` (a ``distributed.Client``) or ``scheduler``."""
-
-    cfg: ChunkConfig
-    settings: dict[str, Any]
-    chunk_size: int
-    client: Any = None
-    scheduler: str | None = None
-    window: int | None = None  # chunks in flight; default: every worker thread plus one each
-    task_retries: int = 2
-    run_name: str | None = None
-    connect_timeout: float = 10.0
-    start_timeout: float = 60.0  # for the first task (a worker may still be importing)
-    preflight: Callable[[], None] | None = None  # e.g. ping the shared limiter
-    limits: tuple[tuple[float, float, str], ...] = field(default=())
-    # max_cost: the driver reserves each item's projected cost (``estimate(item)``, a Cost)
-    # before it sends it, and settles it to the answer's usage when its chunk reports
-    budget: RunBudget | None = None
-    estimate: Callable[[Any], Any] | None = None
-
-
-def _describe(fn: Any) -> str:
-    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
-    return f"{getattr(fn, '__module__', None) or type(fn).__module__}.{name}"
-
-
-def _call_of(event: Any) -> tuple[int, int] | None:
-    """(chunk, item index) of a worker's call event ``(time, (chunk, index))``."""
-    msg = event[1] if isinstance(event, tuple) and len(event) == 2 else None
-    if (isinstance(msg, tuple | list) and len(msg) == 2
-            and all(isinstance(n, int) for n in msg)):
-        return int(msg[0]), int(msg[1])
-    return None
-
-
-def _announced(client: Any, topic: str) -> list[int]:
-    """The item indices of the calls the scheduler still holds under ``topic``."""
-    return [call[1] for call in map(_call_of, client.get_events(topic)) if call is not None]
+from .start import ClusterUnavailable as ClusterUnavailable  # the CLI's name for it
+from .start import DaskPlan, connect, start
 
 
 class DaskEngine:
@@ -134,6 +83,8 @@ class DaskEngine:
         self._client: Any = None
         self._session: str | None = None  # names this run's chunks to stop them on the workers
         self._workers_stopped = False
+        self._stopping = threading.Lock()
+        self._sent = 0  # calls the live workers sent, as they said when the run was stopped
         self._window = 1  # chunks in flight
         self._rate: float | None = None  # the tightest request limit, calls a second
         self._latency = Mean()  # of the calls so far: how long a chunk's calls take
@@ -174,15 +125,23 @@ class DaskEngine:
         self.notify_space()
 
     def _stop_workers(self) -> None:
-        """Stop this run's chunks on every worker (chunk.stop_session); blocking, once."""
+        """Stop this run's chunks on every worker (chunk.stop_session) and count the calls
+        they sent; blocking, once (a second caller waits for the first)."""
         client, session = self._client, self._session
-        if client is None or session is None or self._workers_stopped:
+        if client is None or session is None:
             return
-        self._workers_stopped = True
-        try:
-            client.run(stop_session, session, on_error="ignore")
-        except Exception:  # a cluster going away: its chunks go with it
-            pass
+        with self._stopping:
+            if self._workers_stopped:
+                return
+            self._workers_stopped = True
+            try:
+                sent: dict[str, int] = client.run(stop_session, session, on_error="ignore")
+            except Exception:  # a cluster going away: its chunks go with it
+                return
+            # Final: no worker sends a call of this run after its stop. Events still on
+            # their way would count them too late, once the run's ending is recorded.
+            self._sent = sum(n for n in sent.values() if isinstance(n, int))
+            self.stats.calls = self._calls()
 
     def abort(self) -> None:
         """Stop now: the chunks in flight are cancelled and their answers lost."""
@@ -201,16 +160,16 @@ class DaskEngine:
         plan = self.plan
         self._task = asyncio.current_task()
         self._wake = asyncio.Event()
-        client, owned = await asyncio.to_thread(self._connect)
+        client, owned = await asyncio.to_thread(connect, plan)
         topic = f"throttlepool-calls-{uuid.uuid4().hex[:12]}"
         subscribed = False
         try:
-            window = await asyncio.to_thread(self._start, client)
+            window = await asyncio.to_thread(start, plan, client)
             client.subscribe_topic(topic, self._announce)
             subscribed = True
             self.stats.limits = plan.limits
             run_id = self.ledger.begin(plan.run_name, plan.settings,
-                                       announced=lambda name: _announced(client, name))
+                                       announced=lambda name: announced_calls(client, name))
             if self.ledger.journal is not None:
                 self.ledger.journal.topic(topic)
             store = self.ledger.store
@@ -225,60 +184,10 @@ class DaskEngine:
                 await asyncio.to_thread(client.close)
         return self._ended()
 
-    def _connect(self) -> tuple[Any, bool]:
-        plan = self.plan
-        if plan.client is not None:
-            return plan.client, False
-        if plan.scheduler is None:
-            raise ConfigError("a Dask run needs a Client or scheduler='tcp://host:8786'")
-        from distributed import Client
-
-        why = refused(plan.scheduler, min(plan.connect_timeout, 2.0))
-        if why is not None:
-            raise ClusterUnavailable(f"cannot reach the Dask scheduler at {plan.scheduler} "
-                                     f"({why}); is it running and is the address right?")
-        try:
-            client = Client(plan.scheduler, timeout=plan.connect_timeout)  # type: ignore[no-untyped-call]
-        except (OSError, TimeoutError) as exc:
-            raise ClusterUnavailable(
-                f"cannot reach the Dask scheduler at {plan.scheduler} within "
-                f"{plan.connect_timeout:g} s ({exc}); is it running and is the address "
-                "right?", exc) from None
-        return client, True
-
-    def _start(self, client: Any) -> int:
-        """Check the cluster can run this batch; the number of chunks to keep in flight."""
-        plan = self.plan
-        if plan.preflight is not None:
-            plan.preflight()
-        what = _describe(plan.cfg.fn)
-        try:
-            payload: bytes = pickle_for_workers(plan.cfg)  # type: ignore[no-untyped-call]
-        except Exception as exc:
-            raise NotRunnableOnCluster(
-                f"{what} cannot be sent to the Dask workers: {exc}") from None
-        probe = client.submit(check_config, payload, pure=False)
-        try:
-            probe.result(timeout=plan.start_timeout)
-        except TimeoutError:
-            raise ClusterUnavailable(
-                f"no Dask worker of {client.scheduler.address} ran a task within "
-                f"{plan.start_timeout:g} s; are workers connected?") from None
-        except Exception as exc:
-            raise NotRunnableOnCluster(
-                f"the Dask workers cannot load {what}: {type(exc).__name__}: {exc}; install "
-                "its module on the workers or define it in an importable module") from None
-        finally:
-            probe.release()
-        if plan.window is not None:
-            return plan.window
-        nthreads: dict[str, int] = client.nthreads()
-        return max(2, sum(nthreads.values()) + len(nthreads))
-
     def _announce(self, event: Any) -> None:
         # On the Dask client's own thread, its only writer: no lock is needed.
         self._announced += 1
-        call = _call_of(event)
+        call = call_of(event)
         if call is not None:
             chunk, index = call
             self._announced_by[chunk] += 1
@@ -288,8 +197,10 @@ class DaskEngine:
 
     def _calls(self) -> int:
         # Calls an earlier session lost (ledger.begin counted them) plus this session's:
-        # announced before they were made, or reported by their chunk, whichever is more.
-        return self.stats.repeated_after_resume + max(self._announced, self._reported)
+        # announced before they were made, reported by their chunk, or counted by the
+        # workers when the run was stopped, whichever is more.
+        return (self.stats.repeated_after_resume
+                + max(self._announced, self._reported, self._sent))
 
     # ---- taking items --------------------------------------------------------------------
 
