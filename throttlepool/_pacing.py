@@ -170,14 +170,33 @@ class _Sent:
     ticket: Ticket | None = field(default=None, repr=False)  # its entry in the learned log
 
 
-def _summed(cost: Cost, more: Cost | None = None) -> Cost:
-    """One cost spending, in every unit, what ``cost`` and ``more`` spend together."""
-    if more is None:
-        return Cost(cost.requests, cost.tokens, input_tokens=cost.prompt,
-                    output_tokens=cost.generated)
-    return Cost(cost.requests + more.requests, cost.tokens + more.tokens,
-                input_tokens=cost.prompt + more.prompt,
-                output_tokens=cost.generated + more.generated)
+class _Merged(_Sent):
+    """Answered calls counted as one entry (see :meth:`HeaderBudget._merge`): ``cost`` is the
+    sum of its members' costs, made only when read (members join far more often)."""
+
+    def __init__(self, stamp: float, cost: Cost) -> None:
+        self._members = [cost]
+        self._sum: Cost | None = None
+        super().__init__(stamp, cost, open=False)
+
+    @property
+    def cost(self) -> Cost:
+        if self._sum is None:
+            units = (REQUESTS, TOKENS, INPUT_TOKENS, OUTPUT_TOKENS)
+            requests, tokens, prompt, generated = (
+                sum(c.of(u) for c in self._members) for u in units)
+            self._sum = Cost(requests, tokens, input_tokens=prompt, output_tokens=generated)
+            self._members = [self._sum]
+        return self._sum
+
+    @cost.setter
+    def cost(self, value: Cost) -> None:
+        self._members, self._sum = [value], None
+
+    def join(self, cost: Cost, stamp: float) -> None:
+        self._members.append(cost)
+        self._sum = None
+        self.stamp = max(self.stamp, stamp)
 
 
 class HeaderBudget:
@@ -214,7 +233,7 @@ class HeaderBudget:
         self._open: dict[int, Cost] = {}  # calls without an answer yet
         self._sent: dict[int, _Sent] = {}  # calls that may still count at the server
         self._window: SlidingWindowLog | None = None
-        self._merged: _Sent | None = None  # the newest entry of merged answered calls
+        self._merged: _Merged | None = None  # the newest entry of merged answered calls
         self._merges = 0  # merged entries made: their keys (negative) are no call's seq
         self._merged_since = 0.0  # the earliest answer in the newest merged entry
         self._learned_seq = 0  # the last call let go before the current window was learned
@@ -348,12 +367,11 @@ class HeaderBudget:
         merged = self._merged
         if (merged is not None and sent.stamp - self._merged_since <= self._MERGE_SPAN
                 and self._sent.get(-self._merges) is merged):  # not forgotten yet
-            merged.cost = _summed(merged.cost, sent.cost)
-            merged.stamp = max(merged.stamp, sent.stamp)
+            merged.join(sent.cost, sent.stamp)
             return
         self._merges += 1
         self._merged_since = sent.stamp
-        self._merged = _Sent(sent.stamp, _summed(sent.cost), open=False)
+        self._merged = _Merged(sent.stamp, sent.cost)
         self._sent[-self._merges] = self._merged
 
     def _learn(self, now: float) -> None:

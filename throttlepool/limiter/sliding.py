@@ -144,6 +144,11 @@ class SlidingWindowLog(BackendBase):
         pending = self._pending
         while pending and pending[0].admit_at <= now:
             pending.popleft()
+        if not pending and self._last_admit <= now:
+            # Nothing queued and no floor ahead of now: every entry is admitted (at or before
+            # now), so there is nothing to re-place, and a floor at or before now holds back
+            # nothing. The common case of a restamp when the limit does not bind.
+            return []
         # No early return when nothing is queued: a cancelled last reservation must not
         # leave its admission time behind as the FIFO floor (_last_admit) for the next one.
         queued = list(pending)
