@@ -216,12 +216,16 @@ class SlidingWindowLog(BackendBase):
             if win.weight(ticket) <= 0:
                 continue
             log = win.log
-            for i in range(len(log) - 1, -1, -1):  # it is near the tail
+            last = len(log) - 1
+            for i in range(last, -1, -1):  # it is near the tail
                 if log[i] is ticket:
-                    del log[i]
                     break
             else:
                 continue  # already expired out of this window (or cancelled)
+            if ((i == last or log[i + 1].admit_at >= stamp)
+                    and (i == 0 or log[i - 1].admit_at <= stamp)):
+                continue  # still in time order where it is (most often: the newest entry)
+            del log[i]
             ticket.admit_at = stamp
             _insert_sorted_from_tail(log, ticket)
         ticket.admit_at = stamp
