@@ -181,6 +181,15 @@ class _Merged(_Sent):
 
     @property
     def cost(self) -> Cost:
+        return self.close()
+
+    @cost.setter
+    def cost(self, value: Cost) -> None:
+        self._members, self._sum = [value], None
+
+    def close(self) -> Cost:
+        """The members summed into one cost, which replaces them (on a read, and when the
+        next entry starts: a closed entry holds one cost, not thousands)."""
         if self._sum is None:
             units = (REQUESTS, TOKENS, INPUT_TOKENS, OUTPUT_TOKENS)
             requests, tokens, prompt, generated = (
@@ -188,10 +197,6 @@ class _Merged(_Sent):
             self._sum = Cost(requests, tokens, input_tokens=prompt, output_tokens=generated)
             self._members = [self._sum]
         return self._sum
-
-    @cost.setter
-    def cost(self, value: Cost) -> None:
-        self._members, self._sum = [value], None
 
     def join(self, cost: Cost, stamp: float) -> None:
         self._members.append(cost)
@@ -369,6 +374,8 @@ class HeaderBudget:
                 and self._sent.get(-self._merges) is merged):  # not forgotten yet
             merged.join(sent.cost, sent.stamp)
             return
+        if merged is not None:
+            merged.close()  # its members' costs are one sum from now on
         self._merges += 1
         self._merged_since = sent.stamp
         self._merged = _Merged(sent.stamp, sent.cost)
