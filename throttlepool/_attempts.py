@@ -201,10 +201,12 @@ class Attempts:
             permit = None
             if not limiter.unrestricted():
                 permit = limiter.reserve(cost)
-                reason = SERVER_429 if permit.admit_at <= self._server_pause else RATE_LIMIT
-                with control.shown_wait(reason, permit.admit_at):
-                    admitted = limiter.admitted(permit) or await control.pause(
-                        limiter.wait_async(permit))
+                # Admitted at once (a limit that does not bind): no wait to show or await.
+                admitted = not permit.provisional and permit.admit_at <= clock.now()
+                if not admitted:
+                    reason = SERVER_429 if permit.admit_at <= self._server_pause else RATE_LIMIT
+                    with control.shown_wait(reason, permit.admit_at):
+                        admitted = await control.pause(limiter.wait_async(permit))
                 if not admitted or control.stopping:
                     limiter.cancel(permit)
                     return None

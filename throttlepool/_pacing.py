@@ -170,6 +170,40 @@ class _Sent:
     ticket: Ticket | None = field(default=None, repr=False)  # its entry in the learned log
 
 
+class _Merged(_Sent):
+    """Answered calls counted as one entry (see :meth:`HeaderBudget._merge`): ``cost`` is the
+    sum of its members' costs, made only when read (members join far more often)."""
+
+    def __init__(self, stamp: float, cost: Cost) -> None:
+        self._members = [cost]
+        self._sum: Cost | None = None
+        super().__init__(stamp, cost, open=False)
+
+    @property
+    def cost(self) -> Cost:
+        return self.close()
+
+    @cost.setter
+    def cost(self, value: Cost) -> None:
+        self._members, self._sum = [value], None
+
+    def close(self) -> Cost:
+        """The members summed into one cost, which replaces them (on a read, and when the
+        next entry starts: a closed entry holds one cost, not thousands)."""
+        if self._sum is None:
+            units = (REQUESTS, TOKENS, INPUT_TOKENS, OUTPUT_TOKENS)
+            requests, tokens, prompt, generated = (
+                sum(c.of(u) for c in self._members) for u in units)
+            self._sum = Cost(requests, tokens, input_tokens=prompt, output_tokens=generated)
+            self._members = [self._sum]
+        return self._sum
+
+    def join(self, cost: Cost, stamp: float) -> None:
+        self._members.append(cost)
+        self._sum = None
+        self.stamp = max(self.stamp, stamp)
+
+
 class HeaderBudget:
     """A :class:`Pacer` that keeps a request bucket and token buckets synced to headers:
     tokens, and input and output tokens apart where the server limits them apart (Anthropic's
@@ -185,6 +219,10 @@ class HeaderBudget:
 
     #: Calls answered this long ago are forgotten while no window is known yet.
     _UNKNOWN_HORIZON = 60.0
+    #: Answered calls whose responses carried no rate headers share one entry per this many
+    #: seconds (while no window is learned): at tens of thousands of calls a second, one
+    #: entry each over the horizon would hold millions.
+    _MERGE_SPAN = 0.01
 
     def __init__(self, configured: Sequence[Limit] = ()) -> None:
         self._configured = list(configured)
@@ -200,6 +238,9 @@ class HeaderBudget:
         self._open: dict[int, Cost] = {}  # calls without an answer yet
         self._sent: dict[int, _Sent] = {}  # calls that may still count at the server
         self._window: SlidingWindowLog | None = None
+        self._merged: _Merged | None = None  # the newest entry of merged answered calls
+        self._merges = 0  # merged entries made: their keys (negative) are no call's seq
+        self._merged_since = 0.0  # the earliest answer in the newest merged entry
         self._learned_seq = 0  # the last call let go before the current window was learned
         #: 429s met by calls let go after their server's window was learned.
         self.rate_limited_after_learning = 0
@@ -226,7 +267,21 @@ class HeaderBudget:
         yield self.input_tokens
         yield self.output_tokens
 
+    def _blind(self) -> bool:
+        """True while no header has synced a bucket and no window is learned: nothing to
+        wait for (a server without rate headers stays so; its calls skip the buckets)."""
+        inf = float("inf")
+        return (self._window is None and not self._fresh and self.requests.level == inf
+                and self.tokens.level == inf and self.input_tokens.level == inf
+                and self.output_tokens.level == inf)
+
     def admit(self, cost: Cost, now: float) -> tuple[int | None, float]:
+        if self._blind():
+            self._seq += 1
+            self._open[self._seq] = cost
+            self._sent[self._seq] = _Sent(now, cost)
+            self._forget(now)
+            return self._seq, 0.0
         window = self._window
         learned = {lim.unit for lim in window.limits} if window is not None else set()
         learned |= {b.unit for b in self._buckets() if self._covered(b)}
@@ -273,17 +328,27 @@ class HeaderBudget:
 
     def _forget(self, now: float) -> None:
         """Drop answered calls that no window can count any more (dispatch order)."""
-        horizon = max((b.window for b in self._buckets()), default=0.0) or self._UNKNOWN_HORIZON
         sent = self._sent
+        horizon = None
         while sent:
             seq = next(iter(sent))
             first = sent[seq]
-            if first.open or first.stamp > now - horizon:
+            if first.open:
+                break
+            if horizon is None:
+                horizon = max(self.requests.window, self.tokens.window,
+                              self.input_tokens.window, self.output_tokens.window
+                              ) or self._UNKNOWN_HORIZON
+            if first.stamp > now - horizon:
                 break
             del sent[seq]
 
-    def _answered(self, seq: int, now: float) -> None:
-        """The server stamped ``seq`` before now: count it from now on, never from earlier."""
+    def _answered(self, seq: int, now: float, headers: bool = True) -> None:
+        """The server stamped ``seq`` before now: count it from now on, never from earlier.
+
+        Without ``headers`` and with no window learned, the call joins the newest merged
+        entry (see :meth:`_merge`).
+        """
         self._open.pop(seq, None)
         sent = self._sent.get(seq)
         if sent is None or not sent.open:
@@ -292,6 +357,29 @@ class HeaderBudget:
         sent.stamp = max(sent.stamp, now)
         if sent.ticket is not None and self._window is not None:
             self._window.restamp(sent.ticket, now)
+        elif not headers and self._window is None:
+            self._merge(seq, sent)
+
+    def _merge(self, seq: int, sent: _Sent) -> None:
+        """Count answered ``sent`` in one entry with the calls answered just before it.
+
+        The entry counts the sum of their costs from the latest of their answers, so a window
+        learned later counts each of them a little longer than it could, never shorter. Its
+        key is no call's seq: a 429 that follows (whose call the server did not count) finds
+        nothing to withdraw and the call stays counted, on the safe side too.
+        """
+        del self._sent[seq]
+        merged = self._merged
+        if (merged is not None and sent.stamp - self._merged_since <= self._MERGE_SPAN
+                and self._sent.get(-self._merges) is merged):  # not forgotten yet
+            merged.join(sent.cost, sent.stamp)
+            return
+        if merged is not None:
+            merged.close()  # its members' costs are one sum from now on
+        self._merges += 1
+        self._merged_since = sent.stamp
+        self._merged = _Merged(sent.stamp, sent.cost)
+        self._sent[-self._merges] = self._merged
 
     def _learn(self, now: float) -> None:
         """Install the sliding-window limits learned so far, seeded with the calls made."""
@@ -309,7 +397,7 @@ class HeaderBudget:
 
     def observe(self, seq: int, info: RateInfo | None, now: float) -> None:
         tokens_upto = self._tokens_at.pop(seq, None)
-        self._answered(seq, now)
+        self._answered(seq, now, headers=info is not None)
         if info is None:
             return
         if seq <= self._fresh:  # older than one already seen: only its reset time still counts

@@ -144,6 +144,11 @@ class SlidingWindowLog(BackendBase):
         pending = self._pending
         while pending and pending[0].admit_at <= now:
             pending.popleft()
+        if not pending and self._last_admit <= now:
+            # Nothing queued and no floor ahead of now: every entry is admitted (at or before
+            # now), so there is nothing to re-place, and a floor at or before now holds back
+            # nothing. The common case of a restamp when the limit does not bind.
+            return []
         # No early return when nothing is queued: a cancelled last reservation must not
         # leave its admission time behind as the FIFO floor (_last_admit) for the next one.
         queued = list(pending)
@@ -211,12 +216,16 @@ class SlidingWindowLog(BackendBase):
             if win.weight(ticket) <= 0:
                 continue
             log = win.log
-            for i in range(len(log) - 1, -1, -1):  # it is near the tail
+            last = len(log) - 1
+            for i in range(last, -1, -1):  # it is near the tail
                 if log[i] is ticket:
-                    del log[i]
                     break
             else:
                 continue  # already expired out of this window (or cancelled)
+            if ((i == last or log[i + 1].admit_at >= stamp)
+                    and (i == 0 or log[i - 1].admit_at <= stamp)):
+                continue  # still in time order where it is (most often: the newest entry)
+            del log[i]
             ticket.admit_at = stamp
             _insert_sorted_from_tail(log, ticket)
         ticket.admit_at = stamp
