@@ -48,8 +48,10 @@ class Pacer(Protocol):
         """``(seq, 0)`` when a call may go now (``seq`` identifies it), else ``(None, wait)``."""
         ...
 
-    def observe(self, seq: int, info: RateInfo | None, now: float) -> None:
-        """The call ``seq`` finished; ``info`` is what its response said (None: nothing)."""
+    def observe(self, seq: int, info: RateInfo | None, now: float,
+                actual: Cost | None = None) -> None:
+        """The call ``seq`` finished; ``info`` is what its response said (None: nothing),
+        ``actual`` what the server counted for it (its usage, when reported)."""
         ...
 
     def rate_limited(self, seq: int, now: float, retry_after: float | None) -> None:
@@ -293,6 +295,20 @@ class HeaderBudget:
         if sent.ticket is not None and self._window is not None:
             self._window.restamp(sent.ticket, now)
 
+    def _settle(self, seq: int, actual: Cost, now: float) -> None:
+        """Count ``seq`` as what the server counted, not as reserved: a reply shorter than
+        max_tokens frees the rest of its reservation in the learned window (Anthropic's OTPM
+        charges the output generated; 6 tokens used of 30 reserved is 5 calls for 1)."""
+        sent = self._sent.get(seq)
+        if sent is None:
+            return
+        sent.cost = actual
+        if sent.ticket is not None and self._window is not None:
+            try:
+                self._window.settle(sent.ticket, actual, now)
+            except CostExceedsLimit:  # used more than the whole window: keep the reservation
+                pass
+
     def _learn(self, now: float) -> None:
         """Install the sliding-window limits learned so far, seeded with the calls made."""
         limits = [lim for lim in (b.learned() for b in self._buckets() if not self._covered(b))
@@ -307,9 +323,12 @@ class HeaderBudget:
         self._window = window
         self._learned_seq = self._seq
 
-    def observe(self, seq: int, info: RateInfo | None, now: float) -> None:
+    def observe(self, seq: int, info: RateInfo | None, now: float,
+                actual: Cost | None = None) -> None:
         tokens_upto = self._tokens_at.pop(seq, None)
         self._answered(seq, now)
+        if actual is not None:
+            self._settle(seq, actual, now)
         if info is None:
             return
         if seq <= self._fresh:  # older than one already seen: only its reset time still counts

@@ -236,3 +236,61 @@ def test_a_learned_window_stricter_than_the_configured_limit_still_paces() -> No
                                     reset_requests=2.0), at)
     assert pacer.learned_limits == [Limit(3, 2.0)]
     assert pacer.admit(ONE, 2.05) == (None, pytest.approx(0.05))
+
+
+def _anthropic_answer(remaining_in: float, remaining_out: float, reset: float) -> RateInfo:
+    return RateInfo(limit_input_tokens=300, remaining_input_tokens=remaining_in,
+                    reset_input_tokens=reset, limit_output_tokens=400,
+                    remaining_output_tokens=remaining_out, reset_output_tokens=reset,
+                    reset_resolution=1.0)
+
+
+def test_the_learned_window_counts_what_a_call_used_not_its_reservation() -> None:
+    """Anthropic's OTPM charges the output generated: a call reserving max_tokens=30 that
+    writes 6 must count 6 in the learned window, or 400 per 10 s admits 13 calls a window
+    instead of 60 (the trial's 80 items: 55 s instead of about 10 s)."""
+    reserve = Cost(1.0, 34.0, 0.0, None, 30.0)  # the anthropic adapter's estimate
+    used = reserve.settled(4, 6)
+    pacer = HeaderBudget()
+    seqs = [pacer.admit(reserve, 0.0)[0] for _ in range(8)]
+    for i, seq in enumerate(seqs):  # 8 answers: the spend grows, the reset stays 10 s
+        assert seq is not None
+        pacer.observe(seq, _anthropic_answer(300 - 4 * (i + 1), 400 - 6 * (i + 1), 10.0),
+                      0.1 + 0.01 * i, actual=used)
+    assert {lim.unit for lim in pacer.learned_limits} == {"input_tokens", "output_tokens"}
+    admitted, now = 8, 0.2
+    while (seq := pacer.admit(reserve, now)[0]) is not None:  # one at a time, 10 ms each
+        admitted += 1
+        now += 0.01
+        pacer.observe(seq, None, now, actual=used)
+    # 400 output tokens at 6 a call, with room for the next call's 30 reserved: 62 calls.
+    assert admitted >= 60
+    assert admitted <= 400 // 6
+
+
+def test_a_settled_call_never_lets_the_learned_window_over_the_limit() -> None:
+    """Settling to usage frees only what the call did not use: the server's window never
+    holds more than its limit (modelled: each call uses 6 of the 30 it reserves)."""
+    reserve = Cost(1.0, 34.0, 0.0, None, 30.0)
+    used = reserve.settled(4, 6)
+    pacer = HeaderBudget()
+    first, _ = pacer.admit(reserve, 0.0)
+    second, _ = pacer.admit(reserve, 0.0)
+    assert first is not None and second is not None
+    pacer.observe(first, _anthropic_answer(296, 394, 10.0), 0.1, actual=used)
+    pacer.observe(second, _anthropic_answer(292, 388, 10.0), 0.1, actual=used)
+    pacer.rate_limited(99, 0.2, 9.8)  # a 429 as long as the reset: a sliding window
+    sent = []
+    now = 0.2
+    while now < 40.0:
+        seq, wait = pacer.admit(reserve, now)
+        if seq is None:
+            now += max(wait, 0.01)
+            continue
+        sent.append(now)
+        now += 0.05
+        pacer.observe(seq, None, now, actual=used)  # answered 50 ms later
+    assert len(sent) > 3 * 60  # about 66 a window over 4 windows, not 13
+    stamps = [0.0, 0.0, *sent]
+    for t in stamps:  # output tokens in any 10 s window the server keeps (counted at send)
+        assert 6 * sum(1 for s in stamps if t - 10.0 < s <= t) <= 400
