@@ -79,6 +79,9 @@ class _Bucket:
     full_at: float = float("inf")
     bursty: bool = False
     window: float = 0.0  # the longest reset seen: a sliding window's length
+    #: The least reset of an admitted call plus the time since it was let go: the call left
+    #: no earlier than it was stamped, so the server's window is no longer than that.
+    bound: float = float("inf")
     resolution: float = 0.0  # the coarsest reset header seen (``window`` may be this long)
     _least_spend: tuple[float, float] | None = None  # (spent, reset): the least spend
 
@@ -86,7 +89,18 @@ class _Bucket:
         """The server's sliding-window limit in ``unit``, once a 429 and headers showed it."""
         if not self.bursty or self.window <= 0 or not 0 < self.capacity < float("inf"):
             return None
-        return Limit(self.capacity, self.window, self.unit)
+        return Limit(self.capacity, min(self.window, self.bound), self.unit)
+
+    def note_admitted(self, reset: float | None, since: float) -> None:
+        """A call let go ``since`` seconds ago was admitted with ``reset``: the server counts
+        it until then, one window after its stamp, which is no earlier than we let it go.
+
+        Whole-second reset times (Anthropic's, rounded up) make the longest reset up to a
+        second longer than the window; the least of these bounds comes within the way out
+        of the window (the rounding left is the least of many, about nothing).
+        """
+        if reset is not None and reset + since < self.bound - 0.001:
+            self.bound = reset + since
 
     def note_reset(self, reset: float | None, now: float) -> None:
         """The server's budget is whole again ``reset`` from now (any response may say so)."""
@@ -261,9 +275,9 @@ class HeaderBudget:
         shortest = min(lim.period for lim in window.limits)
         for seq in self._open:
             sent = self._sent.get(seq)
-            if sent is not None and sent.ticket is not None and sent.stamp <= now - shortest:
-                sent.stamp = now
-                window.restamp(sent.ticket, now)
+            if (sent is not None and sent.ticket is not None
+                    and sent.ticket.admit_at <= now - shortest):
+                window.restamp(sent.ticket, now)  # sent.stamp stays when it was let go
         try:
             ticket = window.reserve(cost, now)
         except CostExceedsLimit:
@@ -326,11 +340,15 @@ class HeaderBudget:
     def observe(self, seq: int, info: RateInfo | None, now: float,
                 actual: Cost | None = None) -> None:
         tokens_upto = self._tokens_at.pop(seq, None)
+        sent = self._sent.get(seq)
+        let_go = sent.stamp if sent is not None and sent.open else None
         self._answered(seq, now)
         if actual is not None:
             self._settle(seq, actual, now)
         if info is None:
             return
+        if actual is not None and let_go is not None:  # answered with usage: admitted
+            self._bound_windows(info, now - let_go, actual)
         if seq <= self._fresh:  # older than one already seen: only its reset time still counts
             self.requests.note_reset(info.reset_requests, now)
             for bucket, (_, _, reset) in self._token_headers(info):
@@ -354,6 +372,14 @@ class HeaderBudget:
                      + sum(c.of(unit) for c in stragglers))
             bucket.sync(remaining, limit, reset, later, now, info.reset_resolution)
         self._learn(now)
+
+    def _bound_windows(self, info: RateInfo, since: float, actual: Cost) -> None:
+        """Each reset of an admitted call bounds its unit's window (see note_admitted); a
+        unit the call did not spend may reset by an older call, and bounds nothing."""
+        self.requests.note_admitted(info.reset_requests, since)
+        for bucket, (_, _, reset) in self._token_headers(info):
+            if actual.of(bucket.unit) > 0:
+                bucket.note_admitted(reset, since)
 
     def _token_headers(self, info: RateInfo
                        ) -> list[tuple[_Bucket, tuple[float | None, float | None, float | None]]]:
