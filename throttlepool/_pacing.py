@@ -312,10 +312,17 @@ class HeaderBudget:
     def _settle(self, seq: int, actual: Cost, now: float) -> None:
         """Count ``seq`` as what the server counted, not as reserved: a reply shorter than
         max_tokens frees the rest of its reservation in the learned window (Anthropic's OTPM
-        charges the output generated; 6 tokens used of 30 reserved is 5 calls for 1)."""
+        charges the output generated; 6 tokens used of 30 reserved is 5 calls for 1).
+
+        Prompt and total tokens only ever grow: OpenAI charges its TPM by its own estimate
+        of the prompt (characters / 4), which the usage it reports may fall under.
+        """
         sent = self._sent.get(seq)
         if sent is None:
             return
+        est = sent.cost
+        actual = Cost(actual.requests, max(est.tokens, actual.tokens), actual.output,
+                      max(est.prompt, actual.prompt), actual.generated)
         sent.cost = actual
         if sent.ticket is not None and self._window is not None:
             try:

@@ -322,3 +322,24 @@ def test_a_settled_call_never_lets_the_learned_window_over_the_limit() -> None:
     stamps = [0.0, 0.0, *sent]
     for t in stamps:  # output tokens in any 10 s window the server keeps (counted at send)
         assert 6 * sum(1 for s in stamps if t - 10.0 < s <= t) <= 400
+
+
+def test_a_prompt_counted_under_the_estimate_keeps_its_estimate_in_the_learned_window() -> None:
+    """OpenAI charges its TPM by its own estimate of the prompt (characters / 4) plus
+    max_tokens, not by the usage it reports: a call whose usage says 2 prompt tokens where
+    the estimate (the charge) was 10 still counts 40 of a learned 400 per 10 s, not 32."""
+    reserve = Cost(1.0, 40.0, 30.0)  # the openai adapter's: prompt 10 + max_tokens 30
+    used = reserve.settled(2, 5)  # tokens 32: usage's prompt + the reserved output
+    pacer = HeaderBudget()
+    seqs = [pacer.admit(reserve, 0.0)[0] for _ in range(3)]
+    for i, seq in enumerate(seqs):  # the spend grows 1, 2, 3 calls; the reset stays 10 s
+        assert seq is not None
+        pacer.observe(seq, RateInfo(limit_tokens=400, remaining_tokens=400 - 40 * (i + 1),
+                                    reset_tokens=10.0), 0.1 + 0.01 * i, actual=used)
+    assert pacer.learned_limits == [Limit(400, 10.0, "tokens")]
+    admitted, now = 3, 0.2
+    while (seq := pacer.admit(reserve, now)[0]) is not None:
+        admitted += 1
+        now += 0.01
+        pacer.observe(seq, None, now, actual=used)
+    assert admitted == 10  # 400 / 40; settled to usage it would be 12
