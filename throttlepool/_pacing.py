@@ -14,6 +14,8 @@ seeded with the calls already made. Each call counts from when we let it go unti
 arrives, and from then on from the answer; the server stamped it in between, so no window of
 the server's can hold more than the limit and, with the key to ourselves, there is no 429
 after the window is learned (no 429 per window reset, no wait for a full reset either).
+An answered call counts what the server counted (the output it generated, not max_tokens);
+whole-second reset times are refined by the least "reset + time since it was let go".
 """
 
 from __future__ import annotations
@@ -89,7 +91,10 @@ class _Bucket:
         """The server's sliding-window limit in ``unit``, once a 429 and headers showed it."""
         if not self.bursty or self.window <= 0 or not 0 < self.capacity < float("inf"):
             return None
-        return Limit(self.capacity, min(self.window, self.bound), self.unit)
+        # Millisecond resets already give the window; only coarse ones need the bound (the
+        # least of many answers, where the longest reset is the robust figure).
+        period = min(self.window, self.bound) if self.resolution >= 0.5 else self.window
+        return Limit(self.capacity, period, self.unit)
 
     def note_admitted(self, reset: float | None, since: float) -> None:
         """A call let go ``since`` seconds ago was admitted with ``reset``: the server counts
