@@ -120,7 +120,7 @@ class Attempts:
             self.control.notify()
         self._settle_tokens(permit, cost, result.usage)
         if cfg.pacer is not None and seq is not None:
-            cfg.pacer.observe(seq, result.rate, cfg.clock.now())
+            cfg.pacer.observe(seq, result.rate, cfg.clock.now(), _counted(cost, result.usage))
             self.control.notify()
         if cfg.cache is not None and key is not None:
             cfg.cache.put(key, result.value)
@@ -128,11 +128,9 @@ class Attempts:
     def _settle_tokens(self, permit: Permit | None, cost: Cost, usage: Usage | None) -> None:
         """Settle a billed call's permit to the tokens the server counted."""
         cfg = self.cfg
-        if usage is not None and cfg.token_limited and permit is not None:
-            # Prompt-cache writes count against input limits too (Anthropic's ITPM).
-            written = usage.cache_creation_input_tokens
-            cfg.limiter.settle(permit, cost.settled(usage.input_tokens + written,
-                                                    usage.output_tokens))
+        counted = _counted(cost, usage)
+        if counted is not None and cfg.token_limited and permit is not None:
+            cfg.limiter.settle(permit, counted)
 
     def _count_billed(self, usage: Usage, item: Any) -> None:
         """A rejected answer's tokens and price, in the run's totals: it was billed, yet no
@@ -243,3 +241,12 @@ class Attempts:
         if attempts and error is not None:
             return Outcome(index, item, Status.FAILED, None, error, attempts, key=key)
         return self.ledger.not_attempted(index, item, self.control.stop_reason, key)
+
+
+def _counted(cost: Cost, usage: Usage | None) -> Cost | None:
+    """What the server counted for a call estimated at ``cost`` that reported ``usage``."""
+    if usage is None:
+        return None
+    # Prompt-cache writes count against input limits too (Anthropic's ITPM).
+    written = usage.cache_creation_input_tokens
+    return cost.settled(usage.input_tokens + written, usage.output_tokens)

@@ -14,6 +14,8 @@ seeded with the calls already made. Each call counts from when we let it go unti
 arrives, and from then on from the answer; the server stamped it in between, so no window of
 the server's can hold more than the limit and, with the key to ourselves, there is no 429
 after the window is learned (no 429 per window reset, no wait for a full reset either).
+An answered call counts what the server counted (the output it generated, not max_tokens);
+whole-second reset times are refined by the least "reset + time since it was let go".
 """
 
 from __future__ import annotations
@@ -48,8 +50,10 @@ class Pacer(Protocol):
         """``(seq, 0)`` when a call may go now (``seq`` identifies it), else ``(None, wait)``."""
         ...
 
-    def observe(self, seq: int, info: RateInfo | None, now: float) -> None:
-        """The call ``seq`` finished; ``info`` is what its response said (None: nothing)."""
+    def observe(self, seq: int, info: RateInfo | None, now: float,
+                actual: Cost | None = None) -> None:
+        """The call ``seq`` finished; ``info`` is what its response said (None: nothing),
+        ``actual`` what the server counted for it (its usage, when reported)."""
         ...
 
     def rate_limited(self, seq: int, now: float, retry_after: float | None) -> None:
@@ -77,6 +81,9 @@ class _Bucket:
     full_at: float = float("inf")
     bursty: bool = False
     window: float = 0.0  # the longest reset seen: a sliding window's length
+    #: The least reset of an admitted call plus the time since it was let go: the call left
+    #: no earlier than it was stamped, so the server's window is no longer than that.
+    bound: float = float("inf")
     resolution: float = 0.0  # the coarsest reset header seen (``window`` may be this long)
     _least_spend: tuple[float, float] | None = None  # (spent, reset): the least spend
 
@@ -84,7 +91,21 @@ class _Bucket:
         """The server's sliding-window limit in ``unit``, once a 429 and headers showed it."""
         if not self.bursty or self.window <= 0 or not 0 < self.capacity < float("inf"):
             return None
-        return Limit(self.capacity, self.window, self.unit)
+        # Millisecond resets already give the window; only coarse ones need the bound (the
+        # least of many answers, where the longest reset is the robust figure).
+        period = min(self.window, self.bound) if self.resolution >= 0.5 else self.window
+        return Limit(self.capacity, period, self.unit)
+
+    def note_admitted(self, reset: float | None, since: float) -> None:
+        """A call let go ``since`` seconds ago was admitted with ``reset``: the server counts
+        it until then, one window after its stamp, which is no earlier than we let it go.
+
+        Whole-second reset times (Anthropic's, rounded up) make the longest reset up to a
+        second longer than the window; the least of these bounds comes within the way out
+        of the window (the rounding left is the least of many, about nothing).
+        """
+        if reset is not None and reset + since < self.bound - 0.001:
+            self.bound = reset + since
 
     def note_reset(self, reset: float | None, now: float) -> None:
         """The server's budget is whole again ``reset`` from now (any response may say so)."""
@@ -314,9 +335,9 @@ class HeaderBudget:
         shortest = min(lim.period for lim in window.limits)
         for seq in self._open:
             sent = self._sent.get(seq)
-            if sent is not None and sent.ticket is not None and sent.stamp <= now - shortest:
-                sent.stamp = now
-                window.restamp(sent.ticket, now)
+            if (sent is not None and sent.ticket is not None
+                    and sent.ticket.admit_at <= now - shortest):
+                window.restamp(sent.ticket, now)  # sent.stamp stays when it was let go
         try:
             ticket = window.reserve(cost, now)
         except CostExceedsLimit:
@@ -381,6 +402,27 @@ class HeaderBudget:
         self._merged = _Merged(sent.stamp, sent.cost)
         self._sent[-self._merges] = self._merged
 
+    def _settle(self, seq: int, actual: Cost, now: float) -> None:
+        """Count ``seq`` as what the server counted, not as reserved: a reply shorter than
+        max_tokens frees the rest of its reservation in the learned window (Anthropic's OTPM
+        charges the output generated; 6 tokens used of 30 reserved is 5 calls for 1).
+
+        Prompt and total tokens only ever grow: OpenAI charges its TPM by its own estimate
+        of the prompt (characters / 4), which the usage it reports may fall under.
+        """
+        sent = self._sent.get(seq)
+        if sent is None:
+            return
+        est = sent.cost
+        actual = Cost(actual.requests, max(est.tokens, actual.tokens), actual.output,
+                      max(est.prompt, actual.prompt), actual.generated)
+        sent.cost = actual
+        if sent.ticket is not None and self._window is not None:
+            try:
+                self._window.settle(sent.ticket, actual, now)
+            except CostExceedsLimit:  # used more than the whole window: keep the reservation
+                pass
+
     def _learn(self, now: float) -> None:
         """Install the sliding-window limits learned so far, seeded with the calls made."""
         limits = [lim for lim in (b.learned() for b in self._buckets() if not self._covered(b))
@@ -395,11 +437,18 @@ class HeaderBudget:
         self._window = window
         self._learned_seq = self._seq
 
-    def observe(self, seq: int, info: RateInfo | None, now: float) -> None:
+    def observe(self, seq: int, info: RateInfo | None, now: float,
+                actual: Cost | None = None) -> None:
         tokens_upto = self._tokens_at.pop(seq, None)
+        sent = self._sent.get(seq)
+        let_go = sent.stamp if sent is not None and sent.open else None
+        if actual is not None:  # before _answered, which may merge it into one entry
+            self._settle(seq, actual, now)
         self._answered(seq, now, headers=info is not None)
         if info is None:
             return
+        if actual is not None and let_go is not None:  # answered with usage: admitted
+            self._bound_windows(info, now - let_go, actual)
         if seq <= self._fresh:  # older than one already seen: only its reset time still counts
             self.requests.note_reset(info.reset_requests, now)
             for bucket, (_, _, reset) in self._token_headers(info):
@@ -423,6 +472,14 @@ class HeaderBudget:
                      + sum(c.of(unit) for c in stragglers))
             bucket.sync(remaining, limit, reset, later, now, info.reset_resolution)
         self._learn(now)
+
+    def _bound_windows(self, info: RateInfo, since: float, actual: Cost) -> None:
+        """Each reset of an admitted call bounds its unit's window (see note_admitted); a
+        unit the call did not spend may reset by an older call, and bounds nothing."""
+        self.requests.note_admitted(info.reset_requests, since)
+        for bucket, (_, _, reset) in self._token_headers(info):
+            if actual.of(bucket.unit) > 0:
+                bucket.note_admitted(reset, since)
 
     def _token_headers(self, info: RateInfo
                        ) -> list[tuple[_Bucket, tuple[float | None, float | None, float | None]]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import heapq
 import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 from hypothesis import given, settings
@@ -41,6 +41,9 @@ class ServerModel:
     uplink: tuple[float, float]  # seconds from "let go" to the server's stamp (min, max)
     downlink: tuple[float, float]  # seconds from the stamp to our answer
     seed: int = 0
+    #: Anthropic's reset headers: a time of day rounded up to the whole second, read as
+    #: seconds from when the answer arrives (else OpenAI's millisecond durations).
+    absolute_resets: bool = False
     pacer: HeaderBudget = field(default_factory=HeaderBudget)
     rejected: list[tuple[int, bool]] = field(default_factory=list)  # (seq, learned when sent)
     stamps: list[float] = field(default_factory=list)
@@ -89,11 +92,16 @@ class ServerModel:
                 info = RateInfo(limit_requests=self.limit,
                                 remaining_requests=d.remaining_requests,
                                 reset_requests=_ceil_ms(d.reset_requests),
-                                retry_after=None if d.admitted else _ceil_ms(d.wait))
-                push(self.now + rng.uniform(*self.downlink), "answer", (worker, seq, info))
+                                retry_after=None if d.admitted else _ceil_ms(d.wait),
+                                reset_resolution=1.0 if self.absolute_resets else 0.001)
+                at = math.ceil(self.now + d.reset_requests)  # the time of day it names
+                push(self.now + rng.uniform(*self.downlink), "answer", (worker, seq, info, at))
             else:  # an answer: observe it, wake every waiter (as the engine does)
-                worker, seq, info = payload  # type: ignore[misc]
-                self.pacer.observe(seq, info, self.now)
+                worker, seq, info, at = payload  # type: ignore[misc]
+                if self.absolute_resets:
+                    info = replace(info, reset_requests=max(0.0, at - self.now))
+                self.pacer.observe(seq, info, self.now,
+                                   actual=ONE if info.retry_after is None else None)
                 if info.retry_after is not None:
                     self.pacer.rate_limited(seq, self.now, info.retry_after)
                     self.rejected.append((seq, learned_at_send[seq]))
@@ -137,6 +145,7 @@ def test_the_window_is_learned_from_the_headers_and_installed() -> None:
 
 @settings(max_examples=60, deadline=None)
 @given(
+    absolute=st.booleans(),
     limit=st.integers(1, 40),
     window=st.sampled_from([0.5, 1.0, 2.0, 7.5]),
     workers=st.integers(1, 24),
@@ -145,16 +154,35 @@ def test_the_window_is_learned_from_the_headers_and_installed() -> None:
     seed=st.integers(0, 2**16),
 )
 def test_once_learned_a_sliding_window_server_never_refuses(
-    limit: int, window: float, workers: int, uplink: tuple[float, float],
+    absolute: bool, limit: int, window: float, workers: int, uplink: tuple[float, float],
     downlink: tuple[float, float], seed: int,
 ) -> None:
     """Whatever the delays (up to seconds: a loaded machine, calls open for longer than the
     window), no call let go after the window was learned meets a 429."""
     model = ServerModel(limit=limit, window=window, workers=workers, items=6 * limit + 20,
                         uplink=(min(uplink), max(uplink)),
-                        downlink=(min(downlink), max(downlink)), seed=seed).run()
+                        downlink=(min(downlink), max(downlink)), seed=seed,
+                        absolute_resets=absolute).run()
     assert [seq for seq, learned in model.rejected if learned] == []
     assert model.pacer.rate_limited_after_learning == 0
+
+
+def test_whole_second_reset_times_teach_the_window_not_a_second_more() -> None:
+    """Anthropic's resets are times of day rounded up to the second: the longest of them is
+    up to a second more than a 10 s window, a second lost at every window boundary (the
+    trial's 80 items took 11.7 s where about 10.3 s is possible). Each admitted call's reset
+    plus the time since it was let go bounds the window; the least of them comes within the
+    way out once the calls' stamps fall at different fractions of a second."""
+    model = ServerModel(limit=30, window=10.0, workers=8, items=120,
+                        uplink=(0.001, 0.01), downlink=(0.05, 0.1),
+                        absolute_resets=True).run()
+    (learned,) = model.pacer.learned_limits
+    assert 10.0 <= learned.period <= 10.1  # the longest reset: 10.93 s
+    assert [seq for seq, was_learned in model.rejected if was_learned] == []
+    assert model.max_in_window() <= model.limit
+    # 4 windows of 30, 3 boundaries: the first still loses most of a second (its calls all
+    # round alike), the later ones ~0.1 s; the longest reset lost ~1 s at each (33.4 s).
+    assert model.now <= 3 * 10.0 + 1.5
 
 
 def test_the_learned_log_waits_for_the_oldest_call_not_the_full_reset() -> None:
@@ -236,3 +264,82 @@ def test_a_learned_window_stricter_than_the_configured_limit_still_paces() -> No
                                     reset_requests=2.0), at)
     assert pacer.learned_limits == [Limit(3, 2.0)]
     assert pacer.admit(ONE, 2.05) == (None, pytest.approx(0.05))
+
+
+def _anthropic_answer(remaining_in: float, remaining_out: float, reset: float) -> RateInfo:
+    return RateInfo(limit_input_tokens=300, remaining_input_tokens=remaining_in,
+                    reset_input_tokens=reset, limit_output_tokens=400,
+                    remaining_output_tokens=remaining_out, reset_output_tokens=reset,
+                    reset_resolution=1.0)
+
+
+def test_the_learned_window_counts_what_a_call_used_not_its_reservation() -> None:
+    """Anthropic's OTPM charges the output generated: a call reserving max_tokens=30 that
+    writes 6 must count 6 in the learned window, or 400 per 10 s admits 13 calls a window
+    instead of 60 (the trial's 80 items: 55 s instead of about 10 s)."""
+    reserve = Cost(1.0, 34.0, 0.0, None, 30.0)  # the anthropic adapter's estimate
+    used = reserve.settled(4, 6)
+    pacer = HeaderBudget()
+    seqs = [pacer.admit(reserve, 0.0)[0] for _ in range(8)]
+    for i, seq in enumerate(seqs):  # 8 answers: the spend grows, the reset stays 10 s
+        assert seq is not None
+        pacer.observe(seq, _anthropic_answer(300 - 4 * (i + 1), 400 - 6 * (i + 1), 10.0),
+                      0.1 + 0.01 * i, actual=used)
+    assert {lim.unit for lim in pacer.learned_limits} == {"input_tokens", "output_tokens"}
+    admitted, now = 8, 0.2
+    while (seq := pacer.admit(reserve, now)[0]) is not None:  # one at a time, 10 ms each
+        admitted += 1
+        now += 0.01
+        pacer.observe(seq, None, now, actual=used)
+    # 400 output tokens at 6 a call, with room for the next call's 30 reserved: 62 calls.
+    assert admitted >= 60
+    assert admitted <= 400 // 6
+
+
+def test_a_settled_call_never_lets_the_learned_window_over_the_limit() -> None:
+    """Settling to usage frees only what the call did not use: the server's window never
+    holds more than its limit (modelled: each call uses 6 of the 30 it reserves)."""
+    reserve = Cost(1.0, 34.0, 0.0, None, 30.0)
+    used = reserve.settled(4, 6)
+    pacer = HeaderBudget()
+    first, _ = pacer.admit(reserve, 0.0)
+    second, _ = pacer.admit(reserve, 0.0)
+    assert first is not None and second is not None
+    pacer.observe(first, _anthropic_answer(296, 394, 10.0), 0.1, actual=used)
+    pacer.observe(second, _anthropic_answer(292, 388, 10.0), 0.1, actual=used)
+    pacer.rate_limited(99, 0.2, 9.8)  # a 429 as long as the reset: a sliding window
+    sent = []
+    now = 0.2
+    while now < 40.0:
+        seq, wait = pacer.admit(reserve, now)
+        if seq is None:
+            now += max(wait, 0.01)
+            continue
+        sent.append(now)
+        now += 0.05
+        pacer.observe(seq, None, now, actual=used)  # answered 50 ms later
+    assert len(sent) > 3 * 60  # about 66 a window over 4 windows, not 13
+    stamps = [0.0, 0.0, *sent]
+    for t in stamps:  # output tokens in any 10 s window the server keeps (counted at send)
+        assert 6 * sum(1 for s in stamps if t - 10.0 < s <= t) <= 400
+
+
+def test_a_prompt_counted_under_the_estimate_keeps_its_estimate_in_the_learned_window() -> None:
+    """OpenAI charges its TPM by its own estimate of the prompt (characters / 4) plus
+    max_tokens, not by the usage it reports: a call whose usage says 2 prompt tokens where
+    the estimate (the charge) was 10 still counts 40 of a learned 400 per 10 s, not 32."""
+    reserve = Cost(1.0, 40.0, 30.0)  # the openai adapter's: prompt 10 + max_tokens 30
+    used = reserve.settled(2, 5)  # tokens 32: usage's prompt + the reserved output
+    pacer = HeaderBudget()
+    seqs = [pacer.admit(reserve, 0.0)[0] for _ in range(3)]
+    for i, seq in enumerate(seqs):  # the spend grows 1, 2, 3 calls; the reset stays 10 s
+        assert seq is not None
+        pacer.observe(seq, RateInfo(limit_tokens=400, remaining_tokens=400 - 40 * (i + 1),
+                                    reset_tokens=10.0), 0.1 + 0.01 * i, actual=used)
+    assert pacer.learned_limits == [Limit(400, 10.0, "tokens")]
+    admitted, now = 3, 0.2
+    while (seq := pacer.admit(reserve, now)[0]) is not None:
+        admitted += 1
+        now += 0.01
+        pacer.observe(seq, None, now, actual=used)
+    assert admitted == 10  # 400 / 40; settled to usage it would be 12
