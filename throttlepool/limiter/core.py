@@ -84,11 +84,14 @@ class RateLimiter:
         self._counts_prompts = any(lim.unit in (TOKENS, INPUT_TOKENS)
                                    for lim in self.backend.limits)
         self._lock = threading.Lock()
-        self._open_first_calls: list[Permit] = []  # threads' first calls not answered yet
-        # Other calls not answered yet, oldest stamp first (see _hold_open_calls).
-        self._open_calls: dict[int, tuple[Permit, float]] = {}
+        # Threads' first calls not answered yet, with their hand-off delays.
+        self._open_first_calls: dict[int, tuple[Permit, float]] = {}
+        # Other calls not answered yet, oldest stamp first (see _hold_open_calls), each with
+        # its hand-off delay (see _bound_arrival).
+        self._open_calls: dict[int, tuple[Permit, float, float]] = {}
         self._shortest = min((lim.period for lim in self.backend.limits), default=0.0)
-        self._first_calls: list[tuple[Permit, float, float]] = []  # (permit, start, duration)
+        # Answered first calls awaiting a warm call's duration: (permit, start, duration, lag).
+        self._first_calls: list[tuple[Permit, float, float, float]] = []
         self._apply_margin(self.clock.now())
 
     @property
@@ -120,7 +123,7 @@ class RateLimiter:
         # until it answers, so while it is open it counts from now. (A reservation already
         # past its admission time is not re-placed by this: a first call open for more than
         # a whole window can still be counted by the server after its entry expired.)
-        for permit in self._open_first_calls:
+        for permit, _ in self._open_first_calls.values():
             self.backend.hold(permit, now)
         # Any other call still unanswered a whole window after its stamp may not have reached
         # the server yet either: it counts from now until its answer bounds its arrival (see
@@ -131,11 +134,11 @@ class RateLimiter:
             return
         calls, horizon = self._open_calls, now - self._shortest
         while calls:
-            key, (permit, since) = next(iter(calls.items()))
+            key, (permit, since, lag) = next(iter(calls.items()))
             if since > horizon:  # a call just held is stamped now, after the horizon
                 break
             del calls[key]
-            calls[key] = (permit, now)
+            calls[key] = (permit, now, lag)
             self.backend.hold(permit, now)
 
     def _check(self, permit: Permit) -> float:
@@ -258,12 +261,11 @@ class RateLimiter:
             if permit.provisional:
                 return now
             self._hold_open_calls(now)
-            self.margin.started(now - permit.admit_at)
             if first_on_thread:
-                self._open_first_calls.append(permit)
+                self._open_first_calls[id(permit)] = (permit, max(now - permit.admit_at, 0.0))
             else:
-                self._open_calls[id(permit)] = (permit, now)
-            moved = [*self._apply_margin(now), *self.backend.hold(permit, now)]
+                self._open_calls[id(permit)] = (permit, now, max(now - permit.admit_at, 0.0))
+            moved = list(self.backend.hold(permit, now))
         _wake(moved)
         return now
 
@@ -282,45 +284,57 @@ class RateLimiter:
             if first_on_thread:
                 if permit.provisional:
                     return
-                with contextlib.suppress(ValueError):
-                    self._open_first_calls.remove(permit)
+                _, lag = self._open_first_calls.pop(id(permit), (permit, 0.0))
                 moved = list(self.backend.restamp(permit, now, now))
-                self._first_calls.append((permit, started, duration))
+                self._first_calls.append((permit, started, duration, lag))
             else:
-                self._open_calls.pop(id(permit), None)
-                self.margin.ended(duration)
+                _, _, lag = self._open_calls.pop(id(permit), (permit, started, 0.0))
+                self.margin.ended(duration, lag)
                 moved = [*self._place_first_calls(now),
-                         *self._bound_arrival(permit, started, duration, now)]
+                         *self._bound_arrival(permit, started, duration, lag, now)]
         _wake(moved)
 
-    def _bound_arrival(self, permit: Permit, started: float, duration: float, now: float
-                       ) -> Iterable[Ticket]:
-        """Count an answered call from the latest instant the server may have stamped it.
+    def _bound_arrival(self, permit: Permit, started: float, duration: float, lag: float,
+                       now: float) -> Iterable[Ticket]:
+        """Count an answered call from the latest instant the server may have stamped it,
+        less the margin's floor.
 
-        A call spends the fastest call's duration at least on the server and on the way back,
-        so it reached the server at most ``duration - fastest`` after it started (plus the
-        fastest call's own way there, which the margin's floor covers). On a loaded machine
-        that is tens of milliseconds now and then, more than the floor: counted from its
-        start alone, such a call leaves our window while the server still counts it (a 429).
-        A call held while open (see :meth:`_hold_open_calls`) moves back to the same bound.
-        Shifts within half the floor are left alone (a shared backend would pay a round trip
-        for each).
+        Its own client work before the bytes left is at most the floor plus its hand-off
+        delay ``lag`` (the same load slows both; see limiter.margin), so it counts from its
+        start plus ``lag``: its own delay, not the largest of every recent call's. And a call
+        spends the fastest call's duration at least on the server and on the way back, so it
+        reached the server at most ``duration - fastest`` after it started (plus the fastest
+        call's own way there, within the floor); on a loaded machine that is tens of
+        milliseconds now and then, more than the floor plus its lag, and counted from its
+        start alone such a call leaves our window while the server still counts it (a 429).
+        The later of the two holds. A call held while open (see :meth:`_hold_open_calls`)
+        moves back to the same bound. A move earlier within half the floor is left alone (a
+        shared backend would pay a round trip for each); a move later never is.
         """
         if permit.provisional:
             return []
         delay = self.margin.first_call_delay(duration)
-        # With no fastest call known yet it counts from its start, as before it was held.
-        at = started if delay is None else min(started + delay, now)
-        if abs(at - permit.admit_at) <= self.margin.floor / 2:
+        # With no fastest call known yet it counts from its start (a held call moves back).
+        at = started if delay is None else min(started + max(delay, lag), now)
+        if permit.admit_at - self.margin.floor / 2 <= at <= permit.admit_at:
             return []
         return self.backend.restamp(permit, now, at)
 
     def _place_first_calls(self, now: float) -> list[Ticket]:
+        """Count each answered first call from the latest instant its answer allows once a
+        warm call's duration is known: its start plus what it took beyond the fastest call
+        plus that call's own hand-off delay (its way there, which the bound leaves out), and
+        no earlier than its start plus its own hand-off delay. Known limit: the bound assumes
+        the server's own time varies by less than half the margin's floor between calls; a
+        first call whose connecting is not bounded otherwise may count too early beyond that
+        (a 429 then widens the floor)."""
         moved: list[Ticket] = []
-        for permit, started, duration in self._first_calls:
+        unobserved = self.margin.fastest_unobserved
+        for permit, started, duration, lag in self._first_calls:
             delay = self.margin.first_call_delay(duration)
             if delay is not None:
-                moved += self.backend.restamp(permit, now, min(started + delay, now))
+                at = started + max(delay + unobserved, lag)
+                moved += self.backend.restamp(permit, now, min(at, now))
         self._first_calls.clear()
         return moved
 

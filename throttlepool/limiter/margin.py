@@ -6,17 +6,19 @@ to a worker thread (observed exactly: the call is restamped when it starts), the
 work before the bytes leave (not observable, small on a quiet machine) and, on a thread's
 first call, a connection and perhaps the SDK's initialisation (observable afterwards: the
 call took longer than the fastest call did). An entry that counts for ``period + margin``
-from its stamp can never let a window of the server's clock over the limit as long as the
-margin covers the part of the delay that was not observed. The part that was not observed
-grows with the part that was (both are the machine's load), so the margin is a small floor
-plus the largest recent hand-off delay; a 429 despite it widens the floor. A thread's first
-call counts from its answer until a later call shows how long the server and the way back
-take at least; it then counts from its start plus whatever it took beyond that.
+from its stamp can never let a window of the server's clock over the limit as long as its
+stamp plus the margin is no earlier than its arrival. The part that was not observed grows
+with the part that was (both are the machine's load), so each answered call counts from its
+start plus its own hand-off delay (see ``RateLimiter._bound_arrival``) and the margin is a
+small floor that a 429 widens: the margin each entry gets is the floor plus its own delay,
+not plus the largest delay of every recent call (which every entry paid at every window
+boundary). A thread's first call counts from its answer until a later call shows how long the
+server and the way back take at least; it then counts from its start plus whatever it took
+beyond that.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Sequence
 
 #: Client work between a call's start and its arrival at the server: 5 ms on a quiet machine,
@@ -26,19 +28,16 @@ DEFAULT_FLOOR = 0.02
 SHARED_FLOOR = 0.1
 #: After a 429 the floor is at least this (then doubles with each further 429).
 FIRST_WIDENING = 0.02
-#: Hand-off delays remembered: enough calls to span several windows of a busy run.
-_SAMPLES = 64
-#: Observed delays alone never stretch an admission by more than this (the fixed margin that
-#: was measured safe before); only 429s go further, up to 5 % of the shortest period.
-_OBSERVED_CEILING = 0.1
+#: 429s widen the floor up to this share of the shortest period.
 _CEILING_SHARE = 0.05
 
 
 class AdmissionMargin:
     """The margin each admission counts for, following the observed delays (a pure policy).
 
-    ``floor`` covers the unobserved client work; :meth:`started` feeds the delay between a
-    grant and its call's start, :meth:`ended` a warm call's duration, :meth:`widen` a 429.
+    ``floor`` covers the unobserved client work beyond a call's own hand-off delay (which
+    the limiter adds to that call's stamp); :meth:`ended` feeds a warm call's duration,
+    :meth:`widen` a 429.
     """
 
     def __init__(self, periods: Sequence[float], floor: float = DEFAULT_FLOOR) -> None:
@@ -47,18 +46,13 @@ class AdmissionMargin:
         self.floor = floor
         shortest = min(periods, default=0.0)
         self._ceiling = max(_CEILING_SHARE * shortest, floor)
-        self._lags: deque[float] = deque(maxlen=_SAMPLES)
         self._fastest = float("inf")
+        self._fastest_lag = 0.0
 
     @property
     def value(self) -> float:
         """Seconds each admission counts beyond its window, now."""
-        observed = min(max(self._lags, default=0.0), _OBSERVED_CEILING)
-        return min(self.floor + observed, max(self._ceiling, self.floor))
-
-    def started(self, lag: float) -> None:
-        """A call started ``lag`` seconds after it was granted."""
-        self._lags.append(max(lag, 0.0))
+        return self.floor
 
     @property
     def fastest(self) -> float | None:
@@ -75,10 +69,21 @@ class AdmissionMargin:
         fastest = self.fastest
         return None if fastest is None else max(duration - fastest, 0.0)
 
-    def ended(self, duration: float) -> None:
-        """A call that was not its thread's first took ``duration`` seconds to answer."""
-        if duration > 0:
-            self._fastest = min(self._fastest, duration)
+    @property
+    def fastest_unobserved(self) -> float:
+        """Beyond the floor, how long the fastest call may have spent before the server saw
+        it: its hand-off delay (the load it met), at most its whole duration.
+
+        A first call's connecting shows only in its duration, so its arrival is bounded by
+        its answer less the fastest call's, and that leaves out the fastest call's own way
+        there; the floor plus this covers it."""
+        return 0.0 if self._fastest == float("inf") else min(self._fastest_lag, self._fastest)
+
+    def ended(self, duration: float, lag: float = 0.0) -> None:
+        """A call that was not its thread's first, handed off ``lag`` seconds after its
+        grant, took ``duration`` seconds to answer."""
+        if 0 < duration < self._fastest:
+            self._fastest, self._fastest_lag = duration, max(lag, 0.0)
 
     def widen(self) -> None:
         """A server said 429 despite the margin: double the floor."""
