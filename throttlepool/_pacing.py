@@ -442,9 +442,9 @@ class HeaderBudget:
         tokens_upto = self._tokens_at.pop(seq, None)
         sent = self._sent.get(seq)
         let_go = sent.stamp if sent is not None and sent.open else None
-        if actual is not None:  # before _answered, which may merge it into one entry
-            self._settle(seq, actual, now)
         self._answered(seq, now, headers=info is not None)
+        if actual is not None:
+            self._settle(seq, actual, now)
         if info is None:
             return
         if actual is not None and let_go is not None:  # answered with usage: admitted

@@ -14,7 +14,7 @@ import random
 from dataclasses import dataclass, field, replace
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from throttlepool._pacing import HeaderBudget
@@ -144,6 +144,9 @@ def test_the_window_is_learned_from_the_headers_and_installed() -> None:
 
 
 @settings(max_examples=60, deadline=None)
+# A call's settlement applied before its answer (a merge once did) refused call 14 here.
+@example(absolute=False, limit=2, window=0.5, workers=1, uplink=(0.0, 1.0),
+         downlink=(0.0, 0.0), seed=1)
 @given(
     absolute=st.booleans(),
     limit=st.integers(1, 40),
