@@ -296,7 +296,8 @@ class RateLimiter:
                 moved = list(self.backend.restamp(permit, now, now))
                 self._first_calls.append((permit, started, duration, lag))
             else:
-                _, _, lag = self._open_calls.pop(id(permit), (permit, started, 0.0))
+                held = self._open_calls.pop(id(permit), None)
+                lag = 0.0 if held is None else held[2]
                 self.margin.ended(duration, lag)
                 moved = self._place_first_calls(now) if self._first_calls else []
                 moved += self._bound_arrival(permit, started, duration, lag, now)

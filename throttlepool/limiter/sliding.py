@@ -85,12 +85,16 @@ class SlidingWindowLog(BackendBase):
         self._pending: deque[Ticket] = deque()
         self._last_admit = float("-inf")
         self._paused_until = float("-inf")
+        self._fits: Cost | None = None  # the last cost found within every limit
 
     def _check(self, cost: Cost) -> None:
+        if cost is self._fits:
+            return  # the same (immutable) cost as last time: most often every call's
         for win in self._windows:
             w = cost.of(win.limit.unit)
             if w > win.limit.amount:
                 raise CostExceedsLimit(w, str(win.limit))
+        self._fits = cost
 
     def _place(self, ticket: Ticket, now: float) -> None:
         t = max(now, self._last_admit, self._paused_until)
