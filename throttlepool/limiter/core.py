@@ -90,6 +90,9 @@ class RateLimiter:
         # its hand-off delay (see _bound_arrival).
         self._open_calls: dict[int, tuple[Permit, float, float]] = {}
         self._shortest = min((lim.period for lim in self.backend.limits), default=0.0)
+        # The stamp of the oldest open call, or earlier (inf: none open): most steps find
+        # nothing yet to hold and skip looking.
+        self._oldest_open = float("inf")
         # Answered first calls awaiting a warm call's duration: (permit, start, duration, lag).
         self._first_calls: list[tuple[Permit, float, float, float]] = []
         self._apply_margin(self.clock.now())
@@ -123,16 +126,18 @@ class RateLimiter:
         # until it answers, so while it is open it counts from now. (A reservation already
         # past its admission time is not re-placed by this: a first call open for more than
         # a whole window can still be counted by the server after its entry expired.)
-        for permit, _ in self._open_first_calls.values():
-            self.backend.hold(permit, now)
+        if self._open_first_calls:
+            for permit, _ in self._open_first_calls.values():
+                self.backend.hold(permit, now)
         # Any other call still unanswered a whole window after its stamp may not have reached
         # the server yet either: it counts from now until its answer bounds its arrival (see
         # call_ended). Stamps only move later, so the oldest is first in the dict.
         # Every locked step that may expire entries (a reservation, a restamp) holds them
         # first, with the same now: an entry leaves after period + margin, held after period.
-        if self._shortest <= 0:  # no window (no limit yet): nothing to hold a call in
-            return
-        calls, horizon = self._open_calls, now - self._shortest
+        horizon = now - self._shortest
+        if self._oldest_open > horizon or self._shortest <= 0:
+            return  # nothing open that long, or no window (no limit yet) to hold it in
+        calls = self._open_calls
         while calls:
             key, (permit, since, lag) = next(iter(calls.items()))
             if since > horizon:  # a call just held is stamped now, after the horizon
@@ -140,6 +145,7 @@ class RateLimiter:
             del calls[key]
             calls[key] = (permit, now, lag)
             self.backend.hold(permit, now)
+        self._oldest_open = next(iter(calls.values()))[1] if calls else float("inf")
 
     def _check(self, permit: Permit) -> float:
         """Seconds until ``permit`` is admitted; re-asks the backend for a provisional one."""
@@ -264,6 +270,8 @@ class RateLimiter:
             if first_on_thread:
                 self._open_first_calls[id(permit)] = (permit, max(now - permit.admit_at, 0.0))
             else:
+                if not self._open_calls:
+                    self._oldest_open = now  # (an answered call's stamp may linger: earlier)
                 self._open_calls[id(permit)] = (permit, now, max(now - permit.admit_at, 0.0))
             moved = list(self.backend.hold(permit, now))
         _wake(moved)
@@ -288,10 +296,11 @@ class RateLimiter:
                 moved = list(self.backend.restamp(permit, now, now))
                 self._first_calls.append((permit, started, duration, lag))
             else:
-                _, _, lag = self._open_calls.pop(id(permit), (permit, started, 0.0))
+                held = self._open_calls.pop(id(permit), None)
+                lag = 0.0 if held is None else held[2]
                 self.margin.ended(duration, lag)
-                moved = [*self._place_first_calls(now),
-                         *self._bound_arrival(permit, started, duration, lag, now)]
+                moved = self._place_first_calls(now) if self._first_calls else []
+                moved += self._bound_arrival(permit, started, duration, lag, now)
         _wake(moved)
 
     def _bound_arrival(self, permit: Permit, started: float, duration: float, lag: float,

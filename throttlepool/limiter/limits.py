@@ -124,13 +124,15 @@ class Cost:
 
     def of(self, unit: str) -> float:
         """The units of ``unit`` this cost spends."""
+        if unit == REQUESTS:
+            return self.requests
         if unit == TOKENS:
             return self.tokens
         if unit == INPUT_TOKENS:
             return self.prompt
         if unit == OUTPUT_TOKENS:
             return self.generated
-        return self.requests
+        return self.requests  # an unknown unit counts requests, as before
 
     def settled(self, input_tokens: float, output_tokens: float) -> Cost:
         """The cost the server counted, given the usage it reported.

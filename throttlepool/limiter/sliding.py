@@ -28,16 +28,17 @@ class _Window:
     decision and the moment the server stamps the request's arrival.
     """
 
-    __slots__ = ("limit", "log", "span", "used")
+    __slots__ = ("limit", "log", "span", "unit", "used")
 
     def __init__(self, limit: Limit, margin: float = 0.0) -> None:
         self.limit = limit
+        self.unit = limit.unit
         self.span = limit.period + margin
         self.log: deque[Ticket] = deque()
         self.used = 0.0
 
     def weight(self, ticket: Ticket) -> float:
-        return ticket.cost.of(self.limit.unit)
+        return ticket.cost.of(self.unit)
 
     def expire(self, now: float) -> None:
         horizon = now - self.span
@@ -84,27 +85,32 @@ class SlidingWindowLog(BackendBase):
         self._pending: deque[Ticket] = deque()
         self._last_admit = float("-inf")
         self._paused_until = float("-inf")
+        self._fits: Cost | None = None  # the last cost found within every limit
 
     def _check(self, cost: Cost) -> None:
+        if cost is self._fits:
+            return  # the same (immutable) cost as last time: most often every call's
         for win in self._windows:
             w = cost.of(win.limit.unit)
             if w > win.limit.amount:
                 raise CostExceedsLimit(w, str(win.limit))
+        self._fits = cost
 
     def _place(self, ticket: Ticket, now: float) -> None:
         t = max(now, self._last_admit, self._paused_until)
+        cost = ticket.cost
+        weighted = []
         for win in self._windows:
             win.expire(now)
-            w = win.weight(ticket)
+            w = cost.of(win.unit)
             if w > 0:
                 t = max(t, win.earliest(w, t))
+                weighted.append((win, w))
         ticket.admit_at = t
         self._last_admit = t
-        for win in self._windows:
-            w = win.weight(ticket)
-            if w > 0:
-                win.log.append(ticket)
-                win.used += w
+        for win, w in weighted:
+            win.log.append(ticket)
+            win.used += w
         if t > now:
             self._pending.append(ticket)
 
@@ -212,16 +218,20 @@ class SlidingWindowLog(BackendBase):
         stamp = now if at is None else min(at, now)
         if stamp == ticket.admit_at or (at is None and stamp < ticket.admit_at):
             return []
+        cost = ticket.cost
         for win in self._windows:
-            if win.weight(ticket) <= 0:
+            if cost.of(win.unit) <= 0:
                 continue
             log = win.log
             last = len(log) - 1
-            for i in range(last, -1, -1):  # it is near the tail
-                if log[i] is ticket:
-                    break
+            if last >= 0 and log[last] is ticket:
+                i = last  # most often: the newest entry
             else:
-                continue  # already expired out of this window (or cancelled)
+                for i in range(last - 1, -1, -1):  # it is near the tail
+                    if log[i] is ticket:
+                        break
+                else:
+                    continue  # already expired out of this window (or cancelled)
             if ((i == last or log[i + 1].admit_at >= stamp)
                     and (i == 0 or log[i - 1].admit_at <= stamp)):
                 continue  # still in time order where it is (most often: the newest entry)
@@ -229,8 +239,12 @@ class SlidingWindowLog(BackendBase):
             ticket.admit_at = stamp
             _insert_sorted_from_tail(log, ticket)
         ticket.admit_at = stamp
-        self._last_admit = max(self._last_admit, stamp)
+        if stamp > self._last_admit:
+            self._last_admit = stamp
         return self._reschedule(now)
+
+    #: An open call counts from now: every step of the limiter renews it (one process).
+    hold = restamp
 
     def set_margin(self, margin: float, now: float) -> Iterable[Ticket]:
         """Count every admission for ``margin`` seconds beyond its window from now on; the
