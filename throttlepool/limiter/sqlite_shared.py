@@ -23,12 +23,11 @@ from typing import Any
 from ..errors import CostExceedsLimit, LimiterUnavailable
 from ..store.redact import redact_text
 from .limits import INPUT_TOKENS, OUTPUT_TOKENS, UNITS, Cost, Limit
-from .ticket import OPEN_CALL_HOLD, OPEN_CALL_POLL, BackendBase, Ticket
+from .ticket import BackendBase, Ticket
 
 _EPSILON = 1e-9
-# A row stamped further than this in the future means the wall clock stepped back (an open
-# call's row is stamped OPEN_CALL_HOLD ahead).
-_CLOCK_STEP = 3 * OPEN_CALL_HOLD
+# A row stamped further than this in the future means the wall clock stepped back.
+_CLOCK_STEP = 5.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS admissions (
@@ -215,10 +214,7 @@ class SQLiteWindowBackend(BackendBase):
                     "ORDER BY ts", (self.name, now - span)):
                 freed += weight
                 if freed >= need - _EPSILON:
-                    wait = ts + span - now + 1e-6
-                    if ts > now:  # a call still open: it leaves when it answers
-                        wait = min(wait, OPEN_CALL_POLL)
-                    worst = max(worst, wait)
+                    worst = max(worst, ts + span - now + 1e-6)
                     break
         return worst
 
@@ -242,9 +238,8 @@ class SQLiteWindowBackend(BackendBase):
         return ticket
 
     def _change(self, ticket: Ticket, weights: tuple[float, ...] | None, *,
-                restamp: float | None = None) -> None:
-        """Give an admitted row new weights (None: delete it) or, with ``restamp``, the
-        timestamp that many seconds after the file's now (negative: before)."""
+                restamp: bool = False) -> None:
+        """Give an admitted row new weights (None: delete it) or a later timestamp."""
         if ticket.provisional or ticket.handle is None:
             return
         try:
@@ -254,8 +249,8 @@ class SQLiteWindowBackend(BackendBase):
                 if row is None:
                     return  # already out of every window
                 ts, old = row[0], tuple(row[1:])
-                if restamp is not None:
-                    new_ts = time.time() + restamp
+                if restamp:
+                    new_ts = max(ts, time.time())
                     db.execute("UPDATE admissions SET ts = ? WHERE id = ?",
                                (new_ts, ticket.handle))
                     self._adjust(db, ts, new_ts, old, old)
@@ -282,17 +277,11 @@ class SQLiteWindowBackend(BackendBase):
 
     def restamp(self, ticket: Ticket, now: float, at: float | None = None
                 ) -> Iterable[Ticket]:
-        """Count an admitted reservation from ``at`` (default ``now``) on, read on the wall
-        clock as that long before its now (other processes stamp rows with theirs)."""
-        offset = 0.0 if at is None else min(at - now, 0.0)
-        self._change(ticket, None, restamp=offset)
-        ticket.admit_at = now + offset
-        return []
-
-    def hold(self, ticket: Ticket, now: float) -> Iterable[Ticket]:
-        """Stamp an open call's row :data:`OPEN_CALL_HOLD` ahead on the wall clock."""
-        self._change(ticket, None, restamp=OPEN_CALL_HOLD)
-        ticket.admit_at = now + OPEN_CALL_HOLD
+        """Count an admitted reservation from now on (its call started late); ``at`` is not
+        honoured when it is past (it would only free budget sooner; this is safe)."""
+        if at is not None and at < now:
+            return []
+        self._change(ticket, None, restamp=True)
         return []
 
     def set_margin(self, margin: float, now: float) -> Iterable[Ticket]:
