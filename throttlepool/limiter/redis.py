@@ -320,7 +320,11 @@ class RedisWindowBackend(BackendBase):
         return self._move(ticket, 0.0 if at is None else min(at - now, 0.0), now)
 
     def hold(self, ticket: Ticket, now: float) -> Iterable[Ticket]:
-        """Stamp an open call :data:`OPEN_CALL_HOLD` ahead on Redis's clock."""
+        """Stamp an open call :data:`OPEN_CALL_HOLD` ahead on Redis's clock. The limiter
+        renews its open calls at every step; a hold renewed within the last second is left as
+        it is (a round trip per open call per step would be the cost otherwise)."""
+        if ticket.admit_at - now > OPEN_CALL_HOLD - 1.0:
+            return []
         return self._move(ticket, OPEN_CALL_HOLD, now)
 
     def _move(self, ticket: Ticket, offset: float, now: float) -> Iterable[Ticket]:

@@ -87,8 +87,9 @@ class LimiterBackend(Protocol):
         Later than its current stamp: its call went late. Earlier: the caller has learned
         that the server counted it no later than ``at`` plus the margin (a thread's first
         call, first counted from its answer), or the call held open (see :meth:`hold`) has
-        answered. A shared backend reads ``at`` as ``now - at`` seconds before its storage's
-        clock. An in-process backend may ignore an earlier ``at`` when ``at`` is None.
+        answered. Redis reads ``at`` as ``now - at`` seconds before its own clock; the SQLite
+        backend ignores an ``at`` before ``now`` (see issue 16). An in-process backend may
+        ignore an earlier ``at`` when ``at`` is None.
         """
         ...
 
