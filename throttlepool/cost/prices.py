@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
@@ -34,6 +34,7 @@ PROVIDERS: dict[str, str | None] = {
 BATCH_CONTEXT = {"processing": "batch"}
 _DATE_SUFFIX = re.compile(r"-(\d{8}|\d{4}-\d{2}-\d{2}|\d{4})$")
 PER_MILLION = 1_000_000
+_MEMO_SIZE = 4096  # prices kept per table entry; the memo starts over when full
 
 
 def candidates(model: str) -> list[str]:
@@ -65,6 +66,8 @@ class TablePrice:
     model_id: str
     model: Any  # genai_prices.types.ModelInfo
     provider: Any  # genai_prices.types.Provider
+    _memo: dict[tuple[Any, ...], float] = field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False)
 
     @property
     def has_batch_price(self) -> bool:
@@ -73,6 +76,29 @@ class TablePrice:
 
     def cost(self, usage: Usage, *, batch: bool = False) -> float:
         """USD for ``usage``; at the batch price when ``batch``."""
+        now = _dt.datetime.now(_dt.UTC)
+        batch_listed = batch and self.has_batch_price
+        # The table's price is a pure function of the usage, the context and which of the
+        # entry's dated or time-of-day prices apply now; computing it takes ~0.2 ms of CPU on
+        # the event loop per outcome (a third of the loop's work per call), so it is kept.
+        key = (usage.input_tokens, usage.output_tokens, usage.cache_read_input_tokens,
+               usage.cache_creation_input_tokens, batch_listed, self._active(now))
+        known = self._memo.get(key)
+        if known is None:
+            known = self._compute(usage, batch_listed, now)
+            if len(self._memo) >= _MEMO_SIZE:
+                self._memo.clear()
+            self._memo[key] = known
+        return known / 2 if batch and not batch_listed else known
+
+    def _active(self, now: _dt.datetime) -> tuple[bool, ...]:
+        """Which of the entry's constrained prices and variants apply at ``now``."""
+        prices = self.model.prices
+        conditional = () if not isinstance(prices, list | tuple) else prices
+        return tuple(c.constraint is None or c.constraint.active(now)
+                     for c in (*conditional, *(self.model.price_variants or ())))
+
+    def _compute(self, usage: Usage, batch_listed: bool, now: _dt.datetime) -> float:
         from genai_prices import Usage as TableUsage
 
         # The table's input_tokens is every input token; ours (Anthropic's) excludes the cache.
@@ -81,12 +107,10 @@ class TablePrice:
         table_usage = TableUsage(input_tokens=total_in, output_tokens=usage.output_tokens,
                                  cache_read_tokens=usage.cache_read_input_tokens or None,
                                  cache_write_tokens=usage.cache_creation_input_tokens or None)
-        batch_listed = batch and self.has_batch_price
         calc = self.model.calc_price(
-            table_usage, self.provider, genai_request_timestamp=_dt.datetime.now(_dt.UTC),
+            table_usage, self.provider, genai_request_timestamp=now,
             price_context=BATCH_CONTEXT if batch_listed else None)
-        total = float(calc.total_price)
-        return total / 2 if batch and not batch_listed else total
+        return float(calc.total_price)
 
     def per_million(self) -> tuple[float, float]:
         """``(input, output)`` USD per million tokens at the base tier (for messages)."""
