@@ -14,8 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from throttlepool.limiter import Cost, Limit, SQLiteWindowBackend, Ticket
-from throttlepool.limiter import sqlite_shared
+from throttlepool.limiter import Cost, Limit, SQLiteWindowBackend, Ticket, sqlite_shared
 
 WALL = 1_000_000.0
 
