@@ -57,17 +57,6 @@ def _make(b: Backend, limits: list[str], label: str = "t") -> RateLimiter:
     return limiter_from_url(url, limits, name=f"{prefix}{label}")
 
 
-def _sqlite_keeps_stamps_from_the_start(backend: Backend, request: pytest.FixtureRequest
-                                        ) -> None:
-    if backend.name == "sqlite":
-        # Open issue 16: holding open calls and honouring arrival bounds in the SQLite file
-        # met 429s with two local processes sharing it (3 of 4 trials, cause not found), so
-        # the SQLite backend still counts a call from its start (or its answer) on. Strict:
-        # the suite says so once SQLite does hold them.
-        request.applymarker(pytest.mark.xfail(
-            strict=True, reason="SQLite counts calls from their start; see issue 16"))
-
-
 # ---- contract ------------------------------------------------------------------------------
 
 
@@ -132,13 +121,12 @@ def test_a_widened_margin_still_counts_what_the_window_holds(backend: Backend) -
 
 
 def test_a_call_open_in_one_process_holds_its_slot_in_every_other(
-        backend: Backend, request: pytest.FixtureRequest) -> None:
+        backend: Backend) -> None:
     """A Dask worker's first SDK call took 2 s to reach the server on a loaded machine; only
     its own process renewed its stamp while it was open, so the other worker saw the slot free
     a window after the grant and sent a call into the server's full window (a 429). An open
     call holds its slot for everyone until it answers, then counts from its answer, and a
     process waiting on it is admitted soon after (it asks again, not a hold's length later)."""
-    _sqlite_keeps_stamps_from_the_start(backend, request)
     a = _make(backend, ["1/0.3s"], "a")
     b = _make(backend, ["1/0.3s"], "a") if backend.shared else a
     permit = a.acquire()
@@ -170,12 +158,11 @@ def test_a_call_started_late_counts_after_its_grant_s_window_has_passed(backend:
 
 
 def test_a_call_that_may_have_reached_the_server_late_counts_from_then(
-        backend: Backend, request: pytest.FixtureRequest) -> None:
+        backend: Backend) -> None:
     """An answer that bounds a call's arrival at 0.2 s after its start moves its stamp there:
     the server may count it until 0.2 s + the window. Redis and SQLite used to ignore every
     bound before their now, so the call counted from its start and the next admission came
     0.2 s early (a 429 when the way up was slow)."""
-    _sqlite_keeps_stamps_from_the_start(backend, request)
     lim = _make(backend, ["1/0.5s"])
     permit = lim.acquire()
     lim.backend.restamp(permit, lim.clock.now())  # the call starts

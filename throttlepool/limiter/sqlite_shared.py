@@ -5,7 +5,9 @@ Every decision runs in a ``BEGIN IMMEDIATE`` transaction, which takes SQLite's w
 check-then-insert across processes without any extra lock file, keeps timestamps monotonic
 in commit order and makes the log exact under contention. One row per request holds its
 weight in each unit (requests, tokens, input and output tokens), so memory is proportional
-to requests in the window.
+to requests in the window. A row's id is random, never SQLite's next rowid: that reuses the
+id of a deleted newest row, and a late move of an answered call (its arrival bound) then
+moved another process's row (issue 16).
 
 Use a file of its own (not the checkpoint database) on a local filesystem: SQLite locking
 over NFS is unreliable, so several machines must share a budget through Redis instead.
@@ -14,6 +16,7 @@ over NFS is unreliable, so several machines must share a budget through Redis in
 from __future__ import annotations
 
 import os
+import secrets
 import sqlite3
 import threading
 import time
@@ -23,11 +26,12 @@ from typing import Any
 from ..errors import CostExceedsLimit, LimiterUnavailable
 from ..store.redact import redact_text
 from .limits import INPUT_TOKENS, OUTPUT_TOKENS, UNITS, Cost, Limit
-from .ticket import BackendBase, Ticket
+from .ticket import OPEN_CALL_HOLD, OPEN_CALL_POLL, BackendBase, Ticket
 
 _EPSILON = 1e-9
-# A row stamped further than this in the future means the wall clock stepped back.
-_CLOCK_STEP = 5.0
+# A row stamped further than this in the future means the wall clock stepped back (an open
+# call's row is stamped OPEN_CALL_HOLD ahead).
+_CLOCK_STEP = 3 * OPEN_CALL_HOLD
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS admissions (
@@ -76,8 +80,8 @@ def _add_columns(db: sqlite3.Connection) -> None:
 
 _LIST = ", ".join(_COLUMNS)
 _SETS = ", ".join(f"{col} = ?" for col in _COLUMNS)
-_INSERT = (f"INSERT INTO admissions (bucket, ts, {_LIST}) "
-           f"VALUES (?, ?, {', '.join('?' for _ in _COLUMNS)})")
+_INSERT = (f"INSERT INTO admissions (id, bucket, ts, {_LIST}) "
+           f"VALUES (?, ?, ?, {', '.join('?' for _ in _COLUMNS)})")
 
 
 class SQLiteWindowBackend(BackendBase):
@@ -159,9 +163,9 @@ class SQLiteWindowBackend(BackendBase):
             windows = db.execute("SELECT span, col, used, horizon FROM windows "
                                  "WHERE bucket = ?", (self.name,)).fetchall()
         sums: dict[tuple[float, str], float] = {}
-        keep = 0.0
+        keep = 0.0  # rows stay twice the widest window: a margin that widens later counts them
         for span, col, used, horizon in windows:
-            keep = max(keep, span)
+            keep = max(keep, 2 * span)
             new = now - span
             if new > horizon:
                 gone = db.execute(f"SELECT coalesce(sum({col}), 0) FROM admissions "
@@ -214,7 +218,10 @@ class SQLiteWindowBackend(BackendBase):
                     "ORDER BY ts", (self.name, now - span)):
                 freed += weight
                 if freed >= need - _EPSILON:
-                    worst = max(worst, ts + span - now + 1e-6)
+                    wait = ts + span - now + 1e-6
+                    if ts > now:  # a call still open: it leaves when it answers
+                        wait = min(wait, OPEN_CALL_POLL)
+                    worst = max(worst, wait)
                     break
         return worst
 
@@ -229,17 +236,19 @@ class SQLiteWindowBackend(BackendBase):
                 if wait > 0:
                     return Ticket(cost, now + wait, provisional=True)
                 weights = _weights(cost)
-                cur = db.execute(_INSERT, (self.name, t, *weights))
+                row = secrets.randbits(63)  # unique across processes, forked ones too
+                db.execute(_INSERT, (row, self.name, t, *weights))
                 self._adjust(db, t, t, _NONE, weights)
         except sqlite3.Error as exc:
             raise self._unavailable(exc) from exc
         ticket = Ticket(cost, now)
-        ticket.handle = cur.lastrowid
+        ticket.handle = row
         return ticket
 
     def _change(self, ticket: Ticket, weights: tuple[float, ...] | None, *,
-                restamp: bool = False) -> None:
-        """Give an admitted row new weights (None: delete it) or a later timestamp."""
+                restamp: float | None = None) -> None:
+        """Give an admitted row new weights (None: delete it) or, with ``restamp``, the
+        timestamp that many seconds after the file's now (negative: before)."""
         if ticket.provisional or ticket.handle is None:
             return
         try:
@@ -249,8 +258,8 @@ class SQLiteWindowBackend(BackendBase):
                 if row is None:
                     return  # already out of every window
                 ts, old = row[0], tuple(row[1:])
-                if restamp:
-                    new_ts = max(ts, time.time())
+                if restamp is not None:
+                    new_ts = time.time() + restamp
                     db.execute("UPDATE admissions SET ts = ? WHERE id = ?",
                                (new_ts, ticket.handle))
                     self._adjust(db, ts, new_ts, old, old)
@@ -277,11 +286,21 @@ class SQLiteWindowBackend(BackendBase):
 
     def restamp(self, ticket: Ticket, now: float, at: float | None = None
                 ) -> Iterable[Ticket]:
-        """Count an admitted reservation from now on (its call started late); ``at`` is not
-        honoured when it is past (it would only free budget sooner; this is safe)."""
-        if at is not None and at < now:
+        """Count an admitted reservation from ``at`` (default ``now``) on, read on the wall
+        clock as that long before its now (other processes stamp rows with theirs)."""
+        offset = 0.0 if at is None else min(at - now, 0.0)
+        self._change(ticket, None, restamp=offset)
+        ticket.admit_at = now + offset
+        return []
+
+    def hold(self, ticket: Ticket, now: float) -> Iterable[Ticket]:
+        """Stamp an open call's row :data:`OPEN_CALL_HOLD` ahead on the wall clock. The
+        limiter renews its open calls at every step; a hold renewed within the last second is
+        left as it is (a write transaction per open call per step otherwise)."""
+        if ticket.admit_at - now > OPEN_CALL_HOLD - 1.0:
             return []
-        self._change(ticket, None, restamp=True)
+        self._change(ticket, None, restamp=OPEN_CALL_HOLD)
+        ticket.admit_at = now + OPEN_CALL_HOLD
         return []
 
     def set_margin(self, margin: float, now: float) -> Iterable[Ticket]:

@@ -87,8 +87,8 @@ class LimiterBackend(Protocol):
         Later than its current stamp: its call went late. Earlier: the caller has learned
         that the server counted it no later than ``at`` plus the margin (a thread's first
         call, first counted from its answer), or the call held open (see :meth:`hold`) has
-        answered. Redis reads ``at`` as ``now - at`` seconds before its own clock; the SQLite
-        backend ignores an ``at`` before ``now`` (see issue 16). An in-process backend may
+        answered. Redis and SQLite read ``at`` as ``now - at`` seconds before their own clock
+        (Redis's ``TIME``, the host's wall clock). An in-process backend may
         ignore an earlier ``at`` when ``at`` is None.
         """
         ...
