@@ -76,8 +76,10 @@ def limiter_from_url(
     scheme = urlsplit(check_limiter_url(url)).scheme.lower()
     resolved: list[Limit] = build_limits(limits)
     floor = DEFAULT_FLOOR if margin is None else margin
-    # Processes sharing a budget count each other's calls with their own margin, blind to
-    # the others' delays (four processes on two cores measured 429s at a 5 ms floor).
+    # SQLite counts each call from its start (it ignores arrival bounds), blind to how long
+    # the call took to reach the server: four processes on two cores measured 429s at a 5 ms
+    # floor. Redis counts each call from its own arrival bound, as the in-process log does,
+    # so the default floor covers the same unobserved client work there.
     shared_floor = SHARED_FLOOR if margin is None else margin
     if scheme == "memory":
         return RateLimiter(*resolved, clock=clock, margin=floor)
@@ -94,8 +96,8 @@ def limiter_from_url(
         from .redis import RedisWindowBackend
 
         on_server = RedisWindowBackend(url, resolved, key=f"throttlepool:{name}",
-                                       margin=shared_floor)
-        return RateLimiter(backend=on_server, clock=clock, margin=shared_floor)
+                                       margin=floor)
+        return RateLimiter(backend=on_server, clock=clock, margin=floor)
     raise ConfigError(
         f"unknown limiter URL {mask_url(url)!r}: expected memory://, sqlite:///path, "
         "redis://host:port/db or unix:///path/redis.sock")
