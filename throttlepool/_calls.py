@@ -79,7 +79,8 @@ class Dispatcher:
                 sending()
             return self.cfg.adapter.call(item, timeout)
         finally:
-            _thread_state.warm = True
+            if first_on_thread:
+                _thread_state.warm = True
             limiter.call_ended(permit, started, first_on_thread=first_on_thread)
 
     async def call(self, item: Any, permit: Permit | None = None,

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Protocol
 
 from .errors import CostExceedsLimit
@@ -191,6 +192,10 @@ class _Sent:
     ticket: Ticket | None = field(default=None, repr=False)  # its entry in the learned log
 
 
+#: Cost.of for REQUESTS, TOKENS, INPUT_TOKENS and OUTPUT_TOKENS, as C-level getters.
+_UNIT_GETTERS = tuple(map(attrgetter, ("requests", "tokens", "prompt", "generated")))
+
+
 class _Merged(_Sent):
     """Answered calls counted as one entry (see :meth:`HeaderBudget._merge`): ``cost`` is the
     sum of its members' costs, made only when read (members join far more often)."""
@@ -212,9 +217,10 @@ class _Merged(_Sent):
         """The members summed into one cost, which replaces them (on a read, and when the
         next entry starts: a closed entry holds one cost, not thousands)."""
         if self._sum is None:
-            units = (REQUESTS, TOKENS, INPUT_TOKENS, OUTPUT_TOKENS)
+            # What Cost.of reads for each unit, in the same order: the same sums, without a
+            # Python call per member and unit (an entry holds thousands of members).
             requests, tokens, prompt, generated = (
-                sum(c.of(u) for c in self._members) for u in units)
+                sum(map(get, self._members)) for get in _UNIT_GETTERS)
             self._sum = Cost(requests, tokens, input_tokens=prompt, output_tokens=generated)
             self._members = [self._sum]
         return self._sum
@@ -439,6 +445,11 @@ class HeaderBudget:
 
     def observe(self, seq: int, info: RateInfo | None, now: float,
                 actual: Cost | None = None) -> None:
+        if info is None and actual is None:  # a response without headers or usage (most)
+            if self._tokens_at:
+                self._tokens_at.pop(seq, None)
+            self._answered(seq, now, headers=False)
+            return
         tokens_upto = self._tokens_at.pop(seq, None)
         sent = self._sent.get(seq)
         let_go = sent.stamp if sent is not None and sent.open else None

@@ -110,7 +110,8 @@ class RateLimiter:
         """Record a reservation without waiting; ``permit.admit_at`` says when it is admitted."""
         with self._lock:
             now = self.clock.now()
-            self._hold_open_calls(now)
+            if self._open_first_calls or self._oldest_open <= now - self._shortest:
+                self._hold_open_calls(now)
             return self._reserve(cost, now)
 
     def _reserve(self, cost: Cost, now: float) -> Permit:
@@ -266,15 +267,23 @@ class RateLimiter:
             now = self.clock.now()
             if permit.provisional:
                 return now
-            self._hold_open_calls(now)
+            # The calls below run on every call's thread: the common case pays no more.
+            if self._open_first_calls or self._oldest_open <= now - self._shortest:
+                self._hold_open_calls(now)
+            lag = now - permit.admit_at
+            if lag < 0.0:
+                lag = 0.0
             if first_on_thread:
-                self._open_first_calls[id(permit)] = (permit, max(now - permit.admit_at, 0.0))
+                self._open_first_calls[id(permit)] = (permit, lag)
             else:
                 if not self._open_calls:
                     self._oldest_open = now  # (an answered call's stamp may linger: earlier)
-                self._open_calls[id(permit)] = (permit, now, max(now - permit.admit_at, 0.0))
-            moved = list(self.backend.hold(permit, now))
-        _wake(moved)
+                self._open_calls[id(permit)] = (permit, now, lag)
+            moved = self.backend.hold(permit, now)
+            if moved:
+                moved = list(moved)
+        if moved:
+            _wake(moved)
         return now
 
     def call_ended(self, permit: Permit, started: float, *, first_on_thread: bool) -> None:
@@ -288,7 +297,8 @@ class RateLimiter:
         with self._lock:
             now = self.clock.now()
             duration = now - started
-            self._hold_open_calls(now)
+            if self._open_first_calls or self._oldest_open <= now - self._shortest:
+                self._hold_open_calls(now)
             if first_on_thread:
                 if permit.provisional:
                     return
@@ -299,9 +309,13 @@ class RateLimiter:
                 held = self._open_calls.pop(id(permit), None)
                 lag = 0.0 if held is None else held[2]
                 self.margin.ended(duration, lag)
-                moved = self._place_first_calls(now) if self._first_calls else []
-                moved += self._bound_arrival(permit, started, duration, lag, now)
-        _wake(moved)
+                if self._first_calls:
+                    moved = self._place_first_calls(now)
+                    moved += self._bound_arrival(permit, started, duration, lag, now)
+                else:
+                    moved = list(self._bound_arrival(permit, started, duration, lag, now))
+        if moved:
+            _wake(moved)
 
     def _bound_arrival(self, permit: Permit, started: float, duration: float, lag: float,
                        now: float) -> Iterable[Ticket]:

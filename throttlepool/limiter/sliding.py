@@ -223,16 +223,18 @@ class SlidingWindowLog(BackendBase):
             if cost.of(win.unit) <= 0:
                 continue
             log = win.log
-            last = len(log) - 1
-            if last >= 0 and log[last] is ticket:
-                i = last  # most often: the newest entry
+            # It is near the tail (most often the newest entry, or a few calls back): walk
+            # back by iterating, not by indexing the deque, and keep its right neighbour.
+            i = len(log)
+            after = None
+            for entry in reversed(log):
+                i -= 1
+                if entry is ticket:
+                    break
+                after = entry
             else:
-                for i in range(last - 1, -1, -1):  # it is near the tail
-                    if log[i] is ticket:
-                        break
-                else:
-                    continue  # already expired out of this window (or cancelled)
-            if ((i == last or log[i + 1].admit_at >= stamp)
+                continue  # already expired out of this window (or cancelled)
+            if ((after is None or after.admit_at >= stamp)
                     and (i == 0 or log[i - 1].admit_at <= stamp)):
                 continue  # still in time order where it is (most often: the newest entry)
             del log[i]
