@@ -336,14 +336,7 @@ class HeaderBudget:
     def _reserve(self, window: SlidingWindowLog, cost: Cost, now: float
                  ) -> tuple[Ticket | None, float]:
         """A place in the learned log now, or the wait until there is one."""
-        # A call still unanswered a whole window later may yet be counted by the server:
-        # count it from now (this is what keeps the log exact, not a margin).
-        shortest = min(lim.period for lim in window.limits)
-        for seq in self._open:
-            sent = self._sent.get(seq)
-            if (sent is not None and sent.ticket is not None
-                    and sent.ticket.admit_at <= now - shortest):
-                window.restamp(sent.ticket, now)  # sent.stamp stays when it was let go
+        self._hold_open(window, now)
         try:
             ticket = window.reserve(cost, now)
         except CostExceedsLimit:
@@ -352,6 +345,22 @@ class HeaderBudget:
             window.cancel(ticket, now)
             return None, ticket.admit_at - now
         return ticket, 0.0
+
+    def _hold_open(self, window: SlidingWindowLog, now: float) -> None:
+        """Count every call still unanswered a whole window after its entry from now.
+
+        It may yet be counted by the server (this is what keeps the log exact, not a
+        margin). Due before anything that expires the log at ``now`` (a reservation, a
+        settlement): an entry expired first is gone, its restamp finds nothing, and the open
+        call no longer counts (a settlement at 14.25 dropped a call let go at 13.61 that
+        the server stamped at 14.41; the next call met a 429).
+        """
+        shortest = min(lim.period for lim in window.limits)
+        for seq in self._open:
+            sent = self._sent.get(seq)
+            if (sent is not None and sent.ticket is not None
+                    and sent.ticket.admit_at <= now - shortest):
+                window.restamp(sent.ticket, now)  # sent.stamp stays when it was let go
 
     def _forget(self, now: float) -> None:
         """Drop answered calls that no window can count any more (dispatch order)."""
@@ -424,6 +433,7 @@ class HeaderBudget:
                       max(est.prompt, actual.prompt), actual.generated)
         sent.cost = actual
         if sent.ticket is not None and self._window is not None:
+            self._hold_open(self._window, now)  # the settlement expires the log at now
             try:
                 self._window.settle(sent.ticket, actual, now)
             except CostExceedsLimit:  # used more than the whole window: keep the reservation

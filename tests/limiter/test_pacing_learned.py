@@ -147,6 +147,9 @@ def test_the_window_is_learned_from_the_headers_and_installed() -> None:
 # A call's settlement applied before its answer (a merge once did) refused call 14 here.
 @example(absolute=False, limit=2, window=0.5, workers=1, uplink=(0.0, 1.0),
          downlink=(0.0, 0.0), seed=1)
+# Another call's settlement expired the log past an open call's entry: call 28 refused.
+@example(absolute=False, limit=2, window=0.5, workers=2, uplink=(0.0, 1.0),
+         downlink=(0.0, 0.0), seed=0)
 @given(
     absolute=st.booleans(),
     limit=st.integers(1, 40),
@@ -218,6 +221,27 @@ def test_an_unanswered_call_keeps_counting_past_the_window() -> None:
     # At 1.5 the first call has left every window, the second is still out: one slot.
     assert pacer.admit(ONE, 1.5)[0] is not None
     assert pacer.admit(ONE, 1.5)[0] is None
+
+
+def test_an_open_call_still_counts_after_another_calls_answer_is_settled() -> None:
+    """Settling an answer expires the learned log at its time: a call open for more than a
+    window must be counted from then before that, not dropped (the server may stamp it
+    after the answered call; a fourth call would make four in a window of three)."""
+    pacer = HeaderBudget()
+    seqs = [pacer.admit(ONE, 0.0)[0] for _ in range(3)]
+    for seq, at, remaining in zip(seqs, (0.1, 0.5, 0.9), (2, 1, 0), strict=True):
+        pacer.observe(seq, RateInfo(limit_requests=3, remaining_requests=remaining,  # type: ignore[arg-type]
+                                    reset_requests=2.0), at)
+    assert pacer.learned_limits == [Limit(3, 2.0)]
+    first, _ = pacer.admit(ONE, 2.1)
+    second, _ = pacer.admit(ONE, 2.5)
+    third, _ = pacer.admit(ONE, 2.95)
+    assert None not in (first, second, third)
+    assert third is not None
+    pacer.observe(third, None, 4.2, actual=ONE)  # answered with usage; 4.2 > 2.1 + 2.0
+    # The first and second are still out, the third counts from 4.2: the second's entry
+    # (2.5) is the first to leave.
+    assert pacer.admit(ONE, 4.2) == (None, pytest.approx(0.3))
 
 
 def test_a_token_bucket_server_is_not_taken_for_a_window() -> None:
