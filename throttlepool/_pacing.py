@@ -93,9 +93,16 @@ class _Bucket:
         if not self.bursty or self.window <= 0 or not 0 < self.capacity < float("inf"):
             return None
         # Millisecond resets already give the window; only coarse ones need the bound (the
-        # least of many answers, where the longest reset is the robust figure).
-        period = min(self.window, self.bound) if self.resolution >= 0.5 else self.window
-        return Limit(self.capacity, period, self.unit)
+        # least of many answers, where the longest reset is the robust figure). A coarse
+        # reset is a time of day read when the answer arrives: short of the window by up to
+        # the way back (stamped at 0.0 for 1 s, answered at 0.26: it reads 0.74), so where
+        # a bound is known it is the figure, never a shorter reset.
+        coarse = self.resolution >= 0.5 and self.bound < float("inf")
+        return Limit(self.capacity, self.bound if coarse else self.window, self.unit)
+
+    def horizon(self) -> float:
+        """How long after its answer the server may still count a call (0: unknown)."""
+        return max(self.window, self.bound if self.bound < float("inf") else 0.0)
 
     def note_admitted(self, reset: float | None, since: float) -> None:
         """A call let go ``since`` seconds ago was admitted with ``reset``: the server counts
@@ -372,9 +379,7 @@ class HeaderBudget:
             if first.open:
                 break
             if horizon is None:
-                horizon = max(self.requests.window, self.tokens.window,
-                              self.input_tokens.window, self.output_tokens.window
-                              ) or self._UNKNOWN_HORIZON
+                horizon = max(b.horizon() for b in self._buckets()) or self._UNKNOWN_HORIZON
             if first.stamp > now - horizon:
                 break
             del sent[seq]

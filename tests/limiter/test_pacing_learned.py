@@ -150,6 +150,9 @@ def test_the_window_is_learned_from_the_headers_and_installed() -> None:
 # Another call's settlement expired the log past an open call's entry: call 28 refused.
 @example(absolute=False, limit=2, window=0.5, workers=2, uplink=(0.0, 1.0),
          downlink=(0.0, 0.0), seed=0)
+# A whole-second reset read on a late answer (0.74 s for a 1 s window) taught a short window.
+@example(absolute=True, limit=1, window=1.0, workers=3, uplink=(0.0, 1.767794703994023e-238),
+         downlink=(0.0, 1.0), seed=0)
 @given(
     absolute=st.booleans(),
     limit=st.integers(1, 40),
@@ -242,6 +245,20 @@ def test_an_open_call_still_counts_after_another_calls_answer_is_settled() -> No
     # The first and second are still out, the third counts from 4.2: the second's entry
     # (2.5) is the first to leave.
     assert pacer.admit(ONE, 4.2) == (None, pytest.approx(0.3))
+
+
+def test_a_whole_second_reset_read_on_a_late_answer_does_not_shorten_the_window() -> None:
+    """Anthropic's reset is a time of day (the call's stamp plus the window, rounded up),
+    read when the answer arrives: stamped at 0.0 in a 1 s window and answered at 0.26, it
+    reads 0.74 s. The window is no shorter than reset + time since the call was let go."""
+    pacer = HeaderBudget()
+    first, _ = pacer.admit(ONE, 0.0)
+    assert first is not None
+    pacer.observe(first, RateInfo(limit_requests=2, remaining_requests=1, reset_requests=0.74,
+                                  reset_resolution=1.0), 0.26, actual=ONE)
+    pacer.rate_limited(99, 0.3, 0.7)  # a 429 about as long as the reset: a sliding window
+    (learned,) = pacer.learned_limits
+    assert learned.period == pytest.approx(1.0)  # not 0.74
 
 
 def test_a_token_bucket_server_is_not_taken_for_a_window() -> None:
