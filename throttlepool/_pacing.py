@@ -15,7 +15,9 @@ arrives, and from then on from the answer; the server stamped it in between, so 
 the server's can hold more than the limit and, with the key to ourselves, there is no 429
 after the window is learned (no 429 per window reset, no wait for a full reset either).
 An answered call counts what the server counted (the output it generated, not max_tokens);
-whole-second reset times are refined by the least "reset + time since it was let go".
+with whole-second reset times the window is the least "reset + time since it was let go"
+(a time of day read on a late answer falls short of the window), and an answered call is
+remembered at least that long.
 """
 
 from __future__ import annotations
@@ -92,11 +94,11 @@ class _Bucket:
         """The server's sliding-window limit in ``unit``, once a 429 and headers showed it."""
         if not self.bursty or self.window <= 0 or not 0 < self.capacity < float("inf"):
             return None
-        # Millisecond resets already give the window; only coarse ones need the bound (the
-        # least of many answers, where the longest reset is the robust figure). A coarse
-        # reset is a time of day read when the answer arrives: short of the window by up to
-        # the way back (stamped at 0.0 for 1 s, answered at 0.26: it reads 0.74), so where
-        # a bound is known it is the figure, never a shorter reset.
+        # Millisecond resets already give the window (the longest is the robust figure).
+        # A coarse one is a time of day read when the answer arrives: up to a second over
+        # the window, or short of it by up to the way back (stamped at 0.0 for 1 s,
+        # answered at 0.26: it reads 0.74). The bound is never short: where known, it is
+        # the window.
         coarse = self.resolution >= 0.5 and self.bound < float("inf")
         return Limit(self.capacity, self.bound if coarse else self.window, self.unit)
 

@@ -261,6 +261,33 @@ def test_a_whole_second_reset_read_on_a_late_answer_does_not_shorten_the_window(
     assert learned.period == pytest.approx(1.0)  # not 0.74
 
 
+def test_an_answered_call_is_remembered_as_long_as_the_learned_window_may_count_it() -> None:
+    """Late answers make every whole-second reset shorter than the bound (0.7 against 1.0):
+    a call forgotten after the longest reset is missing when a tighter bound re-learns the
+    window, and the log lets a fourth call into a window of three."""
+    pacer = HeaderBudget()
+
+    def info(remaining: int, reset: float) -> RateInfo:
+        return RateInfo(limit_requests=3, remaining_requests=remaining, reset_requests=reset,
+                        reset_resolution=1.0)
+
+    first, _ = pacer.admit(ONE, 0.0)
+    assert first is not None
+    pacer.observe(first, info(2, 0.72), 0.3, actual=ONE)
+    pacer.rate_limited(99, 0.35, 0.67)  # a sliding window: learned 3 per 1.02 s
+    second, _ = pacer.admit(ONE, 0.4)
+    assert second is not None
+    pacer.observe(second, info(1, 0.7), 0.7, actual=ONE)  # 3 per 1.0 s; counts to 1.7
+    third, _ = pacer.admit(ONE, 1.31)
+    fourth, _ = pacer.admit(ONE, 1.5)  # 0.8 s after the second's answer: still counted
+    assert third is not None and fourth is not None
+    pacer.observe(third, info(0, 0.69), 1.61, actual=ONE)  # 3 per 0.99 s: re-learned
+    (learned,) = pacer.learned_limits
+    assert learned.period == pytest.approx(0.99)
+    # The second (answered 0.7), third and fourth fill the window until 0.7 + 0.99.
+    assert pacer.admit(ONE, 1.62) == (None, pytest.approx(0.07))
+
+
 def test_a_token_bucket_server_is_not_taken_for_a_window() -> None:
     """llmock's headers: the reset grows with the spend (12 s, 24 s ... 60 s)."""
     pacer = HeaderBudget()
