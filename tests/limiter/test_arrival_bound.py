@@ -9,7 +9,12 @@ now until it answers. Fake clock; calls are not their thread's first.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from throttlepool.limiter import Permit, RateLimiter
+from throttlepool.limiter.limits import build_limits
+from throttlepool.limiter.sliding import SlidingWindowLog
+from throttlepool.limiter.ticket import Ticket
 from throttlepool.testing import FakeClock
 
 FLOOR = 0.02
@@ -75,3 +80,39 @@ def test_a_limiter_without_limits_never_holds_an_open_call() -> None:
     assert second[0].admit_at <= 0.5
     _end(limiter, first)
     _end(limiter, second)
+
+
+class _SlowHold(SlidingWindowLog):
+    """A shared store whose hold waits ``wait`` seconds (an SQLite write queued behind
+    other processes' transactions on the file's lock)."""
+
+    def __init__(self, clock: FakeClock, wait: float) -> None:
+        super().__init__(build_limits(["1/second"]), margin=FLOOR)
+        self.clock, self.wait = clock, wait
+
+    def hold(self, ticket: Ticket, now: float) -> Iterable[Ticket]:
+        self.clock.advance(self.wait)
+        return super().hold(ticket, now)
+
+
+def test_a_call_starts_when_the_shared_store_has_taken_its_hold() -> None:
+    """Under load an SQLite hold waited tens of ms for the file's lock before the call could
+    leave; counted from before that wait, the call left our window that much before the
+    server's (429s at a 20 ms floor beside CPU burners). A 0.1 s call shows the fastest; the
+    next is granted at 1.02 s, its hold takes 0.08 s, so it starts at 1.10 s and may reach
+    the server then: its slot frees at 1.10 + 1 + floor at the earliest, not 1.02 + 1."""
+    clock = FakeClock()
+    store = _SlowHold(clock, 0.0)
+    limiter = RateLimiter(backend=store, margin=FLOOR, clock=clock)
+    fast = _start(limiter)
+    clock.set(0.1)
+    _end(limiter, fast)
+    clock.set(1.0 + FLOOR)
+    store.wait = 0.08
+    permit, started = _start(limiter)
+    assert abs(started - 1.10) < 1e-9
+    clock.set(1.20)  # answered after 0.1 s: the fastest duration, so it arrived at its start
+    _end(limiter, (permit, started))
+    clock.set(2.05)
+    assert limiter.try_acquire() is None
+    assert limiter.reserve().admit_at >= 1.10 + 1.0 + FLOOR - 1e-9

@@ -270,21 +270,26 @@ class RateLimiter:
             # The calls below run on every call's thread: the common case pays no more.
             if self._open_first_calls or self._oldest_open <= now - self._shortest:
                 self._hold_open_calls(now)
-            lag = now - permit.admit_at
+            granted = permit.admit_at  # the hold restamps it
+            moved = self.backend.hold(permit, now)
+            if moved:
+                moved = list(moved)
+            # The call leaves only once a shared store has taken the hold (an SQLite write
+            # may wait tens of ms for the file's lock under load): it starts now, and counted
+            # from when this step began it would leave our window that much too early.
+            start = self.clock.now()
+            lag = start - granted
             if lag < 0.0:
                 lag = 0.0
             if first_on_thread:
                 self._open_first_calls[id(permit)] = (permit, lag)
             else:
                 if not self._open_calls:
-                    self._oldest_open = now  # (an answered call's stamp may linger: earlier)
-                self._open_calls[id(permit)] = (permit, now, lag)
-            moved = self.backend.hold(permit, now)
-            if moved:
-                moved = list(moved)
+                    self._oldest_open = start  # (an answered call's stamp may linger: earlier)
+                self._open_calls[id(permit)] = (permit, start, lag)
         if moved:
             _wake(moved)
-        return now
+        return start
 
     def call_ended(self, permit: Permit, started: float, *, first_on_thread: bool) -> None:
         """The permit's call, started at ``started``, answered now.
