@@ -48,6 +48,11 @@ class Attempts:
         first_start = 0.0
         last_error: BaseException | None = None
         while True:
+            # A retry that needs no wait (an invalid JSON answer, a 429's shared pause) comes
+            # straight back here, and an unrestricted limiter admits without awaiting: the
+            # waits below are not the only place a stop must be seen.
+            if control.stopping:
+                return self._unfinished(index, item, attempts, last_error, key)
             if cfg.breaker is not None and not await self._breaker_gate():
                 return self._unfinished(index, item, attempts, last_error, key)
             held = None

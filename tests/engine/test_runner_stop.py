@@ -199,3 +199,70 @@ def test_second_ctrl_c_aborts_at_once() -> None:
     assert summary["aborted"] is True
     assert summary["finished"] == 0  # it did not wait for the calls in flight
     assert code == 130
+
+
+class _JsonRetryAfterStop:
+    """An async adapter: item "fatal" fails with a 401 at once; item "bad" answers with
+    invalid JSON (retried at once, ``json_retries``) only after the 401 stopped the run."""
+
+    name = "scripted"
+    is_async = True
+    enforces_timeout = False
+    json_retries = 3
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.fatal_raised: Any = None
+
+    def identity(self) -> dict[str, Any]:
+        return {}
+
+    def estimate(self, item: Any) -> Any:
+        from throttlepool.limiter import Cost
+        return Cost(1.0)
+
+    def call(self, item: Any, timeout: float | None) -> Any:
+        raise NotImplementedError
+
+    async def acall(self, item: Any, timeout: float | None) -> Any:
+        import asyncio
+
+        from throttlepool.adapters.structured import InvalidAnswer
+
+        if self.fatal_raised is None:
+            self.fatal_raised = asyncio.Event()
+        self.calls.append(item)
+        if item == "fatal":
+            self.fatal_raised.set()
+            raise APIError(401)
+        # The 401's task handles it (and requests the stop) before this one resumes.
+        await self.fatal_raised.wait()
+        raise InvalidAnswer("not JSON", "hello")
+
+    def classify(self, exc: BaseException) -> Any:
+        from throttlepool.adapters.structured import InvalidAnswer
+        from throttlepool.classify import ErrorKind, Verdict
+
+        if isinstance(exc, InvalidAnswer):
+            return Verdict(ErrorKind.INVALID_OUTPUT, None, "invalid JSON")
+        return Verdict(ErrorKind.FATAL, None, "401")
+
+    def rate_info(self, exc: BaseException) -> Any:
+        return None
+
+
+@pytest.mark.parametrize("breaker", [False, True])
+def test_a_retry_without_backoff_starts_no_call_once_the_run_stopped(breaker: bool) -> None:
+    """A retry that needs no wait (an invalid JSON answer) still checks the stop: a stopped
+    run starts no new call, whatever the reason for the retry."""
+    adapter = _JsonRetryAfterStop()
+    runner = ThreadedBatchRunner(adapter, batch_size=2, retries=3, breaker=breaker,
+                                 progress=False)
+    with runner:
+        result = runner.run(["bad", "fatal", "later"])
+    assert isinstance(result.stopped, RunStopped)
+    assert sorted(adapter.calls) == ["bad", "fatal"]  # before the fix: "bad" twice
+    bad, fatal, later = result.outcomes
+    assert (bad.status, bad.attempts) == (Status.FAILED, 1)
+    assert (fatal.status, fatal.attempts) == (Status.FAILED, 1)
+    assert later.status is Status.NOT_ATTEMPTED
