@@ -76,10 +76,10 @@ def limiter_from_url(
     scheme = urlsplit(check_limiter_url(url)).scheme.lower()
     resolved: list[Limit] = build_limits(limits)
     floor = DEFAULT_FLOOR if margin is None else margin
-    # Every backend counts each answered call from its own arrival bound and holds an open
-    # call's slot (Redis and SQLite as the in-process log does), so one floor covers the same
-    # unobserved client work everywhere: the sharing processes add no delay a call's bound
-    # does not already show.
+    # One floor for every backend: each counts an answered call from its own arrival bound
+    # and keeps an open call's slot taken (the in-process log itself; Redis and SQLite by
+    # hold and restamp), so the floor covers the same client work no bound sees however many
+    # processes share the budget. SQLite had 100 ms while it counted a call from its start.
     if scheme == "memory":
         return RateLimiter(*resolved, clock=clock, margin=floor)
     if scheme == "sqlite":
