@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from throttlepool import ThreadedBatchRunner
 from throttlepool.limiter import Limit, Permit, RateLimiter, limiter_from_url
-from throttlepool.limiter.margin import DEFAULT_FLOOR, SHARED_FLOOR
+from throttlepool.limiter.margin import DEFAULT_FLOOR
 from throttlepool.testing import FakeClock
 
 
@@ -24,16 +24,23 @@ def test_a_runner_on_a_quiet_machine_counts_each_admission_a_few_ms_past_its_win
 
 
 
-def test_processes_sharing_through_redis_keep_the_default_floor(tmp_path: Path) -> None:
+def test_processes_sharing_through_sqlite_keep_the_default_floor(tmp_path: Path) -> None:
+    """SQLite holds open calls and counts each answered call from its own arrival bound, as
+    the in-process log and Redis do, so the default floor covers the same unobserved client
+    work there (it had 100 ms from when it counted a call from its start only, which cost
+    every window boundary of shared-1s that long)."""
+    on_file = limiter_from_url(f"sqlite:///{tmp_path}/l.sqlite", ["10/second"], margin=None)
+    assert on_file.margin.floor == on_file.backend.margin == DEFAULT_FLOOR
+
+
+def test_processes_sharing_through_redis_keep_the_default_floor() -> None:
     """Redis counts each call from its own arrival bound, as the in-process log does, so the
     default floor covers the same unobserved client work (it had 100 ms, which cost every
-    window boundary of shared-1s that long); SQLite, which counts a call from its start
-    only, keeps the shared floor."""
+    window boundary of shared-1s that long)."""
     pytest.importorskip("redis")
     on_redis = limiter_from_url("redis://127.0.0.1:1/0", ["10/second"], margin=None)
     assert on_redis.margin.floor == on_redis.backend.margin == DEFAULT_FLOOR
-    on_file = limiter_from_url(f"sqlite:///{tmp_path}/l.sqlite", ["10/second"], margin=None)
-    assert on_file.margin.floor == on_file.backend.margin == SHARED_FLOOR
+
 
 def _call(limiter: RateLimiter, clock: FakeClock, lag: float, duration: float) -> Permit:
     permit = limiter.acquire()

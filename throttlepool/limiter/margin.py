@@ -22,13 +22,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 #: Client work between a call's start and its arrival at the server: 5 ms on a quiet machine,
-#: but one 429 in 300 calls was seen at that floor with 16 threads on two busy cores.
+#: but one 429 in 300 calls was seen at that floor with 16 threads on two busy cores. It is
+#: also the floor of processes sharing one budget through Redis or SQLite, which count each
+#: call from its own arrival bound too (four processes on two cores beside a CPU burner: the
+#: server saw no window boundary closer than 16 ms at this floor through Redis).
 DEFAULT_FLOOR = 0.02
-#: The floor of processes sharing one budget through SQLite (see limiter.url), which counts a
-#: call from its start, blind to its arrival bound: the margin measured safe there. Redis
-#: honours each call's bound and keeps :data:`DEFAULT_FLOOR` (four processes on two cores
-#: beside a CPU burner: the server saw no window boundary closer than 16 ms at that floor).
-SHARED_FLOOR = 0.1
 #: After a 429 the floor is at least this (then doubles with each further 429).
 FIRST_WIDENING = 0.02
 #: 429s widen the floor up to this share of the shortest period.

@@ -10,7 +10,7 @@ from ..errors import ConfigError, MissingExtra
 from ..store.redact import mask_url
 from .core import RateLimiter
 from .limits import Limit, LimitSpec, build_limits
-from .margin import DEFAULT_FLOOR, SHARED_FLOOR
+from .margin import DEFAULT_FLOOR
 
 SCHEMES = ("memory", "sqlite", "redis", "rediss", "unix")
 
@@ -76,18 +76,17 @@ def limiter_from_url(
     scheme = urlsplit(check_limiter_url(url)).scheme.lower()
     resolved: list[Limit] = build_limits(limits)
     floor = DEFAULT_FLOOR if margin is None else margin
-    # SQLite counts each call from its start (it ignores arrival bounds), blind to how long
-    # the call took to reach the server: four processes on two cores measured 429s at a 5 ms
-    # floor. Redis counts each call from its own arrival bound, as the in-process log does,
-    # so the default floor covers the same unobserved client work there.
-    shared_floor = SHARED_FLOOR if margin is None else margin
+    # One floor for every backend: each counts an answered call from its own arrival bound
+    # and keeps an open call's slot taken (the in-process log itself; Redis and SQLite by
+    # hold and restamp), so the floor covers the same client work no bound sees however many
+    # processes share the budget. SQLite had 100 ms while it counted a call from its start.
     if scheme == "memory":
         return RateLimiter(*resolved, clock=clock, margin=floor)
     if scheme == "sqlite":
         from .sqlite_shared import SQLiteWindowBackend
 
-        on_file = SQLiteWindowBackend(sqlite_path(url), resolved, name, margin=shared_floor)
-        return RateLimiter(backend=on_file, clock=clock, margin=shared_floor)
+        on_file = SQLiteWindowBackend(sqlite_path(url), resolved, name, margin=floor)
+        return RateLimiter(backend=on_file, clock=clock, margin=floor)
     if scheme in ("redis", "rediss", "unix"):
         try:
             import redis  # noqa: F401
