@@ -23,10 +23,9 @@ remembered at least that long.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from operator import attrgetter
 from typing import Protocol
 
+from ._pacing_records import HeaderBucket, MergedCalls, SentCall
 from .errors import CostExceedsLimit
 from .hints import RateInfo
 from .limiter import (
@@ -40,10 +39,10 @@ from .limiter import (
     Ticket,
 )
 
-# A level this close to the need is enough: waiting out 1e-17 s would not move a clock.
-_EPSILON = 1e-9
 #: The token kinds a server may limit, each with a bucket of its own.
 _TOKEN_UNITS = (TOKENS, INPUT_TOKENS, OUTPUT_TOKENS)
+#: (remaining, limit, reset) of one unit, as a response's headers give them.
+_Figures = tuple[float | None, float | None, float | None]
 
 
 class Pacer(Protocol):
@@ -62,182 +61,6 @@ class Pacer(Protocol):
     def rate_limited(self, seq: int, now: float, retry_after: float | None) -> None:
         """The call ``seq`` was rejected with a 429 (``retry_after``: the server's hint)."""
         ...
-
-
-@dataclass
-class _Bucket:
-    """The server's budget in one unit, as its headers describe it.
-
-    Until a 429 or the headers say otherwise the budget is assumed to return steadily (a
-    token bucket, like OpenAI's or llmock's). Resets that do not grow with the spend, or a
-    429 whose wait is about as long as the server's full reset, show the server frees its
-    budget in bursts (a sliding window): with the limit known, :class:`HeaderBudget` then
-    gates this unit by the learned window; without it a spent budget waits for the server's
-    full reset and then returns whole.
-    """
-
-    unit: str = REQUESTS
-    level: float = float("inf")  # unknown until a response says otherwise
-    capacity: float = float("inf")
-    rate: float = 0.0
-    stamp: float = 0.0
-    full_at: float = float("inf")
-    bursty: bool = False
-    window: float = 0.0  # the longest reset seen: a sliding window's length
-    #: The least reset of an admitted call plus the time since it was let go: the call left
-    #: no earlier than it was stamped, so the server's window is no longer than that.
-    bound: float = float("inf")
-    resolution: float = 0.0  # the coarsest reset header seen (``window`` may be this long)
-    _least_spend: tuple[float, float] | None = None  # (spent, reset): the least spend
-
-    def learned(self) -> Limit | None:
-        """The server's sliding-window limit in ``unit``, once a 429 and headers showed it."""
-        if not self.bursty or self.window <= 0 or not 0 < self.capacity < float("inf"):
-            return None
-        # Millisecond resets already give the window (the longest is the robust figure).
-        # A coarse one is a time of day read when the answer arrives: up to a second over
-        # the window, or short of it by up to the way back (stamped at 0.0 for 1 s,
-        # answered at 0.26: it reads 0.74). The bound is never short: where known, it is
-        # the window.
-        coarse = self.resolution >= 0.5 and self.bound < float("inf")
-        return Limit(self.capacity, self.bound if coarse else self.window, self.unit)
-
-    def horizon(self) -> float:
-        """How long after its answer the server may still count a call (0: unknown)."""
-        return max(self.window, self.bound if self.bound < float("inf") else 0.0)
-
-    def note_admitted(self, reset: float | None, since: float) -> None:
-        """A call let go ``since`` seconds ago was admitted with ``reset``: the server counts
-        it until then, one window after its stamp, which is no earlier than we let it go.
-
-        Whole-second reset times (Anthropic's, rounded up) make the longest reset up to a
-        second longer than the window; the least of these bounds comes within the way out
-        of the window (the rounding left is the least of many, about nothing).
-        """
-        if reset is not None and reset + since < self.bound - 0.001:
-            self.bound = reset + since
-
-    def note_reset(self, reset: float | None, now: float) -> None:
-        """The server's budget is whole again ``reset`` from now (any response may say so)."""
-        if reset is None:
-            return
-        # A sliding window resets a call it just admitted after exactly its length; no reset
-        # is longer (ceil-rounded headers only make the learned window a little longer).
-        self.window = max(self.window, reset)
-        # A response can arrive out of order; the latest of the full resets holds.
-        self.full_at = now + reset if self.full_at == float("inf") else max(
-            self.full_at, now + reset)
-
-    def refill(self, now: float) -> float:
-        if self.level == float("inf") or now <= self.stamp:
-            return self.level
-        if self.bursty:
-            if now >= self.full_at:
-                self.level, self.full_at = self.capacity, float("inf")
-        else:
-            self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
-        self.stamp = now
-        return self.level
-
-    def wait_for(self, amount: float, now: float) -> float:
-        # A call larger than the whole budget (an estimate with max_tokens above the server's
-        # output limit, which charges what is generated) goes once the budget is whole: the
-        # level never rises past capacity, so waiting for more would never end.
-        amount = min(amount, self.capacity)
-        level = self.refill(now)
-        if level >= amount - _EPSILON:  # refills summed in floats fall short by an ulp
-            return 0.0
-        if self.bursty and self.full_at != float("inf"):
-            return self.full_at - now
-        if self.rate <= 0:
-            return float("inf")
-        return (amount - level) / self.rate
-
-    def _compare_resets(self, spent: float, reset: float, resolution: float) -> None:
-        """Tell a sliding window from a token bucket by how the reset follows the spend.
-
-        A token bucket is whole again after ``spent / rate``: twice the spend, twice the
-        reset. A sliding window is whole again when its newest call leaves, one window after
-        it was admitted, however much was spent. So a reset that barely grew while the spend
-        doubled is a window, known without meeting a 429. A reset rounded up to the header's
-        ``resolution`` r is off by up to r, so a bucket's (at least doubled) reset could pass
-        for an unchanged one while its true value is under 5r/3; resets under 3r (and under
-        50 ms) are too coarse to compare.
-        """
-        if reset < max(0.05, 3 * resolution):
-            return
-        if self._least_spend is None or spent < self._least_spend[0]:
-            self._least_spend = (spent, reset)
-            return
-        spent0, reset0 = self._least_spend
-        if spent >= 2 * spent0 and reset <= 1.25 * reset0:
-            self.bursty = True
-
-    def sync(self, remaining: float, limit: float | None, reset: float | None,
-             in_flight: float, now: float, resolution: float = 0.001) -> None:
-        self.level = remaining - in_flight
-        self.stamp = now
-        self.resolution = max(self.resolution, resolution)
-        self.note_reset(reset, now)
-        if limit is not None and limit > 0:
-            self.capacity = limit
-            spent = limit - remaining
-            if reset is not None and reset > 0 and spent > 0:
-                self.rate = spent / reset
-                self._compare_resets(spent, reset, resolution)
-            elif self.rate <= 0:
-                self.rate = limit / 60.0  # the per-minute convention of RPM/TPM headers
-        elif reset is not None and reset > 0:
-            self.rate = max(self.rate, 1.0 / reset)
-
-
-@dataclass
-class _Sent:
-    """One call we let go: when it counts from (its answer, once there is one) and its cost."""
-
-    stamp: float
-    cost: Cost
-    open: bool = True
-    ticket: Ticket | None = field(default=None, repr=False)  # its entry in the learned log
-
-
-#: Cost.of for REQUESTS, TOKENS, INPUT_TOKENS and OUTPUT_TOKENS, as C-level getters.
-_UNIT_GETTERS = tuple(map(attrgetter, ("requests", "tokens", "prompt", "generated")))
-
-
-class _Merged(_Sent):
-    """Answered calls counted as one entry (see :meth:`HeaderBudget._merge`): ``cost`` is the
-    sum of its members' costs, made only when read (members join far more often)."""
-
-    def __init__(self, stamp: float, cost: Cost) -> None:
-        self._members = [cost]
-        self._sum: Cost | None = None
-        super().__init__(stamp, cost, open=False)
-
-    @property
-    def cost(self) -> Cost:
-        return self.close()
-
-    @cost.setter
-    def cost(self, value: Cost) -> None:
-        self._members, self._sum = [value], None
-
-    def close(self) -> Cost:
-        """The members summed into one cost, which replaces them (on a read, and when the
-        next entry starts: a closed entry holds one cost, not thousands)."""
-        if self._sum is None:
-            # What Cost.of reads for each unit, in the same order: the same sums, without a
-            # Python call per member and unit (an entry holds thousands of members).
-            requests, tokens, prompt, generated = (
-                sum(map(get, self._members)) for get in _UNIT_GETTERS)
-            self._sum = Cost(requests, tokens, input_tokens=prompt, output_tokens=generated)
-            self._members = [self._sum]
-        return self._sum
-
-    def join(self, cost: Cost, stamp: float) -> None:
-        self._members.append(cost)
-        self._sum = None
-        self.stamp = max(self.stamp, stamp)
 
 
 class HeaderBudget:
@@ -262,19 +85,19 @@ class HeaderBudget:
 
     def __init__(self, configured: Sequence[Limit] = ()) -> None:
         self._configured = list(configured)
-        self.requests = _Bucket(REQUESTS)
-        self.tokens = _Bucket(TOKENS)
-        self.input_tokens = _Bucket(INPUT_TOKENS)
-        self.output_tokens = _Bucket(OUTPUT_TOKENS)
+        self.requests = HeaderBucket(REQUESTS)
+        self.tokens = HeaderBucket(TOKENS)
+        self.input_tokens = HeaderBucket(INPUT_TOKENS)
+        self.output_tokens = HeaderBucket(OUTPUT_TOKENS)
         self._seq = 0
         self._fresh = 0  # the newest dispatch whose response has synced the buckets
         self._tokens_sent = dict.fromkeys(_TOKEN_UNITS, 0.0)
         # seq -> tokens of each kind sent up to it, until it ends
         self._tokens_at: dict[int, dict[str, float]] = {}
         self._open: dict[int, Cost] = {}  # calls without an answer yet
-        self._sent: dict[int, _Sent] = {}  # calls that may still count at the server
+        self._sent: dict[int, SentCall] = {}  # calls that may still count at the server
         self._window: SlidingWindowLog | None = None
-        self._merged: _Merged | None = None  # the newest entry of merged answered calls
+        self._merged: MergedCalls | None = None  # the newest entry of merged answered calls
         self._merges = 0  # merged entries made: their keys (negative) are no call's seq
         self._merged_since = 0.0  # the earliest answer in the newest merged entry
         self._learned_seq = 0  # the last call let go before the current window was learned
@@ -287,7 +110,7 @@ class HeaderBudget:
         a limit a configured one covers is left to the configured one)."""
         return list(self._window.limits) if self._window is not None else []
 
-    def _covered(self, bucket: _Bucket) -> bool:
+    def _covered(self, bucket: HeaderBucket) -> bool:
         """True when a configured limit is at least as strict as ``bucket``'s learned window:
         no more per window, over a window as long (the learned one may be a header's
         rounding longer than the server's)."""
@@ -297,7 +120,7 @@ class HeaderBudget:
             and lim.period >= learned.period - bucket.resolution
             for lim in self._configured)
 
-    def _buckets(self) -> Iterator[_Bucket]:
+    def _buckets(self) -> Iterator[HeaderBucket]:
         yield self.requests
         yield self.tokens
         yield self.input_tokens
@@ -315,7 +138,7 @@ class HeaderBudget:
         if self._blind():
             self._seq += 1
             self._open[self._seq] = cost
-            self._sent[self._seq] = _Sent(now, cost)
+            self._sent[self._seq] = SentCall(now, cost)
             self._forget(now)
             return self._seq, 0.0
         window = self._window
@@ -334,7 +157,7 @@ class HeaderBudget:
             bucket.level -= cost.of(bucket.unit)
         self._seq += 1
         self._open[self._seq] = cost
-        self._sent[self._seq] = _Sent(now, cost, ticket=ticket)
+        self._sent[self._seq] = SentCall(now, cost, ticket=ticket)
         self._forget(now)
         if self._fresh:  # bookkeeping starts with the first headers; plain calls skip it
             for unit in _TOKEN_UNITS:
@@ -403,7 +226,7 @@ class HeaderBudget:
         elif not headers and self._window is None:
             self._merge(seq, sent)
 
-    def _merge(self, seq: int, sent: _Sent) -> None:
+    def _merge(self, seq: int, sent: SentCall) -> None:
         """Count answered ``sent`` in one entry with the calls answered just before it.
 
         The entry counts the sum of their costs from the latest of their answers, so a window
@@ -421,7 +244,7 @@ class HeaderBudget:
             merged.close()  # its members' costs are one sum from now on
         self._merges += 1
         self._merged_since = sent.stamp
-        self._merged = _Merged(sent.stamp, sent.cost)
+        self._merged = MergedCalls(sent.stamp, sent.cost)
         self._sent[-self._merges] = self._merged
 
     def _settle(self, seq: int, actual: Cost, now: float) -> None:
@@ -509,8 +332,7 @@ class HeaderBudget:
             if actual.of(bucket.unit) > 0:
                 bucket.note_admitted(reset, since)
 
-    def _token_headers(self, info: RateInfo
-                       ) -> list[tuple[_Bucket, tuple[float | None, float | None, float | None]]]:
+    def _token_headers(self, info: RateInfo) -> list[tuple[HeaderBucket, _Figures]]:
         """Each token bucket with (remaining, limit, reset) from ``info``."""
         split = [
             (self.input_tokens, (info.remaining_input_tokens, info.limit_input_tokens,
