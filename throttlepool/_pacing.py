@@ -139,7 +139,9 @@ class HeaderBudget:
             self._seq += 1
             self._open[self._seq] = cost
             self._sent[self._seq] = SentCall(now, cost)
-            self._forget(now)
+            # Blind, no bucket has seen a reset (any header makes ``_fresh`` nonzero), so
+            # every horizon is 0 and the unknown one holds: no need to ask the buckets.
+            self._forget(now, self._UNKNOWN_HORIZON)
             return self._seq, 0.0
         window = self._window
         learned = {lim.unit for lim in window.limits} if window is not None else set()
@@ -194,17 +196,23 @@ class HeaderBudget:
                     and sent.ticket.admit_at <= now - shortest):
                 window.restamp(sent.ticket, now)  # sent.stamp stays when it was let go
 
-    def _forget(self, now: float) -> None:
-        """Drop answered calls that no window can count any more (dispatch order)."""
+    def _forget(self, now: float, horizon: float | None = None) -> None:
+        """Drop answered calls that no window can count any more (dispatch order).
+
+        ``horizon``: how long an answered call may still count, when the caller knows it
+        (else it is asked of the buckets, only once the first entry is answered).
+        """
         sent = self._sent
-        horizon = None
         while sent:
             seq = next(iter(sent))
             first = sent[seq]
             if first.open:
                 break
             if horizon is None:
-                horizon = max(b.horizon() for b in self._buckets()) or self._UNKNOWN_HORIZON
+                # Named, not iterated: this runs on almost every call.
+                horizon = max(self.requests.horizon(), self.tokens.horizon(),
+                              self.input_tokens.horizon(), self.output_tokens.horizon()
+                              ) or self._UNKNOWN_HORIZON
             if first.stamp > now - horizon:
                 break
             del sent[seq]
