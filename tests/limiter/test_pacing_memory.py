@@ -35,3 +35,32 @@ def test_answered_calls_without_headers_share_entries_and_still_count_once_learn
         budget.observe(seq, None, now)
     seq, wait = budget.admit(ONE, now)
     assert seq is None and 7.9 < wait <= 8.02
+
+
+def test_calls_answered_without_headers_are_kept_the_unknown_horizon_then_forgotten() -> None:
+    # No header yet: no window is known, so an answered call may count in one as long as
+    # the unknown horizon (60 s) and is kept that long, however cheap the blind path is.
+    budget = HeaderBudget()
+    for _ in range(100):
+        seq, _ = budget.admit(ONE, 0.0)
+        assert seq is not None
+        budget.observe(seq, None, 0.0)
+    seq, _ = budget.admit(ONE, 59.9)  # also forgets what it can
+    assert seq is not None
+    assert sum(s.cost.requests for s in budget._sent.values()) == 101
+    # A 429 then tells a 120 s window of 101: the 100 calls answered at 0 still fill it.
+    info = RateInfo(limit_requests=101, remaining_requests=0, reset_requests=120.0,
+                    retry_after=60.0)
+    budget.observe(seq, info, 59.9)
+    budget.rate_limited(seq, 59.9, 60.0)
+    assert budget.learned_limits == [Limit(101, 120.0)]
+    assert budget.admit(ONE, 59.9)[0] is not None  # the 101st (the refused call no longer counts)
+    assert budget.admit(ONE, 59.9)[0] is None
+    # Forgotten after the horizon: a blind pacer drops them once 60 s have passed.
+    blind = HeaderBudget()
+    for _ in range(100):
+        seq, _ = blind.admit(ONE, 0.0)
+        assert seq is not None
+        blind.observe(seq, None, 0.0)
+    blind.admit(ONE, 60.1)
+    assert sum(s.cost.requests for s in blind._sent.values()) == 1
