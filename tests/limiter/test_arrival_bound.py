@@ -116,3 +116,34 @@ def test_a_call_starts_when_the_shared_store_has_taken_its_hold() -> None:
     clock.set(2.05)
     assert limiter.try_acquire() is None
     assert limiter.reserve().admit_at >= 1.10 + 1.0 + FLOOR - 1e-9
+
+
+class _Paused:
+    """The process stood still over ``span`` (a collection of the oldest generation)."""
+
+    def __init__(self, began: float, ended: float) -> None:
+        self.span = (began, ended)
+
+    def between(self, start: float, end: float) -> float:
+        return max(0.0, min(self.span[1], end) - max(self.span[0], start))
+
+
+def test_a_pause_during_a_call_delays_its_count_and_teaches_no_fastest_duration() -> None:
+    """A 150 ms collection stalled a warm call after its start (unseen by its hand-off
+    delay): the server stamped it 184 ms after our start, 19 ms before its answer, and as
+    the fastest call it placed every thread's first call back to its start, 70-170 ms before
+    the server counted them (one 429 in 6 runs of test_pacing's known limit). The paused
+    call counts from its start plus the pause, and the first call stays at its answer."""
+    clock = FakeClock()
+    limiter = RateLimiter("2/second", margin=FLOOR, clock=clock)
+    limiter.pauses = _Paused(0.01, 0.16)
+    first = limiter.acquire()
+    s1 = limiter.call_started(first, first_on_thread=True)
+    warm = _start(limiter)
+    clock.set(0.20)
+    _end(limiter, warm)
+    assert limiter.margin.fastest is None  # the paused duration taught nothing
+    assert warm[0].admit_at >= 0.15 - 1e-9  # from its start (0) plus the pause (0.15)
+    clock.set(0.25)
+    limiter.call_ended(first, s1, first_on_thread=True)
+    assert abs(first.admit_at - 0.25) < 1e-9  # still counted from its answer

@@ -19,6 +19,7 @@ from ..clock import SYSTEM_CLOCK, Clock
 from .calibration import EstimateCalibration
 from .limits import INPUT_TOKENS, ONE_REQUEST, TOKENS, Cost, Limit, LimitSpec, build_limits
 from .margin import DEFAULT_FLOOR, AdmissionMargin
+from .pauses import CollectorPauses, NoPauses, PauseSource
 from .sliding import SlidingWindowLog
 from .ticket import LimiterBackend, Ticket
 
@@ -79,6 +80,9 @@ class RateLimiter:
         self.margin = AdmissionMargin([lim.period for lim in self.backend.limits],
                                       max(floor, self.backend.margin))
         self.clock = clock or SYSTEM_CLOCK
+        #: Stop-the-world pauses (see limiter.pauses); measured on the system clock only.
+        self.pauses: PauseSource = (CollectorPauses.shared() if self.clock is SYSTEM_CLOCK
+                                    else NoPauses())
         #: Prompt estimates follow what the server counted (see limiter.calibration).
         self.calibration = EstimateCalibration()
         self._counts_prompts = any(lim.unit in (TOKENS, INPUT_TOKENS)
@@ -302,6 +306,10 @@ class RateLimiter:
         with self._lock:
             now = self.clock.now()
             duration = now - started
+            # A pause during the call may have held it before it was sent (limiter.pauses):
+            # it counts as starting after the pause, and its duration teaches nothing.
+            paused = self.pauses.between(started, now)
+            started, duration = started + paused, duration - paused
             if self._open_first_calls or self._oldest_open <= now - self._shortest:
                 self._hold_open_calls(now)
             if first_on_thread:
@@ -313,7 +321,8 @@ class RateLimiter:
             else:
                 held = self._open_calls.pop(id(permit), None)
                 lag = 0.0 if held is None else held[2]
-                self.margin.ended(duration, lag)
+                if not paused:
+                    self.margin.ended(duration, lag)
                 if self._first_calls:
                     moved = self._place_first_calls(now)
                     moved += self._bound_arrival(permit, started, duration, lag, now)
