@@ -5,8 +5,9 @@ the client work before its bytes leave is assumed to grow with the load that del
 hand-off. A collection of the oldest generation breaks that: it stalls every thread for
 100-200 ms in a large heap (measured under pytest) after a call has started, unseen by its
 hand-off delay, so the server counts the call that much later than we do, and the call also
-looks slow, which teaches a "fastest" duration that is mostly client stall. The limiter adds
-any pause overlapping a call to that call's delay and learns nothing from its duration.
+looks slow, which teaches a "fastest" duration that is mostly client stall. The limiter
+counts a call as starting after any pause that overlapped it (its duration shortened by the
+pause) and learns no fastest duration from it.
 """
 
 from __future__ import annotations
