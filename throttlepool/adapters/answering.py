@@ -9,12 +9,14 @@ from typing import Any
 from .base import Adapter
 from .portable import SdkClient
 from .structured import revive_extracted
+from .warm import warm
 
 
 class AnsweringSdkAdapter(Adapter[Any]):
     """Base of an SDK adapter with a portable client (``_client``) and an extractor."""
 
     _client: SdkClient
+    method: str
     _extract: Callable[[Any], Any] | None
 
     @property
@@ -22,6 +24,16 @@ class AnsweringSdkAdapter(Adapter[Any]):
         """The SDK client calls are made with (its own retries off; batch mode makes its
         own calls with it)."""
         return self._client.get()
+
+    def _sdk_models(self, client: Any) -> list[Any]:
+        """Annotations naming the SDK's pydantic models that a call with ``client`` uses."""
+        return []
+
+    def _warm(self, client: Any) -> None:
+        """Build those models once per process, before concurrent calls race to build them
+        (:mod:`throttlepool.adapters.warm`): at construction, and in each process's first
+        call (a Dask worker unpickles the adapter, so its ``__init__`` never ran there)."""
+        warm((type(self), self.method), lambda: self._sdk_models(client))
 
     def value_of(self, response: Any) -> Any:
         """What an online call returns for ``response``: the adapter's ``extract`` of it."""

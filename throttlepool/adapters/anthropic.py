@@ -39,6 +39,7 @@ from .portable import SdkClient, anthropic_spec
 from .streaming import AnthropicCollector, StreamBroken, acollect, collect, stream_verdict
 from .structured import DEFAULT_JSON_RETRIES, Schema, check_json_retries
 from .tokens import Tokenizer, count_tokens, first_number
+from .warm import stainless_models
 
 # method name -> (client attribute path, parameter a string item goes to, prompt fields)
 _METHODS: dict[str, tuple[str, str, tuple[str, ...]]] = {
@@ -181,6 +182,11 @@ class AnthropicAdapter(AnsweringSdkAdapter):
         self._extract = make_extractor(extract, {"text": _text}, schema, usage_of)
         #: Asks for an answer that is not the JSON asked for, apart from network retries.
         self.json_retries = check_json_retries(json_retries)
+        self._warm(self._client.get())
+
+    def _sdk_models(self, client: Any) -> list[Any]:
+        method = None if self._fn is not None else getattr(*self._resolve(self._path, client))
+        return stainless_models("anthropic", method)
 
     def _refusal(self, names: list[str]) -> str:
         shown = ", ".join(repr(n) for n in names)
@@ -252,6 +258,7 @@ class AnthropicAdapter(AnsweringSdkAdapter):
         self, item: Any, timeout: float | None, client: Any = None
     ) -> tuple[Callable[..., Any], dict[str, Any]]:
         client = self._client.get() if client is None else client
+        self._warm(client)
         params = self.params(item)
         if self.stream and self._fn is None:
             params["stream"] = True

@@ -38,6 +38,7 @@ from .portable import SdkClient, genai_spec
 from .streaming import GenAICollector, StreamBroken, acollect, collect, stream_verdict
 from .structured import DEFAULT_JSON_RETRIES, Schema, check_json_retries
 from .tokens import DEFAULT_OUTPUT_RESERVE, Tokenizer, count_tokens, first_number, usage_from
+from .warm import signature_types
 
 _METHODS = ("generate_content", "embed_content", "count_tokens", "generate_content_stream")
 
@@ -129,6 +130,17 @@ class GenAIAdapter(AnsweringSdkAdapter):
         self._extract = make_extractor(extract, named, schema)
         #: Asks for an answer that is not the JSON asked for, apart from network retries.
         self.json_retries = check_json_retries(json_retries)
+        self._warm(None)
+
+    def _sdk_models(self, client: Any) -> list[Any]:
+        """The method's signature, and the private model its parameters are checked with
+        (``types._GenerateContentParameters``), which every request validates."""
+        models = require("google.genai.models", "google-genai", "gemini")
+        types = require("google.genai.types", "google-genai", "gemini")
+        name = "generate_content_stream" if self.stream else self.method
+        request = "_" + "".join(p.title() for p in self.method.split("_")) + "Parameters"
+        roots = signature_types(getattr(models.Models, name))
+        return [*roots, getattr(types, request)] if hasattr(types, request) else roots
 
     def identity(self) -> Mapping[str, Any]:
         """Provider, method, model and default config; never the key or the client's options."""
@@ -174,6 +186,7 @@ class GenAIAdapter(AnsweringSdkAdapter):
         return Cost(1.0, prompt + reserved, reserved)
 
     def _request(self, item: Any, timeout: float | None) -> dict[str, Any]:
+        self._warm(None)
         request = self.request(item)
         config = request["config"]
         http_options = _config_dict(config.get("http_options"))

@@ -53,6 +53,7 @@ from .tokens import (
     first_number,
     usage_from,
 )
+from .warm import stainless_models
 
 # method name -> (client attribute path, parameter a string item goes to, prompt fields)
 _METHODS: dict[str, tuple[str, str, tuple[str, ...]]] = {
@@ -163,6 +164,11 @@ class OpenAIAdapter(AnsweringSdkAdapter):
         self._extract = make_extractor(extract, named, schema)
         #: Asks for an answer that is not the JSON asked for, apart from network retries.
         self.json_retries = check_json_retries(json_retries)
+        self._warm(self._client.get())
+
+    def _sdk_models(self, client: Any) -> list[Any]:
+        method = None if self._fn is not None else getattr(*self._resolve(self._path, client))
+        return stainless_models("openai", method)
 
     def _resolve(self, path: str, client: Any = None) -> tuple[Any, str]:
         *parents, leaf = path.split(".")
@@ -252,6 +258,7 @@ class OpenAIAdapter(AnsweringSdkAdapter):
 
     def _request(self, item: Any, timeout: float | None, client: Any
                  ) -> tuple[Callable[..., Any], dict[str, Any]]:
+        self._warm(client)
         params = self.params(item)
         if self.stream and self._fn is None:
             params["stream"] = True
