@@ -70,6 +70,12 @@ def _classes(annotation: Any, base: type) -> Iterator[type]:
             yield from _classes(arg, base)
 
 
+def _build(cls: Any) -> None:
+    # Resolves the fields' forward references too, so they can be walked. model_rebuild
+    # also resolves names in its caller's locals: this frame has none an SDK could mean.
+    cls.model_rebuild(raise_errors=False)
+
+
 def build_models(roots: Iterable[Any]) -> list[type]:
     """Build every pydantic model reachable from ``roots`` (annotations), fields included.
 
@@ -86,8 +92,7 @@ def build_models(roots: Iterable[Any]) -> list[type]:
             continue
         seen.add(cls)
         if not getattr(cls, "__pydantic_complete__", True):
-            # Resolves the fields' forward references too, so they can be walked below.
-            cls.model_rebuild(raise_errors=False)  # type: ignore[attr-defined]
+            _build(cls)
         fields = getattr(cls, "__pydantic_fields__", None) or {}
         for info in fields.values():
             todo.extend(_classes(info.annotation, base))
