@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import random
+from types import SimpleNamespace
 
 import pytest
 
@@ -21,9 +22,9 @@ def tracker() -> CollectorPauses:
 def _feed(tracker: CollectorPauses, monkeypatch: pytest.MonkeyPatch,
           spans: list[tuple[float, float]]) -> None:
     for began, ended in spans:
-        monkeypatch.setattr(pauses_mod.time, "monotonic", lambda t=began: t)
+        monkeypatch.setattr(pauses_mod, "time", SimpleNamespace(monotonic=lambda t=began: t))
         tracker._observe("start", {})
-        monkeypatch.setattr(pauses_mod.time, "monotonic", lambda t=ended: t)
+        monkeypatch.setattr(pauses_mod, "time", SimpleNamespace(monotonic=lambda t=ended: t))
         tracker._observe("stop", {})
 
 
