@@ -35,8 +35,8 @@ class Clock(Protocol):
 class SystemClock:
     """The real clock: ``time.monotonic`` and real sleeps."""
 
-    def now(self) -> float:
-        return time.monotonic()
+    #: The builtin itself, not a method around it: a run reads the clock ~10 times per call.
+    now = staticmethod(time.monotonic)
 
     def sleep(self, seconds: float) -> None:
         if seconds > 0:

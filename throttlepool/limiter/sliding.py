@@ -97,20 +97,31 @@ class SlidingWindowLog(BackendBase):
         self._fits = cost
 
     def _place(self, ticket: Ticket, now: float) -> None:
-        t = max(now, self._last_admit, self._paused_until)
+        t = now
+        if self._last_admit > t:
+            t = self._last_admit
+        if self._paused_until > t:
+            t = self._paused_until
         cost = ticket.cost
-        weighted = []
-        for win in self._windows:
-            win.expire(now)
+        windows = self._windows
+        # Every call of a run takes this step: the checks that almost always pass (nothing
+        # yet to expire, room in the window) are made here before calling out.
+        for win in windows:
+            log = win.log
+            if log and log[0].admit_at <= now - win.span:
+                win.expire(now)
+            elif not log:
+                win.used = 0.0
             w = cost.of(win.unit)
-            if w > 0:
+            if w > 0 and win.used + w - win.limit.amount > _EPSILON:
                 t = max(t, win.earliest(w, t))
-                weighted.append((win, w))
         ticket.admit_at = t
         self._last_admit = t
-        for win, w in weighted:
-            win.log.append(ticket)
-            win.used += w
+        for win in windows:
+            w = cost.of(win.unit)
+            if w > 0:
+                win.log.append(ticket)
+                win.used += w
         if t > now:
             self._pending.append(ticket)
 
@@ -223,6 +234,9 @@ class SlidingWindowLog(BackendBase):
             if cost.of(win.unit) <= 0:
                 continue
             log = win.log
+            # The newest entry (one call at a time) still in time order: no walk.
+            if log and log[-1] is ticket and (len(log) < 2 or log[-2].admit_at <= stamp):
+                continue
             # It is near the tail (most often the newest entry, or a few calls back): walk
             # back by iterating, not by indexing the deque, and keep its right neighbour.
             i = len(log)
