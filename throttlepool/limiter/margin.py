@@ -80,11 +80,13 @@ class AdmissionMargin:
         there; the floor plus this covers it."""
         return 0.0 if self._fastest == float("inf") else min(self._fastest_lag, self._fastest)
 
-    def ended(self, duration: float, lag: float = 0.0) -> None:
+    def ended(self, duration: float, lag: float = 0.0) -> bool:
         """A call that was not its thread's first, handed off ``lag`` seconds after its
-        grant, took ``duration`` seconds to answer."""
+        grant, took ``duration`` seconds to answer; True when it is the fastest yet."""
         if 0 < duration < self._fastest:
             self._fastest, self._fastest_lag = duration, max(lag, 0.0)
+            return True
+        return False
 
     def widen(self) -> None:
         """A server said 429 despite the margin: double the floor."""
