@@ -14,7 +14,9 @@ small floor that a 429 widens: the margin each entry gets is the floor plus its 
 not plus the largest delay of every recent call (which every entry paid at every window
 boundary). A thread's first call counts from its answer until a later call shows how long the
 server and the way back take at least; it then counts from its start plus whatever it took
-beyond that.
+beyond that. That fastest duration also holds its own client work before the send, which a
+descheduled thread inflates unseen, so each clearly faster call moves the answered calls still
+counted later to the bound it gives (see ``RateLimiter._rebound_answered``).
 """
 
 from __future__ import annotations
