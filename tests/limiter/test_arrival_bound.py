@@ -147,3 +147,31 @@ def test_a_pause_during_a_call_delays_its_count_and_teaches_no_fastest_duration(
     clock.set(0.25)
     limiter.call_ended(first, s1, first_on_thread=True)
     assert abs(first.admit_at - 0.25) < 1e-9  # still counted from its answer
+
+
+def test_a_stalled_warm_call_places_no_call_early_once_a_faster_call_answers() -> None:
+    """Figures from a captured 429 beside CPU burners: a thread's first call starts at 0, the
+    server counts it at 0.065 s and it answers at 0.09 s; the first warm call starts at 0.03 s
+    but its thread is descheduled 50 ms before the send (no hand-off delay shows it): counted
+    at 0.08 s, answered at 0.12 s. As the fastest call (0.09 s) it places the first call at its
+    start, 65 ms before the server's count, and bounds itself at its start, 50 ms early. The
+    next warm call takes 0.03 s: the server's time plus the way back is at most that, so both
+    move later to their answers less 0.03 s (0.06 s and 0.09 s), before their entries leave
+    the window (counted from 0 the next slot would open at 1.02 s, a fourth call in the
+    server's window (0.065, 1.065])."""
+    clock = FakeClock()
+    limiter = RateLimiter("3/second", margin=FLOOR, clock=clock)
+    first = limiter.acquire()
+    s1 = limiter.call_started(first, first_on_thread=True)
+    clock.set(0.03)
+    stalled = _start(limiter)
+    clock.set(0.09)
+    limiter.call_ended(first, s1, first_on_thread=True)
+    clock.set(0.12)
+    _end(limiter, stalled)
+    fast = _start(limiter)
+    clock.set(0.15)
+    _end(limiter, fast)
+    assert first.admit_at >= 0.06 - 1e-9
+    assert stalled[0].admit_at >= 0.09 - 1e-9
+    assert limiter.reserve().admit_at >= 0.06 + 1.0 + FLOOR - 1e-9

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any
@@ -99,6 +100,13 @@ class RateLimiter:
         self._oldest_open = float("inf")
         # Answered first calls awaiting a warm call's duration: (permit, start, duration, lag).
         self._first_calls: list[tuple[Permit, float, float, float]] = []
+        # Answered calls whose entries may still be in a window: (permit, start, duration,
+        # lag, first on its thread, answer). Each was bounded with the fastest duration known
+        # then, which a stall before its send inflates; a faster call re-bounds them later.
+        self._answered: deque[tuple[Permit, float, float, float, bool, float]] = deque()
+        self._longest = max((lim.period for lim in self.backend.limits), default=0.0)
+        # The fastest duration the answered calls were last re-bounded with.
+        self._bounded_with = float("inf")
         self._apply_margin(self.clock.now())
 
     @property
@@ -321,13 +329,12 @@ class RateLimiter:
             else:
                 held = self._open_calls.pop(id(permit), None)
                 lag = 0.0 if held is None else held[2]
-                if not paused:
-                    self.margin.ended(duration, lag)
+                faster = not paused and self.margin.ended(duration, lag)
+                moved = self._rebound_answered(now) if faster else []
                 if self._first_calls:
-                    moved = self._place_first_calls(now)
-                    moved += self._bound_arrival(permit, started, duration, lag, now)
-                else:
-                    moved = list(self._bound_arrival(permit, started, duration, lag, now))
+                    moved += self._place_first_calls(now)
+                moved += self._bound_arrival(permit, started, duration, lag, now)
+                self._keep_answered(permit, started, duration, lag, False, now)
         if moved:
             _wake(moved)
 
@@ -372,7 +379,43 @@ class RateLimiter:
             if delay is not None:
                 at = started + max(delay + unobserved, lag)
                 moved += self.backend.restamp(permit, now, min(at, now))
+                self._keep_answered(permit, started, duration, lag, True, now)
         self._first_calls.clear()
+        return moved
+
+    def _keep_answered(self, permit: Permit, started: float, duration: float, lag: float,
+                       first: bool, now: float) -> None:
+        """Keep an answered call for :meth:`_rebound_answered` while its entry may count."""
+        answered = self._answered
+        horizon = now - self._longest - self.margin.value
+        while answered and answered[0][5] < horizon:
+            answered.popleft()
+        if not permit.provisional and self._longest > 0:
+            answered.append((permit, started, duration, lag, first, started + duration))
+
+    def _rebound_answered(self, now: float) -> list[Ticket]:
+        """A call faster than any before: move each answered call's count later to the bound
+        this duration gives (see :meth:`_bound_arrival`, :meth:`_place_first_calls`).
+
+        The fastest duration stands for the server's time plus the way back, yet it includes
+        the fastest call's own client work before its send, which no hand-off delay shows: a
+        thread descheduled there for tens of ms (two cores shared with other busy processes;
+        a captured 429 had every warm call of the first 0.2 s stalled 20-150 ms) inflates it
+        and every call bounded with it counts that much too early. The fastest only falls as
+        calls answer, so each fall by more than a quarter of the floor re-bounds the calls
+        still counted; smaller falls are left to the floor (each re-bound walks them all).
+        """
+        fastest = self.margin.fastest
+        if fastest is None or fastest >= self._bounded_with - self.margin.floor / 4:
+            return []
+        self._bounded_with = fastest
+        unobserved = self.margin.fastest_unobserved
+        moved: list[Ticket] = []
+        for permit, started, duration, lag, first, answer in self._answered:
+            delay = max(duration - fastest, 0.0)
+            at = started + (max(delay + unobserved, lag) if first else max(delay, lag))
+            if permit.admit_at < min(at, answer):
+                moved += self.backend.restamp(permit, now, min(at, answer))
         return moved
 
     def widen_margin(self) -> None:

@@ -14,7 +14,9 @@ small floor that a 429 widens: the margin each entry gets is the floor plus its 
 not plus the largest delay of every recent call (which every entry paid at every window
 boundary). A thread's first call counts from its answer until a later call shows how long the
 server and the way back take at least; it then counts from its start plus whatever it took
-beyond that.
+beyond that. That fastest duration also holds its own client work before the send, which a
+descheduled thread inflates unseen, so each clearly faster call moves the answered calls still
+counted later to the bound it gives (see ``RateLimiter._rebound_answered``).
 """
 
 from __future__ import annotations
@@ -80,11 +82,13 @@ class AdmissionMargin:
         there; the floor plus this covers it."""
         return 0.0 if self._fastest == float("inf") else min(self._fastest_lag, self._fastest)
 
-    def ended(self, duration: float, lag: float = 0.0) -> None:
+    def ended(self, duration: float, lag: float = 0.0) -> bool:
         """A call that was not its thread's first, handed off ``lag`` seconds after its
-        grant, took ``duration`` seconds to answer."""
+        grant, took ``duration`` seconds to answer; True when it is the fastest yet."""
         if 0 < duration < self._fastest:
             self._fastest, self._fastest_lag = duration, max(lag, 0.0)
+            return True
+        return False
 
     def widen(self) -> None:
         """A server said 429 despite the margin: double the floor."""
