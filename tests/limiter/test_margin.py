@@ -253,6 +253,6 @@ def test_the_server_never_counts_more_than_the_limit_with_cold_first_calls(
     """A thread's first call connects for up to 0.5 s before the server sees it. Its
     arrival is bounded by its answer less the fastest call's duration, which holds while the
     server's own time varies by less than half the floor between calls (more is a known
-    limit: see RateLimiter._place_first_calls)."""
+    limit: see AnsweredArrivals.place_first_calls)."""
     assert _run_model(limit, window, slots, server_time, server_jitter, lags, shift_at,
                       max_cold, seed) <= limit

@@ -11,12 +11,12 @@ import asyncio
 import contextlib
 import dataclasses
 import threading
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any
 
 from ..clock import SYSTEM_CLOCK, Clock
+from .arrivals import AnsweredArrivals
 from .calibration import EstimateCalibration
 from .limits import INPUT_TOKENS, ONE_REQUEST, TOKENS, Cost, Limit, LimitSpec, build_limits
 from .margin import DEFAULT_FLOOR, AdmissionMargin
@@ -92,21 +92,15 @@ class RateLimiter:
         # Threads' first calls not answered yet, with their hand-off delays.
         self._open_first_calls: dict[int, tuple[Permit, float]] = {}
         # Other calls not answered yet, oldest stamp first (see _hold_open_calls), each with
-        # its hand-off delay (see _bound_arrival).
+        # its hand-off delay (see AnsweredArrivals.bound).
         self._open_calls: dict[int, tuple[Permit, float, float]] = {}
         self._shortest = min((lim.period for lim in self.backend.limits), default=0.0)
         # The stamp of the oldest open call, or earlier (inf: none open): most steps find
         # nothing yet to hold and skip looking.
         self._oldest_open = float("inf")
-        # Answered first calls awaiting a warm call's duration: (permit, start, duration, lag).
-        self._first_calls: list[tuple[Permit, float, float, float]] = []
-        # Answered calls whose entries may still be in a window: (permit, start, duration,
-        # lag, first on its thread, answer). Each was bounded with the fastest duration known
-        # then, which a stall before its send inflates; a faster call re-bounds them later.
-        self._answered: deque[tuple[Permit, float, float, float, bool, float]] = deque()
-        self._longest = max((lim.period for lim in self.backend.limits), default=0.0)
-        # The fastest duration the answered calls were last re-bounded with.
-        self._bounded_with = float("inf")
+        # Where answered calls count from (see limiter.arrivals).
+        self._arrivals = AnsweredArrivals([lim.period for lim in self.backend.limits],
+                                          self.margin)
         self._apply_margin(self.clock.now())
 
     @property
@@ -311,6 +305,7 @@ class RateLimiter:
         server takes at least, then from as late as its extra delay may have reached (see
         :meth:`AdmissionMargin.first_call_delay`), which frees its budget sooner.
         """
+        arrivals = self._arrivals
         with self._lock:
             now = self.clock.now()
             duration = now - started
@@ -325,98 +320,19 @@ class RateLimiter:
                     return
                 _, lag = self._open_first_calls.pop(id(permit), (permit, 0.0))
                 moved = list(self.backend.restamp(permit, now, now))
-                self._first_calls.append((permit, started, duration, lag))
+                arrivals.first_calls.append((permit, started, duration, lag))
             else:
                 held = self._open_calls.pop(id(permit), None)
                 lag = 0.0 if held is None else held[2]
                 faster = not paused and self.margin.ended(duration, lag)
-                moved = self._rebound_answered(now) if faster else []
-                if self._first_calls:
-                    moved += self._place_first_calls(now)
-                moved += self._bound_arrival(permit, started, duration, lag, now)
-                self._keep_answered(permit, started, duration, lag, False, now)
+                backend = self.backend
+                moved = arrivals.rebound(backend, now) if faster else []
+                if arrivals.first_calls:
+                    moved += arrivals.place_first_calls(backend, now)
+                moved += arrivals.bound(backend, permit, started, duration, lag, now)
+                arrivals.keep(permit, started, duration, lag, False, now)
         if moved:
             _wake(moved)
-
-    def _bound_arrival(self, permit: Permit, started: float, duration: float, lag: float,
-                       now: float) -> Iterable[Ticket]:
-        """Count an answered call from the latest instant the server may have stamped it,
-        less the margin's floor.
-
-        Its own client work before the bytes left is at most the floor plus its hand-off
-        delay ``lag`` (the same load slows both; see limiter.margin), so it counts from its
-        start plus ``lag``: its own delay, not the largest of every recent call's. And a call
-        spends the fastest call's duration at least on the server and on the way back, so it
-        reached the server at most ``duration - fastest`` after it started (plus the fastest
-        call's own way there, within the floor); on a loaded machine that is tens of
-        milliseconds now and then, more than the floor plus its lag, and counted from its
-        start alone such a call leaves our window while the server still counts it (a 429).
-        The later of the two holds. A call held while open (see :meth:`_hold_open_calls`)
-        moves back to the same bound. A move earlier within half the floor is left alone (a
-        shared backend would pay a round trip for each); a move later never is.
-        """
-        if permit.provisional:
-            return []
-        delay = self.margin.first_call_delay(duration)
-        # With no fastest call known yet it counts from its start (a held call moves back).
-        at = started if delay is None else min(started + max(delay, lag), now)
-        if permit.admit_at - self.margin.floor / 2 <= at <= permit.admit_at:
-            return []
-        return self.backend.restamp(permit, now, at)
-
-    def _place_first_calls(self, now: float) -> list[Ticket]:
-        """Count each answered first call from the latest instant its answer allows once a
-        warm call's duration is known: its start plus what it took beyond the fastest call
-        plus that call's own hand-off delay (its way there, which the bound leaves out), and
-        no earlier than its start plus its own hand-off delay. Known limit: the bound assumes
-        the server's own time varies by less than half the margin's floor between calls; a
-        first call whose connecting is not bounded otherwise may count too early beyond that
-        (a 429 then widens the floor)."""
-        moved: list[Ticket] = []
-        unobserved = self.margin.fastest_unobserved
-        for permit, started, duration, lag in self._first_calls:
-            delay = self.margin.first_call_delay(duration)
-            if delay is not None:
-                at = started + max(delay + unobserved, lag)
-                moved += self.backend.restamp(permit, now, min(at, now))
-                self._keep_answered(permit, started, duration, lag, True, now)
-        self._first_calls.clear()
-        return moved
-
-    def _keep_answered(self, permit: Permit, started: float, duration: float, lag: float,
-                       first: bool, now: float) -> None:
-        """Keep an answered call for :meth:`_rebound_answered` while its entry may count."""
-        answered = self._answered
-        horizon = now - self._longest - self.margin.value
-        while answered and answered[0][5] < horizon:
-            answered.popleft()
-        if not permit.provisional and self._longest > 0:
-            answered.append((permit, started, duration, lag, first, started + duration))
-
-    def _rebound_answered(self, now: float) -> list[Ticket]:
-        """A call faster than any before: move each answered call's count later to the bound
-        this duration gives (see :meth:`_bound_arrival`, :meth:`_place_first_calls`).
-
-        The fastest duration stands for the server's time plus the way back, yet it includes
-        the fastest call's own client work before its send, which no hand-off delay shows: a
-        thread descheduled there for tens of ms (two cores shared with other busy processes;
-        a captured 429 had every warm call of the first 0.2 s stalled 20-150 ms) inflates it
-        and every call bounded with it counts that much too early. The fastest only falls as
-        calls answer, so each fall by more than a quarter of the floor re-bounds the calls
-        still counted; smaller falls are left to the floor (each re-bound walks them all).
-        """
-        fastest = self.margin.fastest
-        if fastest is None or fastest >= self._bounded_with - self.margin.floor / 4:
-            return []
-        self._bounded_with = fastest
-        unobserved = self.margin.fastest_unobserved
-        moved: list[Ticket] = []
-        for permit, started, duration, lag, first, answer in self._answered:
-            delay = max(duration - fastest, 0.0)
-            at = started + (max(delay + unobserved, lag) if first else max(delay, lag))
-            if permit.admit_at < min(at, answer):
-                moved += self.backend.restamp(permit, now, min(at, answer))
-        return moved
 
     def widen_margin(self) -> None:
         """Lengthen the margin each admission counts for (after a server still said 429)."""

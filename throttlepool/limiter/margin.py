@@ -9,14 +9,14 @@ call took longer than the fastest call did). An entry that counts for ``period +
 from its stamp can never let a window of the server's clock over the limit as long as its
 stamp plus the margin is no earlier than its arrival. The part that was not observed grows
 with the part that was (both are the machine's load), so each answered call counts from its
-start plus its own hand-off delay (see ``RateLimiter._bound_arrival``) and the margin is a
+start plus its own hand-off delay (see ``AnsweredArrivals.bound``) and the margin is a
 small floor that a 429 widens: the margin each entry gets is the floor plus its own delay,
 not plus the largest delay of every recent call (which every entry paid at every window
 boundary). A thread's first call counts from its answer until a later call shows how long the
 server and the way back take at least; it then counts from its start plus whatever it took
 beyond that. That fastest duration also holds its own client work before the send, which a
 descheduled thread inflates unseen, so each clearly faster call moves the answered calls still
-counted later to the bound it gives (see ``RateLimiter._rebound_answered``).
+counted later to the bound it gives (see ``AnsweredArrivals.rebound``).
 """
 
 from __future__ import annotations

@@ -1,0 +1,120 @@
+"""Where each answered call counts from: the latest instant the server may have stamped it.
+
+A call is granted, starts, and answers; the server stamps it somewhere in between. Once it
+answers, its duration and the fastest call's bound that instant (see
+:meth:`AnsweredArrivals.bound`), and a thread's first call, which may connect first, waits
+for a warm call's duration before it is placed (:meth:`AnsweredArrivals.place_first_calls`).
+The fastest duration only falls, and each fall moves the calls still counted to the bound it
+gives (:meth:`AnsweredArrivals.rebound`). This bookkeeping runs under the
+:class:`~throttlepool.limiter.core.RateLimiter`'s lock, which calls it; it lives here so the
+limiter's module keeps to the lock, the waits and the calls still open.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+
+from .margin import AdmissionMargin
+from .ticket import LimiterBackend, Ticket
+
+
+class AnsweredArrivals:
+    """The answered calls' arrival bounds, kept while their entries may still count.
+
+    Not thread-safe: the owning limiter calls every method under its lock, with its backend
+    of the moment (a limiter's backend may be swapped, e.g. wrapped to record its calls).
+    """
+
+    def __init__(self, periods: Iterable[float], margin: AdmissionMargin) -> None:
+        self.margin = margin
+        # Answered first calls awaiting a warm call's duration: (permit, start, duration, lag).
+        self.first_calls: list[tuple[Ticket, float, float, float]] = []
+        # Answered calls whose entries may still be in a window: (permit, start, duration,
+        # lag, first on its thread, answer). Each was bounded with the fastest duration known
+        # then, which a stall before its send inflates; a faster call re-bounds them later.
+        self._answered: deque[tuple[Ticket, float, float, float, bool, float]] = deque()
+        self._longest = max(periods, default=0.0)
+        # The fastest duration the answered calls were last re-bounded with.
+        self._bounded_with = float("inf")
+
+    def bound(self, backend: LimiterBackend, permit: Ticket, started: float, duration: float,
+              lag: float, now: float) -> Iterable[Ticket]:
+        """Count an answered call from the latest instant the server may have stamped it,
+        less the margin's floor.
+
+        Its own client work before the bytes left is at most the floor plus its hand-off
+        delay ``lag`` (the same load slows both; see limiter.margin), so it counts from its
+        start plus ``lag``: its own delay, not the largest of every recent call's. And a call
+        spends the fastest call's duration at least on the server and on the way back, so it
+        reached the server at most ``duration - fastest`` after it started (plus the fastest
+        call's own way there, within the floor); on a loaded machine that is tens of
+        milliseconds now and then, more than the floor plus its lag, and counted from its
+        start alone such a call leaves our window while the server still counts it (a 429).
+        The later of the two holds. A call held while open (see
+        ``RateLimiter._hold_open_calls``) moves back to the same bound. A move earlier within
+        half the floor is left alone (a shared backend would pay a round trip for each); a
+        move later never is.
+        """
+        if permit.provisional:
+            return []
+        delay = self.margin.first_call_delay(duration)
+        # With no fastest call known yet it counts from its start (a held call moves back).
+        at = started if delay is None else min(started + max(delay, lag), now)
+        if permit.admit_at - self.margin.floor / 2 <= at <= permit.admit_at:
+            return []
+        return backend.restamp(permit, now, at)
+
+    def place_first_calls(self, backend: LimiterBackend, now: float) -> list[Ticket]:
+        """Count each answered first call from the latest instant its answer allows once a
+        warm call's duration is known: its start plus what it took beyond the fastest call
+        plus that call's own hand-off delay (its way there, which the bound leaves out), and
+        no earlier than its start plus its own hand-off delay. Known limit: the bound assumes
+        the server's own time varies by less than half the margin's floor between calls; a
+        first call whose connecting is not bounded otherwise may count too early beyond that
+        (a 429 then widens the floor)."""
+        moved: list[Ticket] = []
+        unobserved = self.margin.fastest_unobserved
+        for permit, started, duration, lag in self.first_calls:
+            delay = self.margin.first_call_delay(duration)
+            if delay is not None:
+                at = started + max(delay + unobserved, lag)
+                moved += backend.restamp(permit, now, min(at, now))
+                self.keep(permit, started, duration, lag, True, now)
+        self.first_calls.clear()
+        return moved
+
+    def keep(self, permit: Ticket, started: float, duration: float, lag: float,
+             first: bool, now: float) -> None:
+        """Keep an answered call for :meth:`rebound` while its entry may count."""
+        answered = self._answered
+        horizon = now - self._longest - self.margin.value
+        while answered and answered[0][5] < horizon:
+            answered.popleft()
+        if not permit.provisional and self._longest > 0:
+            answered.append((permit, started, duration, lag, first, started + duration))
+
+    def rebound(self, backend: LimiterBackend, now: float) -> list[Ticket]:
+        """A call faster than any before: move each answered call's count later to the bound
+        this duration gives (see :meth:`bound`, :meth:`place_first_calls`).
+
+        The fastest duration stands for the server's time plus the way back, yet it includes
+        the fastest call's own client work before its send, which no hand-off delay shows: a
+        thread descheduled there for tens of ms (two cores shared with other busy processes;
+        a captured 429 had every warm call of the first 0.2 s stalled 20-150 ms) inflates it
+        and every call bounded with it counts that much too early. The fastest only falls as
+        calls answer, so each fall by more than a quarter of the floor re-bounds the calls
+        still counted; smaller falls are left to the floor (each re-bound walks them all).
+        """
+        fastest = self.margin.fastest
+        if fastest is None or fastest >= self._bounded_with - self.margin.floor / 4:
+            return []
+        self._bounded_with = fastest
+        unobserved = self.margin.fastest_unobserved
+        moved: list[Ticket] = []
+        for permit, started, duration, lag, first, answer in self._answered:
+            delay = max(duration - fastest, 0.0)
+            at = started + (max(delay + unobserved, lag) if first else max(delay, lag))
+            if permit.admit_at < min(at, answer):
+                moved += backend.restamp(permit, now, min(at, answer))
+        return moved
