@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import pytest
+
 from throttlepool.limiter import Permit, RateLimiter
 from throttlepool.limiter.limits import build_limits
 from throttlepool.limiter.sliding import SlidingWindowLog
@@ -175,3 +177,30 @@ def test_a_stalled_warm_call_places_no_call_early_once_a_faster_call_answers() -
     assert first.admit_at >= 0.06 - 1e-9
     assert stalled[0].admit_at >= 0.09 - 1e-9
     assert limiter.reserve().admit_at >= 0.06 + 1.0 + FLOOR - 1e-9
+
+
+def test_falls_of_the_fastest_duration_below_a_millisecond_do_not_re_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With no floor (``RateLimiter``'s default margin) a quarter of the floor is 0: every
+    new fastest duration, each 10 us below the last, walked and restamped every answered call
+    in the window, so 300 calls cost tens of thousands of restamps (a no-op loop spent 500 us
+    per item there). Falls under a millisecond are below any stamp's error and re-bound
+    nothing; the first re-bound after a millisecond's fall still moves them."""
+    restamps = 0
+    original = SlidingWindowLog.restamp
+
+    def counting(self: SlidingWindowLog, *args: object, **kwargs: object) -> object:
+        nonlocal restamps
+        restamps += 1
+        return original(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(SlidingWindowLog, "restamp", counting)
+    clock = FakeClock()
+    limiter = RateLimiter("100000/minute", clock=clock)
+    calls = 300
+    for i in range(calls):
+        call = _start(limiter)
+        clock.advance(0.01 - i * 1e-5)
+        _end(limiter, call)
+    assert restamps < 4 * calls

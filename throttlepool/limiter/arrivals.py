@@ -18,6 +18,9 @@ from collections.abc import Iterable
 from .margin import AdmissionMargin
 from .ticket import LimiterBackend, Ticket
 
+#: The least fall of the fastest duration that re-bounds the answered calls (seconds).
+_LEAST_REBOUND_STEP = 0.001
+
 
 class AnsweredArrivals:
     """The answered calls' arrival bounds, kept while their entries may still count.
@@ -104,10 +107,13 @@ class AnsweredArrivals:
         a captured 429 had every warm call of the first 0.2 s stalled 20-150 ms) inflates it
         and every call bounded with it counts that much too early. The fastest only falls as
         calls answer, so each fall by more than a quarter of the floor re-bounds the calls
-        still counted; smaller falls are left to the floor (each re-bound walks them all).
+        still counted; smaller falls are left to the floor (each re-bound walks them all), and
+        falls under a millisecond, below any stamp's error, always are: with no floor every
+        new fastest would walk the whole window, quadratic in the calls a window holds.
         """
         fastest = self.margin.fastest
-        if fastest is None or fastest >= self._bounded_with - self.margin.floor / 4:
+        step = max(self.margin.floor / 4, _LEAST_REBOUND_STEP)
+        if fastest is None or fastest >= self._bounded_with - step:
             return []
         self._bounded_with = fastest
         unobserved = self.margin.fastest_unobserved
