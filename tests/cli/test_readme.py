@@ -34,4 +34,4 @@ def test_the_first_code_block_runs_as_written(tmp_path: Path,
     calls.clear()
     namespace["huge_generator"] = (f"big {i}" for i in range(50))
     exec(compile(python_blocks()[0], str(README), "exec"), namespace)
-    assert calls == [f"doc {i}" for i in range(20)]
+    assert sorted(calls) == sorted(f"doc {i}" for i in range(20))  # calls run at once
