@@ -52,7 +52,10 @@ class CtrlC:
             self._previous = None
 
     def restore(self) -> None:
-        """Give SIGINT back to its previous handler."""
+        """Give SIGINT back to its previous handler (main thread only: a stream aborted from
+        another thread gives it back when its consumer, on the main thread, stops)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
             self._previous = None
@@ -88,7 +91,10 @@ def run_blocking(engine: RunEngine, main: Coroutine[Any, Any, T]) -> T:
 class StreamIterator(Iterator[Outcome[Any]]):
     """The consumer side of ``imap``/``as_completed``; starts the run on first ``next``."""
 
-    def __init__(self, engine: RunEngine, channel: OutcomeChannel) -> None:
+    def __init__(self, engine: RunEngine, channel: OutcomeChannel, owner: object = None) -> None:
+        # The runner, when the caller keeps only this stream: its finaliser shuts the thread
+        # pool the run's calls go to.
+        self._owner = owner
         self._engine = engine
         self._channel = channel
         self._bridge = Bridge("throttlepool-imap")

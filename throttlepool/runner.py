@@ -184,7 +184,7 @@ class ThreadedBatchRunner(Generic[R]):
         channel = OutcomeChannel(self.options.execution.window_size)
         engine = self.engine(items, channel.put, ordered=ordered, fill=False,
                              run_name=run_name, has_space=channel.has_space)
-        return StreamIterator(engine, channel)
+        return StreamIterator(engine, channel, owner=self)
 
     # ---- lifecycle ---------------------------------------------------------------------
 

@@ -393,6 +393,16 @@ def test_imap_streams_in_input_order() -> None:
     assert isinstance(outs[4].error, ValueError)
 
 
+def test_a_stream_keeps_its_runner_alive_when_the_caller_keeps_only_the_stream() -> None:
+    """``for o in ThreadedBatchRunner(fn).imap(items)`` holds no runner: its finaliser shut the
+    thread pool while the stream still ran, and every item failed with "the runner's thread
+    pool is closed"."""
+    for method in ("imap", "as_completed"):
+        outs = list(getattr(ThreadedBatchRunner(lambda x: x * 2, batch_size=2,
+                                                progress=False), method)(range(20)))
+        assert sorted(o.value for o in outs) == [2 * i for i in range(20)], method
+
+
 def test_as_completed_yields_in_completion_order() -> None:
     others_done = threading.Event()
     done: list[int] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -266,3 +267,36 @@ def test_a_retry_without_backoff_starts_no_call_once_the_run_stopped(breaker: bo
     assert (bad.status, bad.attempts) == (Status.FAILED, 1)
     assert (fatal.status, fatal.attempts) == (Status.FAILED, 1)
     assert later.status is Status.NOT_ATTEMPTED
+
+
+def test_a_stream_aborted_from_another_thread_raises_there_nothing_and_gives_sigint_back() -> None:
+    """``abort()`` is for a consumer being aborted from elsewhere: from a thread it once
+    raised ``ValueError: signal only works in main thread`` (restoring SIGINT's handler),
+    and the handler was then never given back."""
+    before = signal.getsignal(signal.SIGINT)
+    started = threading.Event()
+
+    def slow(x: int) -> int:
+        started.set()
+        time.sleep(0.05)
+        return x
+
+    stream = ThreadedBatchRunner(slow, batch_size=2, progress=False).imap(range(1000))
+    errors: list[BaseException] = []
+
+    def abort_from_a_thread() -> None:
+        started.wait(10)
+        try:
+            stream.abort()
+        except BaseException as exc:  # the test records whatever escapes
+            errors.append(exc)
+
+    aborter = threading.Thread(target=abort_from_a_thread)
+    aborter.start()
+    with contextlib.suppress(BaseException):  # the stream ends, or raises what stopped it
+        for _ in stream:
+            pass
+    aborter.join(10)
+    assert errors == []
+    assert stream.interrupted
+    assert signal.getsignal(signal.SIGINT) is before
