@@ -41,6 +41,17 @@ class AnsweredArrivals:
         # The fastest duration the answered calls were last re-bounded with.
         self._bounded_with = float("inf")
 
+    def _latest_arrival(self, started: float, duration: float, lag: float, first: bool
+                        ) -> float | None:
+        """The latest instant the server may have stamped an answered call, given the fastest
+        duration now (None: no warm call known yet); a first call adds the fastest call's own
+        way there (see :meth:`place_first_calls`)."""
+        delay = self.margin.first_call_delay(duration)
+        if delay is None:
+            return None
+        return started + (max(delay + self.margin.fastest_unobserved, lag) if first
+                          else max(delay, lag))
+
     def bound(self, backend: LimiterBackend, permit: Ticket, started: float, duration: float,
               lag: float, now: float) -> Iterable[Ticket]:
         """Count an answered call from the latest instant the server may have stamped it,
@@ -61,9 +72,9 @@ class AnsweredArrivals:
         """
         if permit.provisional:
             return []
-        delay = self.margin.first_call_delay(duration)
+        latest = self._latest_arrival(started, duration, lag, False)
         # With no fastest call known yet it counts from its start (a held call moves back).
-        at = started if delay is None else min(started + max(delay, lag), now)
+        at = started if latest is None else min(latest, now)
         if permit.admit_at - self.margin.floor / 2 <= at <= permit.admit_at:
             return []
         return backend.restamp(permit, now, at)
@@ -77,11 +88,9 @@ class AnsweredArrivals:
         first call whose connecting is not bounded otherwise may count too early beyond that
         (a 429 then widens the floor)."""
         moved: list[Ticket] = []
-        unobserved = self.margin.fastest_unobserved
         for permit, started, duration, lag in self.first_calls:
-            delay = self.margin.first_call_delay(duration)
-            if delay is not None:
-                at = started + max(delay + unobserved, lag)
+            at = self._latest_arrival(started, duration, lag, True)
+            if at is not None:
                 moved += backend.restamp(permit, now, min(at, now))
                 self.keep(permit, started, duration, lag, True, now)
         self.first_calls.clear()
@@ -116,11 +125,10 @@ class AnsweredArrivals:
         if fastest is None or fastest >= self._bounded_with - step:
             return []
         self._bounded_with = fastest
-        unobserved = self.margin.fastest_unobserved
         moved: list[Ticket] = []
         for permit, started, duration, lag, first, answer in self._answered:
-            delay = max(duration - fastest, 0.0)
-            at = started + (max(delay + unobserved, lag) if first else max(delay, lag))
-            if permit.admit_at < min(at, answer):
-                moved += backend.restamp(permit, now, min(at, answer))
+            latest = self._latest_arrival(started, duration, lag, first)
+            at = answer if latest is None else min(latest, answer)
+            if permit.admit_at < at:
+                moved += backend.restamp(permit, now, at)
         return moved
