@@ -72,6 +72,7 @@ class Engine:
         self._ending = Ending(exhausted=False)
         self._open = 0  # items taken whose outcome is not delivered yet
         self._task: asyncio.Future[Any] | None = None
+        self._abort_pending = False  # an abort that came before the run's task existed
         self._breaker_trips = cfg.breaker.trips if cfg.breaker else 0
 
     # ---- what callers see ----------------------------------------------------------------
@@ -103,9 +104,14 @@ class Engine:
     def abort(self) -> None:
         """Stop now without waiting for calls in flight (a second Ctrl-C). Loop thread only.
 
-        The run is recorded as interrupted; the answers of the abandoned calls are lost.
+        The run is recorded as interrupted; the answers of the abandoned calls are lost. An
+        abort sent from another thread can reach the loop before ``run`` has begun (the
+        callback is queued ahead of the run's first step): it is kept, and ``run`` aborts at
+        its first wait.
         """
-        if self._task is not None and not self._task.done():
+        if self._task is None:
+            self._abort_pending = True
+        elif not self._task.done():
             self._task.cancel()
 
     def notify_space(self) -> None:
@@ -118,7 +124,9 @@ class Engine:
         """Drive every item to an outcome (or stop); returns the run's statistics."""
         cfg, stats, ledger, ending = self.cfg, self.stats, self.ledger, self._ending
         loop = asyncio.get_running_loop()
-        self._task = asyncio.current_task()
+        self._task = task = asyncio.current_task()
+        if self._abort_pending and task is not None:
+            task.cancel()  # taken at the gather below: recorded as aborted, no call made
         attempts = Attempts(cfg, ledger, self.control, Dispatcher(cfg, LoopHandoff(loop)))
         stats.limits = tuple((lim.amount, lim.period, lim.unit) for lim in cfg.limiter.limits)
         run_id = ledger.begin(cfg.options.checkpoint.run_name, cfg.settings)

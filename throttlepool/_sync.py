@@ -144,10 +144,16 @@ class StreamIterator(Iterator[Outcome[Any]]):
 
     def abort(self, wait: float = 5.0) -> None:
         """Stop at once, without waiting for calls in flight (their answers are lost); the
-        run is recorded as interrupted. For a consumer that is itself being aborted."""
-        if self._thread is not None and self._thread.is_alive():
-            self._ctrl_c.abort()
-            self._thread.join(wait)  # the engine records the run's status on its way out
+        run is recorded as interrupted. For a consumer that is itself being aborted. Before
+        the first ``next`` it makes the run, when iterated, abort before any call."""
+        # Sent whether or not a run thread is seen: ``__next__`` on another thread sets
+        # ``_thread`` only once that thread already runs calls (an abort that looked at it was
+        # once lost), and a stream not yet started must not run once it is iterated. The loop
+        # keeps the callback until it runs; the engine keeps an abort that comes before it.
+        self._ctrl_c.abort()
+        thread = self._bridge.thread  # set before the thread starts
+        if thread is not None and thread.is_alive():
+            thread.join(wait)  # the engine records the run's status on its way out
         self._ctrl_c.restore()
 
     def close(self) -> None:

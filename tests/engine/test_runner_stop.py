@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -274,14 +275,14 @@ def test_a_stream_aborted_from_another_thread_raises_there_nothing_and_gives_sig
     raised ``ValueError: signal only works in main thread`` (restoring SIGINT's handler),
     and the handler was then never given back."""
     before = signal.getsignal(signal.SIGINT)
-    started = threading.Event()
+    started, release = threading.Event(), threading.Event()
 
-    def slow(x: int) -> int:
+    def held(x: int) -> int:
         started.set()
-        time.sleep(0.05)
+        release.wait(10)  # no call returns before the abort: the run cannot end on its own
         return x
 
-    stream = ThreadedBatchRunner(slow, batch_size=2, progress=False).imap(range(1000))
+    stream = ThreadedBatchRunner(held, batch_size=2, progress=False).imap(range(1000))
     errors: list[BaseException] = []
 
     def abort_from_a_thread() -> None:
@@ -290,6 +291,8 @@ def test_a_stream_aborted_from_another_thread_raises_there_nothing_and_gives_sig
             stream.abort()
         except BaseException as exc:  # the test records whatever escapes
             errors.append(exc)
+        finally:
+            release.set()
 
     aborter = threading.Thread(target=abort_from_a_thread)
     aborter.start()
@@ -298,4 +301,58 @@ def test_a_stream_aborted_from_another_thread_raises_there_nothing_and_gives_sig
             pass
     aborter.join(10)
     assert errors == []
+    assert stream.interrupted  # the abort came while calls were held: it was not lost
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_an_abort_sent_while_the_first_next_is_still_starting_the_run_is_not_lost() -> None:
+    """The first ``next`` starts the run's thread, which calls at once, and only then keeps
+    it: an abort from another thread in between saw no thread and did nothing (the run went
+    on to the end, not interrupted; once in five full suites, 1 in 10 in a loop)."""
+    started, release = threading.Event(), threading.Event()
+    calls: list[int] = []
+
+    def held(x: int) -> int:
+        calls.append(x)
+        started.set()
+        release.wait(10)
+        return x
+
+    stream = ThreadedBatchRunner(held, batch_size=2, progress=False).imap(range(50))
+    bridge = stream._bridge  # the abort must land inside this one step of __next__
+    start = bridge.start
+
+    def start_then_abort(*args: Any, **kwargs: Any) -> threading.Thread:
+        thread = start(*args, **kwargs)
+        assert started.wait(10)  # the run is calling, the stream does not know its thread
+        aborter = threading.Thread(target=lambda: (stream.abort(), release.set()))
+        aborter.start()
+        aborter.join(10)
+        return thread
+
+    bridge.start = start_then_abort  # type: ignore[method-assign]
+    try:
+        with contextlib.suppress(asyncio.CancelledError):
+            for _ in stream:
+                pass
+    finally:
+        release.set()
+    assert stream.interrupted
+    assert len(calls) <= 2  # the calls in flight when the abort came, nothing after
+    assert isinstance(stream.stopped, RunStopped)
+
+
+def test_a_stream_aborted_before_its_first_next_makes_no_call_and_is_interrupted() -> None:
+    """An abort queued before the run's task exists reached the engine first and was
+    dropped (``_task`` was None); the engine now keeps it."""
+    store = FakeStore()
+    fn = ScriptedCallable({})
+    stream = ThreadedBatchRunner(fn, batch_size=2, store=store, run_name="r",
+                                 progress=False).imap(range(20))
+    stream.abort()
+    with pytest.raises(asyncio.CancelledError):
+        next(stream)
+    assert fn.calls == []
+    assert stream.interrupted
+    assert stream.run_id is not None
+    assert store.runs[stream.run_id]["status"] == "interrupted"
