@@ -10,7 +10,7 @@ from ..errors import ConfigError, MissingExtra
 from ..store.redact import mask_url
 from .core import RateLimiter
 from .limits import Limit, LimitSpec, build_limits
-from .margin import DEFAULT_FLOOR
+from .margin import DEFAULT_FLOOR, SHARED_FLOOR
 
 SCHEMES = ("memory", "sqlite", "redis", "rediss", "unix")
 
@@ -75,13 +75,14 @@ def limiter_from_url(
     """
     scheme = urlsplit(check_limiter_url(url)).scheme.lower()
     resolved: list[Limit] = build_limits(limits)
-    floor = DEFAULT_FLOOR if margin is None else margin
-    # One floor for every backend: each counts an answered call from its own arrival bound
-    # and keeps an open call's slot taken (the in-process log itself; Redis and SQLite by
-    # hold and restamp), so the floor covers the same client work no bound sees however many
-    # processes share the budget. SQLite had 100 ms while it counted a call from its start.
+    # Every backend counts an answered call from its own arrival bound and keeps an open
+    # call's slot taken (the in-process log itself; Redis and SQLite by hold and restamp).
+    # A shared store keeps the larger floor: its stamps take a round trip, measured with
+    # less to spare (see limiter.margin). SQLite had 100 ms while it counted from the start.
     if scheme == "memory":
-        return RateLimiter(*resolved, clock=clock, margin=floor)
+        return RateLimiter(*resolved, clock=clock,
+                           margin=DEFAULT_FLOOR if margin is None else margin)
+    floor = SHARED_FLOOR if margin is None else margin
     if scheme == "sqlite":
         from .sqlite_shared import SQLiteWindowBackend
 
