@@ -60,8 +60,9 @@ class AnsweredArrivals:
         delay = self.margin.first_call_delay(duration)
         if delay is None:
             return None
-        return started + (max(delay + self.margin.fastest_unobserved, lag) if first
-                          else max(delay, lag))
+        if first:
+            return started + max(delay + self.margin.fastest_unobserved, lag)
+        return started + (delay if delay > lag else lag)  # max(), without the call
 
     def bound(self, backend: LimiterBackend, permit: Ticket, started: float, duration: float,
               lag: float, now: float) -> Iterable[Ticket]:
@@ -85,7 +86,7 @@ class AnsweredArrivals:
             return []
         latest = self._latest_arrival(started, duration, lag, False)
         # With no fastest call known yet it counts from its start (a held call moves back).
-        at = started if latest is None else min(latest, now)
+        at = started if latest is None else latest if latest < now else now
         if permit.admit_at - self.margin.floor / 2 <= at <= permit.admit_at:
             return []
         return backend.restamp(permit, now, at)
