@@ -118,6 +118,8 @@ class RateLimiter:
             now = self.clock.now()
             if self._open_first_calls or self._oldest_open <= now - self._shortest:
                 self._hold_open_calls(now)
+            if not self._counts_prompts:  # every call's case: _reserve's first, inline
+                return self.backend.reserve(cost, now)
             return self._reserve(cost, now)
 
     def _reserve(self, cost: Cost, now: float) -> Permit:

@@ -45,6 +45,7 @@ SHARED_FLOOR = 0.02
 FIRST_WIDENING = 0.02
 #: 429s widen the floor up to this share of the shortest period.
 _CEILING_SHARE = 0.05
+_INF = float("inf")
 
 
 class AdmissionMargin:
@@ -61,7 +62,7 @@ class AdmissionMargin:
         self.floor = floor
         shortest = min(periods, default=0.0)
         self._ceiling = max(_CEILING_SHARE * shortest, floor)
-        self._fastest = float("inf")
+        self._fastest = _INF
         self._fastest_lag = 0.0
 
     @property
@@ -72,7 +73,7 @@ class AdmissionMargin:
     @property
     def fastest(self) -> float | None:
         """The shortest duration of a call that was not a thread's first (None: none yet)."""
-        return None if self._fastest == float("inf") else self._fastest
+        return None if self._fastest == _INF else self._fastest
 
     def first_call_delay(self, duration: float) -> float | None:
         """How much of a thread's first call ``duration`` may have passed before the server
@@ -81,8 +82,10 @@ class AdmissionMargin:
         A call spends the fastest call's duration at least on the server and on the way
         back; what a first call takes beyond that went on connecting and initialising.
         """
-        fastest = self.fastest
-        return None if fastest is None else max(duration - fastest, 0.0)
+        fastest = self._fastest  # every answered call asks: not through the property
+        if fastest == _INF:
+            return None
+        return duration - fastest if duration > fastest else 0.0
 
     @property
     def fastest_unobserved(self) -> float:
@@ -92,7 +95,7 @@ class AdmissionMargin:
         A first call's connecting shows only in its duration, so its arrival is bounded by
         its answer less the fastest call's, and that leaves out the fastest call's own way
         there; the floor plus this covers it."""
-        return 0.0 if self._fastest == float("inf") else min(self._fastest_lag, self._fastest)
+        return 0.0 if self._fastest == _INF else min(self._fastest_lag, self._fastest)
 
     def ended(self, duration: float, lag: float = 0.0) -> bool:
         """A call that was not its thread's first, handed off ``lag`` seconds after its

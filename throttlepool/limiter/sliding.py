@@ -113,15 +113,15 @@ class SlidingWindowLog(BackendBase):
             elif not log:
                 win.used = 0.0
             w = cost.of(win.unit)
-            if w > 0 and win.used + w - win.limit.amount > _EPSILON:
-                t = max(t, win.earliest(w, t))
+            if w > 0:
+                if win.used + w - win.limit.amount > _EPSILON:
+                    t = max(t, win.earliest(w, t))
+                # It joins this log before a later window has fixed its time: no later step
+                # reads it here, and at any time it is the newest entry, as it must be.
+                log.append(ticket)
+                win.used += w
         ticket.admit_at = t
         self._last_admit = t
-        for win in windows:
-            w = cost.of(win.unit)
-            if w > 0:
-                win.log.append(ticket)
-                win.used += w
         if t > now:
             self._pending.append(ticket)
 
@@ -141,7 +141,8 @@ class SlidingWindowLog(BackendBase):
         return ticket
 
     def reserve(self, cost: Cost, now: float) -> Ticket:
-        self._check(cost)
+        if cost is not self._fits:
+            self._check(cost)
         ticket = Ticket(cost, now)
         self._place(ticket, now)
         return ticket
@@ -253,10 +254,15 @@ class SlidingWindowLog(BackendBase):
                 continue  # still in time order where it is (most often: the newest entry)
             del log[i]
             ticket.admit_at = stamp
-            _insert_sorted_from_tail(log, ticket)
+            if log[-1].admit_at <= stamp:  # an open call held: most often the newest now
+                log.append(ticket)
+            else:
+                _insert_sorted_from_tail(log, ticket)
         ticket.admit_at = stamp
         if stamp > self._last_admit:
             self._last_admit = stamp
+        if not self._pending and self._last_admit <= now:
+            return []  # _reschedule's first case (no limit binds), without the call
         return self._reschedule(now)
 
     #: An open call counts from now: every step of the limiter renews it (one process).
