@@ -157,6 +157,25 @@ def test_an_unreachable_scheduler_is_one_clear_error_and_no_run(tmp_path: Path) 
     assert _runs_recorded(db) == 0
 
 
+def test_a_dask_stream_aborted_before_its_first_next_connects_to_nothing(
+        tmp_path: Path) -> None:
+    """An abort queued before the run's task existed was dropped (``_task`` was None): the
+    run went on to connect (here: to no scheduler). It is kept now; nothing is begun."""
+    from throttlepool.distributed.dask import DaskExecutor
+
+    db = tmp_path / "ck.sqlite"
+    runner: ThreadedBatchRunner[Any] = ThreadedBatchRunner(
+        double, executor=DaskExecutor(f"tcp://127.0.0.1:{free_port()}", connect_timeout=2.0),
+        store=db, progress=False)
+    with runner:
+        stream = runner.imap(range(10), run_name="aborted-early")
+        stream.abort()
+        with pytest.raises(asyncio.CancelledError):
+            next(stream)
+    assert stream.interrupted
+    assert _runs_recorded(db) == 0
+
+
 def test_the_cli_says_the_scheduler_is_unreachable_in_one_sentence(tmp_path: Path) -> None:
     inp, db = tmp_path / "in.txt", tmp_path / "ck.db"
     inp.write_text("a\nb\n")
@@ -245,8 +264,15 @@ def test_an_aborted_dask_run_leaves_no_calls_running_on_the_workers(
     sim = limited_sim
     sim.reset()
     stream = _limited_runner(client, redis_url, progress=False).imap(_echo_items(sim, 40))
-    # the abort a second Ctrl-C (or a consumer's own error) makes, from another thread
-    threading.Timer(1.0, stream.abort).start()
+    # the abort a second Ctrl-C (or a consumer's own error) makes, from another thread, once
+    # calls are under way (a fixed 1 s came before the first call on a loaded machine)
+    def abort_once_calls_land() -> None:
+        deadline = time.monotonic() + 60
+        while sim.stats()["accepted"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stream.abort()
+
+    threading.Thread(target=abort_once_calls_land, daemon=True).start()
     got = 0
     with contextlib.suppress(BaseException):
         for _ in stream:

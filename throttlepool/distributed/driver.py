@@ -78,6 +78,7 @@ class DaskEngine:
         self._stop: BaseException | None = None
         self._interrupted = False
         self._task: asyncio.Future[Any] | None = None
+        self._abort_pending = False  # an abort that came before the run's task existed
         self._wake: asyncio.Event | None = None
         self._arrived: deque[Any] = deque()
         self._client: Any = None
@@ -144,8 +145,11 @@ class DaskEngine:
             self.stats.calls = self._calls()
 
     def abort(self) -> None:
-        """Stop now: the chunks in flight are cancelled and their answers lost."""
-        if self._task is not None and not self._task.done():
+        """Stop now: the chunks in flight are cancelled and their answers lost. An abort that
+        reaches the loop before ``run`` began is kept: the run then connects to nothing."""
+        if self._task is None:
+            self._abort_pending = True
+        elif not self._task.done():
             self._task.cancel()
 
     def notify_space(self) -> None:
@@ -160,7 +164,13 @@ class DaskEngine:
         plan = self.plan
         self._task = asyncio.current_task()
         self._wake = asyncio.Event()
-        client, owned = await asyncio.to_thread(connect, plan)
+        try:
+            if self._abort_pending:
+                raise asyncio.CancelledError
+            client, owned = await asyncio.to_thread(connect, plan)
+        except asyncio.CancelledError:
+            self._aborted_before_calls()
+            raise
         topic = f"throttlepool-calls-{uuid.uuid4().hex[:12]}"
         subscribed = False
         try:
@@ -177,12 +187,20 @@ class DaskEngine:
                 plan.budget.gate.spent += store.recorded_cost(run_id)[0]  # a resume has spent
             self._client, self._session = client, topic
             await self._drive(client, window, replace(plan.cfg, calls_topic=topic, session=topic))
+        except asyncio.CancelledError:  # also while starting; _drive recorded its own
+            self._aborted_before_calls()
+            raise
         finally:
             if subscribed:
                 client.unsubscribe_topic(topic)
             if owned:
                 await asyncio.to_thread(client.close)
         return self._ended()
+
+    def _aborted_before_calls(self) -> None:
+        # Before the cluster took any chunk no call was made and no run was begun.
+        self._ending.aborted = self._interrupted = True
+        self._stop = self._stop or RunStopped("aborted")
 
     def _announce(self, event: Any) -> None:
         # On the Dask client's own thread, its only writer: no lock is needed.
