@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from throttlepool import ThreadedBatchRunner
 from throttlepool.limiter import Limit, Permit, RateLimiter, limiter_from_url
-from throttlepool.limiter.margin import DEFAULT_FLOOR, SHARED_FLOOR
+from throttlepool.limiter.margin import DEFAULT_FLOOR, LOAD_FLOOR_MIN, SHARED_FLOOR
 from throttlepool.testing import FakeClock
 
 
@@ -68,9 +68,10 @@ def test_a_late_hand_off_lengthens_its_own_entry_only_and_a_429_widens_the_floor
     """A call handed off 30 ms late counts from its start plus those 30 ms (its client work
     before the server grew with them); the call after it, handed off at once, counts from
     its start: the margin stays the floor (it was floor + the largest recent hand-off delay,
-    which every entry paid at every window boundary)."""
+    which every entry paid at every window boundary). (A fixed floor: the default one follows
+    the hand-off delays, see test_margin_load.)"""
     clock = FakeClock()
-    limiter = RateLimiter("2/1s", margin=None, clock=clock)
+    limiter = RateLimiter("2/1s", margin=DEFAULT_FLOOR, clock=clock)
     late = _call(limiter, clock, lag=0.03, duration=0.1)
     assert abs(late.admit_at - 0.06) < 1e-12  # started at 0.03, + its own 30 ms
     prompt = _call(limiter, clock, lag=0.0, duration=0.1)
@@ -135,7 +136,7 @@ def _run_model(limit: int, window: float, slots: int, server_time: float,
     ``slots`` worker threads each reserve when free. A call starts a random hand-off delay
     (lag) after its grant, up to ``lags[0]`` for the first ``shift_at`` calls and ``lags[1]``
     after (the machine's load changes); the client's unobserved work before and after the
-    server (send plus way back) is at most the floor plus that call's lag (the same load
+    server (send plus way back) is at most the least floor plus its lag (the same load
     slows both); a thread's first call spends up to ``max_cold`` more connecting before the
     server counts it. The server stamps a call on arrival, in an exact sliding window, and
     spends ``server_time`` plus up to ``server_jitter`` on it before answering. (A first call
@@ -188,7 +189,9 @@ def _run_model(limit: int, window: float, slots: int, server_time: float,
         elif kind == "start":
             first = slot not in warm
             started = limiter.call_started(permit, first_on_thread=first)
-            unobserved = rng.uniform(0.0, DEFAULT_FLOOR + lag_of[slot])
+            # The floor follows the load down to its least (limiter.margin): the unobserved
+            # work is at most that plus the call's own hand-off delay (measured: 1.4 ms).
+            unobserved = rng.uniform(0.0, LOAD_FLOOR_MIN + lag_of[slot])
             send = rng.uniform(0.0, unobserved)
             cold = rng.uniform(0.0, max_cold) if first else 0.0
             arrivals.append(started + cold + send)
@@ -247,7 +250,7 @@ def test_the_server_never_counts_more_than_the_limit_whatever_its_time_and_our_l
     window=st.sampled_from([1.0, 2.0, 6.0]),  # a first call answers within its window
     slots=st.integers(1, 8),
     server_time=st.floats(0.01, 0.3),
-    server_jitter=st.floats(0.0, DEFAULT_FLOOR / 2),
+    server_jitter=st.floats(0.0, LOAD_FLOOR_MIN / 2),
     lags=_LAGS,
     shift_at=st.integers(0, 40),
     max_cold=st.floats(0.0, 0.5),

@@ -156,7 +156,7 @@ def test_with_the_limit_known_a_window_boundary_costs_no_round_trip() -> None:
     when the configured limit frees the first call's slot (1 s after it started, plus the
     margin), not when the first call's answer leaves the pacer's learned log (1.4 s)."""
     from throttlepool.adapters.base import CallResult
-    from throttlepool.limiter.margin import DEFAULT_FLOOR
+    from throttlepool.limiter.margin import LOAD_FLOOR_MIN
     from throttlepool.sim.window import Windows
     from throttlepool.testing import FakeClock
 
@@ -177,4 +177,5 @@ def test_with_the_limit_known_a_window_boundary_costs_no_round_trip() -> None:
         assert runner.run(range(4)).results == [0, 1, 2, 3]
     assert runner.pacer is not None and runner.pacer.requests.learned() is not None
     assert starts[:2] == [0.0, 0.4]
-    assert abs(starts[2] - (1.0 + DEFAULT_FLOOR)) < 1e-9
+    # Handed off at once: the floor follows the load down to its least (limiter.margin).
+    assert abs(starts[2] - (1.0 + LOAD_FLOOR_MIN)) < 1e-9

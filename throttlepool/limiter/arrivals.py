@@ -142,13 +142,14 @@ class AnsweredArrivals:
         thread descheduled there for tens of ms (two cores shared with other busy processes;
         a captured 429 had every warm call of the first 0.2 s stalled 20-150 ms) inflates it
         and every call bounded with it counts that much too early. The fastest only falls as
-        calls answer, so each fall by more than a quarter of the floor re-bounds the calls
-        still counted; smaller falls are left to the floor (each re-bound walks them all), and
+        calls answer, so each fall by more than a quarter of the least floor (a floor that
+        follows the load may fall before they leave) re-bounds the calls still counted;
+        smaller falls are left to the floor (each re-bound walks them all), and
         falls under a millisecond, below any stamp's error, always are: with no floor every
         new fastest would walk the whole window, quadratic in the calls a window holds.
         """
         fastest = self.margin.fastest
-        step = max(self.margin.floor / 4, _LEAST_REBOUND_STEP)
+        step = max(self.margin.least / 4, _LEAST_REBOUND_STEP)
         if fastest is None or fastest >= self._bounded_with - step:
             return []
         self._bounded_with = fastest

@@ -54,8 +54,8 @@ class RateLimiter:
     ``margin`` (seconds) lengthens the time each admission counts: a server stamps a request
     when it arrives, a little after we decide, and the margin covers that delay. It is the
     floor of an :class:`AdmissionMargin`, which widens with the delays observed between a
-    grant and its call's start (:meth:`call_started`) and after a 429; ``None`` is the
-    default floor for calls to a server (a few milliseconds).
+    grant and its call's start (:meth:`call_started`) and after a 429; ``None``: a floor
+    that follows those delays too (5-20 ms); a number: a fixed floor.
     """
 
     def __init__(
@@ -79,7 +79,8 @@ class RateLimiter:
                          itpm=itpm, otpm=otpm), margin=floor
         )
         self.margin = AdmissionMargin([lim.period for lim in self.backend.limits],
-                                      max(floor, self.backend.margin))
+                                      max(floor, self.backend.margin),
+                                      follows_load=margin is None and backend is None)
         self.clock = clock or SYSTEM_CLOCK
         #: Stop-the-world pauses (see limiter.pauses); measured on the system clock only.
         self.pauses: PauseSource = (CollectorPauses.shared() if self.clock is SYSTEM_CLOCK
@@ -289,6 +290,8 @@ class RateLimiter:
             lag = start - granted
             if lag < 0.0:
                 lag = 0.0
+            if self.margin.handed_off(lag, start):
+                moved = [*moved, *self._apply_margin(start)]
             if first_on_thread:
                 self._open_first_calls[id(permit)] = (permit, lag)
             else:

@@ -12,7 +12,10 @@ with the part that was (both are the machine's load), so each answered call coun
 start plus its own hand-off delay (see ``AnsweredArrivals.bound``) and the margin is a
 small floor that a 429 widens: the margin each entry gets is the floor plus its own delay,
 not plus the largest delay of every recent call (which every entry paid at every window
-boundary). A thread's first call counts from its answer until a later call shows how long the
+boundary). The default floor follows the load too: it widens with the calls' hand-off
+delays over the longest window and falls to a few ms when they are small (see
+:data:`LOAD_FLOOR_FACTOR`); a floor the user gives, or a shared store's, stays fixed. A
+thread's first call counts from its answer until a later call shows how long the
 server and the way back take at least; it then counts from its start plus whatever it took
 beyond that. That fastest duration also holds its own client work before the send, which a
 descheduled thread inflates unseen, so each clearly faster call moves the answered calls still
@@ -21,9 +24,12 @@ counted later to the bound it gives (see ``AnsweredArrivals.rebound``).
 
 from __future__ import annotations
 
+import math
+from collections import deque
 from collections.abc import Sequence
 
-#: The floor of a limiter in this process: what a call's arrival bound may miss of its own
+#: The floor of a limiter in this process until a hand-off delay is observed (then it
+#: follows the load, see LOAD_FLOOR_FACTOR): what a call's arrival bound may miss of its own
 #: client work before the server counts it. Every window boundary costs it once (a call for
 #: the next window waits until the entry it replaces has counted its period plus the floor):
 #: 9 boundaries of the 1 s benchmark paid 180 ms at 20 ms. What the bound misses was measured
@@ -36,6 +42,28 @@ from collections.abc import Sequence
 #: early 5 ms floor saw one 429 in 300 calls before calls were counted from their arrival
 #: bound; 10 ms keeps seven times the miss measured.
 DEFAULT_FLOOR = 0.01
+#: A floor that follows the load (``RateLimiter(margin=None)``, a runner's default) lies in
+#: [LOAD_FLOOR_MIN, LOAD_FLOOR_MAX]: LOAD_FLOOR_FACTOR times the largest, over the longest
+#: window, of an average (weight LOAD_WEIGHT) of the calls' hand-off delays (grant to start on
+#: the worker thread). The hand-off delay is the load the limiter observes; the unobserved
+#: client work before the send grows with the same load. Measured (two cores, this
+#: benchmark's rate-1s and the known-limit test's workload): the average was at most 3.3 ms on
+#: a quiet box in rate-1s (load 1.5: floor 5 ms, 45 ms less over its 9 boundaries than 10 ms),
+#: 6.0 ms typical and 8.6 ms at most under two CPU burners (load 3.5: 9-13 ms); in the
+#: known-limit workload (16 threads waking together) 5.2-5.5 typical, 11-15 at most quiet
+#: (8-17 ms), 7.9-10.2 typical, 20-25 at most under two burners (12-20 ms). Under that load a
+#: fixed 5 ms floor kept a closest approach >= 3.6 ms and 10 ms >= 9.3 ms (the bound misses
+#: 1.4 ms at most): the factor gives a loaded machine the 10-20 ms measured safe with room.
+#: With it, the known-limit workload under two burners (load 2.9-7.9, 10 runs) saw floors of
+#: 5-20 ms (mostly 20), no 429 and a closest approach >= 8.9 ms.
+#: The largest over the longest window (not the latest): an entry admitted under load still
+#: counts for a whole window, and the floor a boundary pays must cover what that entry missed.
+LOAD_FLOOR_MIN = 0.005
+LOAD_FLOOR_MAX = 0.02
+LOAD_FLOOR_FACTOR = 1.5
+LOAD_WEIGHT = 1 / 16
+#: The load-following floor moves in steps of this (each move re-places the queued calls).
+_LOAD_FLOOR_STEP = 0.001
 #: The floor of processes sharing one budget through Redis or SQLite, which count each call
 #: from its own arrival bound too, through a round trip to the store (four processes on two
 #: cores beside a CPU burner: the server saw no window boundary closer than 16 ms at this
@@ -53,15 +81,27 @@ class AdmissionMargin:
 
     ``floor`` covers the unobserved client work beyond a call's own hand-off delay (which
     the limiter adds to that call's stamp); :meth:`ended` feeds a warm call's duration,
-    :meth:`widen` a 429.
+    :meth:`widen` a 429. With ``follows_load`` the given floor holds only until
+    :meth:`handed_off` feeds a hand-off delay: the floor then follows those delays (see
+    :data:`LOAD_FLOOR_FACTOR`), never below what 429s widened it to; without, it is fixed
+    (a floor the user gave, or a shared store's).
     """
 
-    def __init__(self, periods: Sequence[float], floor: float = DEFAULT_FLOOR) -> None:
+    def __init__(self, periods: Sequence[float], floor: float = DEFAULT_FLOOR, *,
+                 follows_load: bool = False) -> None:
         if floor < 0:
             raise ValueError(f"margin floor must be >= 0, got {floor!r}")
         self.floor = floor
+        self.follows_load = follows_load
         shortest = min(periods, default=0.0)
         self._ceiling = max(_CEILING_SHARE * shortest, floor)
+        # What 429s widened the floor to (it wins over the load).
+        self._widened = 0.0
+        # The hand-off delays' average, and its largest values still within the longest
+        # window as (time fed, average), falling: the first is the largest.
+        self._load = -1.0
+        self._peaks: deque[tuple[float, float]] = deque()
+        self._horizon = max(periods, default=0.0) + LOAD_FLOOR_MAX
         self._fastest = _INF
         self._fastest_lag = 0.0
 
@@ -105,6 +145,35 @@ class AdmissionMargin:
             return True
         return False
 
+    @property
+    def least(self) -> float:
+        """The lowest the floor may fall to: a slack taken from the floor of the moment (see
+        ``AnsweredArrivals.rebound``) must fit within this, or a floor that follows the load
+        down leaves the entries that took it counted too early."""
+        return max(LOAD_FLOOR_MIN, self._widened) if self.follows_load else self.floor
+
+    def handed_off(self, lag: float, now: float) -> bool:
+        """A call was handed off ``lag`` seconds after its grant, at clock time ``now``; True
+        when the floor moved (a fixed floor never does)."""
+        if not self.follows_load:
+            return False
+        load = self._load = lag if self._load < 0 else self._load + LOAD_WEIGHT * (lag - self._load)
+        peaks = self._peaks
+        while peaks and peaks[-1][1] <= load:
+            peaks.pop()
+        peaks.append((now, load))
+        while peaks[0][0] < now - self._horizon:
+            peaks.popleft()
+        steps = math.ceil(LOAD_FLOOR_FACTOR * peaks[0][1] / _LOAD_FLOOR_STEP - 1e-6)
+        floor = max(min(max(steps * _LOAD_FLOOR_STEP, LOAD_FLOOR_MIN), LOAD_FLOOR_MAX),
+                    self._widened)
+        if floor == self.floor:
+            return False
+        self.floor = floor
+        return True
+
     def widen(self) -> None:
-        """A server said 429 despite the margin: double the floor."""
-        self.floor = min(max(2 * self.floor, FIRST_WIDENING), max(self._ceiling, self.floor))
+        """A server said 429 despite the margin: double the floor (the load no longer takes it
+        below that)."""
+        self._widened = min(max(2 * self.floor, FIRST_WIDENING), max(self._ceiling, self.floor))
+        self.floor = max(self.floor, self._widened)

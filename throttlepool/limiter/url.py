@@ -10,7 +10,7 @@ from ..errors import ConfigError, MissingExtra
 from ..store.redact import mask_url
 from .core import RateLimiter
 from .limits import Limit, LimitSpec, build_limits
-from .margin import DEFAULT_FLOOR, SHARED_FLOOR
+from .margin import SHARED_FLOOR
 
 SCHEMES = ("memory", "sqlite", "redis", "rediss", "unix")
 
@@ -80,8 +80,7 @@ def limiter_from_url(
     # A shared store keeps the larger floor: its stamps take a round trip, measured with
     # less to spare (see limiter.margin). SQLite had 100 ms while it counted from the start.
     if scheme == "memory":
-        return RateLimiter(*resolved, clock=clock,
-                           margin=DEFAULT_FLOOR if margin is None else margin)
+        return RateLimiter(*resolved, clock=clock, margin=margin)  # None: follows the load
     floor = SHARED_FLOOR if margin is None else margin
     if scheme == "sqlite":
         from .sqlite_shared import SQLiteWindowBackend
