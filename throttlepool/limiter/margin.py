@@ -54,8 +54,10 @@ DEFAULT_FLOOR = 0.01
 #: (8-17 ms), 7.9-10.2 typical, 20-25 at most under two burners (12-20 ms). Under that load a
 #: fixed 5 ms floor kept a closest approach >= 3.6 ms and 10 ms >= 9.3 ms (the bound misses
 #: 1.4 ms at most): the factor gives a loaded machine the 10-20 ms measured safe with room.
-#: With it, the known-limit workload under two burners (load 2.9-7.9, 10 runs) saw floors of
-#: 5-20 ms (mostly 20), no 429 and a closest approach >= 8.9 ms.
+#: With it, the known-limit workload under two burners (load 1.7-7.9, 20 runs) saw floors of
+#: 5-20 ms (mostly 20), no 429 and a closest approach >= 8.9 ms; in rate-1s on a quiet box
+#: (load 1.4-1.6) the floor stayed at 5 ms in one run and moved 5-9 ms in another. (Before the
+#: re-bound step followed the least floor, see ``least``, one run came within 1.3 ms.)
 #: The largest over the longest window (not the latest): an entry admitted under load still
 #: counts for a whole window, and the floor a boundary pays must cover what that entry missed.
 LOAD_FLOOR_MIN = 0.005
