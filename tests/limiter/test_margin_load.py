@@ -32,8 +32,8 @@ def _calls(limiter: RateLimiter, clock: FakeClock, lag: float, n: int) -> list[P
 
 
 def test_calls_handed_off_at_once_pay_the_least_floor_at_a_window_boundary() -> None:
-    """Hand-off delays of 1 ms (a quiet machine): the floor falls to 5 ms (it was a fixed
-    10 ms, paid at each of rate-1s's 9 window boundaries)."""
+    """Hand-off delays of 1 ms (a quiet machine): the floor falls to its least (5 ms was
+    tried and saw a 429, see limiter.margin; the least is the fixed 10 ms for now)."""
     clock = FakeClock()
     limiter = RateLimiter("12/1s", margin=None, clock=clock)
     permits = _calls(limiter, clock, 0.001, 12)
@@ -130,7 +130,7 @@ def _timed_call(limiter: RateLimiter, clock: FakeClock, lag: float, duration: fl
 
 def test_a_wide_floor_leaves_no_slack_that_a_floor_falling_later_would_not_cover() -> None:
     """At a 20 ms floor, a fall of the fastest duration by 4 ms (under a quarter of it)
-    still moves the calls bounded with the old fastest later: the floor may fall to 5 ms
+    still moves the calls bounded with the old fastest later: the floor may fall to its least
     before their entries leave, and 4 ms early on a 5 ms floor would leave 1 ms. (Seen
     before: a closest approach of 1.3 ms under two CPU burners.)"""
     clock = FakeClock()
