@@ -247,10 +247,20 @@ class SlidingWindowLog(BackendBase):
             if log and log[-1] is ticket and (len(log) < 2 or log[-2].admit_at <= stamp):
                 continue
             # Most often a call in flight, as many entries back as calls started since: a
-            # search by time, not a walk (64 calls in flight walked 64 entries twice).
-            i = _index_of(log, ticket, placed)
-            if i < 0:
+            # few back, walk; further (64 calls in flight walked 64 entries twice), search.
+            i = len(log)
+            stop = i - _WALK
+            for entry in reversed(log):
+                i -= 1
+                if entry is ticket:
+                    break
+                if i <= stop:
+                    i = _index_of(log, ticket, placed)
+                    break
+            else:
                 continue  # already expired out of this window (or cancelled)
+            if i < 0:
+                continue
             if ((i + 1 == len(log) or log[i + 1].admit_at >= stamp)
                     and (i == 0 or log[i - 1].admit_at <= stamp)):
                 continue  # still in time order where it is (most often: the newest entry)
@@ -307,14 +317,6 @@ def _tail_start(log: deque[Ticket], at: float) -> int:
 def _index_of(log: deque[Ticket], ticket: Ticket, at: float) -> int:
     """Where ``ticket``, placed at ``at``, is in ``log`` (-1: not there)."""
     n = len(log)
-    # A few entries back most often (one per call started since): a short walk is cheapest.
-    i = n
-    for entry in reversed(log):
-        i -= 1
-        if entry is ticket:
-            return i
-        if i <= n - _WALK:
-            break
     i = bisect_left(log, at, _tail_start(log, at), n, key=_ADMIT_AT)
     while i < n:
         entry = log[i]
