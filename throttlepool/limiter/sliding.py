@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import math
+from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Iterable, Sequence
+from operator import attrgetter
 
 from ..errors import ConfigError, CostExceedsLimit
 from .limits import Cost, Limit
@@ -19,6 +21,11 @@ from .ticket import BackendBase, Ticket, replace_in_order
 
 # Float sums of token weights drift; a freed amount within this of the need counts as enough.
 _EPSILON = 1e-9
+#: Entries at the log's newest end searched first for a restamped ticket (see _tail_start).
+_TAIL = 256
+#: Entries walked from the newest before a search by time (see _index_of).
+_WALK = 16
+_ADMIT_AT = attrgetter("admit_at")
 
 
 class _Window:
@@ -231,6 +238,7 @@ class SlidingWindowLog(BackendBase):
         if stamp == ticket.admit_at or (at is None and stamp < ticket.admit_at):
             return []
         cost = ticket.cost
+        placed = ticket.admit_at  # where it sits in every log
         for win in self._windows:
             if cost.of(win.unit) <= 0:
                 continue
@@ -238,26 +246,31 @@ class SlidingWindowLog(BackendBase):
             # The newest entry (one call at a time) still in time order: no walk.
             if log and log[-1] is ticket and (len(log) < 2 or log[-2].admit_at <= stamp):
                 continue
-            # It is near the tail (most often the newest entry, or a few calls back): walk
-            # back by iterating, not by indexing the deque, and keep its right neighbour.
+            # Most often a call in flight, as many entries back as calls started since: a
+            # few back, walk; further (64 calls in flight walked 64 entries twice), search.
             i = len(log)
-            after = None
+            stop = i - _WALK
             for entry in reversed(log):
                 i -= 1
                 if entry is ticket:
                     break
-                after = entry
+                if i <= stop:
+                    i = _index_of(log, ticket, placed)
+                    break
             else:
                 continue  # already expired out of this window (or cancelled)
-            if ((after is None or after.admit_at >= stamp)
+            if i < 0:
+                continue
+            if ((i + 1 == len(log) or log[i + 1].admit_at >= stamp)
                     and (i == 0 or log[i - 1].admit_at <= stamp)):
                 continue  # still in time order where it is (most often: the newest entry)
             del log[i]
-            ticket.admit_at = stamp
+            # Its time changes after every log has it in place: a later log is searched by
+            # the time it is at there.
             if log[-1].admit_at <= stamp:  # an open call held: most often the newest now
                 log.append(ticket)
             else:
-                _insert_sorted_from_tail(log, ticket)
+                _insert_sorted_from_tail(log, ticket, stamp)
         ticket.admit_at = stamp
         if stamp > self._last_admit:
             self._last_admit = stamp
@@ -293,8 +306,43 @@ def _insert_sorted(log: deque[Ticket], ticket: Ticket) -> None:
     log.append(ticket)
 
 
-def _insert_sorted_from_tail(log: deque[Ticket], ticket: Ticket) -> None:
+def _tail_start(log: deque[Ticket], at: float) -> int:
+    """An index from which to search ``log`` (in time order) for time ``at``: the start of
+    its last :data:`_TAIL` entries when they begin before ``at`` (deque indexing near an end
+    is cheap; a search of the whole log would hop through its middle), else 0."""
+    lo = len(log) - _TAIL
+    return lo if lo > 0 and log[lo].admit_at < at else 0
+
+
+def _index_of(log: deque[Ticket], ticket: Ticket, at: float) -> int:
+    """Where ``ticket``, placed at ``at``, is in ``log`` (-1: not there)."""
+    n = len(log)
+    i = bisect_left(log, at, _tail_start(log, at), n, key=_ADMIT_AT)
+    while i < n:
+        entry = log[i]
+        if entry is ticket:
+            return i
+        if entry.admit_at != at:
+            break
+        i += 1
+    # Not where its time says: gone from the log (expired, cancelled), or the log is out of
+    # time order, which would be a bug; an entry still counts wherever it is, so look.
+    for i, entry in enumerate(reversed(log)):
+        if entry is ticket:
+            return n - 1 - i
+    return -1
+
+
+def _insert_sorted_from_tail(log: deque[Ticket], ticket: Ticket, at: float | None = None
+                             ) -> None:
+    """Insert after every entry at or before ``at`` (default: the ticket's time); the log is
+    in time order."""
+    if at is None:
+        at = ticket.admit_at
     i = len(log)
-    while i > 0 and log[i - 1].admit_at > ticket.admit_at:
+    stop = i - _WALK if i > _WALK else 0
+    while i > stop and log[i - 1].admit_at > at:
         i -= 1
+    if i == stop and i > 0 and log[i - 1].admit_at > at:
+        i = bisect_right(log, at, _tail_start(log, at), i, key=_ADMIT_AT)
     log.insert(i, ticket)
