@@ -100,7 +100,9 @@ def _statuses(sim: Simulator, n: int) -> list[int | str]:
     with requests.Session() as s:
         for i in range(n):
             try:
-                r = s.post(sim.url + "/echo", json={"prompt": str(i)}, timeout=(2, 0.5))
+                # a hang lasts hang_seconds (5 s); 0.5 s once took a 500 sent late under a
+                # full suite's load for a hang
+                r = s.post(sim.url + "/echo", json={"prompt": str(i)}, timeout=(2, 1.5))
                 out.append(r.status_code)
             except requests.exceptions.ReadTimeout:
                 out.append("hang")
