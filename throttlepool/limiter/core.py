@@ -55,7 +55,7 @@ class RateLimiter:
     when it arrives, a little after we decide, and the margin covers that delay. It is the
     floor of an :class:`AdmissionMargin`, which widens with the delays observed between a
     grant and its call's start (:meth:`call_started`) and after a 429; ``None``: a floor
-    that follows those delays too (5-20 ms); a number: a fixed floor.
+    that follows those delays too (10-20 ms); a number: a fixed floor.
     """
 
     def __init__(
