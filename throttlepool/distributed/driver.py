@@ -169,7 +169,7 @@ class DaskEngine:
                 raise asyncio.CancelledError
             client, owned = await asyncio.to_thread(connect, plan)
         except asyncio.CancelledError:
-            self._aborted_before_calls()
+            self._mark_aborted()
             raise
         topic = f"throttlepool-calls-{uuid.uuid4().hex[:12]}"
         subscribed = False
@@ -188,7 +188,7 @@ class DaskEngine:
             self._client, self._session = client, topic
             await self._drive(client, window, replace(plan.cfg, calls_topic=topic, session=topic))
         except asyncio.CancelledError:  # also while starting; _drive recorded its own
-            self._aborted_before_calls()
+            self._mark_aborted()
             raise
         finally:
             if subscribed:
@@ -197,8 +197,9 @@ class DaskEngine:
                 await asyncio.to_thread(client.close)
         return self._ended()
 
-    def _aborted_before_calls(self) -> None:
-        # Before the cluster took any chunk no call was made and no run was begun.
+    def _mark_aborted(self) -> None:
+        # Cancelled while connecting or starting (no chunk sent, no run begun), or again
+        # after _drive recorded its own abort: the same marks either way.
         self._ending.aborted = self._interrupted = True
         self._stop = self._stop or RunStopped("aborted")
 

@@ -13,7 +13,7 @@ start plus its own hand-off delay (see ``AnsweredArrivals.bound``) and the margi
 small floor that a 429 widens: the margin each entry gets is the floor plus its own delay,
 not plus the largest delay of every recent call (which every entry paid at every window
 boundary). The default floor follows the load too: it widens with the calls' hand-off
-delays over the longest window and falls to a few ms when they are small (see
+delays over the longest window and falls back to the fixed floor when they are small (see
 :data:`LOAD_FLOOR_FACTOR`); a floor the user gives, or a shared store's, stays fixed. A
 thread's first call counts from its answer until a later call shows how long the
 server and the way back take at least; it then counts from its start plus whatever it took
@@ -46,23 +46,16 @@ DEFAULT_FLOOR = 0.01
 #: [LOAD_FLOOR_MIN, LOAD_FLOOR_MAX]: LOAD_FLOOR_FACTOR times the largest, over the longest
 #: window, of an average (weight LOAD_WEIGHT) of the calls' hand-off delays (grant to start on
 #: the worker thread). The hand-off delay is the load the limiter observes; the unobserved
-#: client work before the send grows with the same load. Measured (two cores, this
-#: benchmark's rate-1s and the known-limit test's workload): the average was at most 3.3 ms on
-#: a quiet box in rate-1s (load 1.5: floor 5 ms, 45 ms less over its 9 boundaries than 10 ms),
-#: 6.0 ms typical and 8.6 ms at most under two CPU burners (load 3.5: 9-13 ms); in the
-#: known-limit workload (16 threads waking together) 5.2-5.5 typical, 11-15 at most quiet
-#: (8-17 ms), 7.9-10.2 typical, 20-25 at most under two burners (12-20 ms). Under that load a
-#: fixed 5 ms floor kept a closest approach >= 3.6 ms and 10 ms >= 9.3 ms (the bound misses
-#: 1.4 ms at most): the factor gives a loaded machine the 10-20 ms measured safe with room.
-#: With it, the known-limit workload under two burners (load 1.7-7.9, 20 runs) saw floors of
-#: 5-20 ms (mostly 20), no 429 and a closest approach >= 8.9 ms; in rate-1s on a quiet box
-#: (load 1.4-1.6) the floor stayed at 5 ms in one run and moved 5-9 ms in another. (Before the
-#: re-bound step followed the least floor, see ``least``, one run came within 1.3 ms.)
-#: The largest over the longest window (not the latest): an entry admitted under load still
-#: counts for a whole window, and the floor a boundary pays must cover what that entry missed.
-#: Not below the fixed floor: at a 5 ms least, rate-1s saw a 429 at load 4.2 while the floor
-#: sat at 5 ms (small hand-off delays did not show what the bound missed), which main's fixed
-#: 10 ms did not in the runs beside it. So the floor only widens with the load for now.
+#: client work before the send grows with the same load. Measured (two cores, rate-1s and the
+#: known-limit test's workload): the average was at most 3.3 ms quiet in rate-1s, 6.0 ms
+#: typical and 8.6 ms at most under two CPU burners; in the known-limit workload (16 threads
+#: waking together) 5.2-5.5 typical and 11-15 at most quiet, 7.9-10.2 typical and 20-25 at
+#: most under two burners. At a fixed 10 ms floor that load kept a closest approach >= 9.3 ms
+#: (the bound misses 1.4 ms at most): the factor gives a loaded machine up to 20 ms. The
+#: largest over the longest window (not the latest): an entry admitted under load still counts
+#: for a whole window, and the floor a boundary pays must cover what that entry missed.
+#: Never below the fixed floor: with a 5 ms least, rate-1s saw a 429 at load 4.2 while the
+#: floor sat at 5 ms (small hand-off delays did not show what the bound missed).
 LOAD_FLOOR_MIN = DEFAULT_FLOOR
 LOAD_FLOOR_MAX = 0.02
 LOAD_FLOOR_FACTOR = 1.5
