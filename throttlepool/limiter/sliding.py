@@ -4,6 +4,12 @@ Reservations are scheduled ahead in FIFO order: each gets the earliest time at w
 it keeps every window within every limit, given all earlier reservations. Because admission
 times never decrease, checking the one window that ends at the candidate time is enough: any
 later window that contains the candidate holds a subset of the same entries.
+
+A restamp (twice per call: its start, then its arrival bound) only moves a ticket's time: each
+log stays in order of ``Ticket.placed``, its time when last put in order, and the few steps
+that read the order (a limit that binds, an entry to expire behind a moved one) put it back in
+order first (see :meth:`SlidingWindowLog._settle_order`). Every log holds exactly the entries
+it would hold kept in time order all along, so every admission is the same.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import contextlib
 import math
 from bisect import bisect_left, bisect_right
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from operator import attrgetter
 
 from ..errors import ConfigError, CostExceedsLimit
@@ -21,15 +27,22 @@ from .ticket import BackendBase, Ticket, replace_in_order
 
 # Float sums of token weights drift; a freed amount within this of the need counts as enough.
 _EPSILON = 1e-9
-#: Entries at the log's newest end searched first for a restamped ticket (see _tail_start).
+#: Restamped tickets left out of place at most, before the logs are put in order anyway (a
+#: limit that never binds would otherwise keep every moved ticket listed).
+_DIRTY_BOUND = 1024
+#: A log's disordered tail longer than this many times the moved tickets (plus a few) is put
+#: in order ticket by ticket, not re-sorted (a call held open a whole window moves an entry
+#: a window back).
+_REGION_FACTOR = 8
+#: Entries at the log's newest end searched first (see _search).
 _TAIL = 256
-#: Entries walked from the newest before a search by time (see _index_of).
-_WALK = 16
-_ADMIT_AT = attrgetter("admit_at")
+_PLACED = attrgetter("placed")
+_Bisect = Callable[..., int]
 
 
 class _Window:
-    """The log of one limit: admitted tickets in time order and their summed weight.
+    """The log of one limit: admitted tickets in order of ``placed`` (their time when the
+    log was last in order) and their summed weight.
 
     Each admission occupies ``period + margin``: the margin absorbs the jitter between our
     decision and the moment the server stamps the request's arrival.
@@ -48,6 +61,8 @@ class _Window:
         return ticket.cost.of(self.unit)
 
     def expire(self, now: float) -> None:
+        """Drop the oldest entries out of the window (those behind a moved one may stay: see
+        :meth:`SlidingWindowLog._expire`)."""
         horizon = now - self.span
         log = self.log
         while log and log[0].admit_at <= horizon:
@@ -56,7 +71,8 @@ class _Window:
             self.used = 0.0
 
     def earliest(self, w: float, start: float) -> float:
-        """Earliest t >= start at which w more units fit in (t - period, t]."""
+        """Earliest t >= start at which w more units fit in (t - period, t]; the log must be
+        in time order."""
         need = self.used + w - self.limit.amount
         if need <= _EPSILON:
             return start
@@ -93,6 +109,12 @@ class SlidingWindowLog(BackendBase):
         self._last_admit = float("-inf")
         self._paused_until = float("-inf")
         self._fits: Cost | None = None  # the last cost found within every limit
+        self._weighed: Cost | None = None  # the last cost weighed, and its weights
+        self._weights: tuple[float, ...] = ()
+        # Tickets restamped since the logs were last in time order, and a time at or before
+        # every one's placed and admit_at: the logs are in order before it.
+        self._dirty: list[Ticket] = []
+        self._dirty_floor = math.inf
 
     def _check(self, cost: Cost) -> None:
         if cost is self._fits:
@@ -110,27 +132,83 @@ class SlidingWindowLog(BackendBase):
         if self._paused_until > t:
             t = self._paused_until
         cost = ticket.cost
-        windows = self._windows
+        if cost is not self._weighed:
+            self._weights = tuple(cost.of(win.unit) for win in self._windows)
+            self._weighed = cost
+        # One weight per window by construction. (zip's strict=True, a keyword, costs more
+        # than the rest of this step on every call.)
+        pairs = zip(self._windows, self._weights)  # noqa: B905
+        binds = False
         # Every call of a run takes this step: the checks that almost always pass (nothing
         # yet to expire, room in the window) are made here before calling out.
-        for win in windows:
+        for win, w in pairs:
             log = win.log
-            if log and log[0].admit_at <= now - win.span:
-                win.expire(now)
-            elif not log:
+            if log:
+                horizon = now - win.span
+                if log[0].admit_at <= horizon or self._dirty_floor <= horizon:
+                    self._expire(win, now)
+            else:
                 win.used = 0.0
-            w = cost.of(win.unit)
+            if w > 0 and win.used + w - win.limit.amount > _EPSILON:
+                binds = True
+        if binds:
+            # In order before the ticket joins any log: it goes last whatever its time.
+            self._settle_order()
+            for win, w in zip(self._windows, self._weights):  # noqa: B905
+                if w > 0 and win.used + w - win.limit.amount > _EPSILON:
+                    t = win.earliest(w, t)
+        for win, w in zip(self._windows, self._weights):  # noqa: B905
             if w > 0:
-                if win.used + w - win.limit.amount > _EPSILON:
-                    t = max(t, win.earliest(w, t))
-                # It joins this log before a later window has fixed its time: no later step
-                # reads it here, and at any time it is the newest entry, as it must be.
-                log.append(ticket)
+                win.log.append(ticket)
                 win.used += w
-        ticket.admit_at = t
+        ticket.placed = ticket.admit_at = t
         self._last_admit = t
         if t > now:
             self._pending.append(ticket)
+
+    def _expire(self, win: _Window, now: float) -> None:
+        """Drop every entry out of ``win``'s window, as a log in time order would: one
+        behind a moved entry too (it would count longer than the eager log counts it, and a
+        later restamp of it would then count where that log has none)."""
+        win.expire(now)
+        if self._dirty_floor <= now - win.span:
+            self._settle_order()
+            win.expire(now)
+
+    def _settle_order(self) -> None:
+        """Put every log back in time order (``placed = admit_at`` for every entry).
+
+        Every entry placed before the dirty floor is in place: re-sort each log from there
+        (nearly sorted: Timsort runs through it), or, when that tail dwarfs the moved tickets,
+        take each out and put it back by bisection. All logs are taken apart before any
+        ticket's ``placed`` changes: the same ticket is found by it in every log.
+        """
+        dirty = self._dirty
+        floor = self._dirty_floor
+        self._dirty_floor = math.inf
+        if not dirty:
+            return
+        parts: list[tuple[deque[Ticket], list[Ticket], bool]] = []
+        for win in self._windows:
+            log = win.log
+            n = len(log)
+            i = _search(log, floor, bisect_left)
+            if n - i <= _REGION_FACTOR * len(dirty) + 16:
+                tail = [log.pop() for _ in range(n - i)]
+                tail.reverse()
+                parts.append((log, tail, True))
+            else:
+                parts.append((log, _take_out(log, dirty), False))
+        for ticket in dirty:
+            ticket.placed = ticket.admit_at
+        dirty.clear()
+        for log, entries, whole in parts:
+            if whole:
+                entries.sort(key=_PLACED)
+                log.extend(entries)
+            else:
+                for ticket in entries:
+                    log.insert(_search(log, ticket.placed, bisect_right), ticket)
 
     def record(self, cost: Cost, at: float) -> Ticket:
         """Count a call already made at ``at`` without scheduling it (the log learns its past).
@@ -142,7 +220,7 @@ class SlidingWindowLog(BackendBase):
         for win in self._windows:
             w = win.weight(ticket)
             if w > 0:
-                _insert_sorted_from_tail(win.log, ticket)
+                win.log.insert(_search(win.log, at, bisect_right), ticket)
                 win.used += w
         self._last_admit = max(self._last_admit, at)
         return ticket
@@ -179,10 +257,13 @@ class SlidingWindowLog(BackendBase):
         queued = list(pending)
         pending.clear()
         for win in self._windows:
-            # The queued tickets are exactly the log entries admitted after now (a tail).
+            # The queued tickets are exactly the log entries admitted after now, a tail: each
+            # was placed after every admitted one, and a restamp moves none past now.
             log = win.log
             while log and log[-1].admit_at > now:
                 win.used -= win.weight(log.pop())
+        # Out of order, the newest entry may not be the latest; both are at or before now,
+        # which holds back nothing (see _place), the same floor.
         self._last_admit = max(
             (win.log[-1].admit_at for win in self._windows if win.log), default=float("-inf")
         )
@@ -191,7 +272,7 @@ class SlidingWindowLog(BackendBase):
     def settle(self, ticket: Ticket, actual: Cost, now: float) -> Iterable[Ticket]:
         self._check(actual)
         for win in self._windows:
-            win.expire(now)
+            self._expire(win, now)
             old, new = win.weight(ticket), actual.of(win.limit.unit)
             if old == new or ticket.admit_at <= now - win.span:
                 continue  # unchanged, or already out of this window
@@ -204,8 +285,9 @@ class SlidingWindowLog(BackendBase):
                     win.log.remove(ticket)
                     win.used -= old
             else:
-                # The estimate had no weight in this unit, yet the call used some.
-                _insert_sorted(win.log, ticket)
+                # The estimate had no weight in this unit, yet the call used some: it joins
+                # where the other logs have it (by placed, in the order of this one).
+                win.log.insert(_search(win.log, ticket.placed, bisect_right), ticket)
                 win.used += new
         ticket.cost = actual
         return self._reschedule(now)
@@ -235,45 +317,22 @@ class SlidingWindowLog(BackendBase):
         re-placed either way, because the entry frees its budget at another time.
         """
         stamp = now if at is None else min(at, now)
-        if stamp == ticket.admit_at or (at is None and stamp < ticket.admit_at):
+        admit = ticket.admit_at
+        if stamp == admit or (at is None and stamp < admit):
             return []
-        cost = ticket.cost
-        placed = ticket.admit_at  # where it sits in every log
-        for win in self._windows:
-            if cost.of(win.unit) <= 0:
-                continue
-            log = win.log
-            # The newest entry (one call at a time) still in time order: no walk.
-            if log and log[-1] is ticket and (len(log) < 2 or log[-2].admit_at <= stamp):
-                continue
-            # Most often a call in flight, as many entries back as calls started since: a
-            # few back, walk; further (64 calls in flight walked 64 entries twice), search.
-            i = len(log)
-            stop = i - _WALK
-            for entry in reversed(log):
-                i -= 1
-                if entry is ticket:
-                    break
-                if i <= stop:
-                    i = _index_of(log, ticket, placed)
-                    break
-            else:
-                continue  # already expired out of this window (or cancelled)
-            if i < 0:
-                continue
-            if ((i + 1 == len(log) or log[i + 1].admit_at >= stamp)
-                    and (i == 0 or log[i - 1].admit_at <= stamp)):
-                continue  # still in time order where it is (most often: the newest entry)
-            del log[i]
-            # Its time changes after every log has it in place: a later log is searched by
-            # the time it is at there.
-            if log[-1].admit_at <= stamp:  # an open call held: most often the newest now
-                log.append(ticket)
-            else:
-                _insert_sorted_from_tail(log, ticket, stamp)
+        # No log moves it: each keeps it where it was placed until an order is read (see
+        # _settle_order). Listed once as it leaves its place (a return to it lists it again).
+        placed = ticket.placed
+        if placed == admit:
+            self._dirty.append(ticket)
+        floor = placed if placed < stamp else stamp
+        if floor < self._dirty_floor:
+            self._dirty_floor = floor
         ticket.admit_at = stamp
         if stamp > self._last_admit:
             self._last_admit = stamp
+        if len(self._dirty) > _DIRTY_BOUND:
+            self._settle_order()
         if not self._pending and self._last_admit <= now:
             return []  # _reschedule's first case (no limit binds), without the call
         return self._reschedule(now)
@@ -294,55 +353,32 @@ class SlidingWindowLog(BackendBase):
     def usage(self, now: float) -> list[tuple[Limit, float]]:
         """Units currently counted in each limit's window."""
         for win in self._windows:
-            win.expire(now)
+            self._expire(win, now)
         return [(win.limit, win.used) for win in self._windows]
 
 
-def _insert_sorted(log: deque[Ticket], ticket: Ticket) -> None:
-    for i, entry in enumerate(log):
-        if entry.admit_at > ticket.admit_at:
-            log.insert(i, ticket)
-            return
-    log.append(ticket)
-
-
-def _tail_start(log: deque[Ticket], at: float) -> int:
-    """An index from which to search ``log`` (in time order) for time ``at``: the start of
-    its last :data:`_TAIL` entries when they begin before ``at`` (deque indexing near an end
-    is cheap; a search of the whole log would hop through its middle), else 0."""
-    lo = len(log) - _TAIL
-    return lo if lo > 0 and log[lo].admit_at < at else 0
-
-
-def _index_of(log: deque[Ticket], ticket: Ticket, at: float) -> int:
-    """Where ``ticket``, placed at ``at``, is in ``log`` (-1: not there)."""
+def _search(log: deque[Ticket], at: float, bisect: _Bisect) -> int:
+    """``bisect`` of ``log`` (in order of placed) for ``at``, from its last :data:`_TAIL`
+    entries when they begin before ``at`` (deque indexing near an end is cheap; a search of
+    the whole log hops through its middle)."""
     n = len(log)
-    i = bisect_left(log, at, _tail_start(log, at), n, key=_ADMIT_AT)
-    while i < n:
-        entry = log[i]
-        if entry is ticket:
-            return i
-        if entry.admit_at != at:
-            break
-        i += 1
-    # Not where its time says: gone from the log (expired, cancelled), or the log is out of
-    # time order, which would be a bug; an entry still counts wherever it is, so look.
-    for i, entry in enumerate(reversed(log)):
-        if entry is ticket:
-            return n - 1 - i
-    return -1
+    lo = n - _TAIL
+    if lo <= 0 or log[lo].placed >= at:
+        lo = 0
+    return bisect(log, at, lo, n, key=_PLACED)
 
 
-def _insert_sorted_from_tail(log: deque[Ticket], ticket: Ticket, at: float | None = None
-                             ) -> None:
-    """Insert after every entry at or before ``at`` (default: the ticket's time); the log is
-    in time order."""
-    if at is None:
-        at = ticket.admit_at
-    i = len(log)
-    stop = i - _WALK if i > _WALK else 0
-    while i > stop and log[i - 1].admit_at > at:
-        i -= 1
-    if i == stop and i > 0 and log[i - 1].admit_at > at:
-        i = bisect_right(log, at, _tail_start(log, at), i, key=_ADMIT_AT)
-    log.insert(i, ticket)
+def _take_out(log: deque[Ticket], tickets: Iterable[Ticket]) -> list[Ticket]:
+    """Remove each of ``tickets`` found in ``log`` (by its placed, then identity); return
+    those removed."""
+    taken = []
+    for ticket in dict.fromkeys(tickets):
+        n = len(log)
+        i = _search(log, ticket.placed, bisect_left)
+        while i < n and log[i].placed == ticket.placed:
+            if log[i] is ticket:
+                del log[i]
+                taken.append(ticket)
+                break
+            i += 1
+    return taken

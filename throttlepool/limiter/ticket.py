@@ -19,17 +19,20 @@ class Ticket:
     """One reservation: what it costs and when it is admitted.
 
     ``provisional`` tickets were not recorded (a shared backend said "try again at
-    ``admit_at``"); the limiter asks the backend again when that time comes.
+    ``admit_at``"); the limiter asks the backend again when that time comes. ``placed`` is
+    the time by which the in-memory log positions it (``admit_at`` until a restamp moves it;
+    see limiter.sliding); other backends ignore it.
     """
 
-    __slots__ = ("admit_at", "cost", "estimated", "handle", "provisional", "reserved_cost",
-                 "waker")
+    __slots__ = ("admit_at", "cost", "estimated", "handle", "placed", "provisional",
+                 "reserved_cost", "waker")
 
     def __init__(self, cost: Cost, admit_at: float, provisional: bool = False) -> None:
         self.cost = cost
         self.reserved_cost = cost
         self.estimated = cost  # the caller's estimate, before any calibration
         self.admit_at = admit_at
+        self.placed = admit_at
         self.provisional = provisional
         self.waker: Any = None
         self.handle: Any = None
