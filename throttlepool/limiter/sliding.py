@@ -109,8 +109,6 @@ class SlidingWindowLog(BackendBase):
         self._last_admit = float("-inf")
         self._paused_until = float("-inf")
         self._fits: Cost | None = None  # the last cost found within every limit
-        self._weighed: Cost | None = None  # the last cost weighed, and its weights
-        self._weights: tuple[float, ...] = ()
         # Tickets restamped since the logs were last in time order, and a time at or before
         # every one's placed and admit_at: the logs are in order before it.
         self._dirty: list[Ticket] = []
@@ -132,16 +130,9 @@ class SlidingWindowLog(BackendBase):
         if self._paused_until > t:
             t = self._paused_until
         cost = ticket.cost
-        if cost is not self._weighed:
-            self._weights = tuple(cost.of(win.unit) for win in self._windows)
-            self._weighed = cost
-        # One weight per window by construction. (zip's strict=True, a keyword, costs more
-        # than the rest of this step on every call.)
-        pairs = zip(self._windows, self._weights)  # noqa: B905
-        binds = False
         # Every call of a run takes this step: the checks that almost always pass (nothing
         # yet to expire, room in the window) are made here before calling out.
-        for win, w in pairs:
+        for win in self._windows:
             log = win.log
             if log:
                 horizon = now - win.span
@@ -149,22 +140,37 @@ class SlidingWindowLog(BackendBase):
                     self._expire(win, now)
             else:
                 win.used = 0.0
-            if w > 0 and win.used + w - win.limit.amount > _EPSILON:
-                binds = True
-        if binds:
-            # In order before the ticket joins any log: it goes last whatever its time.
-            self._settle_order()
-            for win, w in zip(self._windows, self._weights):  # noqa: B905
-                if w > 0 and win.used + w - win.limit.amount > _EPSILON:
-                    t = win.earliest(w, t)
-        for win, w in zip(self._windows, self._weights):  # noqa: B905
+            w = cost.of(win.unit)
             if w > 0:
-                win.log.append(ticket)
+                if win.used + w - win.limit.amount > _EPSILON:
+                    t = self._place_late(ticket, now, t)
+                    break
+                # It joins this log before a later window has fixed its time: at any time
+                # it is the newest entry, as it must be.
+                log.append(ticket)
                 win.used += w
         ticket.placed = ticket.admit_at = t
         self._last_admit = t
         if t > now:
             self._pending.append(ticket)
+
+    def _place_late(self, ticket: Ticket, now: float, t: float) -> float:
+        """A limit binds: put the logs in order, then find the ticket's time from ``t`` on
+        in each window it has not joined yet, and join them."""
+        ticket.placed = math.inf  # the newest in the logs it joined, whatever the re-sort
+        self._settle_order()
+        for win in self._windows:
+            log = win.log
+            if log and log[-1] is ticket:
+                continue  # joined before: room there at any time from ``t`` on
+            self._expire(win, now)
+            w = ticket.cost.of(win.unit)
+            if w > 0:
+                if win.used + w - win.limit.amount > _EPSILON:
+                    t = win.earliest(w, t)
+                log.append(ticket)
+                win.used += w
+        return t
 
     def _expire(self, win: _Window, now: float) -> None:
         """Drop every entry out of ``win``'s window, as a log in time order would: one
