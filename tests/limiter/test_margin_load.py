@@ -4,6 +4,8 @@ to; a floor the user gave stays fixed."""
 
 from __future__ import annotations
 
+import math
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -11,8 +13,10 @@ from throttlepool.limiter import Permit, RateLimiter, limiter_from_url
 from throttlepool.limiter.margin import (
     DEFAULT_FLOOR,
     FIRST_WIDENING,
+    LOAD_FLOOR_FACTOR,
     LOAD_FLOOR_MAX,
     LOAD_FLOOR_MIN,
+    LOAD_WEIGHT,
     AdmissionMargin,
 )
 from throttlepool.testing import FakeClock
@@ -141,3 +145,42 @@ def test_a_wide_floor_leaves_no_slack_that_a_floor_falling_later_would_not_cover
     assert abs(a.admit_at - a_start) < 1e-12
     _timed_call(limiter, clock, 0.0, 0.096)  # the server takes 4 ms less at least
     assert abs(a.admit_at - (a_start + 0.004)) < 1e-9
+
+
+_QUIET_EVENTS = st.lists(
+    st.one_of(
+        # Mostly hand-off delays around the quiet threshold (6.7 ms), some loaded ones.
+        st.tuples(st.one_of(st.floats(0.0, 0.008), st.floats(0.0, 0.05)), st.floats(0.0, 2.0)),
+        st.just("429"),
+    ),
+    max_size=80,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(events=_QUIET_EVENTS, period=st.sampled_from([0.5, 1.0, 6.0]))
+def test_the_floor_is_the_rule_applied_to_every_delay_fed(
+    events: list[tuple[float, float] | str], period: float,
+) -> None:
+    """The floor equals its rule recomputed from every delay fed: the factor times the
+    largest average within the longest window (plus the largest floor), in 1 ms steps,
+    within its bounds, never below a widening. (The quiet case skips the work.)"""
+    margin = AdmissionMargin([period], DEFAULT_FLOOR, follows_load=True)
+    horizon = period + LOAD_FLOOR_MAX
+    averages: list[tuple[float, float]] = []
+    now = widened = 0.0
+    load = -1.0
+    for event in events:
+        if event == "429":
+            margin.widen()
+            widened = margin.floor
+            continue
+        lag, gap = event
+        now += gap
+        load = lag if load < 0 else load + LOAD_WEIGHT * (lag - load)
+        averages.append((now, load))
+        margin.handed_off(lag, now)
+        peak = max(a for t, a in averages if t >= now - horizon)
+        steps = math.ceil(LOAD_FLOOR_FACTOR * peak / 0.001 - 1e-6)
+        rule = max(min(max(steps * 0.001, LOAD_FLOOR_MIN), LOAD_FLOOR_MAX), widened)
+        assert margin.floor == rule

@@ -72,6 +72,8 @@ FIRST_WIDENING = 0.02
 #: 429s widen the floor up to this share of the shortest period.
 _CEILING_SHARE = 0.05
 _INF = float("inf")
+#: An average hand-off delay at or below this gives the least floor (see handed_off).
+_QUIET_LOAD = LOAD_FLOOR_MIN / LOAD_FLOOR_FACTOR
 
 
 class AdmissionMargin:
@@ -156,6 +158,10 @@ class AdmissionMargin:
         if not self.follows_load:
             return False
         load = self._load = lag if self._load < 0 else self._load + LOAD_WEIGHT * (lag - self._load)
+        if load <= _QUIET_LOAD and self.floor == max(LOAD_FLOOR_MIN, self._widened):
+            # Every call asks: while the floor is at its least, a load this small leaves it
+            # there, and the peaks it would add are below the one that set it.
+            return False
         peaks = self._peaks
         while peaks and peaks[-1][1] <= load:
             peaks.pop()
