@@ -23,7 +23,9 @@ PEER = "pyrate-limiter + threads"
 GOALS: tuple[tuple[str, str, float | None, float | None, bool, bool], ...] = (
     ("latency", "throttlepool", 0.97, None, False, False),
     ("rate-1s", "throttlepool", 0.97, 0.0, True, True),
-    ("rate-6s", "throttlepool", 0.98, 0.0, True, True),
+    # Issue 16 and PRODUCT.md set no absolute efficiency for 6 s windows (0.99 on 60 s, 0.97
+    # on 1 s); what they ask of it is pyrate-limiter's efficiency or better, with no 429.
+    ("rate-6s", "throttlepool", None, 0.0, True, True),
     ("rate-60s", "throttlepool", 0.99, 0.0, True, True),
     ("rate-unknown-6s", "throttlepool", 0.95, 0.01, False, False),
     ("rate-unknown-60s", "throttlepool", 0.95, 0.01, False, False),
