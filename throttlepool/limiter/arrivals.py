@@ -24,6 +24,7 @@ _LEAST_REBOUND_STEP = 0.001
 #: Floats kept for each answered call: start, duration, lag, first on its thread (1.0 or
 #: 0.0) and answer.
 _FIELDS = 5
+_INF = float("inf")
 
 
 class AnsweredArrivals:
@@ -32,6 +33,9 @@ class AnsweredArrivals:
     Not thread-safe: the owning limiter calls every method under its lock, with its backend
     of the moment (a limiter's backend may be swapped, e.g. wrapped to record its calls).
     """
+
+    __slots__ = ("_answered", "_bounded_with", "_head", "_longest", "_records", "first_calls",
+                 "margin")
 
     def __init__(self, periods: Iterable[float], margin: AdmissionMargin) -> None:
         self.margin = margin
@@ -64,10 +68,11 @@ class AnsweredArrivals:
             return started + max(delay + self.margin.fastest_unobserved, lag)
         return started + (delay if delay > lag else lag)  # max(), without the call
 
-    def bound(self, backend: LimiterBackend, permit: Ticket, started: float, duration: float,
-              lag: float, now: float) -> Iterable[Ticket]:
-        """Count an answered call from the latest instant the server may have stamped it,
-        less the margin's floor.
+    def answered(self, backend: LimiterBackend, permit: Ticket, started: float,
+                 duration: float, lag: float, now: float) -> Iterable[Ticket]:
+        """A warm call (not its thread's first) answered: count it from the latest instant
+        the server may have stamped it, less the margin's floor, and keep it for
+        :meth:`rebound`; returns the tickets moved earlier.
 
         Its own client work before the bytes left is at most the floor plus its hand-off
         delay ``lag`` (the same load slows both; see limiter.margin), so it counts from its
@@ -81,15 +86,30 @@ class AnsweredArrivals:
         ``RateLimiter._hold_open_calls``) moves back to the same bound. A move earlier within
         half the floor is left alone (a shared backend would pay a round trip for each); a
         move later never is.
+
+        Every answered call takes this step, in code the run has left cold since the last
+        one: it is one method, with :meth:`_latest_arrival` and :meth:`keep` written out.
         """
         if permit.provisional:
-            return []
-        latest = self._latest_arrival(started, duration, lag, False)
-        # With no fastest call known yet it counts from its start (a held call moves back).
-        at = started if latest is None else latest if latest < now else now
-        if permit.admit_at - self.margin.floor / 2 <= at <= permit.admit_at:
-            return []
-        return backend.restamp(permit, now, at)
+            return ()
+        margin = self.margin
+        fastest = margin.fastest_duration
+        if fastest == _INF:
+            at = started  # no fastest call known yet: from its start (a held call moves back)
+        else:
+            delay = duration - fastest
+            at = started + (delay if delay > lag else lag)
+            if at > now:
+                at = now
+        admit = permit.admit_at
+        moved: Iterable[Ticket] = ()
+        if not admit - margin.floor / 2 <= at <= admit:
+            moved = backend.restamp(permit, now, at)
+        if self._longest > 0:
+            self._forget(now)
+            self._answered.append(permit)
+            self._records.extend((started, duration, lag, 0.0, started + duration))
+        return moved
 
     def place_first_calls(self, backend: LimiterBackend, now: float) -> list[Ticket]:
         """Count each answered first call from the latest instant its answer allows once a
@@ -111,8 +131,16 @@ class AnsweredArrivals:
     def keep(self, permit: Ticket, started: float, duration: float, lag: float,
              first: bool, now: float) -> None:
         """Keep an answered call for :meth:`rebound` while its entry may count."""
+        self._forget(now)
+        if not permit.provisional and self._longest > 0:
+            self._answered.append(permit)
+            flag = 1.0 if first else 0.0
+            self._records.extend((started, duration, lag, flag, started + duration))
+
+    def _forget(self, now: float) -> None:
+        """Drop the answered calls whose entries left every window by ``now``."""
         answered, records, head = self._answered, self._records, self._head
-        horizon = now - self._longest - self.margin.value
+        horizon = now - self._longest - self.margin.floor
         while answered and records[head + _FIELDS - 1] < horizon:
             answered.popleft()
             head += _FIELDS
@@ -120,9 +148,6 @@ class AnsweredArrivals:
             del records[:head]
             head = 0
         self._head = head
-        if not permit.provisional and self._longest > 0:
-            answered.append(permit)
-            records.extend((started, duration, lag, 1.0 if first else 0.0, started + duration))
 
     def kept(self) -> Iterator[tuple[Ticket, float, float, float, bool, float]]:
         """The answered calls kept, oldest answer first: (permit, start, duration, lag, first

@@ -91,10 +91,10 @@ class RateLimiter:
                                    for lim in self.backend.limits)
         self._lock = threading.Lock()
         # Threads' first calls not answered yet, with their hand-off delays.
-        self._open_first_calls: dict[int, tuple[Permit, float]] = {}
+        self._open_first_calls: dict[Permit, tuple[Permit, float]] = {}
         # Other calls not answered yet, oldest stamp first (see _hold_open_calls), each with
         # its hand-off delay (see AnsweredArrivals.bound).
-        self._open_calls: dict[int, tuple[Permit, float, float]] = {}
+        self._open_calls: dict[Permit, tuple[Permit, float, float]] = {}
         self._shortest = min((lim.period for lim in self.backend.limits), default=0.0)
         # The stamp of the oldest open call, or earlier (inf: none open): most steps find
         # nothing yet to hold and skip looking.
@@ -293,11 +293,11 @@ class RateLimiter:
             if self.margin.handed_off(lag, start):
                 moved = [*moved, *self._apply_margin(start)]
             if first_on_thread:
-                self._open_first_calls[id(permit)] = (permit, lag)
+                self._open_first_calls[permit] = (permit, lag)
             else:
                 if not self._open_calls:
                     self._oldest_open = start  # (an answered call's stamp may linger: earlier)
-                self._open_calls[id(permit)] = (permit, start, lag)
+                self._open_calls[permit] = (permit, start, lag)
         if moved:
             _wake(moved)
         return start
@@ -323,19 +323,18 @@ class RateLimiter:
             if first_on_thread:
                 if permit.provisional:
                     return
-                _, lag = self._open_first_calls.pop(id(permit), (permit, 0.0))
+                _, lag = self._open_first_calls.pop(permit, (permit, 0.0))
                 moved = list(self.backend.restamp(permit, now, now))
                 arrivals.first_calls.append((permit, started, duration, lag))
             else:
-                held = self._open_calls.pop(id(permit), None)
+                held = self._open_calls.pop(permit, None)
                 lag = 0.0 if held is None else held[2]
-                faster = not paused and self.margin.ended(duration, lag)
                 backend = self.backend
+                faster = not paused and self.margin.ended(duration, lag)
                 moved = arrivals.rebound(backend, now) if faster else []
                 if arrivals.first_calls:
                     moved += arrivals.place_first_calls(backend, now)
-                moved += arrivals.bound(backend, permit, started, duration, lag, now)
-                arrivals.keep(permit, started, duration, lag, False, now)
+                moved += arrivals.answered(backend, permit, started, duration, lag, now)
         if moved:
             _wake(moved)
 
@@ -359,7 +358,7 @@ class RateLimiter:
         if permit.provisional:
             return
         with self._lock:
-            self._open_calls.pop(id(permit), None)
+            self._open_calls.pop(permit, None)
             now = self.clock.now()
             self._hold_open_calls(now)
             moved = self.backend.cancel(permit, now)

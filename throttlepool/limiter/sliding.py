@@ -329,16 +329,17 @@ class SlidingWindowLog(BackendBase):
         # No log moves it: each keeps it where it was placed until an order is read (see
         # _settle_order). Listed once as it leaves its place (a return to it lists it again).
         placed = ticket.placed
-        if placed == admit:
-            self._dirty.append(ticket)
         floor = placed if placed < stamp else stamp
         if floor < self._dirty_floor:
             self._dirty_floor = floor
         ticket.admit_at = stamp
         if stamp > self._last_admit:
             self._last_admit = stamp
-        if len(self._dirty) > _DIRTY_BOUND:
-            self._settle_order()
+        if placed == admit:
+            dirty = self._dirty
+            dirty.append(ticket)
+            if len(dirty) > _DIRTY_BOUND:
+                self._settle_order()
         if not self._pending and self._last_admit <= now:
             return []  # _reschedule's first case (no limit binds), without the call
         return self._reschedule(now)

@@ -24,12 +24,10 @@ class Ticket:
     see limiter.sliding); other backends ignore it.
     """
 
-    __slots__ = ("admit_at", "cost", "estimated", "handle", "placed", "provisional",
-                 "reserved_cost", "waker")
+    __slots__ = ("admit_at", "cost", "estimated", "handle", "placed", "provisional", "waker")
 
     def __init__(self, cost: Cost, admit_at: float, provisional: bool = False) -> None:
         self.cost = cost
-        self.reserved_cost = cost
         self.estimated = cost  # the caller's estimate, before any calibration
         self.admit_at = admit_at
         self.placed = admit_at
