@@ -58,6 +58,12 @@ class RateLimiter:
     that follows those delays too (10-20 ms); a number: a fixed floor.
     """
 
+    # Every call reads these in code left cold since the last call: attributes in slots are
+    # one load from the object, not one from its dict's values as well.
+    __slots__ = ("__weakref__", "_arrivals", "_counts_prompts", "_lock", "_oldest_open",
+                 "_open_calls", "_open_first_calls", "_shortest", "backend", "calibration",
+                 "clock", "margin", "pauses")
+
     def __init__(
         self,
         *limits: LimitSpec,

@@ -87,8 +87,8 @@ class AdmissionMargin:
     (a floor the user gave, or a shared store's).
     """
 
-    __slots__ = ("_ceiling", "_fastest_lag", "_horizon", "_load", "_peaks", "_widened",
-                 "fastest_duration", "floor", "follows_load")
+    __slots__ = ("_ceiling", "_fastest_lag", "_horizon", "_load", "_load_least", "_peaks",
+                 "_widened", "fastest_duration", "floor", "follows_load")
 
     def __init__(self, periods: Sequence[float], floor: float = DEFAULT_FLOOR, *,
                  follows_load: bool = False) -> None:
@@ -98,8 +98,10 @@ class AdmissionMargin:
         self.follows_load = follows_load
         shortest = min(periods, default=0.0)
         self._ceiling = max(_CEILING_SHARE * shortest, floor)
-        # What 429s widened the floor to (it wins over the load).
+        # What 429s widened the floor to (it wins over the load), and the least floor the
+        # load may give with it.
         self._widened = 0.0
+        self._load_least = LOAD_FLOOR_MIN
         # The hand-off delays' average, and its largest values still within the longest
         # window as (time fed, average), falling: the first is the largest.
         self._load = -1.0
@@ -155,7 +157,7 @@ class AdmissionMargin:
         """The lowest the floor may fall to: a slack taken from the floor of the moment (see
         ``AnsweredArrivals.rebound``) must fit within this, or a floor that follows the load
         down leaves the entries that took it counted too early."""
-        return max(LOAD_FLOOR_MIN, self._widened) if self.follows_load else self.floor
+        return self._load_least if self.follows_load else self.floor
 
     def handed_off(self, lag: float, now: float) -> bool:
         """A call was handed off ``lag`` seconds after its grant, at clock time ``now``; True
@@ -163,7 +165,7 @@ class AdmissionMargin:
         if not self.follows_load:
             return False
         load = self._load = lag if self._load < 0 else self._load + LOAD_WEIGHT * (lag - self._load)
-        if load <= _QUIET_LOAD and self.floor == max(LOAD_FLOOR_MIN, self._widened):
+        if load <= _QUIET_LOAD and self.floor == self._load_least:
             # Every call asks: while the floor is at its least, a load this small leaves it
             # there, and the peaks it would add are below the one that set it.
             return False
@@ -185,4 +187,5 @@ class AdmissionMargin:
         """A server said 429 despite the margin: double the floor (the load no longer takes it
         below that)."""
         self._widened = min(max(2 * self.floor, FIRST_WIDENING), max(self._ceiling, self.floor))
+        self._load_least = max(LOAD_FLOOR_MIN, self._widened)
         self.floor = max(self.floor, self._widened)

@@ -99,6 +99,9 @@ class _Window:
 class SlidingWindowLog(BackendBase):
     """In-memory backend: exact sliding-window logs for any number of limits."""
 
+    __slots__ = ("_dirty", "_dirty_floor", "_fits", "_last_admit", "_margin", "_paused_until",
+                 "_pending", "_windows", "limits")
+
     def __init__(self, limits: Sequence[Limit], margin: float = 0.0) -> None:
         if margin < 0:
             raise ConfigError(f"window margin must be >= 0, got {margin!r}")
