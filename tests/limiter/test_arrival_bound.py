@@ -125,6 +125,7 @@ class _Paused:
 
     def __init__(self, began: float, ended: float) -> None:
         self.span = (began, ended)
+        self.last_ended = ended
 
     def between(self, start: float, end: float) -> float:
         return max(0.0, min(self.span[1], end) - max(self.span[0], start))

@@ -25,11 +25,17 @@ _KEPT = 64
 class PauseSource(Protocol):
     """Seconds this process stood still between two instants of the limiter's clock."""
 
+    #: When the newest pause ended (-inf: none yet). Every answered call asks whether it
+    #: started before that, and only then for :meth:`between`.
+    last_ended: float
+
     def between(self, start: float, end: float) -> float: ...
 
 
 class NoPauses:
     """A process that never pauses (a fake clock's world; tests feed their own source)."""
+
+    last_ended = float("-inf")
 
     def between(self, start: float, end: float) -> float:
         return 0.0
@@ -52,7 +58,7 @@ class CollectorPauses:
         self._next = 0
         # The end of the newest pause kept: a call that started after it met none. Every
         # call asks, and walking the whole ring cost ~20-40 us per call (no-op runs).
-        self._last_ended = float("-inf")
+        self.last_ended = float("-inf")
         gc.callbacks.append(self._observe)
 
     @classmethod
@@ -70,10 +76,10 @@ class CollectorPauses:
         elif now - self._began >= _NOTABLE:
             self._ring[self._next % _KEPT] = (self._began, now)
             self._next += 1
-            self._last_ended = now
+            self.last_ended = now
 
     def between(self, start: float, end: float) -> float:
-        if self._last_ended <= start:
+        if self.last_ended <= start:
             return 0.0
         # Pauses are kept in time order (the GIL runs one collection at a time): walk back
         # from the newest and stop at the first that ended before ``start``.
