@@ -2,7 +2,7 @@
 
 A call is granted, starts, and answers; the server stamps it somewhere in between. Once it
 answers, its duration and the fastest call's bound that instant (see
-:meth:`AnsweredArrivals.bound`), and a thread's first call, which may connect first, waits
+:meth:`AnsweredArrivals.answered`), and a thread's first call, which may connect first, waits
 for a warm call's duration before it is placed (:meth:`AnsweredArrivals.place_first_calls`).
 The fastest duration only falls, and each fall moves the calls still counted to the bound it
 gives (:meth:`AnsweredArrivals.rebound`). This bookkeeping runs under the
@@ -160,7 +160,7 @@ class AnsweredArrivals:
 
     def rebound(self, backend: LimiterBackend, now: float) -> list[Ticket]:
         """A call faster than any before: move each answered call's count later to the bound
-        this duration gives (see :meth:`bound`, :meth:`place_first_calls`).
+        this duration gives (see :meth:`answered`, :meth:`place_first_calls`).
 
         The fastest duration stands for the server's time plus the way back, yet it includes
         the fastest call's own client work before its send, which no hand-off delay shows: a

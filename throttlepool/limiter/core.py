@@ -100,7 +100,7 @@ class RateLimiter:
         # Threads' first calls not answered yet, with their hand-off delays.
         self._open_first_calls: dict[Permit, tuple[Permit, float]] = {}
         # Other calls not answered yet, oldest stamp first (see _hold_open_calls), each with
-        # its hand-off delay (see AnsweredArrivals.bound).
+        # its hand-off delay (see AnsweredArrivals.answered).
         self._open_calls: dict[Permit, tuple[Permit, float, float]] = {}
         self._shortest = min((lim.period for lim in self.backend.limits), default=0.0)
         # The stamp of the oldest open call, or earlier (inf: none open): most steps find

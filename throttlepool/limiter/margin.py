@@ -9,7 +9,7 @@ call took longer than the fastest call did). An entry that counts for ``period +
 from its stamp can never let a window of the server's clock over the limit as long as its
 stamp plus the margin is no earlier than its arrival. The part that was not observed grows
 with the part that was (both are the machine's load), so each answered call counts from its
-start plus its own hand-off delay (see ``AnsweredArrivals.bound``) and the margin is a
+start plus its own hand-off delay (see ``AnsweredArrivals.answered``) and the margin is a
 small floor that a 429 widens: the margin each entry gets is the floor plus its own delay,
 not plus the largest delay of every recent call (which every entry paid at every window
 boundary). The default floor follows the load too: it widens with the calls' hand-off

@@ -1,6 +1,6 @@
 """Stop-the-world pauses of this process (the garbage collector's), as the limiter sees them.
 
-A call is counted from its start plus its own hand-off delay (see ``AnsweredArrivals.bound``):
+A call is counted from its start plus its own hand-off delay (see ``AnsweredArrivals.answered``):
 the client work before its bytes leave is assumed to grow with the load that delayed its
 hand-off. A collection of the oldest generation breaks that: it stalls every thread for
 100-200 ms in a large heap (measured under pytest) after a call has started, unseen by its
