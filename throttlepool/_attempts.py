@@ -33,6 +33,9 @@ class Attempts:
         self.control = control
         self.dispatch = dispatch
         self._server_pause = float("-inf")  # clock time a server's 429 asked us to wait to
+        # A limiter's limits are fixed when it is made: with any, every attempt reserves, and
+        # asking unrestricted() each time would only say so again.
+        self._limited = bool(cfg.limiter.limits)
 
     async def process(self, index: int, item: Any) -> Outcome[Any]:
         """The item's outcome: from the checkpoint or cache, else from calls."""
@@ -203,7 +206,7 @@ class Attempts:
         while True:
             permit = None
             now = None
-            if not limiter.unrestricted():
+            if self._limited or not limiter.unrestricted():
                 permit = limiter.reserve(cost)
                 now = clock.now()
                 # Admitted at once (a limit that does not bind): no wait to show or await.
