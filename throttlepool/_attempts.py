@@ -33,6 +33,9 @@ class Attempts:
         self.control = control
         self.dispatch = dispatch
         self._server_pause = float("-inf")  # clock time a server's 429 asked us to wait to
+        # A limiter's limits are fixed when it is made: with any, every attempt reserves, and
+        # asking unrestricted() each time would only say so again.
+        self._limited = bool(cfg.limiter.limits)
 
     async def process(self, index: int, item: Any) -> Outcome[Any]:
         """The item's outcome: from the checkpoint or cache, else from calls."""
@@ -202,11 +205,14 @@ class Attempts:
         control = self.control
         while True:
             permit = None
-            if not limiter.unrestricted():
+            now = None
+            if self._limited or not limiter.unrestricted():
                 permit = limiter.reserve(cost)
+                now = clock.now()
                 # Admitted at once (a limit that does not bind): no wait to show or await.
-                admitted = not permit.provisional and permit.admit_at <= clock.now()
+                admitted = not permit.provisional and permit.admit_at <= now
                 if not admitted:
+                    now = None  # the wait below takes time: the pacer reads the clock anew
                     reason = SERVER_429 if permit.admit_at <= self._server_pause else RATE_LIMIT
                     with control.shown_wait(reason, permit.admit_at):
                         admitted = await control.pause(limiter.wait_async(permit))
@@ -215,7 +221,8 @@ class Attempts:
                     return None
             if pacer is None:
                 return permit, None
-            seq, wait = pacer.admit(cost, clock.now())
+            # Admitted at once, the limiter's instant is the pacer's too (one clock read).
+            seq, wait = pacer.admit(cost, clock.now() if now is None else now)
             if seq is not None:
                 return permit, seq
             if permit is not None:

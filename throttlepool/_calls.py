@@ -64,24 +64,8 @@ class Dispatcher:
         self.handoff = handoff
         self._acall: Callable[[Any, float | None], Awaitable[CallResult[Any]]] | None = (
             cfg.adapter.acall if cfg.adapter.is_async else None)
-
-    def _stamped_call(self, permit: Permit, item: Any, timeout: float | None,
-                      sending: Callable[[], None] | None = None) -> CallResult[Any]:
-        # On the worker thread: the admission counts from when the call really starts, not
-        # from when it was granted; a busy machine can put tens of ms between the two. A
-        # thread's first call may also open a connection or initialise the SDK before the
-        # server sees it; the limiter learns from its duration how late that may have been.
-        limiter = self.cfg.limiter
-        first_on_thread = not getattr(_thread_state, "warm", False)
-        started = limiter.call_started(permit, first_on_thread=first_on_thread)
-        try:
-            if sending is not None:
-                sending()
-            return self.cfg.adapter.call(item, timeout)
-        finally:
-            if first_on_thread:
-                _thread_state.warm = True
-            limiter.call_ended(permit, started, first_on_thread=first_on_thread)
+        # Made once per run: a limited call pays for no attribute chains or bound method.
+        self._stamped_call = _stamped_call(cfg.limiter, cfg.adapter.call)
 
     async def call(self, item: Any, permit: Permit | None = None,
                    sending: Callable[[], None] | None = None) -> CallResult[Any]:
@@ -143,3 +127,28 @@ def _sent(sending: Callable[[], None] | None,
     if sending is not None:
         sending()
     return call(item, timeout)
+
+
+def _stamped_call(
+    limiter: RateLimiter, call: Callable[[Any, float | None], CallResult[Any]],
+) -> Callable[[Permit, Any, float | None, Callable[[], None] | None], CallResult[Any]]:
+    """The worker thread's side of a limited call: ``call`` stamped by ``limiter``."""
+    started_at, ended, state = limiter.call_started, limiter.call_ended, _thread_state
+
+    def stamped(permit: Permit, item: Any, timeout: float | None,
+                sending: Callable[[], None] | None) -> CallResult[Any]:
+        # On the worker thread: the admission counts from when the call really starts, not
+        # from when it was granted; a busy machine can put tens of ms between the two. A
+        # thread's first call may also open a connection or initialise the SDK before the
+        # server sees it; the limiter learns from its duration how late that may have been.
+        first_on_thread = not getattr(state, "warm", False)
+        started = started_at(permit, first_on_thread=first_on_thread)
+        try:
+            if sending is not None:
+                sending()
+            return call(item, timeout)
+        finally:
+            if first_on_thread:
+                state.warm = True
+            ended(permit, started, first_on_thread=first_on_thread)
+    return stamped
