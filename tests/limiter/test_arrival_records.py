@@ -75,3 +75,39 @@ def test_records_keep_what_a_list_keeps(
         if not permit.provisional:
             model.append((permit, started, duration, lag, first, started + duration))
         assert list(arrivals.kept()) == model
+
+
+class _Restamps:
+    """A backend that records where each restamp would count its ticket from."""
+
+    def __init__(self) -> None:
+        self.at: list[float] = []
+
+    def restamp(self, ticket: Permit, now: float, at: float | None = None) -> list[Permit]:
+        assert at is not None
+        self.at.append(at)
+        return []
+
+
+_TIMES = st.floats(0.0, 5.0, allow_nan=False)
+
+
+@settings(max_examples=300, deadline=None)
+@given(fastest=st.none() | st.floats(0.001, 2.0), started=_TIMES,
+       duration=st.floats(0.001, 3.0), lag=st.floats(0.0, 0.5), late=st.floats(0.0, 1.0))
+def test_a_warm_call_counts_from_the_bound_rebound_would_give_it(
+        fastest: float | None, started: float, duration: float, lag: float, late: float) -> None:
+    """``answered`` writes the warm call's arrival bound out (it runs on every call, cold);
+    ``rebound`` reaches the same bound through ``_latest_arrival``. Both must give one
+    instant: its start plus the larger of its own lag and its time beyond the fastest call,
+    never after now; its start while no fastest call is known."""
+    arrivals = _arrivals()
+    if fastest is not None:
+        arrivals.margin.ended(fastest)
+    backend = _Restamps()
+    permit = Permit(ONE_REQUEST, started - 1.0)  # far from any bound: always restamped
+    now = started + duration + late
+    arrivals.answered(backend, permit, started, duration, lag, now)  # type: ignore[arg-type]
+    latest = arrivals._latest_arrival(started, duration, lag, False)
+    assert backend.at == [started if latest is None else min(latest, now)]
+    assert [k[:4] for k in arrivals.kept()] == [(permit, started, duration, lag)]
