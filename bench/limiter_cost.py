@@ -5,11 +5,13 @@ between one call's steps).
     python -m bench.limiter_cost [--rounds 9] [--calls 3000]
 
 Each call of a limited run takes three locked steps: ``reserve`` (on the loop),
-``call_started`` and ``call_ended`` (on the worker thread). In a run they cost two to three
-times what they cost back to back, because each step's code and objects have left the CPU's
-caches since the last call: the cold figures are the closer to what a run pays. Figures are
-the least of ``--rounds`` rounds (the machine is shared: the least is the one least
-disturbed); compare two trees by alternating ``PYTHONPATH=<tree>`` runs.
+``call_started`` and ``call_ended`` (on the worker thread). With other work between them
+they cost two to three times what they cost back to back (this script's two figures),
+because each step's code and objects have left the CPU's caches since the last call; in a
+run the loop and seven other threads run between one call's steps. Figures are the least
+of ``--rounds`` rounds (the machine is shared: the least is the one least disturbed);
+compare two trees by alternating ``PYTHONPATH=<tree>`` runs of a copy of this file kept
+outside both (run from a tree's root, ``-m`` imports that tree whatever PYTHONPATH says).
 """
 
 from __future__ import annotations

@@ -97,10 +97,10 @@ _TIMES = st.floats(0.0, 5.0, allow_nan=False)
        duration=st.floats(0.001, 3.0), lag=st.floats(0.0, 0.5), late=st.floats(0.0, 1.0))
 def test_a_warm_call_counts_from_the_bound_rebound_would_give_it(
         fastest: float | None, started: float, duration: float, lag: float, late: float) -> None:
-    """``answered`` writes the warm call's arrival bound out (it runs on every call, cold);
-    ``rebound`` reaches the same bound through ``_latest_arrival``. Both must give one
-    instant: its start plus the larger of its own lag and its time beyond the fastest call,
-    never after now; its start while no fastest call is known."""
+    """``answered`` counts a warm call from the bound ``rebound`` would give it
+    (``_latest_arrival``): its start plus the larger of its own lag and its time beyond the
+    fastest call, never after now; its start while no fastest call is known. The call is
+    kept for ``rebound``."""
     arrivals = _arrivals()
     if fastest is not None:
         arrivals.margin.ended(fastest)

@@ -24,7 +24,6 @@ _LEAST_REBOUND_STEP = 0.001
 #: Floats kept for each answered call: start, duration, lag, first on its thread (1.0 or
 #: 0.0) and answer.
 _FIELDS = 5
-_INF = float("inf")
 
 
 class AnsweredArrivals:
@@ -86,29 +85,16 @@ class AnsweredArrivals:
         ``RateLimiter._hold_open_calls``) moves back to the same bound. A move earlier within
         half the floor is left alone (a shared backend would pay a round trip for each); a
         move later never is.
-
-        Every answered call takes this step, in code the run has left cold since the last
-        one: it is one method, with :meth:`_latest_arrival` and :meth:`keep` written out.
         """
         if permit.provisional:
             return ()
-        margin = self.margin
-        fastest = margin.fastest_duration
-        if fastest == _INF:
-            at = started  # no fastest call known yet: from its start (a held call moves back)
-        else:
-            delay = duration - fastest
-            at = started + (delay if delay > lag else lag)
-            if at > now:
-                at = now
-        admit = permit.admit_at
+        latest = self._latest_arrival(started, duration, lag, False)
+        # With no fastest call known yet it counts from its start (a held call moves back).
+        at = started if latest is None else latest if latest < now else now
         moved: Iterable[Ticket] = ()
-        if not admit - margin.floor / 2 <= at <= admit:
+        if not permit.admit_at - self.margin.floor / 2 <= at <= permit.admit_at:
             moved = backend.restamp(permit, now, at)
-        if self._longest > 0:
-            self._forget(now)
-            self._answered.append(permit)
-            self._records.extend((started, duration, lag, 0.0, started + duration))
+        self.keep(permit, started, duration, lag, False, now)
         return moved
 
     def place_first_calls(self, backend: LimiterBackend, now: float) -> list[Ticket]:

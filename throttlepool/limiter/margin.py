@@ -87,8 +87,8 @@ class AdmissionMargin:
     (a floor the user gave, or a shared store's).
     """
 
-    __slots__ = ("_ceiling", "_fastest_lag", "_horizon", "_load", "_load_least", "_peaks",
-                 "_widened", "fastest_duration", "floor", "follows_load")
+    __slots__ = ("_ceiling", "_fastest", "_fastest_lag", "_horizon", "_load", "_load_least",
+                 "_peaks", "_widened", "floor", "follows_load")
 
     def __init__(self, periods: Sequence[float], floor: float = DEFAULT_FLOOR, *,
                  follows_load: bool = False) -> None:
@@ -107,8 +107,7 @@ class AdmissionMargin:
         self._load = -1.0
         self._peaks: deque[tuple[float, float]] = deque()
         self._horizon = max(periods, default=0.0) + LOAD_FLOOR_MAX
-        #: The shortest duration of a warm call yet (inf: none); see :attr:`fastest`.
-        self.fastest_duration = _INF
+        self._fastest = _INF
         self._fastest_lag = 0.0
 
     @property
@@ -119,7 +118,7 @@ class AdmissionMargin:
     @property
     def fastest(self) -> float | None:
         """The shortest duration of a call that was not a thread's first (None: none yet)."""
-        return None if self.fastest_duration == _INF else self.fastest_duration
+        return None if self._fastest == _INF else self._fastest
 
     def first_call_delay(self, duration: float) -> float | None:
         """How much of a thread's first call ``duration`` may have passed before the server
@@ -128,7 +127,7 @@ class AdmissionMargin:
         A call spends the fastest call's duration at least on the server and on the way
         back; what a first call takes beyond that went on connecting and initialising.
         """
-        fastest = self.fastest_duration
+        fastest = self._fastest  # every answered call asks: not through the property
         if fastest == _INF:
             return None
         return duration - fastest if duration > fastest else 0.0
@@ -141,14 +140,13 @@ class AdmissionMargin:
         A first call's connecting shows only in its duration, so its arrival is bounded by
         its answer less the fastest call's, and that leaves out the fastest call's own way
         there; the floor plus this covers it."""
-        fastest = self.fastest_duration
-        return 0.0 if fastest == _INF else min(self._fastest_lag, fastest)
+        return 0.0 if self._fastest == _INF else min(self._fastest_lag, self._fastest)
 
     def ended(self, duration: float, lag: float = 0.0) -> bool:
         """A call that was not its thread's first, handed off ``lag`` seconds after its
         grant, took ``duration`` seconds to answer; True when it is the fastest yet."""
-        if 0 < duration < self.fastest_duration:
-            self.fastest_duration, self._fastest_lag = duration, max(lag, 0.0)
+        if 0 < duration < self._fastest:
+            self._fastest, self._fastest_lag = duration, max(lag, 0.0)
             return True
         return False
 
