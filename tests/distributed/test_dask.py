@@ -105,7 +105,9 @@ def test_two_workers_share_one_redis_limit(client: Any, redis_url: str, tmp_path
     assert stats["accepted"] == n
     assert stats["max_requests_in_window"] <= limit
     # One budget: 40 at once, then 40 per 1.25 s, so ~3.8 s; two private budgets: ~1.2 s.
-    assert 3.0 <= wall < 7.0, wall
+    # The upper bound is no speed check (the bench measures speed), only a stall's: at load
+    # 4 on this 2-core box one run took 7.7 s.
+    assert 3.0 <= wall < 15.0, wall
 
 
 def test_redis_down_stops_dispatch_and_the_run_resumes(client: Any, tmp_path: Path) -> None:

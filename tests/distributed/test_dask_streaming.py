@@ -301,8 +301,9 @@ def test_call_times_on_dask_are_the_calls_own(client: Any, tmp_path: Path) -> No
         rows = conn.execute("SELECT idx, started, finished FROM items").fetchall()
     assert len(rows) == n
     for idx, started, finished in rows:
-        # the call's own end (its answer), not when its chunk reached the driver
-        assert abs(finished - result.results[idx]) < 0.05, (idx, finished, result.results[idx])
+        # the call's own end (its answer), not when its chunk reached the driver (0.9 s
+        # after the first call's end); a worker descheduled under load took 52 ms once
+        assert abs(finished - result.results[idx]) < 0.25, (idx, finished, result.results[idx])
         assert started <= finished
 
 
