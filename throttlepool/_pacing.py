@@ -303,7 +303,7 @@ class HeaderBudget:
         for sent in sorted(self._sent.values(), key=lambda s: s.stamp):
             sent.ticket = window.record(sent.cost, sent.stamp)
         self._window = window
-        self._arrivals = LearnedArrivals(window, self._pauses, now)
+        self._arrivals = LearnedArrivals(window, self._pauses)
         self._learned_seq = self._seq
 
     def observe(self, seq: int, info: RateInfo | None, now: float,

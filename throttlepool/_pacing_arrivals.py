@@ -45,16 +45,19 @@ class LearnedArrivals:
     """The arrival bounds of the answered calls in one learned log (made with the log).
 
     The floor follows the calls' hand-off delays (let go to started on the thread), as a
-    runner's own limiter's does, and a 429 widens it (:meth:`widen`).
+    runner's own limiter's does, and a 429 widens it (:meth:`widen`). The log's entries
+    count for their window plus the floor only from the first bounded call on: an entry
+    counted from its answer needs none (the server stamped it before), so a log whose calls
+    are never timed counts each exactly as before.
     """
 
-    def __init__(self, window: SlidingWindowLog, pauses: PauseSource, now: float) -> None:
+    def __init__(self, window: SlidingWindowLog, pauses: PauseSource) -> None:
         periods = [lim.period for lim in window.limits]
         self.margin = AdmissionMargin(periods, follows_load=True)
         self._arrivals = AnsweredArrivals(periods, self.margin)
         self._window = window
         self._pauses = pauses
-        window.set_margin(self.margin.value, now)
+        self._engaged = False  # the log's margin is the floor (once a call is bounded)
 
     def answered(self, ticket: Ticket, let_go: float, timing: CallTiming, now: float) -> None:
         """The call let go at ``let_go`` answered (seen at ``now``) with ``timing``: count its
@@ -63,8 +66,9 @@ class LearnedArrivals:
         if lag < 0.0:
             lag = 0.0
         margin, window = self.margin, self._window
-        if margin.handed_off(lag, now):
-            window.set_margin(margin.value, now)
+        if margin.handed_off(lag, now) or not self._engaged:
+            window.set_margin(margin.value, now)  # before any entry may count from a bound
+            self._engaged = True
         self._arrivals.ended(window, ticket, timing.started, min(timing.ended, now), lag,
                              timing.first_on_thread, self._pauses, now)
 
@@ -72,3 +76,4 @@ class LearnedArrivals:
         """A 429 met a call let go under this log: widen the floor (see AdmissionMargin)."""
         self.margin.widen()
         self._window.set_margin(self.margin.value, now)
+        self._engaged = True
