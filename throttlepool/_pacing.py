@@ -103,7 +103,8 @@ class HeaderBudget:
         self._open: dict[int, Cost] = {}  # calls without an answer yet
         self._sent: dict[int, SentCall] = {}  # calls that may still count at the server
         self._window: SlidingWindowLog | None = None
-        self._arrivals: LearnedArrivals | None = None  # the learned log's arrival bounds
+        # The learned log's arrival bounds (before a window, only the fastest call's duration).
+        self._arrivals = LearnedArrivals(None, self._pauses)
         self._merged: MergedCalls | None = None  # the newest entry of merged answered calls
         self._merges = 0  # merged entries made: their keys (negative) are no call's seq
         self._merged_since = 0.0  # the earliest answer in the newest merged entry
@@ -238,14 +239,19 @@ class HeaderBudget:
             return
         sent.open = False
         let_go, sent.stamp = sent.stamp, max(sent.stamp, now)
-        if sent.ticket is not None and self._window is not None:
-            if (timing is not None and timing.complete and timing.started >= let_go
-                    and self._arrivals is not None):
+        if timing is not None and not (timing.complete and timing.started >= let_go):
+            timing = None
+        window = self._window
+        if sent.ticket is not None and window is not None:
+            if timing is not None:
                 self._arrivals.answered(sent.ticket, let_go, timing, now)
             else:
-                self._window.restamp(sent.ticket, now)
-        elif not headers and self._window is None:
-            self._merge(seq, sent)
+                window.restamp(sent.ticket, now)
+        elif window is None:
+            if timing is not None and self._fresh:  # headers seen: a window may follow
+                self._arrivals.answered(None, let_go, timing, now)
+            if not headers:
+                self._merge(seq, sent)
 
     def _merge(self, seq: int, sent: SentCall) -> None:
         """Count answered ``sent`` in one entry with the calls answered just before it.
@@ -296,14 +302,14 @@ class HeaderBudget:
                   if lim is not None]
         if self._window is not None and not limits:
             self._window = None  # every learned limit is now a configured one's to enforce
-            self._arrivals = None
+            self._arrivals = LearnedArrivals(None, self._pauses, self._arrivals.margin)
         if not limits or (self._window is not None and self._window.limits == limits):
             return
         window = SlidingWindowLog(limits)
         for sent in sorted(self._sent.values(), key=lambda s: s.stamp):
             sent.ticket = window.record(sent.cost, sent.stamp)
         self._window = window
-        self._arrivals = LearnedArrivals(window, self._pauses)
+        self._arrivals = LearnedArrivals(window, self._pauses, self._arrivals.margin)
         self._learned_seq = self._seq
 
     def observe(self, seq: int, info: RateInfo | None, now: float,
@@ -378,8 +384,7 @@ class HeaderBudget:
             # Someone else spends this key's budget too: our log cannot see their calls, so
             # believe the server's wait before the next call.
             self.rate_limited_after_learning += 1
-            if self._arrivals is not None:  # as the limiter widens its own margin
-                self._arrivals.widen(now)
+            self._arrivals.widen(now)  # as the limiter widens its own margin
             if retry_after is not None:
                 window.pause_until(now + retry_after, now)
         for bucket in self._buckets():

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .limiter import AdmissionMargin, SlidingWindowLog, Ticket
+from .limiter import ONE_REQUEST, AdmissionMargin, SlidingWindowLog, Ticket
 from .limiter.arrivals import AnsweredArrivals
 from .limiter.pauses import PauseSource
 
@@ -42,7 +42,14 @@ class CallTiming:
 
 
 class LearnedArrivals:
-    """The arrival bounds of the answered calls in one learned log (made with the log).
+    """The arrival bounds of the answered calls in one learned log (made with the log), or,
+    before any window is learned, only the fastest warm call's duration they will need.
+
+    A new log's bounds start from the fastest duration known (``fastest_from``): a warm call
+    answered before the window was learned shows the server's time and the way back as well
+    as one after, and without it the first warm call after learning, if stalled before its
+    send, would be its own fastest and count from its start (a 429 in a model of the
+    server).
 
     The floor follows the calls' hand-off delays (let go to started on the thread), as a
     runner's own limiter's does, and a 429 widens it (:meth:`widen`). The log's entries
@@ -51,17 +58,26 @@ class LearnedArrivals:
     are never timed counts each exactly as before.
     """
 
-    def __init__(self, window: SlidingWindowLog, pauses: PauseSource) -> None:
+    def __init__(self, window: SlidingWindowLog | None, pauses: PauseSource,
+                 fastest_from: AdmissionMargin | None = None) -> None:
+        # No window: an empty log, whose restamps of the calls' stand-in tickets move nothing.
+        window = window if window is not None else SlidingWindowLog([])
         periods = [lim.period for lim in window.limits]
         self.margin = AdmissionMargin(periods, follows_load=True)
+        if fastest_from is not None and fastest_from.fastest is not None:
+            self.margin.ended(fastest_from.fastest, fastest_from.fastest_unobserved)
         self._arrivals = AnsweredArrivals(periods, self.margin)
         self._window = window
         self._pauses = pauses
         self._engaged = False  # the log's margin is the floor (once a call is bounded)
 
-    def answered(self, ticket: Ticket, let_go: float, timing: CallTiming, now: float) -> None:
+    def answered(self, ticket: Ticket | None, let_go: float, timing: CallTiming,
+                 now: float) -> None:
         """The call let go at ``let_go`` answered (seen at ``now``) with ``timing``: count its
-        entry ``ticket`` from its arrival bound."""
+        entry ``ticket`` from its arrival bound (None: no window yet, it only teaches the
+        fastest duration)."""
+        if ticket is None:
+            ticket = Ticket(ONE_REQUEST, let_go)
         lag = timing.started - let_go
         if lag < 0.0:
             lag = 0.0
