@@ -103,8 +103,7 @@ class HeaderBudget:
         self._open: dict[int, Cost] = {}  # calls without an answer yet
         self._sent: dict[int, SentCall] = {}  # calls that may still count at the server
         self._window: SlidingWindowLog | None = None
-        # The learned log's arrival bounds (before a window, only the fastest call's duration).
-        self._arrivals = LearnedArrivals(None, self._pauses)
+        self._arrivals = LearnedArrivals(None, self._pauses)  # the learned log's arrival bounds
         self._merged: MergedCalls | None = None  # the newest entry of merged answered calls
         self._merges = 0  # merged entries made: their keys (negative) are no call's seq
         self._merged_since = 0.0  # the earliest answer in the newest merged entry
