@@ -79,7 +79,8 @@ class Attempts:
             stats.calls += 1
             stats.in_flight += 1
             # The pacer's learned log bounds an answered call by when it ran (_pacing_arrivals).
-            timing = CallTiming() if seq is not None else None
+            timing = (CallTiming() if seq is not None and cfg.pacer is not None
+                      and cfg.pacer.times_calls else None)
             try:
                 result: CallResult[Any] = await self.dispatch.call(
                     item, permit, self.ledger.sending(index, key), timing)

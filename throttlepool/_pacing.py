@@ -63,6 +63,11 @@ class Pacer(Protocol):
         when it ran on its worker thread (given for an answered call only)."""
         ...
 
+    @property
+    def times_calls(self) -> bool:
+        """True when :meth:`observe` would use a call's timing (a call pays for none before)."""
+        ...
+
     def rate_limited(self, seq: int, now: float, retry_after: float | None) -> None:
         """The call ``seq`` was rejected with a 429 (``retry_after``: the server's hint)."""
         ...
@@ -110,6 +115,11 @@ class HeaderBudget:
         self._learned_seq = 0  # the last call let go before the current window was learned
         #: 429s met by calls let go after their server's window was learned.
         self.rate_limited_after_learning = 0
+
+    @property
+    def times_calls(self) -> bool:
+        """True once headers were seen: a learned log bounds answered calls by their timing."""
+        return bool(self._fresh) or self._window is not None
 
     @property
     def learned_limits(self) -> list[Limit]:
