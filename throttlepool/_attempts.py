@@ -13,6 +13,7 @@ from typing import Any
 from ._calls import Dispatcher, RunConfig
 from ._control import RunControl
 from ._ledger import RunLedger
+from ._pacing_arrivals import CallTiming
 from ._progress_line import BREAKER, RATE_LIMIT, SERVER_429, SERVER_BUDGET
 from .adapters.base import CallResult
 from .adapters.structured import InvalidAnswer
@@ -77,9 +78,12 @@ class Attempts:
             attempts += 1
             stats.calls += 1
             stats.in_flight += 1
+            # The pacer's learned log bounds an answered call by when it ran (_pacing_arrivals).
+            timing = (CallTiming() if seq is not None and cfg.pacer is not None
+                      and cfg.pacer.times_calls else None)
             try:
                 result: CallResult[Any] = await self.dispatch.call(
-                    item, permit, self.ledger.sending(index, key))
+                    item, permit, self.ledger.sending(index, key), timing)
             except Exception as exc:
                 stats.in_flight -= 1
                 last_error = exc
@@ -115,20 +119,22 @@ class Attempts:
             stats.in_flight -= 1
             if held is not None and cfg.budget is not None:
                 cfg.budget.settle(held, result.usage, item)
-            self._after_success(result, cost, permit, seq, key)
+            self._after_success(result, cost, permit, seq, key, timing)
             return Outcome(index, item, Status.OK, result.value, None, attempts,
                            clock.now() - first_start, result.usage, Source.CALL, key,
                            ttft=result.ttft)
 
     def _after_success(self, result: CallResult[Any], cost: Cost, permit: Permit | None,
-                       seq: int | None, key: str | None) -> None:
+                       seq: int | None, key: str | None,
+                       timing: CallTiming | None = None) -> None:
         cfg = self.cfg
         if cfg.breaker is not None:
             cfg.breaker.record_success()
             self.control.notify()
         self._settle_tokens(permit, cost, result.usage)
         if cfg.pacer is not None and seq is not None:
-            cfg.pacer.observe(seq, result.rate, cfg.clock.now(), _counted(cost, result.usage))
+            cfg.pacer.observe(seq, result.rate, cfg.clock.now(), _counted(cost, result.usage),
+                              timing)
             self.control.notify()
         if cfg.cache is not None and key is not None:
             cfg.cache.put(key, result.value)

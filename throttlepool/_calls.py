@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ._pacing import Pacer
+from ._pacing_arrivals import CallTiming
 from ._pool import LoopHandoff, WorkerPool
 from ._reachability import Reachability
 from .adapters.base import Adapter, CallResult
@@ -66,12 +67,15 @@ class Dispatcher:
             cfg.adapter.acall if cfg.adapter.is_async else None)
         # Made once per run: a limited call pays for no attribute chains or bound method.
         self._stamped_call = _stamped_call(cfg.limiter, cfg.adapter.call)
+        self._timed_call = _timed_call(cfg.clock, cfg.adapter.call)
 
     async def call(self, item: Any, permit: Permit | None = None,
-                   sending: Callable[[], None] | None = None) -> CallResult[Any]:
+                   sending: Callable[[], None] | None = None,
+                   timing: CallTiming | None = None) -> CallResult[Any]:
         """One attempt: on the loop for an async function, else on a pool thread;
-        ``sending`` is called just before the adapter sends it (the run's call journal)."""
-        result = await self._call(item, permit, sending)
+        ``sending`` is called just before the adapter sends it (the run's call journal);
+        a pool thread fills in ``timing`` (the pacer's learned log bounds the call by it)."""
+        result = await self._call(item, permit, sending, timing)
         self.cfg.reachability.observe_success()
         return result
 
@@ -89,7 +93,8 @@ class Dispatcher:
             raise CallTimeout(f"call did not return within {timeout:g}s") from None
 
     async def _call(self, item: Any, permit: Permit | None,
-                    sending: Callable[[], None] | None) -> CallResult[Any]:
+                    sending: Callable[[], None] | None,
+                    timing: CallTiming | None) -> CallResult[Any]:
         cfg = self.cfg
         if self._acall is not None:  # an async function: await it on the loop, no thread
             if permit is None:
@@ -105,12 +110,15 @@ class Dispatcher:
                 cfg.limiter.restamp(permit)
         handoff, timeout = self.handoff, cfg.options.execution.timeout
         fut: asyncio.Future[CallResult[Any]] = handoff.loop.create_future()
-        if permit is None and sending is None:
+        if permit is None and timing is not None:
+            cfg.pool.submit(handoff, fut, self._timed_call, timing, item, timeout, sending)
+        elif permit is None and sending is None:
             cfg.pool.submit(handoff, fut, cfg.adapter.call, item, timeout)
         elif permit is None:
             cfg.pool.submit(handoff, fut, _sent, sending, cfg.adapter.call, item, timeout)
         else:
-            cfg.pool.submit(handoff, fut, self._stamped_call, permit, item, timeout, sending)
+            cfg.pool.submit(handoff, fut, self._stamped_call, permit, item, timeout, sending,
+                            timing)
         if timeout is None or not cfg.runner_enforces_timeout:
             return await fut
         try:
@@ -131,12 +139,16 @@ def _sent(sending: Callable[[], None] | None,
 
 def _stamped_call(
     limiter: RateLimiter, call: Callable[[Any, float | None], CallResult[Any]],
-) -> Callable[[Permit, Any, float | None, Callable[[], None] | None], CallResult[Any]]:
-    """The worker thread's side of a limited call: ``call`` stamped by ``limiter``."""
+) -> Callable[[Permit, Any, float | None, Callable[[], None] | None, CallTiming | None],
+              CallResult[Any]]:
+    """The worker thread's side of a limited call: ``call`` stamped by ``limiter`` (and
+    timed for the pacer when a ``timing`` is given)."""
     started_at, ended, state = limiter.call_started, limiter.call_ended, _thread_state
+    now = limiter.clock.now
 
     def stamped(permit: Permit, item: Any, timeout: float | None,
-                sending: Callable[[], None] | None) -> CallResult[Any]:
+                sending: Callable[[], None] | None, timing: CallTiming | None
+                ) -> CallResult[Any]:
         # On the worker thread: the admission counts from when the call really starts, not
         # from when it was granted; a busy machine can put tens of ms between the two. A
         # thread's first call may also open a connection or initialise the SDK before the
@@ -150,5 +162,30 @@ def _stamped_call(
         finally:
             if first_on_thread:
                 state.warm = True
+            if timing is not None:
+                timing.started, timing.ended = started, now()
+                timing.first_on_thread = first_on_thread
             ended(permit, started, first_on_thread=first_on_thread)
     return stamped
+
+
+def _timed_call(
+    clock: Clock, call: Callable[[Any, float | None], CallResult[Any]],
+) -> Callable[[CallTiming, Any, float | None, Callable[[], None] | None], CallResult[Any]]:
+    """The worker thread's side of a call no limiter stamps: ``call`` timed for the pacer,
+    as a limited call is stamped (its start on this thread, its answer, whether it is the
+    thread's first: a first call may open a connection before the server sees it)."""
+    now, state = clock.now, _thread_state
+
+    def timed(timing: CallTiming, item: Any, timeout: float | None,
+              sending: Callable[[], None] | None) -> CallResult[Any]:
+        timing.first_on_thread = not getattr(state, "warm", False)
+        timing.started = now()
+        try:
+            if sending is not None:
+                sending()
+            return call(item, timeout)
+        finally:
+            timing.ended = now()
+            state.warm = True
+    return timed

@@ -11,7 +11,9 @@ A server that turns out to free its budget in bursts (a sliding window) is paced
 told us instead: its limit and its window (the reset on a call it just admitted: the time
 until that call leaves its window) become an exact sliding-window log over our own calls,
 seeded with the calls already made. Each call counts from when we let it go until its answer
-arrives, and from then on from the answer; the server stamped it in between, so no window of
+arrives, and from then on from the latest instant the server may have stamped it (its arrival
+bound, as the known-limit limiter places it: see _pacing_arrivals; from its answer when its
+timing on the worker thread is not known); the server stamped it in between, so no window of
 the server's can hold more than the limit and, with the key to ourselves, there is no 429
 after the window is learned (no 429 per window reset, no wait for a full reset either).
 An answered call counts what the server counted (the output it generated, not max_tokens);
@@ -25,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Protocol
 
+from ._pacing_arrivals import CallTiming, LearnedArrivals
 from ._pacing_records import HeaderBucket, MergedCalls, SentCall
 from .errors import CostExceedsLimit
 from .hints import RateInfo
@@ -38,6 +41,7 @@ from .limiter import (
     SlidingWindowLog,
     Ticket,
 )
+from .limiter.pauses import NoPauses, PauseSource
 
 #: The token kinds a server may limit, each with a bucket of its own.
 _TOKEN_UNITS = (TOKENS, INPUT_TOKENS, OUTPUT_TOKENS)
@@ -53,9 +57,15 @@ class Pacer(Protocol):
         ...
 
     def observe(self, seq: int, info: RateInfo | None, now: float,
-                actual: Cost | None = None) -> None:
+                actual: Cost | None = None, timing: CallTiming | None = None) -> None:
         """The call ``seq`` finished; ``info`` is what its response said (None: nothing),
-        ``actual`` what the server counted for it (its usage, when reported)."""
+        ``actual`` what the server counted for it (its usage, when reported), ``timing``
+        when it ran on its worker thread (given for an answered call only)."""
+        ...
+
+    @property
+    def times_calls(self) -> bool:
+        """True when :meth:`observe` would use a call's timing (a call pays for none before)."""
         ...
 
     def rate_limited(self, seq: int, now: float, retry_after: float | None) -> None:
@@ -70,10 +80,9 @@ class HeaderBudget:
 
     Once a dimension is learned to be a sliding window (see the module docstring), an exact
     :class:`SlidingWindowLog` of that limit gates it instead of its bucket, unless one of the
-    ``configured`` limits (the runner's own limiter) is at least as strict: that limiter counts
-    each call from its start and is exact, where the learned log must count from the answer
-    (a whole round trip later, about a latency lost at every window boundary). The dimension
-    is then left to the configured limit alone.
+    ``configured`` limits (the runner's own limiter) is at least as strict: that limiter is
+    exact too, and the dimension is left to it alone. ``pauses``: the process's pauses (the
+    runner's limiter's source), which the learned log's arrival bounds allow for.
     """
 
     #: Calls answered this long ago are forgotten while no window is known yet.
@@ -83,8 +92,10 @@ class HeaderBudget:
     #: entry each over the horizon would hold millions.
     _MERGE_SPAN = 0.01
 
-    def __init__(self, configured: Sequence[Limit] = ()) -> None:
+    def __init__(self, configured: Sequence[Limit] = (),
+                 pauses: PauseSource | None = None) -> None:
         self._configured = list(configured)
+        self._pauses: PauseSource = pauses or NoPauses()
         self.requests = HeaderBucket(REQUESTS)
         self.tokens = HeaderBucket(TOKENS)
         self.input_tokens = HeaderBucket(INPUT_TOKENS)
@@ -97,12 +108,18 @@ class HeaderBudget:
         self._open: dict[int, Cost] = {}  # calls without an answer yet
         self._sent: dict[int, SentCall] = {}  # calls that may still count at the server
         self._window: SlidingWindowLog | None = None
+        self._arrivals = LearnedArrivals(None, self._pauses)  # the learned log's arrival bounds
         self._merged: MergedCalls | None = None  # the newest entry of merged answered calls
         self._merges = 0  # merged entries made: their keys (negative) are no call's seq
         self._merged_since = 0.0  # the earliest answer in the newest merged entry
         self._learned_seq = 0  # the last call let go before the current window was learned
         #: 429s met by calls let go after their server's window was learned.
         self.rate_limited_after_learning = 0
+
+    @property
+    def times_calls(self) -> bool:
+        """True once headers were seen: a learned log bounds answered calls by their timing."""
+        return bool(self._fresh) or self._window is not None
 
     @property
     def learned_limits(self) -> list[Limit]:
@@ -217,8 +234,10 @@ class HeaderBudget:
                 break
             del sent[seq]
 
-    def _answered(self, seq: int, now: float, headers: bool = True) -> None:
-        """The server stamped ``seq`` before now: count it from now on, never from earlier.
+    def _answered(self, seq: int, now: float, headers: bool = True,
+                  timing: CallTiming | None = None) -> None:
+        """The server stamped ``seq`` before now: count it from now on, or in the learned log
+        from its arrival bound when its ``timing`` is known, never from earlier.
 
         Without ``headers`` and with no window learned, the call joins the newest merged
         entry (see :meth:`_merge`).
@@ -228,11 +247,20 @@ class HeaderBudget:
         if sent is None or not sent.open:
             return
         sent.open = False
-        sent.stamp = max(sent.stamp, now)
-        if sent.ticket is not None and self._window is not None:
-            self._window.restamp(sent.ticket, now)
-        elif not headers and self._window is None:
-            self._merge(seq, sent)
+        let_go, sent.stamp = sent.stamp, max(sent.stamp, now)
+        if timing is not None and not (timing.complete and timing.started >= let_go):
+            timing = None
+        window = self._window
+        if sent.ticket is not None and window is not None:
+            if timing is not None:
+                self._arrivals.answered(sent.ticket, let_go, timing, now)
+            else:
+                window.restamp(sent.ticket, now)
+        elif window is None:
+            if timing is not None and self._fresh:  # headers seen: a window may follow
+                self._arrivals.answered(None, let_go, timing, now)
+            if not headers:
+                self._merge(seq, sent)
 
     def _merge(self, seq: int, sent: SentCall) -> None:
         """Count answered ``sent`` in one entry with the calls answered just before it.
@@ -283,25 +311,27 @@ class HeaderBudget:
                   if lim is not None]
         if self._window is not None and not limits:
             self._window = None  # every learned limit is now a configured one's to enforce
+            self._arrivals = LearnedArrivals(None, self._pauses, self._arrivals.margin)
         if not limits or (self._window is not None and self._window.limits == limits):
             return
         window = SlidingWindowLog(limits)
         for sent in sorted(self._sent.values(), key=lambda s: s.stamp):
             sent.ticket = window.record(sent.cost, sent.stamp)
         self._window = window
+        self._arrivals = LearnedArrivals(window, self._pauses, self._arrivals.margin)
         self._learned_seq = self._seq
 
     def observe(self, seq: int, info: RateInfo | None, now: float,
-                actual: Cost | None = None) -> None:
+                actual: Cost | None = None, timing: CallTiming | None = None) -> None:
         if info is None and actual is None:  # a response without headers or usage (most)
             if self._tokens_at:
                 self._tokens_at.pop(seq, None)
-            self._answered(seq, now, headers=False)
+            self._answered(seq, now, headers=False, timing=timing)
             return
         tokens_upto = self._tokens_at.pop(seq, None)
         sent = self._sent.get(seq)
         let_go = sent.stamp if sent is not None and sent.open else None
-        self._answered(seq, now, headers=info is not None)
+        self._answered(seq, now, headers=info is not None, timing=timing)
         if actual is not None:
             self._settle(seq, actual, now)
         if info is None:
@@ -363,6 +393,7 @@ class HeaderBudget:
             # Someone else spends this key's budget too: our log cannot see their calls, so
             # believe the server's wait before the next call.
             self.rate_limited_after_learning += 1
+            self._arrivals.widen(now)  # as the limiter widens its own margin
             if retry_after is not None:
                 window.pause_until(now + retry_after, now)
         for bucket in self._buckets():

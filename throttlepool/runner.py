@@ -74,7 +74,7 @@ class ThreadedBatchRunner(Generic[R]):
         self.breaker = execution.make_breaker(self.clock)
         # Headers can only tighten a configured limit, so pacing by them is always safe; a
         # window they show that a configured limit already covers is left to the limiter.
-        self.pacer = (HeaderBudget(self.limiter.limits)
+        self.pacer = (HeaderBudget(self.limiter.limits, self.limiter.pauses)
                       if execution.adaptive in (None, True) else None)
         self.store = checkpoint.open_store()
         self.cache = checkpoint.open_cache(self.store)

@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 
 from .margin import AdmissionMargin
+from .pauses import PauseSource
 from .ticket import LimiterBackend, Ticket
 
 #: The least fall of the fastest duration that re-bounds the answered calls (seconds).
@@ -66,6 +67,35 @@ class AnsweredArrivals:
         if first:
             return started + max(delay + self.margin.fastest_unobserved, lag)
         return started + (delay if delay > lag else lag)  # max(), without the call
+
+    def ended(self, backend: LimiterBackend, permit: Ticket, started: float, answer: float,
+              lag: float, first: bool, pauses: PauseSource, now: float) -> list[Ticket]:
+        """A call that started at ``started``, ``lag`` after its grant (``first``: its
+        thread's first), answered at ``answer`` and is seen at ``now`` (no earlier): count it
+        from its arrival bound; returns the tickets moved earlier.
+
+        The one place an answered call is bounded, for the limiter and for the header
+        pacer's learned log alike: its duration teaches the margin, a new fastest re-bounds
+        the calls kept (:meth:`rebound`), first calls waiting for a warm call are placed
+        (:meth:`place_first_calls`), then it is placed itself (:meth:`answered`); a first
+        call counts from ``now`` until a warm call's duration places it. A pause during the
+        call (limiter.pauses) may have held it before it was sent: it counts as starting
+        after the pause, and its duration teaches nothing.
+        """
+        duration = answer - started
+        paused = pauses.between(started, answer) if pauses.last_ended > started else 0.0
+        if paused:
+            started, duration = started + paused, duration - paused
+        if first:
+            moved = list(backend.restamp(permit, now, now))
+            self.first_calls.append((permit, started, duration, lag))
+            return moved
+        faster = not paused and self.margin.ended(duration, lag)
+        moved = self.rebound(backend, now) if faster else []
+        if self.first_calls:
+            moved += self.place_first_calls(backend, now)
+        moved += self.answered(backend, permit, started, duration, lag, now)
+        return moved
 
     def answered(self, backend: LimiterBackend, permit: Ticket, started: float,
                  duration: float, lag: float, now: float) -> Iterable[Ticket]:

@@ -317,33 +317,19 @@ class RateLimiter:
         server takes at least, then from as late as its extra delay may have reached (see
         :meth:`AdmissionMargin.first_call_delay`), which frees its budget sooner.
         """
-        arrivals = self._arrivals
         with self._lock:
             now = self._now()
-            duration = now - started
-            # A pause during the call may have held it before it was sent (limiter.pauses):
-            # it counts as starting after the pause, and its duration teaches nothing.
-            pauses = self.pauses
-            paused = pauses.between(started, now) if pauses.last_ended > started else 0.0
-            if paused:
-                started, duration = started + paused, duration - paused
             if self._open_first_calls or self._oldest_open <= now - self._shortest:
                 self._hold_open_calls(now)
             if first_on_thread:
                 if permit.provisional:
                     return
                 _, lag = self._open_first_calls.pop(permit, (permit, 0.0))
-                moved = list(self.backend.restamp(permit, now, now))
-                arrivals.first_calls.append((permit, started, duration, lag))
             else:
                 held = self._open_calls.pop(permit, None)
                 lag = 0.0 if held is None else held[2]
-                backend = self.backend
-                faster = not paused and self.margin.ended(duration, lag)
-                moved = arrivals.rebound(backend, now) if faster else []
-                if arrivals.first_calls:
-                    moved += arrivals.place_first_calls(backend, now)
-                moved += arrivals.answered(backend, permit, started, duration, lag, now)
+            moved = self._arrivals.ended(self.backend, permit, started, now, lag,
+                                         first_on_thread, self.pauses, now)
         if moved:
             _wake(moved)
 
