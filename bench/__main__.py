@@ -97,10 +97,11 @@ def main(argv: list[str] | None = None) -> int:
         report.records += run_workload(wl, contenders, log)
 
     if "overhead" in only:
-        n, repeats = (10_000, 3) if args.quick else (100_000, 7)
-        log(f"Overhead: {n:,} no-op items, {repeats} repeats")
-        report.overhead = measure_overhead(n, repeats, log=log)
-        report.overhead_repeats = repeats
+        n, repeats, processes = (10_000, 2, 2) if args.quick else (100_000, 3, 3)
+        log(f"Overhead: {n:,} no-op items, {repeats} repeats in each of {processes} processes")
+        report.overhead = measure_overhead(n, repeats, processes, log=log)
+        report.overhead_repeats = repeats * processes
+        report.overhead_processes = processes
     if "scale" in only:
         n_scale = 200_000 if args.quick else 1_000_000
         log(f"Scale: {n_scale:,} items through imap in a fresh process")

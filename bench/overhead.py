@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -88,15 +89,50 @@ WAYS: dict[str, Callable[[int, int], Callable[[], int]]] = {
 }
 
 
-def measure_overhead(n: int, repeats: int, batch_sizes: tuple[int, ...] = (8, 64),
-                     log: Callable[[str], None] = print) -> list[Throughput]:
-    """Interleaved repeats (A B C D, A B C D, ...) so drift hits every way alike."""
+def _measure_here(n: int, repeats: int, batch_sizes: tuple[int, ...]) -> list[Throughput]:
+    """Interleaved repeats (A B C D, A B C D, ...) in this process, so drift hits every way
+    alike."""
     out = [Throughput(name, bs, n) for bs in batch_sizes for name in WAYS]
     for t in out:  # warm-up: imports, thread start-up, first-run allocations
         _time(WAYS[t.name](min(n, 2000), t.batch_size), min(n, 2000))
     for _ in range(repeats):
         for t in out:
             t.rates.append(_time(WAYS[t.name](n, t.batch_size), n))
+    return out
+
+
+_OVERHEAD_CHILD = r"""
+import json, sys
+from bench.overhead import _measure_here
+n, repeats, sizes = int(sys.argv[1]), int(sys.argv[2]), tuple(json.loads(sys.argv[3]))
+print(json.dumps([t.rates for t in _measure_here(n, repeats, sizes)]))
+"""
+
+
+def measure_overhead(n: int, repeats: int, processes: int = 1,
+                     batch_sizes: tuple[int, ...] = (8, 64),
+                     log: Callable[[str], None] = print) -> list[Throughput]:
+    """``repeats`` interleaved runs of every way in each of ``processes`` fresh interpreters,
+    one after another (1: in this one).
+
+    One process's figures are one draw: the same code's speed differs between processes
+    started alike (measured on this 2-core box, 40,000 no-op items at batch_size 8: run()
+    took 33 to 56 us per item, and a configured limit cost 11 % to 45 %, in different
+    processes), more than between the repeats within one.
+    """
+    if processes <= 1:
+        out = _measure_here(n, repeats, batch_sizes)
+    else:
+        out = [Throughput(name, bs, n) for bs in batch_sizes for name in WAYS]
+        root = str(Path(__file__).resolve().parent.parent)
+        for _ in range(processes):
+            child = subprocess.run(
+                [sys.executable, "-c", _OVERHEAD_CHILD, str(n), str(repeats),
+                 json.dumps(batch_sizes)], capture_output=True, text=True, cwd=root)
+            if child.returncode != 0:
+                raise RuntimeError(f"overhead child failed: {child.stderr[-2000:]}")
+            for t, rates in zip(out, json.loads(child.stdout.splitlines()[-1]), strict=True):
+                t.rates += rates
     for t in out:
         log(f"  overhead  {t.name:<32} batch_size {t.batch_size:3d}  "
             f"median {t.median:10,.0f} items/s  (runs: "

@@ -49,6 +49,7 @@ class Report:
     records: list[RunRecord] = field(default_factory=list)
     overhead: list[Throughput] = field(default_factory=list)
     overhead_repeats: int = 0
+    overhead_processes: int = 1
     scale: Scale | None = None
     extra: dict[str, str] = field(default_factory=dict)  # section title -> preformatted text
     total_seconds: float = 0.0
@@ -236,7 +237,9 @@ def render(report: Report, plot_name: str | None) -> str:
         n = report.overhead[0].n
         lines += [
             f"No-op calls (`lambda x: x`), {n:,} items per run, median of "
-            f"{report.overhead_repeats} interleaved runs (all runs listed).",
+            f"{report.overhead_repeats} runs, interleaved, in {report.overhead_processes} "
+            "fresh processes one after another (all runs listed, process by process): the "
+            "same code's speed differs more between processes than between runs in one.",
             "",
             "| way | batch_size | median items/s | runs |",
             "|---|---:|---:|---|",
