@@ -113,12 +113,9 @@ def measure_overhead(n: int, repeats: int, processes: int = 1,
                      batch_sizes: tuple[int, ...] = (8, 64),
                      log: Callable[[str], None] = print) -> list[Throughput]:
     """``repeats`` interleaved runs of every way in each of ``processes`` fresh interpreters,
-    one after another (1: in this one).
-
-    One process's figures are one draw: the same code's speed differs between processes
-    started alike (measured on this 2-core box, 40,000 no-op items at batch_size 8: run()
-    took 33 to 56 us per item, and a configured limit cost 11 % to 45 %, in different
-    processes), more than between the repeats within one.
+    one after another (1: in this one): what ran before in the bench's own process weighs on
+    no way, and the figures are drawn from several processes, not one (their runs are listed
+    process by process, so the spread between processes can be read off the report).
     """
     if processes <= 1:
         out = _measure_here(n, repeats, batch_sizes)

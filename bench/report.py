@@ -238,8 +238,7 @@ def render(report: Report, plot_name: str | None) -> str:
         lines += [
             f"No-op calls (`lambda x: x`), {n:,} items per run, median of "
             f"{report.overhead_repeats} runs, interleaved, in {report.overhead_processes} "
-            "fresh processes one after another (all runs listed, process by process): the "
-            "same code's speed differs more between processes than between runs in one.",
+            "fresh processes one after another (all runs listed, process by process).",
             "",
             "| way | batch_size | median items/s | runs |",
             "|---|---:|---:|---|",

@@ -257,7 +257,7 @@ class HeaderBudget:
             else:
                 window.restamp(sent.ticket, now)
         elif window is None:
-            if timing is not None and self._fresh:  # headers seen: a window may follow
+            if timing is not None:  # made once headers were seen: a window may follow
                 self._arrivals.answered(None, let_go, timing, now)
             if not headers:
                 self._merge(seq, sent)

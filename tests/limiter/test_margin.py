@@ -9,6 +9,7 @@ import random
 from pathlib import Path
 
 import pytest
+from _server_models import most_in_window
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -118,16 +119,6 @@ def test_a_threads_first_call_counts_from_its_start_plus_its_extra_delay() -> No
     assert abs(d.admit_at - 1.15) < 1e-9
 
 
-def _max_in_window(times: list[float], window: float) -> int:
-    times = sorted(times)
-    best, lo = 0, 0
-    for hi, t in enumerate(times):
-        while times[lo] <= t - window:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best
-
-
 def _run_model(limit: int, window: float, slots: int, server_time: float,
                server_jitter: float, lags: tuple[float, float], shift_at: int,
                max_cold: float, seed: int) -> int:
@@ -207,7 +198,7 @@ def _run_model(limit: int, window: float, slots: int, server_time: float,
                 waiting.add(slot)
             reserve(slot)
         grant_admitted()
-    return _max_in_window(arrivals, window)
+    return most_in_window(arrivals, window)
 
 
 _LAGS = st.tuples(st.floats(0.0, 0.2), st.floats(0.0, 0.2))

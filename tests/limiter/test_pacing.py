@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from _server_models import two_per_second_call
 
 from throttlepool import ThreadedBatchRunner
 from throttlepool._pacing import HeaderBudget
@@ -113,10 +114,11 @@ def test_unknown_limit_is_found_from_headers_with_few_429s(sim: object) -> None:
     """The pacer learns the server's limit and window and installs them.
 
     The bound is the mechanism's, not luck's: once the window is learned each call counts
-    from when it was let go until its answer (the server stamps it in between), so no call
-    let go afterwards can meet a 429, however loaded the machine; before that, at most the
-    calls in flight (``batch_size``) can be refused, since the first 429 teaches the window
-    if the headers have not already.
+    from when it was let go until its answer, then from its arrival bound (the latest
+    instant the server may have stamped it, as the known-limit limiter counts it: see
+    _pacing_arrivals), so no call let go afterwards meets a 429, as with a known limit;
+    before that, at most the calls in flight (``batch_size``) can be refused, since the first
+    429 teaches the window if the headers have not already.
     """
     from throttlepool.limiter import Limit
 
@@ -155,22 +157,11 @@ def test_with_the_limit_known_a_window_boundary_costs_no_round_trip() -> None:
     window after two answers); each call takes 0.4 s on a fake clock. The third call goes
     when the configured limit frees the first call's slot (1 s after it started, plus the
     margin), not when the first call's answer leaves the pacer's learned log (1.4 s)."""
-    from throttlepool.adapters.base import CallResult
     from throttlepool.limiter.margin import LOAD_FLOOR_MIN
-    from throttlepool.sim.window import Windows
     from throttlepool.testing import FakeClock
 
-    clock, server, starts = FakeClock(), Windows(), []
-
-    def call(item: int) -> CallResult[int]:
-        starts.append(clock.now())
-        d = server.admit("k", 0, clock.now(), 2, None, 1.0)
-        assert d.admitted
-        clock.advance(0.4)
-        return CallResult(item, rate=RateInfo(limit_requests=2,
-                                              remaining_requests=d.remaining_requests,
-                                              reset_requests=d.reset_requests))
-
+    clock, starts = FakeClock(), []
+    call = two_per_second_call(clock, starts)
     runner = ThreadedBatchRunner(call, batch_size=1, limits=["2/1s"], clock=clock,
                                  progress=False)
     with runner:

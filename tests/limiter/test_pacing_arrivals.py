@@ -16,13 +16,13 @@ import random
 from dataclasses import dataclass, field
 
 import pytest
+from _server_models import most_in_window, two_per_second_call
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from throttlepool import ThreadedBatchRunner
 from throttlepool._pacing import HeaderBudget
 from throttlepool._pacing_arrivals import CallTiming
-from throttlepool.adapters.base import CallResult
 from throttlepool.hints import RateInfo
 from throttlepool.limiter import Cost, Limit
 from throttlepool.limiter.margin import DEFAULT_FLOOR, LOAD_FLOOR_MIN
@@ -74,17 +74,8 @@ def test_through_the_runner_a_window_boundary_costs_the_floor_not_a_round_trip()
     their answers), each call 0.4 s on a fake clock, one thread. The fifth call goes when
     the third (started at 1.4, warm) leaves the server's window plus the floor, not when its
     answer (1.8) would have left the learned log: the worker thread timed it for the pacer."""
-    clock, server, starts = FakeClock(), Windows(), []
-
-    def call(item: int) -> CallResult[int]:
-        starts.append(clock.now())
-        d = server.admit("k", 0, clock.now(), 2, None, 1.0)
-        assert d.admitted
-        clock.advance(0.4)
-        return CallResult(item, rate=RateInfo(limit_requests=2,
-                                              remaining_requests=d.remaining_requests,
-                                              reset_requests=d.reset_requests))
-
+    clock, starts = FakeClock(), []
+    call = two_per_second_call(clock, starts)
     runner = ThreadedBatchRunner(call, batch_size=1, clock=clock, progress=False)
     with runner:
         assert runner.run(range(6)).results == list(range(6))
@@ -203,12 +194,7 @@ class ThreadedServerModel:
         return self
 
     def max_in_window(self) -> int:
-        best, left = 0, 0
-        for right, t in enumerate(self.stamps):
-            while self.stamps[left] <= t - self.window:
-                left += 1
-            best = max(best, right - left + 1)
-        return best
+        return most_in_window(self.stamps, self.window)
 
 
 @settings(max_examples=60, deadline=None)

@@ -14,6 +14,7 @@ import random
 from dataclasses import dataclass, field, replace
 
 import pytest
+from _server_models import most_in_window
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -115,12 +116,7 @@ class ServerModel:
         return self
 
     def max_in_window(self) -> int:
-        best, left = 0, 0
-        for right, t in enumerate(self.stamps):
-            while self.stamps[left] <= t - self.window:
-                left += 1
-            best = max(best, right - left + 1)
-        return best
+        return most_in_window(self.stamps, self.window)
 
 
 def test_no_429_per_window_reset_over_a_long_run() -> None:
