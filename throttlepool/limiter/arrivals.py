@@ -146,7 +146,10 @@ class AnsweredArrivals:
 
     def keep(self, permit: Ticket, started: float, duration: float, lag: float,
              first: bool, now: float) -> None:
-        """Keep an answered call for :meth:`rebound` while its entry may count."""
+        """Keep an answered call for :meth:`rebound` while its entry may count (and while a
+        re-bound may still come: see :meth:`rebound`)."""
+        if self._bounded_with <= _LEAST_REBOUND_STEP:
+            return
         self._forget(now)
         if not permit.provisional and self._longest > 0:
             self._answered.append(permit)
@@ -200,4 +203,11 @@ class AnsweredArrivals:
             at = answer if latest is None else min(latest, answer)
             if permit.admit_at < at:
                 moved += backend.restamp(permit, now, at)
+        if fastest <= _LEAST_REBOUND_STEP:
+            # Durations are positive and every step is at least _LEAST_REBOUND_STEP: no
+            # later fall can re-bound again, so nothing needs keeping (fast calls, e.g. a
+            # local service, then pay no record each).
+            self._answered.clear()
+            del self._records[:]
+            self._head = 0
         return moved
