@@ -20,6 +20,7 @@ from .margin import AdmissionMargin
 from .pauses import PauseSource
 from .ticket import LimiterBackend, Ticket
 
+_INF = float("inf")
 #: The least fall of the fastest duration that re-bounds the answered calls (seconds).
 _LEAST_REBOUND_STEP = 0.001
 #: Floats kept for each answered call: start, duration, lag, first on its thread (1.0 or
@@ -90,11 +91,17 @@ class AnsweredArrivals:
             moved = list(backend.restamp(permit, now, now))
             self.first_calls.append((permit, started, duration, lag))
             return moved
-        faster = not paused and self.margin.ended(duration, lag)
-        moved = self.rebound(backend, now) if faster else []
+        # Every warm call takes this step: the margin is asked only for a new fastest.
+        if not paused and 0 < duration < self.margin.shortest_duration:
+            self.margin.ended(duration, lag)
+            moved = self.rebound(backend, now)
+        else:
+            moved = []
         if self.first_calls:
             moved += self.place_first_calls(backend, now)
-        moved += self.answered(backend, permit, started, duration, lag, now)
+        answered = self.answered(backend, permit, started, duration, lag, now)
+        if answered:
+            moved += answered
         return moved
 
     def answered(self, backend: LimiterBackend, permit: Ticket, started: float,
@@ -118,13 +125,24 @@ class AnsweredArrivals:
         """
         if permit.provisional:
             return ()
-        latest = self._latest_arrival(started, duration, lag, False)
-        # With no fastest call known yet it counts from its start (a held call moves back).
-        at = started if latest is None else latest if latest < now else now
+        # _latest_arrival's bound of a warm call, inline: every warm call takes this step.
+        margin = self.margin
+        fastest = margin.shortest_duration
+        if fastest == _INF:  # no fastest call known yet: from its start (a held call moves back)
+            at = started
+        else:
+            delay = duration - fastest  # max(this, lag, 0.0), without the calls
+            if delay < lag:
+                delay = lag
+            at = started + delay if delay > 0.0 else started
+            if at > now:
+                at = now
         moved: Iterable[Ticket] = ()
-        if not permit.admit_at - self.margin.floor / 2 <= at <= permit.admit_at:
+        admit = permit.admit_at
+        if not admit - margin.floor / 2 <= at <= admit:
             moved = backend.restamp(permit, now, at)
-        self.keep(permit, started, duration, lag, False, now)
+        if self._bounded_with > _LEAST_REBOUND_STEP:
+            self.keep(permit, started, duration, lag, False, now)
         return moved
 
     def place_first_calls(self, backend: LimiterBackend, now: float) -> list[Ticket]:

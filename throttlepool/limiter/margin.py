@@ -87,8 +87,8 @@ class AdmissionMargin:
     (a floor the user gave, or a shared store's).
     """
 
-    __slots__ = ("_ceiling", "_fastest", "_fastest_lag", "_horizon", "_load", "_load_least",
-                 "_peaks", "_widened", "floor", "follows_load")
+    __slots__ = ("_ceiling", "_fastest_lag", "_horizon", "_load", "_load_least", "_peaks",
+                 "_widened", "floor", "follows_load", "shortest_duration")
 
     def __init__(self, periods: Sequence[float], floor: float = DEFAULT_FLOOR, *,
                  follows_load: bool = False) -> None:
@@ -107,7 +107,8 @@ class AdmissionMargin:
         self._load = -1.0
         self._peaks: deque[tuple[float, float]] = deque()
         self._horizon = max(periods, default=0.0) + LOAD_FLOOR_MAX
-        self._fastest = _INF
+        #: The shortest duration of a warm call yet (inf: none yet); see :attr:`fastest`.
+        self.shortest_duration = _INF
         self._fastest_lag = 0.0
 
     @property
@@ -118,7 +119,7 @@ class AdmissionMargin:
     @property
     def fastest(self) -> float | None:
         """The shortest duration of a call that was not a thread's first (None: none yet)."""
-        return None if self._fastest == _INF else self._fastest
+        return None if self.shortest_duration == _INF else self.shortest_duration
 
     def first_call_delay(self, duration: float) -> float | None:
         """How much of a thread's first call ``duration`` may have passed before the server
@@ -127,7 +128,7 @@ class AdmissionMargin:
         A call spends the fastest call's duration at least on the server and on the way
         back; what a first call takes beyond that went on connecting and initialising.
         """
-        fastest = self._fastest  # every answered call asks: not through the property
+        fastest = self.shortest_duration  # every answered call asks: not through the property
         if fastest == _INF:
             return None
         return duration - fastest if duration > fastest else 0.0
@@ -140,13 +141,14 @@ class AdmissionMargin:
         A first call's connecting shows only in its duration, so its arrival is bounded by
         its answer less the fastest call's, and that leaves out the fastest call's own way
         there; the floor plus this covers it."""
-        return 0.0 if self._fastest == _INF else min(self._fastest_lag, self._fastest)
+        fastest = self.shortest_duration
+        return 0.0 if fastest == _INF else min(self._fastest_lag, fastest)
 
     def ended(self, duration: float, lag: float = 0.0) -> bool:
         """A call that was not its thread's first, handed off ``lag`` seconds after its
         grant, took ``duration`` seconds to answer; True when it is the fastest yet."""
-        if 0 < duration < self._fastest:
-            self._fastest, self._fastest_lag = duration, max(lag, 0.0)
+        if 0 < duration < self.shortest_duration:
+            self.shortest_duration, self._fastest_lag = duration, max(lag, 0.0)
             return True
         return False
 
