@@ -325,10 +325,11 @@ class SlidingWindowLog(BackendBase):
         the server's count (see :meth:`LimiterBackend.restamp`). Queued tickets are
         re-placed either way, because the entry frees its budget at another time.
         """
-        stamp = now if at is None else min(at, now)
+        # Every call's answer takes this step: min() and a fresh list each cost a call.
+        stamp = now if at is None or at > now else at
         admit = ticket.admit_at
         if stamp == admit or (at is None and stamp < admit):
-            return []
+            return ()
         # No log moves it: each keeps it where it was placed until an order is read (see
         # _settle_order). Listed once as it leaves its place (a return to it lists it again).
         placed = ticket.placed
@@ -344,7 +345,7 @@ class SlidingWindowLog(BackendBase):
             if len(dirty) > _DIRTY_BOUND:
                 self._settle_order()
         if not self._pending and self._last_admit <= now:
-            return []  # _reschedule's first case (no limit binds), without the call
+            return ()  # _reschedule's first case (no limit binds), without the call
         return self._reschedule(now)
 
     #: An open call counts from now: every step of the limiter renews it (one process).
