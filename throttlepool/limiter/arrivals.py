@@ -70,7 +70,7 @@ class AnsweredArrivals:
         return started + (delay if delay > lag else lag)  # max(), without the call
 
     def ended(self, backend: LimiterBackend, permit: Ticket, started: float, answer: float,
-              lag: float, first: bool, pauses: PauseSource, now: float) -> list[Ticket]:
+              lag: float, first: bool, pauses: PauseSource, now: float) -> Iterable[Ticket]:
         """A call that started at ``started``, ``lag`` after its grant (``first``: its
         thread's first), answered at ``answer`` and is seen at ``now`` (no earlier): count it
         from its arrival bound; returns the tickets moved earlier.
@@ -91,17 +91,18 @@ class AnsweredArrivals:
             moved = list(backend.restamp(permit, now, now))
             self.first_calls.append((permit, started, duration, lag))
             return moved
-        # Every warm call takes this step: the margin is asked only for a new fastest.
+        # Every warm call takes this step: the margin is asked only for a new fastest, and
+        # with nothing else to place the call's own moves are all there is to return.
         if not paused and 0 < duration < self.margin.shortest_duration:
             self.margin.ended(duration, lag)
             moved = self.rebound(backend, now)
+        elif not self.first_calls:
+            return self.answered(backend, permit, started, duration, lag, now)
         else:
             moved = []
         if self.first_calls:
             moved += self.place_first_calls(backend, now)
-        answered = self.answered(backend, permit, started, duration, lag, now)
-        if answered:
-            moved += answered
+        moved += self.answered(backend, permit, started, duration, lag, now)
         return moved
 
     def answered(self, backend: LimiterBackend, permit: Ticket, started: float,

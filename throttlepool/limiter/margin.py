@@ -2,7 +2,7 @@
 count, as observed, instead of a fixed allowance.
 
 A server stamps a request when it arrives. Between our grant and that stamp lie the hand-off
-to a worker thread (observed exactly: the call is restamped when it starts), the client's own
+to a worker thread (observed exactly when the call starts), the client's own
 work before the bytes leave (not observable, small on a quiet machine) and, on a thread's
 first call, a connection and perhaps the SDK's initialisation (observable afterwards: the
 call took longer than the fastest call did). An entry that counts for ``period + margin``

@@ -5,7 +5,7 @@ it keeps every window within every limit, given all earlier reservations. Becaus
 times never decrease, checking the one window that ends at the candidate time is enough: any
 later window that contains the candidate holds a subset of the same entries.
 
-A restamp (twice per call: its start, then its arrival bound) only moves a ticket's time: each
+A restamp (its arrival bound at each answer; a hold while open) only moves a ticket's time: each
 log stays in order of ``Ticket.placed``, its time when last put in order, and the few steps
 that read the order (a limit that binds, an entry to expire behind a moved one) put it back in
 order first (see :meth:`SlidingWindowLog._settle_order`). Every log holds exactly the entries
