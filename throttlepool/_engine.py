@@ -226,21 +226,23 @@ class Engine:
             self._deliver(self.ledger.not_attempted(*taken, self.control.stop_reason))
 
     async def _worker(self, attempts: Attempts) -> None:
-        control = self.control
+        control, backlog, has_space = self.control, self.ledger.backlog, self._has_space
+        # Fixed for the run; read once here, not through attribute chains for every item.
+        window = self.cfg.options.execution.window_size if self._ordered else None
+        process, deliver = attempts.process, self._deliver
         try:
             while True:
                 while not control.stopping:
-                    if ((self._ordered and self._next_index - self._emit_next
-                         >= self.cfg.options.execution.window_size)
-                            or (self._has_space is not None and not self._has_space())):
+                    if ((window is not None and self._next_index - self._emit_next >= window)
+                            or (has_space is not None and not has_space())):
                         await control.pause(control.changed())
-                    elif self.ledger.backlog.writer is None or not await self._wait_for_store():
+                    elif backlog.writer is None or not await self._wait_for_store():
                         break
                 taken = self._take()
                 if taken is None:
                     return
                 self._open += 1
-                self._deliver(await attempts.process(*taken))
+                deliver(await process(*taken))
                 self._open -= 1
         except Exception as exc:  # e.g. LimiterUnavailable: the run fails; stop paying now
             self._ending.crash = self._ending.crash or exc
