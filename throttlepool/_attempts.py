@@ -49,6 +49,7 @@ class Attempts:
             if known is not None:  # the ledger revived its value (a schema= model's)
                 return known
         adapter, limiter, breaker, pacer = cfg.adapter, cfg.limiter, cfg.breaker, cfg.pacer
+        dispatch, reachability = self.dispatch, cfg.reachability
         cost = adapter.estimate(item)
         attempts = 0
         invalid = 0  # answers that were not the JSON asked for: a budget of their own
@@ -96,8 +97,11 @@ class Attempts:
             timing = (CallTiming() if seq is not None and pacer is not None
                       and pacer.times_calls else None)
             try:
-                result: CallResult[Any] = await self.dispatch.call(
-                    item, permit, ledger.sending(index, key), timing)
+                sending = ledger.sending(index, key)
+                fut = dispatch.start(item, permit, sending, timing)
+                result: CallResult[Any] = await (
+                    fut if fut is not None else dispatch.call(item, permit, sending, timing))
+                reachability.observe_success()
             except Exception as exc:
                 stats.in_flight -= 1
                 last_error = exc
@@ -131,28 +135,24 @@ class Attempts:
                     return self._unfinished(index, item, attempts, last_error, key)
                 continue
             stats.in_flight -= 1
+            usage = result.usage
             if held is not None and cfg.budget is not None:
-                cfg.budget.settle(held, result.usage, item)
-            self._after_success(result, cost, permit, seq, key, timing)
-            return Outcome(index, item, Status.OK, result.value, None, attempts,
-                           clock.now() - first_start, result.usage, Source.CALL, key,
-                           ttft=result.ttft)
-
-    def _after_success(self, result: CallResult[Any], cost: Cost, permit: Permit | None,
-                       seq: int | None, key: str | None,
-                       timing: CallTiming | None = None) -> None:
-        cfg, usage = self.cfg, result.usage
-        if cfg.breaker is not None:
-            cfg.breaker.record_success()
-            self.control.notify()
-        if usage is not None:  # else nothing was counted: nothing to settle
-            self._settle_tokens(permit, cost, usage)
-        if cfg.pacer is not None and seq is not None:
-            cfg.pacer.observe(seq, result.rate, cfg.clock.now(),
+                cfg.budget.settle(held, usage, item)
+            # After a success, inline: every answered call comes this way.
+            if breaker is not None:
+                breaker.record_success()
+                control.notify()
+            if usage is not None:  # else nothing was counted: nothing to settle
+                self._settle_tokens(permit, cost, usage)
+            if pacer is not None and seq is not None:
+                pacer.observe(seq, result.rate, clock.now(),
                               None if usage is None else _counted(cost, usage), timing)
-            self.control.notify()
-        if cfg.cache is not None and key is not None:
-            cfg.cache.put(key, result.value)
+                control.notify()
+            if key is not None and cfg.cache is not None:
+                cfg.cache.put(key, result.value)
+            return Outcome(index, item, Status.OK, result.value, None, attempts,
+                           clock.now() - first_start, usage, Source.CALL, key,
+                           ttft=result.ttft)
 
     def _settle_tokens(self, permit: Permit | None, cost: Cost, usage: Usage | None) -> None:
         """Settle a billed call's permit to the tokens the server counted."""

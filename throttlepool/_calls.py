@@ -73,37 +73,49 @@ class Dispatcher:
         # A thread's call is awaited as it is, unless the runner must abandon it at timeout.
         self._abandons = self._timeout is not None and cfg.runner_enforces_timeout
 
+    def start(self, item: Any, permit: Permit | None = None,
+              sending: Callable[[], None] | None = None,
+              timing: CallTiming | None = None) -> asyncio.Future[CallResult[Any]] | None:
+        """Start one attempt on a pool thread and return its future, when awaiting that
+        future is all the attempt needs; None when it needs :meth:`call` (an async function,
+        or a timeout the runner enforces). Every sync call's case: no coroutine of its own."""
+        if self._acall is not None or self._abandons:
+            return None
+        return self._submit(item, permit, sending, timing)
+
     async def call(self, item: Any, permit: Permit | None = None,
                    sending: Callable[[], None] | None = None,
                    timing: CallTiming | None = None) -> CallResult[Any]:
         """One attempt: on the loop for an async function, else on a pool thread;
         ``sending`` is called just before the adapter sends it (the run's call journal);
-        a pool thread fills in ``timing`` (the pacer's learned log bounds the call by it)."""
+        a pool thread fills in ``timing`` (the pacer's learned log bounds the call by it).
+        The caller tells ``cfg.reachability`` that an answer came."""
         if self._acall is not None:  # an async function: await it on the loop, no thread
-            result = await self._call_async(item, permit, sending)
+            return await self._call_async(item, permit, sending)
+        fut = self._submit(item, permit, sending, timing)
+        if not self._abandons:
+            return await fut
+        timeout = self._timeout
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            self.cfg.pool.abandon(fut)
+            raise CallTimeout(f"call did not return within {timeout:g}s") from None
+
+    def _submit(self, item: Any, permit: Permit | None, sending: Callable[[], None] | None,
+                timing: CallTiming | None) -> asyncio.Future[CallResult[Any]]:
+        cfg, handoff, timeout = self.cfg, self.handoff, self._timeout
+        fut: asyncio.Future[CallResult[Any]] = handoff.loop.create_future()
+        if permit is None and timing is not None:
+            cfg.pool.submit(handoff, fut, self._timed_call, timing, item, timeout, sending)
+        elif permit is None and sending is None:
+            cfg.pool.submit(handoff, fut, self._plain_call, item, timeout)
+        elif permit is None:
+            cfg.pool.submit(handoff, fut, _sent, sending, self._plain_call, item, timeout)
         else:
-            # The thread path inline, not in a coroutine of its own: it is every sync call's.
-            cfg, handoff, timeout = self.cfg, self.handoff, self._timeout
-            fut: asyncio.Future[CallResult[Any]] = handoff.loop.create_future()
-            if permit is None and timing is not None:
-                cfg.pool.submit(handoff, fut, self._timed_call, timing, item, timeout, sending)
-            elif permit is None and sending is None:
-                cfg.pool.submit(handoff, fut, self._plain_call, item, timeout)
-            elif permit is None:
-                cfg.pool.submit(handoff, fut, _sent, sending, self._plain_call, item, timeout)
-            else:
-                cfg.pool.submit(handoff, fut, self._stamped_call, permit, item, timeout,
-                                sending, timing)
-            if not self._abandons:
-                result = await fut
-            else:
-                try:
-                    result = await asyncio.wait_for(fut, timeout)
-                except TimeoutError:
-                    cfg.pool.abandon(fut)
-                    raise CallTimeout(f"call did not return within {timeout:g}s") from None
-        self.cfg.reachability.observe_success()
-        return result
+            cfg.pool.submit(handoff, fut, self._stamped_call, permit, item, timeout, sending,
+                            timing)
+        return fut
 
     async def _awaited(self, item: Any, sending: Callable[[], None] | None) -> CallResult[Any]:
         assert self._acall is not None
