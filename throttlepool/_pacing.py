@@ -144,15 +144,12 @@ class HeaderBudget:
         yield self.input_tokens
         yield self.output_tokens
 
-    def _blind(self) -> bool:
-        """True while no header has synced a bucket and no window is learned: nothing to
-        wait for (a server without rate headers stays so; its calls skip the buckets)."""
-        return (self._window is None and not self._fresh and self.requests.level == _INF
-                and self.tokens.level == _INF and self.input_tokens.level == _INF
-                and self.output_tokens.level == _INF)
-
     def admit(self, cost: Cost, now: float) -> tuple[int | None, float]:
-        if self._blind():
+        # Blind while no header has synced a bucket and no window is learned: nothing to
+        # wait for (a server without rate headers stays so; its calls skip the buckets).
+        if (self._window is None and not self._fresh and self.requests.level == _INF
+                and self.tokens.level == _INF and self.input_tokens.level == _INF
+                and self.output_tokens.level == _INF):
             seq = self._seq = self._seq + 1
             self._open[seq] = cost
             sent = self._sent
