@@ -97,11 +97,13 @@ class Attempts:
             timing = (CallTiming() if seq is not None and pacer is not None
                       and pacer.times_calls else None)
             try:
-                sending = ledger.sending(index, key)
+                sending = (ledger.sending(index, key)
+                           if ledger.journal is not None or ledger.on_call is not None else None)
                 fut = dispatch.start(item, permit, sending, timing)
                 result: CallResult[Any] = await (
                     fut if fut is not None else dispatch.call(item, permit, sending, timing))
-                reachability.observe_success()
+                if not reachability.reached:
+                    reachability.observe_success()
             except Exception as exc:
                 stats.in_flight -= 1
                 last_error = exc
@@ -141,13 +143,13 @@ class Attempts:
             # After a success, inline: every answered call comes this way.
             if breaker is not None:
                 breaker.record_success()
-                control.notify()
             if usage is not None:  # else nothing was counted: nothing to settle
                 self._settle_tokens(permit, cost, usage)
             if pacer is not None and seq is not None:
                 pacer.observe(seq, result.rate, clock.now(),
                               None if usage is None else _counted(cost, usage), timing)
-                control.notify()
+            if breaker is not None or (pacer is not None and seq is not None):
+                control.notify()  # once: the waiters it wakes re-check everything
             if key is not None and cfg.cache is not None:
                 cfg.cache.put(key, result.value)
             return Outcome(index, item, Status.OK, result.value, None, attempts,

@@ -7,6 +7,7 @@ import random
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ._pacing import Pacer
@@ -72,16 +73,15 @@ class Dispatcher:
         self._timeout = cfg.options.execution.timeout
         # A thread's call is awaited as it is, unless the runner must abandon it at timeout.
         self._abandons = self._timeout is not None and cfg.runner_enforces_timeout
-
-    def start(self, item: Any, permit: Permit | None = None,
-              sending: Callable[[], None] | None = None,
-              timing: CallTiming | None = None) -> asyncio.Future[CallResult[Any]] | None:
-        """Start one attempt on a pool thread and return its future, when awaiting that
-        future is all the attempt needs; None when it needs :meth:`call` (an async function,
-        or a timeout the runner enforces). Every sync call's case: no coroutine of its own."""
-        if self._acall is not None or self._abandons:
-            return None
-        return self._submit(item, permit, sending, timing)
+        self._new_future = partial(asyncio.Future, loop=handoff.loop)  # no Python frame
+        #: ``start(item, permit, sending, timing)`` starts one attempt on a pool thread and
+        #: returns its future, when awaiting that future is all the attempt needs (every
+        #: sync call's case: no coroutine, no frame of its own); else it returns None and
+        #: the attempt needs :meth:`call` (an async function, a timeout the runner enforces).
+        self.start: Callable[
+            [Any, Permit | None, Callable[[], None] | None, CallTiming | None],
+            asyncio.Future[CallResult[Any]] | None] = (
+                self._submit if self._acall is None and not self._abandons else _needs_call)
 
     async def call(self, item: Any, permit: Permit | None = None,
                    sending: Callable[[], None] | None = None,
@@ -104,17 +104,16 @@ class Dispatcher:
 
     def _submit(self, item: Any, permit: Permit | None, sending: Callable[[], None] | None,
                 timing: CallTiming | None) -> asyncio.Future[CallResult[Any]]:
-        cfg, handoff, timeout = self.cfg, self.handoff, self._timeout
-        fut: asyncio.Future[CallResult[Any]] = handoff.loop.create_future()
+        submit, handoff, timeout = self.cfg.pool.submit, self.handoff, self._timeout
+        fut: asyncio.Future[CallResult[Any]] = self._new_future()
         if permit is None and timing is not None:
-            cfg.pool.submit(handoff, fut, self._timed_call, timing, item, timeout, sending)
+            submit(handoff, fut, self._timed_call, timing, item, timeout, sending)
         elif permit is None and sending is None:
-            cfg.pool.submit(handoff, fut, self._plain_call, item, timeout)
+            submit(handoff, fut, self._plain_call, item, timeout)
         elif permit is None:
-            cfg.pool.submit(handoff, fut, _sent, sending, self._plain_call, item, timeout)
+            submit(handoff, fut, _sent, sending, self._plain_call, item, timeout)
         else:
-            cfg.pool.submit(handoff, fut, self._stamped_call, permit, item, timeout, sending,
-                            timing)
+            submit(handoff, fut, self._stamped_call, permit, item, timeout, sending, timing)
         return fut
 
     async def _awaited(self, item: Any, sending: Callable[[], None] | None) -> CallResult[Any]:
@@ -144,6 +143,11 @@ class Dispatcher:
         finally:
             limiter.call_ended(permit, started, first_on_thread=False)
             limiter.restamp(permit)
+
+
+def _needs_call(item: Any, permit: Permit | None, sending: Callable[[], None] | None,
+                timing: CallTiming | None) -> None:
+    return None  # Dispatcher.start: this attempt is awaited through Dispatcher.call
 
 
 def _sent(sending: Callable[[], None] | None,
