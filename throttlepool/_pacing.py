@@ -331,11 +331,19 @@ class HeaderBudget:
                 # What _answered does for it, inline: every call to a server without rate
                 # headers comes here. It joins the newest merged entry from its answer on.
                 self._open.pop(seq, None)
-                sent = self._sent.get(seq)
-                if sent is not None and sent.open:
-                    if now > sent.stamp:
-                        sent.stamp = now
-                    self._merge(seq, sent)
+                sent_calls = self._sent
+                sent = sent_calls.get(seq)
+                if sent is None or not sent.open:
+                    return
+                stamp = now if now > sent.stamp else sent.stamp
+                merged = self._merged
+                if (merged is not None and stamp - self._merged_since <= self._MERGE_SPAN
+                        and sent_calls.get(-self._merges) is merged):  # as _merge joins it
+                    del sent_calls[seq]
+                    merged.join(sent.cost, stamp)
+                    return
+                sent.stamp = stamp
+                self._merge(seq, sent)
                 return
             self._answered(seq, now, headers=False, timing=timing)
             return
