@@ -41,11 +41,15 @@ class Attempts:
     async def process(self, index: int, item: Any) -> Outcome[Any]:
         """The item's outcome: from the checkpoint or cache, else from calls."""
         cfg, stats, clock, control = self.cfg, self.stats, self.cfg.clock, self.control
-        key = self.ledger.key(item)
-        known = self.ledger.known(index, item, key)
-        if known is not None:  # the ledger revived its value (a schema= model's)
-            return known
-        adapter, limiter = cfg.adapter, cfg.limiter
+        ledger = self.ledger
+        key = None
+        if ledger.keyed:  # no store and no cache: no key to make, nothing known
+            key = ledger.key(item)
+            known = ledger.known(index, item, key)
+            if known is not None:  # the ledger revived its value (a schema= model's)
+                return known
+        adapter, limiter, breaker, pacer = cfg.adapter, cfg.limiter, cfg.breaker, cfg.pacer
+        dispatch, reachability = self.dispatch, cfg.reachability
         cost = adapter.estimate(item)
         attempts = 0
         invalid = 0  # answers that were not the JSON asked for: a budget of their own
@@ -57,7 +61,9 @@ class Attempts:
             # waits below are not the only place a stop must be seen.
             if control.stopping:
                 return self._unfinished(index, item, attempts, last_error, key)
-            if cfg.breaker is not None and not await self._breaker_gate():
+            # A closed breaker admits at once: no coroutine to make for its gate.
+            if breaker is not None and (wait := breaker.admit()) != 0 and not await \
+                    self._breaker_gate(wait):
                 return self._unfinished(index, item, attempts, last_error, key)
             held = None
             if cfg.budget is not None:  # max_cost: the call's projected spend must fit
@@ -65,7 +71,16 @@ class Attempts:
                 if held is None:
                     control.request_stop(RunStopped(cfg.budget.reason()))
                     return self._unfinished(index, item, attempts, last_error, key)
-            admission = await self._admit(cost)
+            # Nothing to wait for (no limit, no pause, a pacer that admits now, as every call
+            # to a server without rate headers): no coroutine to make for the admission.
+            admission: tuple[Permit | None, int | None] | None
+            if self._limited or not limiter.unrestricted():
+                admission = await self._admit(cost)
+            elif pacer is None:
+                admission = None, None
+            else:
+                seq, wait = pacer.admit(cost, clock.now())
+                admission = (None, seq) if seq is not None else await self._admit(cost, wait)
             if admission is None:
                 if held is not None and cfg.budget is not None:
                     cfg.budget.cancel(held)
@@ -79,11 +94,16 @@ class Attempts:
             stats.calls += 1
             stats.in_flight += 1
             # The pacer's learned log bounds an answered call by when it ran (_pacing_arrivals).
-            timing = (CallTiming() if seq is not None and cfg.pacer is not None
-                      and cfg.pacer.times_calls else None)
+            timing = (CallTiming() if seq is not None and pacer is not None
+                      and pacer.times_calls else None)
             try:
-                result: CallResult[Any] = await self.dispatch.call(
-                    item, permit, self.ledger.sending(index, key), timing)
+                sending = (ledger.sending(index, key)
+                           if ledger.journal is not None or ledger.on_call is not None else None)
+                fut = dispatch.start(item, permit, sending, timing)
+                result: CallResult[Any] = await (
+                    fut if fut is not None else dispatch.call(item, permit, sending, timing))
+                if not reachability.reached:
+                    reachability.observe_success()
             except Exception as exc:
                 stats.in_flight -= 1
                 last_error = exc
@@ -117,27 +137,24 @@ class Attempts:
                     return self._unfinished(index, item, attempts, last_error, key)
                 continue
             stats.in_flight -= 1
+            usage = result.usage
             if held is not None and cfg.budget is not None:
-                cfg.budget.settle(held, result.usage, item)
-            self._after_success(result, cost, permit, seq, key, timing)
+                cfg.budget.settle(held, usage, item)
+            # After a success, inline: every answered call comes this way.
+            if breaker is not None:
+                breaker.record_success()
+            if usage is not None:  # else nothing was counted: nothing to settle
+                self._settle_tokens(permit, cost, usage)
+            if pacer is not None and seq is not None:
+                pacer.observe(seq, result.rate, clock.now(),
+                              None if usage is None else _counted(cost, usage), timing)
+            if breaker is not None or (pacer is not None and seq is not None):
+                control.notify()  # once: the waiters it wakes re-check everything
+            if key is not None and cfg.cache is not None:
+                cfg.cache.put(key, result.value)
             return Outcome(index, item, Status.OK, result.value, None, attempts,
-                           clock.now() - first_start, result.usage, Source.CALL, key,
+                           clock.now() - first_start, usage, Source.CALL, key,
                            ttft=result.ttft)
-
-    def _after_success(self, result: CallResult[Any], cost: Cost, permit: Permit | None,
-                       seq: int | None, key: str | None,
-                       timing: CallTiming | None = None) -> None:
-        cfg = self.cfg
-        if cfg.breaker is not None:
-            cfg.breaker.record_success()
-            self.control.notify()
-        self._settle_tokens(permit, cost, result.usage)
-        if cfg.pacer is not None and seq is not None:
-            cfg.pacer.observe(seq, result.rate, cfg.clock.now(), _counted(cost, result.usage),
-                              timing)
-            self.control.notify()
-        if cfg.cache is not None and key is not None:
-            cfg.cache.put(key, result.value)
 
     def _settle_tokens(self, permit: Permit | None, cost: Cost, usage: Usage | None) -> None:
         """Settle a billed call's permit to the tokens the server counted."""
@@ -200,9 +217,11 @@ class Attempts:
             return 0.0
         return delay
 
-    async def _admit(self, cost: Cost) -> tuple[Permit | None, int | None] | None:
+    async def _admit(self, cost: Cost, wait: float | None = None
+                     ) -> tuple[Permit | None, int | None] | None:
         """Wait until both our limiter and the server's budget (as its headers tell) admit
-        ``cost``, at the same instant; None if the run stopped meanwhile.
+        ``cost``, at the same instant; None if the run stopped meanwhile. ``wait``: the
+        pacer already asked for this wait (the caller tried the unrestricted case inline).
 
         The pacer is asked only once the limiter admits, and the permit goes back while the
         pacer makes us wait: a grant held through a long 429 pause would be spent twice.
@@ -210,6 +229,11 @@ class Attempts:
         limiter, pacer, clock = self.cfg.limiter, self.cfg.pacer, self.cfg.clock
         control = self.control
         while True:
+            if wait is not None:
+                # Each answer re-syncs the budget, so the wait ends early when one arrives.
+                with control.shown_wait(SERVER_BUDGET, clock.now() + wait):
+                    if not await control.pause(control.sleep_or_change(wait)):
+                        return None
             permit = None
             now = None
             if self._limited or not limiter.unrestricted():
@@ -233,16 +257,12 @@ class Attempts:
                 return permit, seq
             if permit is not None:
                 limiter.cancel(permit)
-            # Each answer re-syncs the budget, so the wait ends early when one arrives.
-            with control.shown_wait(SERVER_BUDGET, clock.now() + wait):
-                if not await control.pause(control.sleep_or_change(wait)):
-                    return None
 
-    async def _breaker_gate(self) -> bool:
+    async def _breaker_gate(self, wait: float | None) -> bool:
+        """Wait until the breaker admits a call; ``wait``: its first answer (not 0)."""
         breaker, clock, control = self.cfg.breaker, self.cfg.clock, self.control
         assert breaker is not None
         while True:
-            wait = breaker.admit()
             if wait == 0:
                 return True
             if control.stopping:
@@ -252,6 +272,7 @@ class Attempts:
             with control.shown_wait(BREAKER, until):
                 if not await control.pause(pending):
                     return False
+            wait = breaker.admit()
 
     def _unfinished(
         self, index: int, item: Any, attempts: int, error: BaseException | None, key: str | None

@@ -7,6 +7,7 @@ import random
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ._pacing import Pacer
@@ -65,23 +66,59 @@ class Dispatcher:
         self.handoff = handoff
         self._acall: Callable[[Any, float | None], Awaitable[CallResult[Any]]] | None = (
             cfg.adapter.acall if cfg.adapter.is_async else None)
-        # Made once per run: a limited call pays for no attribute chains or bound method.
+        # Made once per run: a call pays for no attribute chains or bound method.
         self._stamped_call = _stamped_call(cfg.limiter, cfg.adapter.call)
         self._timed_call = _timed_call(cfg.clock, cfg.adapter.call)
+        self._plain_call = cfg.adapter.call
+        self._timeout = cfg.options.execution.timeout
+        # A thread's call is awaited as it is, unless the runner must abandon it at timeout.
+        self._abandons = self._timeout is not None and cfg.runner_enforces_timeout
+        self._new_future = partial(asyncio.Future, loop=handoff.loop)  # no Python frame
+        #: ``start(item, permit, sending, timing)`` starts one attempt on a pool thread and
+        #: returns its future, when awaiting that future is all the attempt needs (every
+        #: sync call's case: no coroutine, no frame of its own); else it returns None and
+        #: the attempt needs :meth:`call` (an async function, a timeout the runner enforces).
+        self.start: Callable[
+            [Any, Permit | None, Callable[[], None] | None, CallTiming | None],
+            asyncio.Future[CallResult[Any]] | None] = (
+                self._submit if self._acall is None and not self._abandons else _needs_call)
 
     async def call(self, item: Any, permit: Permit | None = None,
                    sending: Callable[[], None] | None = None,
                    timing: CallTiming | None = None) -> CallResult[Any]:
         """One attempt: on the loop for an async function, else on a pool thread;
         ``sending`` is called just before the adapter sends it (the run's call journal);
-        a pool thread fills in ``timing`` (the pacer's learned log bounds the call by it)."""
-        result = await self._call(item, permit, sending, timing)
-        self.cfg.reachability.observe_success()
-        return result
+        a pool thread fills in ``timing`` (the pacer's learned log bounds the call by it).
+        The caller tells ``cfg.reachability`` that an answer came."""
+        if self._acall is not None:  # an async function: await it on the loop, no thread
+            return await self._call_async(item, permit, sending)
+        fut = self._submit(item, permit, sending, timing)
+        if not self._abandons:
+            return await fut
+        timeout = self._timeout
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            self.cfg.pool.abandon(fut)
+            raise CallTimeout(f"call did not return within {timeout:g}s") from None
+
+    def _submit(self, item: Any, permit: Permit | None, sending: Callable[[], None] | None,
+                timing: CallTiming | None) -> asyncio.Future[CallResult[Any]]:
+        submit, handoff, timeout = self.cfg.pool.submit, self.handoff, self._timeout
+        fut: asyncio.Future[CallResult[Any]] = self._new_future()
+        if permit is None and timing is not None:
+            submit(handoff, fut, self._timed_call, timing, item, timeout, sending)
+        elif permit is None and sending is None:
+            submit(handoff, fut, self._plain_call, item, timeout)
+        elif permit is None:
+            submit(handoff, fut, _sent, sending, self._plain_call, item, timeout)
+        else:
+            submit(handoff, fut, self._stamped_call, permit, item, timeout, sending, timing)
+        return fut
 
     async def _awaited(self, item: Any, sending: Callable[[], None] | None) -> CallResult[Any]:
         assert self._acall is not None
-        timeout = self.cfg.options.execution.timeout
+        timeout = self._timeout
         if sending is not None:
             sending()
         coro = self._acall(item, timeout)
@@ -92,40 +129,25 @@ class Dispatcher:
         except TimeoutError:
             raise CallTimeout(f"call did not return within {timeout:g}s") from None
 
-    async def _call(self, item: Any, permit: Permit | None,
-                    sending: Callable[[], None] | None,
-                    timing: CallTiming | None) -> CallResult[Any]:
-        cfg = self.cfg
-        if self._acall is not None:  # an async function: await it on the loop, no thread
-            if permit is None:
-                return await self._awaited(item, sending)
-            # An awaited request leaves only when the loop gets to it, behind every other
-            # coroutine and the SDK's own work, so its start cannot be observed as a thread's
-            # can: it counts from its answer, when the server has surely counted it.
-            started = cfg.limiter.call_started(permit)
-            try:
-                return await self._awaited(item, sending)
-            finally:
-                cfg.limiter.call_ended(permit, started, first_on_thread=False)
-                cfg.limiter.restamp(permit)
-        handoff, timeout = self.handoff, cfg.options.execution.timeout
-        fut: asyncio.Future[CallResult[Any]] = handoff.loop.create_future()
-        if permit is None and timing is not None:
-            cfg.pool.submit(handoff, fut, self._timed_call, timing, item, timeout, sending)
-        elif permit is None and sending is None:
-            cfg.pool.submit(handoff, fut, cfg.adapter.call, item, timeout)
-        elif permit is None:
-            cfg.pool.submit(handoff, fut, _sent, sending, cfg.adapter.call, item, timeout)
-        else:
-            cfg.pool.submit(handoff, fut, self._stamped_call, permit, item, timeout, sending,
-                            timing)
-        if timeout is None or not cfg.runner_enforces_timeout:
-            return await fut
+    async def _call_async(self, item: Any, permit: Permit | None,
+                          sending: Callable[[], None] | None) -> CallResult[Any]:
+        if permit is None:
+            return await self._awaited(item, sending)
+        # An awaited request leaves only when the loop gets to it, behind every other
+        # coroutine and the SDK's own work, so its start cannot be observed as a thread's
+        # can: it counts from its answer, when the server has surely counted it.
+        limiter = self.cfg.limiter
+        started = limiter.call_started(permit)
         try:
-            return await asyncio.wait_for(fut, timeout)
-        except TimeoutError:
-            cfg.pool.abandon(fut)
-            raise CallTimeout(f"call did not return within {timeout:g}s") from None
+            return await self._awaited(item, sending)
+        finally:
+            limiter.call_ended(permit, started, first_on_thread=False)
+            limiter.restamp(permit)
+
+
+def _needs_call(item: Any, permit: Permit | None, sending: Callable[[], None] | None,
+                timing: CallTiming | None) -> None:
+    return None  # Dispatcher.start: this attempt is awaited through Dispatcher.call
 
 
 def _sent(sending: Callable[[], None] | None,

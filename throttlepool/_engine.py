@@ -201,16 +201,6 @@ class Engine:
         self._ending.store_error = self._ending.store_error or problem
         self.request_stop(RunStopped("the checkpoint cannot be written", problem))
 
-    def _take(self) -> tuple[int, Any] | None:
-        if self.control.stopping or self._ending.exhausted:
-            return None
-        try:
-            return self._next()
-        except Exception as exc:  # the caller's generator failed: stop, drain, then raise it
-            self._ending.input_error = exc
-            self.request_stop(RunStopped("the input iterator raised", exc))
-            return None
-
     def _next(self) -> tuple[int, Any] | None:
         try:
             item = next(self._items)
@@ -226,21 +216,35 @@ class Engine:
             self._deliver(self.ledger.not_attempted(*taken, self.control.stop_reason))
 
     async def _worker(self, attempts: Attempts) -> None:
-        control = self.control
+        control, backlog, has_space = self.control, self.ledger.backlog, self._has_space
+        # Fixed for the run; read once here, not through attribute chains for every item.
+        window = self.cfg.options.execution.window_size if self._ordered else None
+        process, deliver = attempts.process, self._deliver
+        items, ending = self._items, self._ending
         try:
             while True:
                 while not control.stopping:
-                    if ((self._ordered and self._next_index - self._emit_next
-                         >= self.cfg.options.execution.window_size)
-                            or (self._has_space is not None and not self._has_space())):
+                    if ((window is not None and self._next_index - self._emit_next >= window)
+                            or (has_space is not None and not has_space())):
                         await control.pause(control.changed())
-                    elif self.ledger.backlog.writer is None or not await self._wait_for_store():
+                    elif backlog.writer is None or not await self._wait_for_store():
                         break
-                taken = self._take()
-                if taken is None:
+                # The next item, unless the run stops or the input is done.
+                if control.stopping or ending.exhausted:
                     return
+                try:
+                    item = next(items)
+                except StopIteration:
+                    ending.exhausted = True
+                    return
+                except Exception as exc:  # the caller's generator failed: stop, drain, raise it
+                    ending.input_error = exc
+                    self.request_stop(RunStopped("the input iterator raised", exc))
+                    return
+                index = self._next_index
+                self._next_index = index + 1
                 self._open += 1
-                self._deliver(await attempts.process(*taken))
+                deliver(await process(index, item))
                 self._open -= 1
         except Exception as exc:  # e.g. LimiterUnavailable: the run fails; stop paying now
             self._ending.crash = self._ending.crash or exc

@@ -105,6 +105,9 @@ class RunLedger:
         self.journal: CallJournal | None = None
         self.on_call = on_call
         self._key = KeyMaker(identity) if store is not None or cache is not None else None
+        #: False when the run keeps neither checkpoint nor cache: every key is None, and no
+        #: item is known without a call.
+        self.keyed = self._key is not None
 
     def begin(self, run_name: str | None, settings: Mapping[str, Any],
               announced: Announced | None = None) -> str | None:
@@ -194,7 +197,8 @@ class RunLedger:
             # Delivered as its call ends (a Dask worker stamps its own; the checkpoint's
             # come with theirs): the checkpoint and every row of it (run -o, export) agree.
             outcome.ended = time.time()
-        self.cost.deliver(stats, outcome)  # before the store records it: the row keeps it
+        if outcome.usage is not None:  # only a billed call has a price to count
+            self.cost.deliver(stats, outcome)  # before the store records it: the row keeps it
         if status is Status.OK:
             stats.done += 1
             usage = outcome.usage

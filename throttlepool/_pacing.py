@@ -45,6 +45,7 @@ from .limiter.pauses import NoPauses, PauseSource
 
 #: The token kinds a server may limit, each with a bucket of its own.
 _TOKEN_UNITS = (TOKENS, INPUT_TOKENS, OUTPUT_TOKENS)
+_INF = float("inf")
 #: (remaining, limit, reset) of one unit, as a response's headers give them.
 _Figures = tuple[float | None, float | None, float | None]
 
@@ -143,23 +144,23 @@ class HeaderBudget:
         yield self.input_tokens
         yield self.output_tokens
 
-    def _blind(self) -> bool:
-        """True while no header has synced a bucket and no window is learned: nothing to
-        wait for (a server without rate headers stays so; its calls skip the buckets)."""
-        inf = float("inf")
-        return (self._window is None and not self._fresh and self.requests.level == inf
-                and self.tokens.level == inf and self.input_tokens.level == inf
-                and self.output_tokens.level == inf)
-
     def admit(self, cost: Cost, now: float) -> tuple[int | None, float]:
-        if self._blind():
-            self._seq += 1
-            self._open[self._seq] = cost
-            self._sent[self._seq] = SentCall(now, cost)
+        # Blind while no header has synced a bucket and no window is learned: nothing to
+        # wait for (a server without rate headers stays so; its calls skip the buckets).
+        if (self._window is None and not self._fresh and self.requests.level == _INF
+                and self.tokens.level == _INF and self.input_tokens.level == _INF
+                and self.output_tokens.level == _INF):
+            seq = self._seq = self._seq + 1
+            self._open[seq] = cost
+            sent = self._sent
+            sent[seq] = SentCall(now, cost)
             # Blind, no bucket has seen a reset (any header makes ``_fresh`` nonzero), so
-            # every horizon is 0 and the unknown one holds: no need to ask the buckets.
-            self._forget(now, self._UNKNOWN_HORIZON)
-            return self._seq, 0.0
+            # every horizon is 0 and the unknown one holds: no need to ask the buckets. The
+            # oldest entry is mostly still counting: seen here, without a call to _forget.
+            first = next(iter(sent.values()))
+            if not first.open and first.stamp <= now - self._UNKNOWN_HORIZON:
+                self._forget(now, self._UNKNOWN_HORIZON)
+            return seq, 0.0
         window = self._window
         learned = {lim.unit for lim in window.limits} if window is not None else set()
         learned |= {b.unit for b in self._buckets() if self._covered(b)}
@@ -326,6 +327,24 @@ class HeaderBudget:
         if info is None and actual is None:  # a response without headers or usage (most)
             if self._tokens_at:
                 self._tokens_at.pop(seq, None)
+            if timing is None and self._window is None:
+                # What _answered does for it, inline: every call to a server without rate
+                # headers comes here. It joins the newest merged entry from its answer on.
+                self._open.pop(seq, None)
+                sent_calls = self._sent
+                sent = sent_calls.get(seq)
+                if sent is None or not sent.open:
+                    return
+                stamp = now if now > sent.stamp else sent.stamp
+                merged = self._merged
+                if (merged is not None and stamp - self._merged_since <= self._MERGE_SPAN
+                        and sent_calls.get(-self._merges) is merged):  # as _merge joins it
+                    del sent_calls[seq]
+                    merged.join(sent.cost, stamp)
+                    return
+                sent.stamp = stamp
+                self._merge(seq, sent)
+                return
             self._answered(seq, now, headers=False, timing=timing)
             return
         tokens_upto = self._tokens_at.pop(seq, None)

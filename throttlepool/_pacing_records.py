@@ -147,7 +147,7 @@ class HeaderBucket:
             self.rate = max(self.rate, 1.0 / reset)
 
 
-@dataclass
+@dataclass(slots=True)
 class SentCall:
     """One call we let go: when it counts from (its answer, once there is one) and its cost."""
 
