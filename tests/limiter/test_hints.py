@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import email.utils
+from collections.abc import Iterator, Mapping
 
 import pytest
 from hypothesis import given
@@ -207,3 +208,43 @@ def test_anthropic_input_tokens_stand_in_for_tokens() -> None:
     }, now=NOW)
     assert (info.limit_tokens, info.remaining_tokens) == (100000, 0)
     assert info.reset_tokens == pytest.approx(7.0) and info.limit_requests is None
+
+
+class _CountingHeaders(Mapping[str, str]):
+    """A header mapping that counts how often it is searched."""
+
+    def __init__(self, headers: dict[str, str]) -> None:
+        self._headers = headers
+        self.lookups = 0
+        self.passes = 0
+
+    def __getitem__(self, name: str) -> str:
+        self.lookups += 1
+        return self._headers[name]
+
+    def __iter__(self) -> Iterator[str]:
+        self.passes += 1
+        return iter(self._headers)
+
+    def __len__(self) -> int:
+        return len(self._headers)
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic"])
+def test_rate_headers_are_read_in_one_pass(kind: str) -> None:
+    """Every call's answer is read for its rate headers: one pass over the headers, not a
+    search per name (an httpx lookup decodes every header; an absent name was searched
+    three ways, 165 us per openai answer against 40 us in one pass)."""
+    headers = ({"X-RateLimit-Limit-Requests": "120", "x-ratelimit-remaining-requests": "7",
+                "x-ratelimit-reset-requests": "1.5s", "Content-Type": "application/json",
+                "Retry-After": "3"} if kind == "openai" else
+               {"anthropic-ratelimit-requests-limit": "50",
+                "Anthropic-Ratelimit-Requests-Remaining": "9", "date": "x"})
+    counting = _CountingHeaders(headers)
+    info = rate_info_from_headers(counting)
+    assert counting.passes == 1 and counting.lookups <= len(headers)
+    if kind == "openai":
+        assert (info.limit_requests, info.remaining_requests, info.reset_requests,
+                info.retry_after) == (120, 7, 1.5, 3.0)
+    else:
+        assert (info.limit_requests, info.remaining_requests) == (50, 9)
