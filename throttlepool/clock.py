@@ -49,7 +49,7 @@ def early_step(remaining: float) -> float | None:
     """The next wait on an event loop for a deadline ``remaining`` seconds away, or None once
     it has passed: a long wait stops short by twice the loop's slack, so even a late timer
     fires before the deadline, and the rest is waited in a short step or two."""
-    if remaining <= 0.0:
+    if not remaining > 0.0:  # (NaN too: no wait, never a loop of them)
         return None
     if remaining <= WHOLE_WAIT:
         return remaining

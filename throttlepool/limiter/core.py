@@ -25,9 +25,6 @@ from .sliding import SlidingWindowLog
 from .ticket import LimiterBackend, Ticket
 
 Permit = Ticket
-#: The longest hand-off delay (grant to start) after which a call still counts from its
-#: grant while open (see RateLimiter.call_started); at most an eighth of the shortest window.
-_MAX_UNSTAMPED_LAG = 0.25
 
 
 def _wake(tickets: Iterable[Ticket]) -> None:
@@ -63,9 +60,9 @@ class RateLimiter:
 
     # Every call reads these in code left cold since the last call: attributes in slots are
     # one load from the object, not one from its dict's values as well.
-    __slots__ = ("__weakref__", "_arrivals", "_counts_prompts", "_hold_after", "_lock",
-                 "_now", "_oldest_open", "_open_calls", "_open_first_calls", "_shortest",
-                 "_unstamped_lag", "backend", "calibration", "clock", "margin", "pauses")
+    __slots__ = ("__weakref__", "_arrivals", "_counts_prompts", "_lock", "_now",
+                 "_oldest_open", "_open_calls", "_open_first_calls", "_shortest", "backend",
+                 "calibration", "clock", "margin", "pauses")
 
     def __init__(
         self,
@@ -106,11 +103,6 @@ class RateLimiter:
         # its hand-off delay (see AnsweredArrivals.answered).
         self._open_calls: dict[Permit, tuple[Permit, float, float]] = {}
         self._shortest = min((lim.period for lim in self.backend.limits), default=0.0)
-        # A call that starts at most this long after its grant keeps counting from its grant
-        # until it answers (see call_started), so an open call is held this much sooner
-        # than a whole window after its start: still before its entry leaves the window.
-        self._unstamped_lag = min(self._shortest / 8, _MAX_UNSTAMPED_LAG)
-        self._hold_after = self._shortest - self._unstamped_lag
         # The stamp of the oldest open call, or earlier (inf: none open): most steps find
         # nothing yet to hold and skip looking.
         self._oldest_open = float("inf")
@@ -132,7 +124,7 @@ class RateLimiter:
         """Record a reservation without waiting; ``permit.admit_at`` says when it is admitted."""
         with self._lock:
             now = self._now()
-            if self._open_first_calls or self._oldest_open <= now - self._hold_after:
+            if self._open_first_calls or self._oldest_open <= now - self._shortest:
                 self._hold_open_calls(now)
             if not self._counts_prompts:  # every call's case: _reserve's first, inline
                 return self.backend.reserve(cost, now)
@@ -158,10 +150,8 @@ class RateLimiter:
         # the server yet either: it counts from now until its answer bounds its arrival (see
         # call_ended). Stamps only move later, so the oldest is first in the dict.
         # Every locked step that may expire entries (a reservation, a restamp) holds them
-        # first, with the same now: an entry leaves after period + margin from its stamp (a
-        # call's grant, at most _unstamped_lag before its start: see call_started), held
-        # after period less that lag from its start.
-        horizon = now - self._hold_after
+        # first, with the same now: an entry leaves after period + margin, held after period.
+        horizon = now - self._shortest
         if self._oldest_open > horizon or self._shortest <= 0:
             return  # nothing open that long, or no window (no limit yet) to hold it in
         calls = self._open_calls
@@ -286,44 +276,32 @@ class RateLimiter:
         _wake(moved)
 
     def call_started(self, permit: Permit, *, first_on_thread: bool = False) -> float:
-        """The permit's call starts now: learn the hand-off delay; returns the start time for
-        :meth:`call_ended`. A thread's first call counts from the latest instant until it
-        answers (see :meth:`call_ended`), another from its start (or its grant, see below)
-        until its answer bounds its arrival."""
+        """The permit's call starts now: count it from now, learn the hand-off delay; returns
+        the start time for :meth:`call_ended`. A thread's first call counts from the latest
+        instant until it answers (see :meth:`call_ended`)."""
         with self._lock:
             now = self._now()
             if permit.provisional:
                 return now
             # The calls below run on every call's thread: the common case pays no more.
-            if self._open_first_calls or self._oldest_open <= now - self._hold_after:
+            if self._open_first_calls or self._oldest_open <= now - self._shortest:
                 self._hold_open_calls(now)
-            granted = permit.admit_at
-            lag = now - granted
+            granted = permit.admit_at  # the hold restamps it
+            # Every call is restamped here, at its start, not only at its answer: a
+            # reservation queued behind its entry is then placed a window after the start,
+            # not after the grant. (Counted from its grant while open, a queued reservation
+            # was admitted a window after the grant, the call's hand-off delay too early;
+            # a hold when the call had been open a window came too late to re-place it.)
+            moved = self.backend.hold(permit, now)
+            if moved:
+                moved = list(moved)
+            # The call leaves only once a shared store has taken the hold (an SQLite write
+            # may wait tens of ms for the file's lock under load): it starts now, and counted
+            # from when this step began it would leave our window that much too early.
+            start = self._now()
+            lag = start - granted
             if lag < 0.0:
                 lag = 0.0
-            if (not first_on_thread and lag <= self._unstamped_lag
-                    and type(self.backend) is SlidingWindowLog):
-                # An in-process log needs no restamp here: counted from its grant, before
-                # its start, the entry counts at least whenever counted from its start
-                # would, until a whole window after its grant; it is held open
-                # (_hold_open_calls) before then, and restamped to its arrival bound when it
-                # answers (one restamp per call instead of two). Queued reservations are
-                # re-placed by either restamp. A shared store must see the hold: other
-                # processes cannot see the call is open.
-                start = now
-                moved: Iterable[Ticket] = ()
-            else:
-                moved = self.backend.hold(permit, now)
-                if moved:
-                    moved = list(moved)
-                # The call leaves only once a shared store has taken the hold (an SQLite
-                # write may wait tens of ms for the file's lock under load): it starts now,
-                # and counted from when this step began it would leave our window that much
-                # too early.
-                start = self._now()
-                lag = start - granted
-                if lag < 0.0:
-                    lag = 0.0
             if self.margin.handed_off(lag, start):
                 moved = [*moved, *self._apply_margin(start)]
             if first_on_thread:
@@ -346,7 +324,7 @@ class RateLimiter:
         """
         with self._lock:
             now = self._now()
-            if self._open_first_calls or self._oldest_open <= now - self._hold_after:
+            if self._open_first_calls or self._oldest_open <= now - self._shortest:
                 self._hold_open_calls(now)
             if first_on_thread:
                 if permit.provisional:
