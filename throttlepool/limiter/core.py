@@ -60,9 +60,9 @@ class RateLimiter:
 
     # Every call reads these in code left cold since the last call: attributes in slots are
     # one load from the object, not one from its dict's values as well.
-    __slots__ = ("__weakref__", "_arrivals", "_counts_prompts", "_lock", "_now",
-                 "_oldest_open", "_open_calls", "_open_first_calls", "_shortest", "backend",
-                 "calibration", "clock", "margin", "pauses")
+    __slots__ = ("__weakref__", "_arrivals", "_counts_prompts", "_local", "_lock", "_now",
+                 "_oldest_open", "_open_calls", "_open_first_calls", "_shortest",
+                 "_unstamped", "backend", "calibration", "clock", "margin", "pauses")
 
     def __init__(
         self,
@@ -80,13 +80,16 @@ class RateLimiter:
         if backend is not None and (limits or rpm or tpm or rps or itpm or otpm):
             raise TypeError("give either limits or a backend, not both")
         floor = DEFAULT_FLOOR if margin is None else margin
-        self.backend: LimiterBackend = backend or SlidingWindowLog(
-            build_limits(limits, rpm=rpm, tpm=tpm, rps=rps, safety=safety,
-                         itpm=itpm, otpm=otpm), margin=floor
-        )
+        own = None
+        if backend is None:
+            backend = own = SlidingWindowLog(
+                build_limits(limits, rpm=rpm, tpm=tpm, rps=rps, safety=safety,
+                             itpm=itpm, otpm=otpm), margin=floor
+            )
+        self.backend: LimiterBackend = backend
         self.margin = AdmissionMargin([lim.period for lim in self.backend.limits],
                                       max(floor, self.backend.margin),
-                                      follows_load=margin is None and backend is None)
+                                      follows_load=margin is None and own is not None)
         self.clock = clock or SYSTEM_CLOCK
         self._now = self.clock.now  # every call reads it three times, in cold code
         #: Stop-the-world pauses (see limiter.pauses); measured on the system clock only.
@@ -106,6 +109,11 @@ class RateLimiter:
         # The stamp of the oldest open call, or earlier (inf: none open): most steps find
         # nothing yet to hold and skip looking.
         self._oldest_open = float("inf")
+        # Open warm calls still counted from their grant, with their starts (see
+        # call_started): only with our own in-process log, which no other process reserves in.
+        self._unstamped: dict[Permit, float] = {}
+        # Our own log, which no other limiter shares (a log given may be), else None.
+        self._local: SlidingWindowLog | None = own
         # Where answered calls count from (see limiter.arrivals).
         self._arrivals = AnsweredArrivals([lim.period for lim in self.backend.limits],
                                           self.margin)
@@ -127,8 +135,14 @@ class RateLimiter:
             if self._open_first_calls or self._oldest_open <= now - self._shortest:
                 self._hold_open_calls(now)
             if not self._counts_prompts:  # every call's case: _reserve's first, inline
-                return self.backend.reserve(cost, now)
-            return self._reserve(cost, now)
+                permit = self.backend.reserve(cost, now)
+            else:
+                permit = self._reserve(cost, now)
+            if not self._unstamped or permit.admit_at <= now:
+                return permit
+            moved = self._stamp_open_calls(now)
+        _wake(moved)
+        return permit
 
     def _reserve(self, cost: Cost, now: float) -> Permit:
         """The backend's reservation of ``cost`` with its prompt estimate calibrated."""
@@ -137,6 +151,17 @@ class RateLimiter:
         permit = self.backend.reserve(self.calibration.corrected(cost), now)
         permit.estimated = cost
         return permit
+
+    def _stamp_open_calls(self, now: float) -> list[Ticket]:
+        """A reservation queued: count every open call still counted from its grant from its
+        start, as every call is counted while anything is queued (see :meth:`call_started`);
+        the queued reservations are re-placed by the backend. Returns the tickets moved."""
+        moved: list[Ticket] = []
+        for permit, start in self._unstamped.items():
+            if permit.admit_at < start:  # (a call held open since counts from later already)
+                moved += self.backend.restamp(permit, now, start)
+        self._unstamped.clear()
+        return moved
 
     def _hold_open_calls(self, now: float) -> None:
         # A thread's first call may still be connecting: the server may count it any time
@@ -287,18 +312,32 @@ class RateLimiter:
             if self._open_first_calls or self._oldest_open <= now - self._shortest:
                 self._hold_open_calls(now)
             granted = permit.admit_at  # the hold restamps it
-            # Every call is restamped here, at its start, not only at its answer: a
-            # reservation queued behind its entry is then placed a window after the start,
-            # not after the grant. (Counted from its grant while open, a queued reservation
-            # was admitted a window after the grant, the call's hand-off delay too early;
-            # a hold when the call had been open a window came too late to re-place it.)
-            moved = self.backend.hold(permit, now)
-            if moved:
-                moved = list(moved)
-            # The call leaves only once a shared store has taken the hold (an SQLite write
-            # may wait tens of ms for the file's lock under load): it starts now, and counted
-            # from when this step began it would leave our window that much too early.
-            start = self._now()
+            local = self._local
+            if (local is not None and not first_on_thread and not local._pending
+                    and local._last_admit <= now and now - granted <= local._margin):
+                # Nothing is queued: no reservation's time depends on when this entry leaves
+                # the log, and none can until one queues, which restamps it first
+                # (_stamp_open_calls). Counted from its grant meanwhile, it still counts in
+                # every window it counts in from its start: it leaves a window of period P a
+                # margin m after P from the grant, and a call open that long is held from
+                # P after its start (_hold_open_calls), which comes first while its hand-off
+                # delay is within m. So its one restamp is at its answer (call_ended).
+                start = now
+                moved: Iterable[Ticket] = ()
+                self._unstamped[permit] = start
+            else:
+                # Every call is restamped at its start while anything is queued: a
+                # reservation queued behind its entry is then placed a window after the
+                # start, not after the grant (a hold when the call had been open a window
+                # came too late to re-place one already due).
+                moved = self.backend.hold(permit, now)
+                if moved:
+                    moved = list(moved)
+                # The call leaves only once a shared store has taken the hold (an SQLite
+                # write may wait tens of ms for the file's lock under load): it starts now,
+                # and counted from when this step began it would leave our window that much
+                # too early.
+                start = self._now()
             lag = start - granted
             if lag < 0.0:
                 lag = 0.0
@@ -333,6 +372,8 @@ class RateLimiter:
             else:
                 held = self._open_calls.pop(permit, None)
                 lag = 0.0 if held is None else held[2]
+                if self._unstamped:
+                    self._unstamped.pop(permit, None)
             moved = self._arrivals.ended(self.backend, permit, started, now, lag,
                                          first_on_thread, self.pauses, now)
         if moved:
@@ -351,6 +392,9 @@ class RateLimiter:
         value = self.margin.value
         if value == self.backend.margin:
             return []
+        if self._unstamped and value < self.backend.margin:
+            # Their hand-off delays were within the margin that is going (see call_started).
+            return [*self._stamp_open_calls(now), *self.backend.set_margin(value, now)]
         return self.backend.set_margin(value, now)
 
     def cancel(self, permit: Permit) -> None:
@@ -359,6 +403,7 @@ class RateLimiter:
             return
         with self._lock:
             self._open_calls.pop(permit, None)
+            self._unstamped.pop(permit, None)
             now = self.clock.now()
             self._hold_open_calls(now)
             moved = self.backend.cancel(permit, now)
