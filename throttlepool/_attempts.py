@@ -74,7 +74,22 @@ class Attempts:
             # Nothing to wait for (no limit, no pause, a pacer that admits now, as every call
             # to a server without rate headers): no coroutine to make for the admission.
             admission: tuple[Permit | None, int | None] | None
-            if self._limited or not limiter.unrestricted():
+            if self._limited:
+                # A limit that does not bind admits at once: no coroutine to make either.
+                reserved = limiter.reserve(cost)
+                now = clock.now()
+                if reserved.provisional or reserved.admit_at > now or control.stopping:
+                    admission = await self._admit(cost, reserved=reserved)
+                elif pacer is None:
+                    admission = reserved, None
+                else:
+                    seq, wait = pacer.admit(cost, now)
+                    if seq is not None:
+                        admission = reserved, seq
+                    else:
+                        limiter.cancel(reserved)  # (see _admit: not held through the wait)
+                        admission = await self._admit(cost, wait)
+            elif not limiter.unrestricted():
                 admission = await self._admit(cost)
             elif pacer is None:
                 admission = None, None
@@ -217,11 +232,13 @@ class Attempts:
             return 0.0
         return delay
 
-    async def _admit(self, cost: Cost, wait: float | None = None
+    async def _admit(self, cost: Cost, wait: float | None = None,
+                     reserved: Permit | None = None
                      ) -> tuple[Permit | None, int | None] | None:
         """Wait until both our limiter and the server's budget (as its headers tell) admit
         ``cost``, at the same instant; None if the run stopped meanwhile. ``wait``: the
-        pacer already asked for this wait (the caller tried the unrestricted case inline).
+        pacer already asked for this wait; ``reserved``: the limiter's reservation, made
+        already (the caller tried the case of no wait inline).
 
         The pacer is asked only once the limiter admits, and the permit goes back while the
         pacer makes us wait: a grant held through a long 429 pause would be spent twice.
@@ -234,10 +251,11 @@ class Attempts:
                 with control.shown_wait(SERVER_BUDGET, clock.now() + wait):
                     if not await control.pause(control.sleep_or_change(wait)):
                         return None
-            permit = None
+            permit, reserved = reserved, None
             now = None
-            if self._limited or not limiter.unrestricted():
-                permit = limiter.reserve(cost)
+            if permit is not None or self._limited or not limiter.unrestricted():
+                if permit is None:
+                    permit = limiter.reserve(cost)
                 now = clock.now()
                 # Admitted at once (a limit that does not bind): no wait to show or await.
                 admitted = not permit.provisional and permit.admit_at <= now
