@@ -60,9 +60,10 @@ class RateLimiter:
 
     # Every call reads these in code left cold since the last call: attributes in slots are
     # one load from the object, not one from its dict's values as well.
-    __slots__ = ("__weakref__", "_arrivals", "_counts_prompts", "_local", "_lock", "_now",
-                 "_oldest_open", "_open_calls", "_open_first_calls", "_shortest",
-                 "_unstamped", "backend", "calibration", "clock", "margin", "pauses")
+    __slots__ = ("__weakref__", "_arrivals", "_counts_prompts", "_least_margin", "_local",
+                 "_lock", "_now", "_oldest_open", "_open_calls", "_open_first_calls",
+                 "_shortest", "_unstamped", "backend", "calibration", "clock", "margin",
+                 "pauses")
 
     def __init__(
         self,
@@ -114,6 +115,7 @@ class RateLimiter:
         self._unstamped: dict[Permit, float] = {}
         # Our own log, which no other limiter shares (a log given may be), else None.
         self._local: SlidingWindowLog | None = own
+        self._least_margin = self.margin.least  # (it only rises: this stays a lower bound)
         # Where answered calls count from (see limiter.arrivals).
         self._arrivals = AnsweredArrivals([lim.period for lim in self.backend.limits],
                                           self.margin)
@@ -314,14 +316,15 @@ class RateLimiter:
             granted = permit.admit_at  # the hold restamps it
             local = self._local
             if (local is not None and not first_on_thread and not local._pending
-                    and local._last_admit <= now and now - granted <= local._margin):
+                    and local._last_admit <= now and now - granted <= self._least_margin):
                 # Nothing is queued: no reservation's time depends on when this entry leaves
                 # the log, and none can until one queues, which restamps it first
                 # (_stamp_open_calls). Counted from its grant meanwhile, it still counts in
                 # every window it counts in from its start: it leaves a window of period P a
                 # margin m after P from the grant, and a call open that long is held from
                 # P after its start (_hold_open_calls), which comes first while its hand-off
-                # delay is within m. So its one restamp is at its answer (call_ended).
+                # delay is within m, and m never falls below the margin's least. So its one
+                # restamp is at its answer (call_ended).
                 start = now
                 moved: Iterable[Ticket] = ()
                 self._unstamped[permit] = start
@@ -392,9 +395,6 @@ class RateLimiter:
         value = self.margin.value
         if value == self.backend.margin:
             return []
-        if self._unstamped and value < self.backend.margin:
-            # Their hand-off delays were within the margin that is going (see call_started).
-            return [*self._stamp_open_calls(now), *self.backend.set_margin(value, now)]
         return self.backend.set_margin(value, now)
 
     def cancel(self, permit: Permit) -> None:
