@@ -7,13 +7,9 @@ outside it, on the injected clock, and a waiter whose time moves earlier (a refu
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
 import threading
-from collections.abc import Callable, Iterable, Iterator
-from types import TracebackType
-from typing import Any
+from collections.abc import Iterable
 
 from ..clock import SYSTEM_CLOCK, Clock
 from .arrivals import AnsweredArrivals
@@ -23,23 +19,12 @@ from .margin import DEFAULT_FLOOR, AdmissionMargin
 from .pauses import CollectorPauses, NoPauses, PauseSource
 from .sliding import SlidingWindowLog
 from .ticket import LimiterBackend, Ticket
+from .waiting import Waiting, wake
 
 Permit = Ticket
 
 
-def _wake(tickets: Iterable[Ticket]) -> None:
-    for ticket in tickets:
-        waker = ticket.waker
-        if waker is None:
-            continue
-        if isinstance(waker, threading.Event):
-            waker.set()
-        else:
-            loop, event = waker
-            loop.call_soon_threadsafe(event.set)
-
-
-class RateLimiter:
+class RateLimiter(Waiting):
     """A rate limiter usable as ``with limiter:``, ``async with limiter:`` or ``acquire()``.
 
     By default an exact sliding-window log over every given limit::
@@ -143,7 +128,7 @@ class RateLimiter:
             if not self._unstamped or permit.admit_at <= now:
                 return permit
             moved = self._stamp_open_calls(now)
-        _wake(moved)
+        wake(moved)
         return permit
 
     def _reserve(self, cost: Cost, now: float) -> Permit:
@@ -202,18 +187,6 @@ class RateLimiter:
                 permit.handle = fresh.handle
             return permit.admit_at - now
 
-    def acquire(self, cost: Cost = ONE_REQUEST) -> Permit:
-        """Block the calling thread until ``cost`` is admitted; returns the permit."""
-        permit = self.reserve(cost)
-        self.wait(permit)
-        return permit
-
-    async def aacquire(self, cost: Cost = ONE_REQUEST) -> Permit:
-        """Suspend the calling task until ``cost`` is admitted; returns the permit."""
-        permit = self.reserve(cost)
-        await self.wait_async(permit)
-        return permit
-
     def admitted(self, permit: Permit) -> bool:
         """True when ``permit`` may proceed now (no wait needed)."""
         if permit.provisional:
@@ -222,44 +195,6 @@ class RateLimiter:
             now = self.clock.now()
             self._hold_open_calls(now)
             return permit.admit_at <= now
-
-    def wait(self, permit: Permit) -> None:
-        """Block until a reserved ``permit`` is admitted; if interrupted, withdraw it."""
-        if self.admitted(permit):
-            return
-        event = threading.Event()
-        with self._waiting(permit, event):
-            while (delay := self._next_wait(permit, event.clear)) is not None:
-                self.clock.wait(event, delay)
-
-    async def wait_async(self, permit: Permit) -> None:
-        """Suspend until a reserved ``permit`` is admitted; on cancellation it is withdrawn."""
-        if self.admitted(permit):
-            return
-        event = asyncio.Event()
-        with self._waiting(permit, (asyncio.get_running_loop(), event)):
-            while (delay := self._next_wait(permit, event.clear)) is not None:
-                await self.clock.await_event(event, delay)
-
-    @contextlib.contextmanager
-    def _waiting(self, permit: Permit, waker: Any) -> Iterator[None]:
-        """Let rescheduling wake this waiter; withdraw the reservation if the wait fails."""
-        permit.waker = waker
-        try:
-            yield
-        except BaseException:
-            self.cancel(permit)
-            raise
-        finally:
-            permit.waker = None
-
-    def _next_wait(self, permit: Permit, clear: Callable[[], None]) -> float | None:
-        """Seconds still to wait for ``permit``, or None once it is admitted."""
-        clear()  # before the check, so a wake-up that races it is not lost
-        delay = self._check(permit)
-        if delay <= 0 and not permit.provisional:
-            return None
-        return max(delay, 0.0)
 
     def try_acquire(self, cost: Cost = ONE_REQUEST) -> Permit | None:
         """Admit ``cost`` now if possible, else reserve nothing and return None."""
@@ -270,7 +205,7 @@ class RateLimiter:
             if permit.admit_at <= now and not permit.provisional:
                 return permit
             if not permit.provisional:
-                _wake(self.backend.cancel(permit, now))
+                wake(self.backend.cancel(permit, now))
             return None
 
     def settle(self, permit: Permit, actual: Cost | None = None, *, tokens: float | None = None
@@ -290,7 +225,7 @@ class RateLimiter:
             now = self.clock.now()
             self._hold_open_calls(now)
             moved = self.backend.settle(permit, actual, now)
-        _wake(moved)
+        wake(moved)
 
     def restamp(self, permit: Permit) -> None:
         """Count an admitted permit from now on (its call starts later than it was granted)."""
@@ -300,7 +235,7 @@ class RateLimiter:
             now = self.clock.now()
             self._hold_open_calls(now)
             moved = self.backend.restamp(permit, now)
-        _wake(moved)
+        wake(moved)
 
     def call_started(self, permit: Permit, *, first_on_thread: bool = False) -> float:
         """The permit's call starts now: count it from now, learn the hand-off delay; returns
@@ -353,7 +288,7 @@ class RateLimiter:
                     self._oldest_open = start  # (an answered call's stamp may linger: earlier)
                 self._open_calls[permit] = (permit, start, lag)
         if moved:
-            _wake(moved)
+            wake(moved)
         return start
 
     def call_ended(self, permit: Permit, started: float, *, first_on_thread: bool) -> None:
@@ -380,7 +315,7 @@ class RateLimiter:
             moved = self._arrivals.ended(self.backend, permit, started, now, lag,
                                          first_on_thread, self.pauses, now)
         if moved:
-            _wake(moved)
+            wake(moved)
 
     def widen_margin(self) -> None:
         """Lengthen the margin each admission counts for (after a server still said 429)."""
@@ -389,7 +324,7 @@ class RateLimiter:
             now = self.clock.now()
             self._hold_open_calls(now)
             moved = self._apply_margin(now)
-        _wake(moved)
+        wake(moved)
 
     def _apply_margin(self, now: float) -> Iterable[Ticket]:
         value = self.margin.value
@@ -407,7 +342,7 @@ class RateLimiter:
             now = self.clock.now()
             self._hold_open_calls(now)
             moved = self.backend.cancel(permit, now)
-        _wake(moved)
+        wake(moved)
 
     def pause_until(self, until: float) -> None:
         """Admit nothing before clock time ``until`` (e.g. now + a server's Retry-After)."""
@@ -415,27 +350,11 @@ class RateLimiter:
             now = self.clock.now()
             self._hold_open_calls(now)
             moved = self.backend.pause_until(until, now)
-        _wake(moved)
+        wake(moved)
 
     def pause_for(self, seconds: float) -> None:
         """Admit nothing for the next ``seconds``."""
         self.pause_until(self.clock.now() + seconds)
-
-    def __enter__(self) -> Permit:
-        return self.acquire()
-
-    def __exit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        return None
-
-    async def __aenter__(self) -> Permit:
-        return await self.aacquire()
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        return None
 
     def __repr__(self) -> str:
         return f"RateLimiter({', '.join(str(lim) for lim in self.limits)})"
