@@ -6,7 +6,8 @@ calls from their grant (the default), one that restamps every call at its start 
 unset, as with a backend given). After every step, every reservation's admission time and
 every answered call's stamp must be the same in both (an open call may count from its grant
 in the first): queued reservations, open calls of every hand-off delay, first calls, long
-calls held open, settles, cancels, pauses and margins that widen and fall.
+calls held open, awaited calls (restamped after their answer), settles, cancels (of open
+calls too), try_acquire, pauses and margins that widen and fall.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ step = st.one_of(
     st.tuples(st.just("start"), st.integers(0, 7), st.booleans()),
     st.tuples(st.just("start"), st.integers(0, 7), st.just(False)),
     st.tuples(st.just("end"), st.integers(0, 7)),
+    st.tuples(st.just("end_awaited"), st.integers(0, 7)),  # answered, then restamped
+    st.tuples(st.just("cancel_open"), st.integers(0, 7)),
+    st.tuples(st.just("try"), st.integers(1, 64)),
     st.tuples(st.just("settle"), st.integers(0, 15), st.integers(0, 64)),
     st.tuples(st.just("cancel"), st.integers(0, 7)),
     st.tuples(st.just("widen"),),
@@ -74,6 +78,18 @@ class _Run:
             permit, started, first = self.open.pop(int(s[1]) % len(self.open))  # type: ignore[call-overload]
             lim.call_ended(permit, started, first_on_thread=first)
             self.ended.append(permit)
+        elif kind == "end_awaited" and self.open:  # an awaited call's end (_calls.py)
+            permit, started, first = self.open.pop(int(s[1]) % len(self.open))  # type: ignore[call-overload]
+            lim.call_ended(permit, started, first_on_thread=first)
+            lim.restamp(permit)
+            self.ended.append(permit)
+        elif kind == "cancel_open" and self.open:
+            lim.cancel(self.open.pop(int(s[1]) % len(self.open))[0])  # type: ignore[call-overload]
+        elif kind == "try":
+            got = lim.try_acquire(Cost(requests=1, tokens=float(s[1])))  # type: ignore[arg-type]
+            if got is not None:
+                self.waiting.append(got)
+                self.all.append(got)
         elif kind == "settle" and self.ended:
             permit = self.ended.pop(int(s[1]) % len(self.ended))  # type: ignore[call-overload]
             lim.settle(permit, tokens=float(s[2]))  # type: ignore[arg-type]
@@ -99,6 +115,7 @@ def test_counting_warm_calls_from_their_grant_while_nothing_is_queued_changes_no
             continue
         fast.do(s)
         reference.do(s)
+        assert len(fast.all) == len(reference.all), s
         assert len(fast.open) == len(reference.open)
         open_now = {id(p) for p, _, _ in fast.open}
         for mine, theirs in zip(fast.all, reference.all, strict=True):

@@ -1,8 +1,9 @@
 """The limiter mechanism: one lock around a backend, shared by threads and asyncio tasks.
 
 The backend computes each reservation's admission time under the lock; waiting happens
-outside it, on the injected clock, and a waiter whose time moves earlier (a refund by
-``settle``, a cancelled reservation) is woken instead of sleeping out its old wait.
+outside it, on the injected clock (limiter.waiting), and a waiter whose time moves earlier
+(a refund by ``settle``, a cancelled reservation) is woken instead of sleeping out its old
+wait.
 """
 
 from __future__ import annotations
@@ -100,7 +101,9 @@ class RateLimiter(Waiting):
         self._unstamped: dict[Permit, float] = {}
         # Our own log, which no other limiter shares (a log given may be), else None.
         self._local: SlidingWindowLog | None = own
-        self._least_margin = self.margin.least  # (it only rises: this stays a lower bound)
+        # (It only rises: this stays a lower bound; less a microsecond, so that the hold's
+        # horizon and the entry's span, computed apart, cannot round the wrong way.)
+        self._least_margin = self.margin.least - 1e-6
         # Where answered calls count from (see limiter.arrivals).
         self._arrivals = AnsweredArrivals([lim.period for lim in self.backend.limits],
                                           self.margin)
@@ -238,9 +241,10 @@ class RateLimiter(Waiting):
         wake(moved)
 
     def call_started(self, permit: Permit, *, first_on_thread: bool = False) -> float:
-        """The permit's call starts now: count it from now, learn the hand-off delay; returns
-        the start time for :meth:`call_ended`. A thread's first call counts from the latest
-        instant until it answers (see :meth:`call_ended`)."""
+        """The permit's call starts now: count it from now (or, while nothing is queued in
+        our own log, from its grant until a reservation queues: see below), learn the
+        hand-off delay; returns the start time for :meth:`call_ended`. A thread's first call
+        counts from the latest instant until it answers (see :meth:`call_ended`)."""
         with self._lock:
             now = self._now()
             if permit.provisional:
@@ -250,7 +254,8 @@ class RateLimiter(Waiting):
                 self._hold_open_calls(now)
             granted = permit.admit_at  # the hold restamps it
             local = self._local
-            if (local is not None and not first_on_thread and not local._pending
+            if (local is not None and local is self.backend and not first_on_thread
+                    and not local._pending
                     and local._last_admit <= now and now - granted <= self._least_margin):
                 # Nothing is queued: no reservation's time depends on when this entry leaves
                 # the log, and none can until one queues, which restamps it first

@@ -156,7 +156,8 @@ class AdmissionMargin:
     def least(self) -> float:
         """The lowest the floor may fall to: a slack taken from the floor of the moment (see
         ``AnsweredArrivals.rebound``) must fit within this, or a floor that follows the load
-        down leaves the entries that took it counted too early."""
+        down leaves the entries that took it counted too early; a call left counted from its
+        grant must be handed off within it (``RateLimiter.call_started``). It never falls."""
         return self._load_least if self.follows_load else self.floor
 
     def handed_off(self, lag: float, now: float) -> bool:
