@@ -1,8 +1,8 @@
 """Processes that open one fresh checkpoint file at the same instant all get it.
 
-Two copies of one run started together once failed in CI with "database is locked" instead
-of naming the run's holder: switching a new file to WAL needs it to itself, and SQLite does
-not wait for that switch as it waits for a lock (busy_timeout).
+Two copies of one run started together once failed in a full test run with "database is
+locked" instead of naming the run's holder: switching a new file to WAL needs it to itself,
+and SQLite does not wait for that switch as it waits for a lock (busy_timeout).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ def _open_at(path: str, at: float, answers: Queue[str | None]) -> None:
 
 
 def test_processes_opening_one_fresh_file_at_once_all_open_it(tmp_path: Path) -> None:
-    """Before: 5 of 30 rounds of 6 processes saw "database is locked" on this machine; this
-    test (30 rounds of 8) failed 5 runs of 6 on it."""
+    """Before the fix, on this machine: 5 of 30 rounds of 6 processes saw "database is
+    locked"; this test (30 rounds of 8) failed 4 runs of 4."""
     ctx = mp.get_context("fork")
     for round_ in range(ROUNDS):
         path = str(tmp_path / f"x{round_}.db")

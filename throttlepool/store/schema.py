@@ -164,8 +164,9 @@ def _switch_to_wal(conn: sqlite3.Connection, timeout: float) -> None:
 
     The switch needs the file to itself, and SQLite does not run the busy handler for it:
     processes opening a fresh file at once got "database is locked" at once (2 copies of one
-    run, in CI; 5 of 30 rounds of 6 processes here). WAL stays set in the file, so once any
-    process has switched it the others find it so and take no lock for it.
+    run, in a full test run; 5 of 30 rounds of 6 processes on this project's test machine).
+    WAL stays set in the file, so once any process has switched it the others find it so
+    and take no lock for it.
     """
     deadline = time.monotonic() + timeout
     pause = 0.005
