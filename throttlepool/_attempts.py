@@ -160,15 +160,16 @@ class Attempts:
                 breaker.record_success()
             if usage is not None:  # else nothing was counted: nothing to settle
                 self._settle_tokens(permit, cost, usage)
+            answered_at = clock.now()
             if pacer is not None and seq is not None:
-                pacer.observe(seq, result.rate, clock.now(),
+                pacer.observe(seq, result.rate, answered_at,
                               None if usage is None else _counted(cost, usage), timing)
             if breaker is not None or (pacer is not None and seq is not None):
                 control.notify()  # once: the waiters it wakes re-check everything
             if key is not None and cfg.cache is not None:
                 cfg.cache.put(key, result.value)
             return Outcome(index, item, Status.OK, result.value, None, attempts,
-                           clock.now() - first_start, usage, Source.CALL, key,
+                           answered_at - first_start, usage, Source.CALL, key,
                            ttft=result.ttft)
 
     def _settle_tokens(self, permit: Permit | None, cost: Cost, usage: Usage | None) -> None:

@@ -46,6 +46,10 @@ from .limiter.pauses import NoPauses, PauseSource
 #: The token kinds a server may limit, each with a bucket of its own.
 _TOKEN_UNITS = (TOKENS, INPUT_TOKENS, OUTPUT_TOKENS)
 _INF = float("inf")
+#: Answered calls whose responses carried no rate headers share one entry per this many
+#: seconds (while no window is learned): at tens of thousands of calls a second, one entry
+#: each over the horizon would hold millions.
+_MERGE_SPAN = 0.01
 #: (remaining, limit, reset) of one unit, as a response's headers give them.
 _Figures = tuple[float | None, float | None, float | None]
 
@@ -88,10 +92,6 @@ class HeaderBudget:
 
     #: Calls answered this long ago are forgotten while no window is known yet.
     _UNKNOWN_HORIZON = 60.0
-    #: Answered calls whose responses carried no rate headers share one entry per this many
-    #: seconds (while no window is learned): at tens of thousands of calls a second, one
-    #: entry each over the horizon would hold millions.
-    _MERGE_SPAN = 0.01
 
     def __init__(self, configured: Sequence[Limit] = (),
                  pauses: PauseSource | None = None) -> None:
@@ -103,6 +103,11 @@ class HeaderBudget:
         self.output_tokens = HeaderBucket(OUTPUT_TOKENS)
         self._seq = 0
         self._fresh = 0  # the newest dispatch whose response has synced the buckets
+        # Until a response carries rate headers (most servers never send any), calls are
+        # kept in a cheaper form: open ones here, answered ones only in merged entries. The
+        # first headers turn them into the records below (_see_headers).
+        self._blind = True
+        self._blind_open: dict[int, tuple[float, Cost]] = {}  # seq -> (let go, cost)
         self._tokens_sent = dict.fromkeys(_TOKEN_UNITS, 0.0)
         # seq -> tokens of each kind sent up to it, until it ends
         self._tokens_at: dict[int, dict[str, float]] = {}
@@ -116,11 +121,9 @@ class HeaderBudget:
         self._learned_seq = 0  # the last call let go before the current window was learned
         #: 429s met by calls let go after their server's window was learned.
         self.rate_limited_after_learning = 0
-
-    @property
-    def times_calls(self) -> bool:
-        """True once headers were seen: a learned log bounds answered calls by their timing."""
-        return bool(self._fresh) or self._window is not None
+        #: True once headers were seen (or a window is learned): a learned log bounds
+        #: answered calls by their timing. An attribute, not a property: read on every call.
+        self.times_calls = False
 
     @property
     def learned_limits(self) -> list[Limit]:
@@ -145,21 +148,9 @@ class HeaderBudget:
         yield self.output_tokens
 
     def admit(self, cost: Cost, now: float) -> tuple[int | None, float]:
-        # Blind while no header has synced a bucket and no window is learned: nothing to
-        # wait for (a server without rate headers stays so; its calls skip the buckets).
-        if (self._window is None and not self._fresh and self.requests.level == _INF
-                and self.tokens.level == _INF and self.input_tokens.level == _INF
-                and self.output_tokens.level == _INF):
+        if self._blind:  # no header yet, so no bucket or window to wait for
             seq = self._seq = self._seq + 1
-            self._open[seq] = cost
-            sent = self._sent
-            sent[seq] = SentCall(now, cost)
-            # Blind, no bucket has seen a reset (any header makes ``_fresh`` nonzero), so
-            # every horizon is 0 and the unknown one holds: no need to ask the buckets. The
-            # oldest entry is mostly still counting: seen here, without a call to _forget.
-            first = next(iter(sent.values()))
-            if not first.open and first.stamp <= now - self._UNKNOWN_HORIZON:
-                self._forget(now, self._UNKNOWN_HORIZON)
+            self._blind_open[seq] = (now, cost)
             return seq, 0.0
         window = self._window
         learned = {lim.unit for lim in window.limits} if window is not None else set()
@@ -261,28 +252,52 @@ class HeaderBudget:
             if timing is not None:  # made once headers were seen: a window may follow
                 self._arrivals.answered(None, let_go, timing, now)
             if not headers:
-                self._merge(seq, sent)
+                del self._sent[seq]
+                self._merge(sent.cost, sent.stamp)
 
-    def _merge(self, seq: int, sent: SentCall) -> None:
-        """Count answered ``sent`` in one entry with the calls answered just before it.
+    def _merge(self, cost: Cost, stamp: float) -> None:
+        """Count a call answered at ``stamp`` in one entry with the calls answered just
+        before it.
 
         The entry counts the sum of their costs from the latest of their answers, so a window
         learned later counts each of them a little longer than it could, never shorter. Its
         key is no call's seq: a 429 that follows (whose call the server did not count) finds
         nothing to withdraw and the call stays counted, on the safe side too.
         """
-        del self._sent[seq]
         merged = self._merged
-        if (merged is not None and sent.stamp - self._merged_since <= self._MERGE_SPAN
+        if (merged is not None and stamp - self._merged_since <= _MERGE_SPAN
                 and self._sent.get(-self._merges) is merged):  # not forgotten yet
-            merged.join(sent.cost, sent.stamp)
+            merged.join(cost, stamp)
             return
         if merged is not None:
             merged.close()  # its members' costs are one sum from now on
         self._merges += 1
-        self._merged_since = sent.stamp
-        self._merged = MergedCalls(sent.stamp, sent.cost)
+        self._merged_since = stamp
+        self._merged = MergedCalls(stamp, cost, after=self._seq)
         self._sent[-self._merges] = self._merged
+        if self._blind:  # its only entries are merged ones: forget here, once per entry
+            self._forget(stamp, self._UNKNOWN_HORIZON)
+
+    def _see_headers(self) -> None:
+        """Leave the blind form: every open call gets the record the buckets and a learned
+        window work with (its answered calls are already merged entries in ``_sent``), in
+        dispatch order among them, as if there had been no blind form (_forget's order)."""
+        self._blind = False
+        pending = list(self._blind_open.items())  # in seq order: admit numbers them so
+        sent: dict[int, SentCall] = {}
+        taken = 0
+        for key, entry in self._sent.items():  # merged entries only, in the order made
+            after = entry.after if isinstance(entry, MergedCalls) else 0
+            while taken < len(pending) and pending[taken][0] <= after:
+                seq, (let_go, cost) = pending[taken]
+                sent[seq] = SentCall(let_go, cost)
+                taken += 1
+            sent[key] = entry
+        for seq, (let_go, cost) in pending[taken:]:
+            sent[seq] = SentCall(let_go, cost)
+        self._sent = sent
+        self._open = {seq: cost for seq, (_, cost) in self._blind_open.items()}
+        self._blind_open.clear()
 
     def _settle(self, seq: int, actual: Cost, now: float) -> None:
         """Count ``seq`` as what the server counted, not as reserved: a reply shorter than
@@ -312,6 +327,7 @@ class HeaderBudget:
                   if lim is not None]
         if self._window is not None and not limits:
             self._window = None  # every learned limit is now a configured one's to enforce
+            self.times_calls = bool(self._fresh)
             self._arrivals = LearnedArrivals(None, self._pauses, self._arrivals.margin)
         if not limits or (self._window is not None and self._window.limits == limits):
             return
@@ -319,34 +335,42 @@ class HeaderBudget:
         for sent in sorted(self._sent.values(), key=lambda s: s.stamp):
             sent.ticket = window.record(sent.cost, sent.stamp)
         self._window = window
+        self.times_calls = True
         self._arrivals = LearnedArrivals(window, self._pauses, self._arrivals.margin)
         self._learned_seq = self._seq
 
     def observe(self, seq: int, info: RateInfo | None, now: float,
                 actual: Cost | None = None, timing: CallTiming | None = None) -> None:
-        if info is None and actual is None:  # a response without headers or usage (most)
-            if self._tokens_at:
-                self._tokens_at.pop(seq, None)
-            if timing is None and self._window is None:
-                # What _answered does for it, inline: every call to a server without rate
-                # headers comes here. It joins the newest merged entry from its answer on.
-                self._open.pop(seq, None)
-                sent_calls = self._sent
-                sent = sent_calls.get(seq)
-                if sent is None or not sent.open:
-                    return
-                stamp = now if now > sent.stamp else sent.stamp
-                merged = self._merged
-                if (merged is not None and stamp - self._merged_since <= self._MERGE_SPAN
-                        and sent_calls.get(-self._merges) is merged):  # as _merge joins it
-                    del sent_calls[seq]
-                    merged.join(sent.cost, stamp)
-                    return
-                sent.stamp = stamp
-                self._merge(seq, sent)
+        if self._blind:
+            if info is None and timing is None:
+                # Every call to a server without rate headers comes here: it joins the
+                # newest merged entry from its answer on, counting its estimate (its usage,
+                # ``actual``, is not settled into a merged entry: see _answered).
+                call = self._blind_open.pop(seq, None)
+                if call is not None:
+                    sent_at, cost = call
+                    stamp = now if now > sent_at else sent_at
+                    merged = self._merged
+                    # While blind the newest entry is never forgotten (see _merge). Joined
+                    # inline (MergedCalls.join): no call frame, no max() on every call.
+                    if merged is not None and stamp - self._merged_since <= _MERGE_SPAN:
+                        if cost is merged.first:
+                            merged.repeats += 1
+                        else:
+                            merged.members.append(cost)
+                        merged.total = None
+                        if stamp > merged.stamp:
+                            merged.stamp = stamp
+                    else:
+                        self._merge(cost, stamp)
                 return
-            self._answered(seq, now, headers=False, timing=timing)
-            return
+            self._see_headers()
+        self._observe_known(seq, info, now, actual, timing)
+
+    def _observe_known(self, seq: int, info: RateInfo | None, now: float,
+                       actual: Cost | None, timing: CallTiming | None) -> None:
+        """:meth:`observe` once out of the blind form (its closures, apart from the blind
+        path: a closure's variables cost the blind path a cell each on every call)."""
         tokens_upto = self._tokens_at.pop(seq, None)
         sent = self._sent.get(seq)
         let_go = sent.stamp if sent is not None and sent.open else None
@@ -364,6 +388,7 @@ class HeaderBudget:
             self._learn(now)
             return
         self._fresh = seq
+        self.times_calls = True
         # Not yet counted by the server: calls sent after this one, and, to be safe, earlier
         # calls still unanswered (a slow one may reach the server after this one did).
         stragglers = [c for s, c in self._open.items() if s < seq]
@@ -402,6 +427,9 @@ class HeaderBudget:
         return [(self.tokens, (info.remaining_tokens, info.limit_tokens, info.reset_tokens))]
 
     def rate_limited(self, seq: int, now: float, retry_after: float | None) -> None:
+        if self._blind:  # no bucket or window to empty: only the call to forget
+            self._blind_open.pop(seq, None)
+            return
         self._tokens_at.pop(seq, None)
         self._open.pop(seq, None)
         sent = self._sent.pop(seq, None)  # refused unprocessed: the server did not count it

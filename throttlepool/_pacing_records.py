@@ -164,11 +164,18 @@ _UNIT_GETTERS = tuple(map(attrgetter, ("requests", "tokens", "prompt", "generate
 class MergedCalls(SentCall):
     """Answered calls counted as one entry (see ``HeaderBudget._merge`` in ``_pacing``):
     ``cost`` is the sum of its members' costs, made only when read (members join far more
-    often)."""
+    often). Members that are the first one's very cost object (a plain function's calls
+    all share one) are only counted: summing a cost's token properties takes a Python call
+    each, which on the blind path cost more than everything else together."""
 
-    def __init__(self, stamp: float, cost: Cost) -> None:
-        self._members = [cost]
-        self._sum: Cost | None = None
+    def __init__(self, stamp: float, cost: Cost, after: int = 0) -> None:
+        #: The last call let go before this entry was made (its place in dispatch order).
+        self.after = after
+        #: The first member's cost and how many members share that object; the others'
+        #: costs; their sum once read (None: not summed since the last join).
+        self.first, self.repeats = cost, 1
+        self.members: list[Cost] = []
+        self.total: Cost | None = None
         super().__init__(stamp, cost, open=False)
 
     @property
@@ -177,21 +184,26 @@ class MergedCalls(SentCall):
 
     @cost.setter
     def cost(self, value: Cost) -> None:
-        self._members, self._sum = [value], None
+        self.first, self.repeats, self.members, self.total = value, 1, [], None
 
     def close(self) -> Cost:
         """The members summed into one cost, which replaces them (on a read, and when the
         next entry starts: a closed entry holds one cost, not thousands)."""
-        if self._sum is None:
-            # What Cost.of reads for each unit, in the same order: the same sums, without a
-            # Python call per member and unit (an entry holds thousands of members).
+        if self.total is None:
+            # What Cost.of reads for each unit, in the same order.
+            first, repeats, members = self.first, self.repeats, self.members
             requests, tokens, prompt, generated = (
-                sum(map(get, self._members)) for get in _UNIT_GETTERS)
-            self._sum = Cost(requests, tokens, input_tokens=prompt, output_tokens=generated)
-            self._members = [self._sum]
-        return self._sum
+                get(first) * repeats + sum(map(get, members)) for get in _UNIT_GETTERS)
+            self.total = Cost(requests, tokens, input_tokens=prompt, output_tokens=generated)
+            self.first, self.repeats, self.members = self.total, 1, []
+        return self.total
 
     def join(self, cost: Cost, stamp: float) -> None:
-        self._members.append(cost)
-        self._sum = None
-        self.stamp = max(self.stamp, stamp)
+        """Count ``cost`` in this entry, from ``stamp`` if that is later."""
+        if cost is self.first:
+            self.repeats += 1
+        else:
+            self.members.append(cost)
+        self.total = None
+        if stamp > self.stamp:
+            self.stamp = stamp
