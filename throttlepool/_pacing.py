@@ -108,6 +108,9 @@ class HeaderBudget:
         # first headers turn them into the records below (_see_headers).
         self._blind = True
         self._blind_open: dict[int, tuple[float, Cost]] = {}  # seq -> (let go, cost)
+        # While blind: the time from which the oldest merged entry may be forgotten (its
+        # answer plus the unknown horizon, a microsecond early: _forget_blind decides).
+        self._forget_from = _INF
         self._tokens_sent = dict.fromkeys(_TOKEN_UNITS, 0.0)
         # seq -> tokens of each kind sent up to it, until it ends
         self._tokens_at: dict[int, dict[str, float]] = {}
@@ -151,6 +154,8 @@ class HeaderBudget:
         if self._blind:  # no header yet, so no bucket or window to wait for
             seq = self._seq = self._seq + 1
             self._blind_open[seq] = (now, cost)
+            if now >= self._forget_from:
+                self._forget_blind(now)
             return seq, 0.0
         window = self._window
         learned = {lim.unit for lim in window.limits} if window is not None else set()
@@ -274,9 +279,25 @@ class HeaderBudget:
         self._merges += 1
         self._merged_since = stamp
         self._merged = MergedCalls(stamp, cost, after=self._seq)
+        if self._blind and not self._sent:
+            self._forget_from = stamp + self._UNKNOWN_HORIZON - 1e-6
         self._sent[-self._merges] = self._merged
-        if self._blind:  # its only entries are merged ones: forget here, once per entry
-            self._forget(stamp, self._UNKNOWN_HORIZON)
+
+    def _forget_blind(self, now: float) -> None:
+        """:meth:`_forget` while blind, as it would run on the records the first headers
+        make (in dispatch order, an entry made after a call still open is kept)."""
+        sent, horizon = self._sent, now - self._UNKNOWN_HORIZON
+        oldest_open = next(iter(self._blind_open))  # the call just let go, at the latest
+        while sent:
+            key = next(iter(sent))
+            entry = sent[key]
+            if isinstance(entry, MergedCalls) and entry.after >= oldest_open:
+                return  # a call let go before it is still open: kept, asked again next time
+            if entry.stamp > horizon:
+                self._forget_from = entry.stamp + self._UNKNOWN_HORIZON - 1e-6
+                return
+            del sent[key]
+        self._forget_from = _INF
 
     def _see_headers(self) -> None:
         """Leave the blind form: every open call gets the record the buckets and a learned

@@ -190,7 +190,8 @@ class MergedCalls(SentCall):
         """The members summed into one cost, which replaces them (on a read, and when the
         next entry starts: a closed entry holds one cost, not thousands)."""
         if self.total is None:
-            # What Cost.of reads for each unit, in the same order.
+            # What Cost.of reads for each unit; the shared cost multiplied, not added once
+            # per member (the same sum, up to the last bit of a fractional estimate).
             first, repeats, members = self.first, self.repeats, self.members
             requests, tokens, prompt, generated = (
                 get(first) * repeats + sum(map(get, members)) for get in _UNIT_GETTERS)
