@@ -217,9 +217,10 @@ class HeaderBudget:
         (else it is asked of the buckets, only once the first entry is answered).
         """
         sent = self._sent
-        while sent:
-            seq = next(iter(sent))
-            first = sent[seq]
+        gone: list[int] = []
+        # One walk, then the deletions: asking next(iter()) after each deletion would step
+        # over every hole left before it (k deletions, k * k steps).
+        for seq, first in sent.items():
             if first.open:
                 break
             if horizon is None:
@@ -229,6 +230,8 @@ class HeaderBudget:
                               ) or self._UNKNOWN_HORIZON
             if first.stamp > now - horizon:
                 break
+            gone.append(seq)
+        for seq in gone:
             del sent[seq]
 
     def _answered(self, seq: int, now: float, headers: bool = True,
@@ -288,16 +291,19 @@ class HeaderBudget:
         make (in dispatch order, an entry made after a call still open is kept)."""
         sent, horizon = self._sent, now - self._UNKNOWN_HORIZON
         oldest_open = next(iter(self._blind_open))  # the call just let go, at the latest
-        while sent:
-            key = next(iter(sent))
-            entry = sent[key]
+        gone: list[int] = []  # deleted after the walk, as in _forget
+        self._forget_from = _INF
+        for key, entry in sent.items():
             if isinstance(entry, MergedCalls) and entry.after >= oldest_open:
-                return  # a call let go before it is still open: kept, asked again next time
+                # A call let go before it is still open: kept, asked again at the next call.
+                self._forget_from = now
+                break
             if entry.stamp > horizon:
                 self._forget_from = entry.stamp + self._UNKNOWN_HORIZON - 1e-6
-                return
+                break
+            gone.append(key)
+        for key in gone:
             del sent[key]
-        self._forget_from = _INF
 
     def _see_headers(self) -> None:
         """Leave the blind form: every open call gets the record the buckets and a learned
@@ -372,9 +378,10 @@ class HeaderBudget:
                     sent_at, cost = call
                     stamp = now if now > sent_at else sent_at
                     merged = self._merged
-                    # While blind the newest entry is never forgotten (see _merge). Joined
-                    # inline (MergedCalls.join): no call frame, no max() on every call.
-                    if merged is not None and stamp - self._merged_since <= _MERGE_SPAN:
+                    # As _merge joins it (unless forgotten, which takes a clock that went
+                    # back a minute), inline: no call frame, no max() on every call.
+                    if (merged is not None and stamp - self._merged_since <= _MERGE_SPAN
+                            and self._sent.get(-self._merges) is merged):
                         if cost is merged.first:
                             merged.repeats += 1
                         else:

@@ -70,3 +70,22 @@ def test_calls_answered_without_headers_are_kept_the_unknown_horizon_then_forgot
         blind.observe(seq, None, 0.0)
     blind.admit(ONE, 60.1)
     assert remembered(blind) == 1
+
+
+def test_answered_calls_held_behind_an_open_call_are_forgotten_once_it_is_answered() -> None:
+    # A call open for over a minute keeps the calls answered after it was let go (records in
+    # dispatch order stop at it); the first call let go after its answer forgets them.
+    budget = HeaderBudget()
+    slow, _ = budget.admit(ONE, 0.0)
+    assert slow is not None
+    for _ in range(100):
+        seq, _ = budget.admit(ONE, 0.0)
+        assert seq is not None
+        budget.observe(seq, None, 0.0)
+    seq, _ = budget.admit(ONE, 61.0)
+    assert seq is not None
+    assert remembered(budget) == 102  # held behind the slow call
+    budget.observe(slow, None, 61.5)
+    budget.observe(seq, None, 61.5)
+    budget.admit(ONE, 62.0)
+    assert remembered(budget) == 3  # the two answered at 61.5 and the call just let go
