@@ -12,6 +12,7 @@ the reasons for them are in bench/catalogue.py.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shlex
@@ -27,6 +28,9 @@ from .report import Report, machine, write
 
 ROOT = Path(__file__).resolve().parent.parent
 SECTIONS = (*section_names(), "overhead", "scale", "store", "scaleout")
+#: The bench extra's modules (setup.cfg): the peers, the plot, peak RSS.
+BENCH_EXTRA = ("psutil", "pyrate_limiter", "filelock", "aiometer", "langchain_core",
+               "matplotlib", "openai")
 
 
 _T0 = time.perf_counter()
@@ -66,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="docs/benchmarks.md", help="report path ('' for none)")
     ap.add_argument("--json", default="", help="also dump the raw figures to this file")
     args = ap.parse_args(argv)
+    missing = [name for name in BENCH_EXTRA if importlib.util.find_spec(name) is None]
+    if missing:  # said now, not as an ImportError minutes into the first workload
+        ap.error(f"the bench needs its extra ({', '.join(missing)} not installed): "
+                 "pip install -e '.[bench]'")
 
     only = [s for s in args.only.split(",") if s] or list(SECTIONS)
     unknown = set(only) - set(SECTIONS)
