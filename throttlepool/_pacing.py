@@ -377,20 +377,7 @@ class HeaderBudget:
                 if call is not None:
                     sent_at, cost = call
                     stamp = now if now > sent_at else sent_at
-                    merged = self._merged
-                    # As _merge joins it (unless forgotten, which takes a clock that went
-                    # back a minute), inline: no call frame, no max() on every call.
-                    if (merged is not None and stamp - self._merged_since <= _MERGE_SPAN
-                            and self._sent.get(-self._merges) is merged):
-                        if cost is merged.first:
-                            merged.repeats += 1
-                        else:
-                            merged.members.append(cost)
-                        merged.total = None
-                        if stamp > merged.stamp:
-                            merged.stamp = stamp
-                    else:
-                        self._merge(cost, stamp)
+                    self._merge(cost, stamp)
                 return
             self._see_headers()
         self._observe_known(seq, info, now, actual, timing)
