@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from .catalogue import section_names, workloads
-from .overhead import measure_overhead, measure_scale
+from .overhead import measure_one_cpu, measure_overhead, measure_scale
 from .peers import CONTENDERS
 from .report import Report, machine, write
 
@@ -110,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         report.overhead = measure_overhead(n, repeats, processes, log=log)
         report.overhead_repeats = repeats * processes
         report.overhead_processes = processes
+        log("Overhead on one CPU (the cause check of batch_size 8)")
+        report.one_cpu = measure_one_cpu(n, repeats, processes, log=log)
     if "scale" in only:
         n_scale = 200_000 if args.quick else 1_000_000
         log(f"Scale: {n_scale:,} items through imap in a fresh process")
@@ -133,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).write_text(json.dumps(
             {"records": [r.to_dict() for r in report.records],
              "overhead": [t.__dict__ for t in report.overhead],
+             "one_cpu": [t.__dict__ for t in report.one_cpu],
              "scale": None if report.scale is None else report.scale.__dict__},
             indent=1, default=str))
     if args.out:

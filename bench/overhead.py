@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -26,19 +28,29 @@ class Throughput:
     batch_size: int
     n: int
     rates: list[float] = field(default_factory=list)
+    #: Voluntary context switches of the whole process per item, one figure per run: each is a
+    #: thread that blocked and was woken again (on a VM, waking an idle CPU is costly).
+    switches: list[float] = field(default_factory=list)
 
     @property
     def median(self) -> float:
         return statistics.median(self.rates) if self.rates else 0.0
 
+    @property
+    def median_switches(self) -> float:
+        return statistics.median(self.switches) if self.switches else 0.0
 
-def _time(fn: Callable[[], int], n: int) -> float:
+
+def _time(fn: Callable[[], int], n: int) -> tuple[float, float]:
+    """Items per second of one run, and the process's voluntary context switches per item."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw
     t0 = time.perf_counter()
     got = fn()
     elapsed = time.perf_counter() - t0
+    switches = resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw - before
     if got != n:
         raise AssertionError(f"expected {n} results, got {got}")
-    return n / elapsed
+    return n / elapsed, switches / n
 
 
 def _pool_map(n: int, batch_size: int) -> Callable[[], int]:
@@ -89,24 +101,59 @@ WAYS: dict[str, Callable[[int, int], Callable[[], int]]] = {
 }
 
 
-def _measure_here(n: int, repeats: int, batch_sizes: tuple[int, ...]) -> list[Throughput]:
+#: The ways the one-CPU check runs (see measure_one_cpu).
+ONE_CPU_WAYS = ("ThreadPoolExecutor.map", "throttlepool run()")
+
+
+def _measure_here(n: int, repeats: int, batch_sizes: tuple[int, ...],
+                  ways: tuple[str, ...] = tuple(WAYS)) -> list[Throughput]:
     """Interleaved repeats (A B C D, A B C D, ...) in this process, so drift hits every way
     alike."""
-    out = [Throughput(name, bs, n) for bs in batch_sizes for name in WAYS]
+    out = [Throughput(name, bs, n) for bs in batch_sizes for name in ways]
     for t in out:  # warm-up: imports, thread start-up, first-run allocations
         _time(WAYS[t.name](min(n, 2000), t.batch_size), min(n, 2000))
     for _ in range(repeats):
         for t in out:
-            t.rates.append(_time(WAYS[t.name](n, t.batch_size), n))
+            rate, switches = _time(WAYS[t.name](n, t.batch_size), n)
+            t.rates.append(rate)
+            t.switches.append(switches)
     return out
 
 
 _OVERHEAD_CHILD = r"""
-import json, sys
+import json, os, sys
 from bench.overhead import _measure_here
 n, repeats, sizes = int(sys.argv[1]), int(sys.argv[2]), tuple(json.loads(sys.argv[3]))
-print(json.dumps([t.rates for t in _measure_here(n, repeats, sizes)]))
+ways = tuple(json.loads(sys.argv[4]))
+if sys.argv[5] == "one-cpu":  # before any thread starts: every thread inherits the mask
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+print(json.dumps([[t.rates, t.switches] for t in _measure_here(n, repeats, sizes, ways)]))
 """
+
+
+def _measure_in_children(n: int, repeats: int, processes: int, batch_sizes: tuple[int, ...],
+                         ways: tuple[str, ...], cpus: str) -> list[Throughput]:
+    out = [Throughput(name, bs, n) for bs in batch_sizes for name in ways]
+    root = str(Path(__file__).resolve().parent.parent)
+    for _ in range(processes):
+        child = subprocess.run(
+            [sys.executable, "-c", _OVERHEAD_CHILD, str(n), str(repeats),
+             json.dumps(batch_sizes), json.dumps(ways), cpus],
+            capture_output=True, text=True, cwd=root)
+        if child.returncode != 0:
+            raise RuntimeError(f"overhead child failed: {child.stderr[-2000:]}")
+        for t, (rates, switches) in zip(out, json.loads(child.stdout.splitlines()[-1]),
+                                        strict=True):
+            t.rates += rates
+            t.switches += switches
+    return out
+
+
+def _log_rows(out: list[Throughput], log: Callable[[str], None], label: str) -> None:
+    for t in out:
+        log(f"  {label}  {t.name:<32} batch_size {t.batch_size:3d}  "
+            f"median {t.median:10,.0f} items/s  {t.median_switches:.2f} switches/item  (runs: "
+            + ", ".join(f"{r:,.0f}" for r in t.rates) + ")")
 
 
 def measure_overhead(n: int, repeats: int, processes: int = 1,
@@ -120,20 +167,27 @@ def measure_overhead(n: int, repeats: int, processes: int = 1,
     if processes <= 1:
         out = _measure_here(n, repeats, batch_sizes)
     else:
-        out = [Throughput(name, bs, n) for bs in batch_sizes for name in WAYS]
-        root = str(Path(__file__).resolve().parent.parent)
-        for _ in range(processes):
-            child = subprocess.run(
-                [sys.executable, "-c", _OVERHEAD_CHILD, str(n), str(repeats),
-                 json.dumps(batch_sizes)], capture_output=True, text=True, cwd=root)
-            if child.returncode != 0:
-                raise RuntimeError(f"overhead child failed: {child.stderr[-2000:]}")
-            for t, rates in zip(out, json.loads(child.stdout.splitlines()[-1]), strict=True):
-                t.rates += rates
-    for t in out:
-        log(f"  overhead  {t.name:<32} batch_size {t.batch_size:3d}  "
-            f"median {t.median:10,.0f} items/s  (runs: "
-            + ", ".join(f"{r:,.0f}" for r in t.rates) + ")")
+        out = _measure_in_children(n, repeats, processes, batch_sizes, tuple(WAYS), "all")
+    _log_rows(out, log, "overhead")
+    return out
+
+
+def measure_one_cpu(n: int, repeats: int, processes: int = 1,
+                    log: Callable[[str], None] = print) -> list[Throughput]:
+    """The cause check of the batch_size-8 figure: ThreadPoolExecutor.map and run() again, in
+    fresh processes held to one CPU (empty where the platform cannot pin a process).
+
+    At batch_size 8, run() hands each round of 8 calls from its event loop thread to a
+    worker and back, and each hand-off may wake a CPU that went idle; ThreadPoolExecutor.map
+    queues every item at once, and its threads rarely block. On one CPU a woken thread takes
+    over a CPU that is already awake, so the gap between the two runs says what the
+    cross-CPU wake-ups cost.
+    """
+    if not hasattr(os, "sched_setaffinity"):
+        log("  one CPU   not measured: this platform cannot pin a process to a CPU")
+        return []
+    out = _measure_in_children(n, repeats, processes, (8,), ONE_CPU_WAYS, "one-cpu")
+    _log_rows(out, log, "one CPU ")
     return out
 
 
