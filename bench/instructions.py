@@ -2,13 +2,14 @@
 does not move, for A/B work on the engine's fixed costs (wall-clock A/B runs on a shared
 2-core box vary by 30 % and more; these vary by about 1 %).
 
-    python -m bench.instructions [--ways run,run-noad,lim,lim-noad,tpe] [--items 3000,9000]
+    python -m bench.instructions [--ways run,lim,run-timeout,...] [--items 3000,9000]
 
 Each way runs in a child process under ``valgrind --tool=cachegrind --cache-sim=no`` once
 per item count; the figure is the slope between the two counts, so start-up and imports
 cancel out. ``run``: ``ThreadedBatchRunner.run`` at batch_size 8 (as the overhead bench);
 ``lim``: with a limit that never binds; ``-noad``: without the header pacer
-(``adaptive=False``); ``tpe``: ``ThreadPoolExecutor.map``. Needs valgrind (apt-get install
+(``adaptive=False``); ``-timeout``: with a timeout the runner enforces (``timeout=60``);
+``tpe``: ``ThreadPoolExecutor.map``. Needs valgrind (apt-get install
 valgrind); not part of ``python -m bench`` or the tests.
 """
 
@@ -41,11 +42,13 @@ else:
         kw["limits"] = ["400000/minute"]
     if way.endswith("-noad"):
         kw["adaptive"] = False
+    if way.endswith("-timeout"):  # a timeout the runner enforces (no adapter does its own)
+        kw["timeout"] = 60.0
     with ThreadedBatchRunner(noop, batch_size=8, progress=False, **kw) as runner:
         assert len(runner.run(range(n))) == n
 """
 
-WAYS = ("run", "run-noad", "lim", "lim-noad", "tpe")
+WAYS = ("run", "run-noad", "lim", "lim-noad", "tpe", "run-timeout")
 
 
 def instructions(way: str, n: int, valgrind: str) -> int:

@@ -96,11 +96,20 @@ class Dispatcher:
         if not self._abandons:
             return await fut
         timeout = self._timeout
+        assert timeout is not None
+        # At the timeout, one timer cancels the thread's future, as asyncio.wait_for would,
+        # without wait_for's own future, callbacks and extra loop steps on every call.
+        timer = self.handoff.loop.call_later(timeout, fut.cancel)
         try:
-            return await asyncio.wait_for(fut, timeout)
-        except TimeoutError:
+            return await fut
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the attempt itself is cancelled (an abort): not a timeout
             self.cfg.pool.abandon(fut)
             raise CallTimeout(f"call did not return within {timeout:g}s") from None
+        finally:
+            timer.cancel()
 
     def _submit(self, item: Any, permit: Permit | None, sending: Callable[[], None] | None,
                 timing: CallTiming | None) -> asyncio.Future[CallResult[Any]]:

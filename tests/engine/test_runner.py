@@ -324,6 +324,53 @@ def test_per_call_timeout_raises_call_timeout_and_retries() -> None:
     assert result.outcomes[2].attempts == 2
 
 
+def test_a_cancelled_run_whose_call_the_runner_times_is_cancelled_not_timed_out() -> None:
+    """The runner's timer cancels a call's future at its timeout; a cancellation of the run
+    itself reaches the same future and must stay a cancellation, not become a CallTimeout
+    that the run records and retries past."""
+    started, release = threading.Event(), threading.Event()
+    calls: list[int] = []
+
+    def held(x: int) -> int:
+        calls.append(x)
+        started.set()
+        release.wait(10)
+        return x
+
+    async def main() -> None:
+        runner = ThreadedBatchRunner(held, batch_size=1, timeout=30.0, breaker=False,
+                                     retry=Retry(attempts=3, base=0.0, cap=0.0), progress=False)
+        task = asyncio.ensure_future(runner.arun([1, 2, 3]))
+        while not started.is_set():
+            await asyncio.sleep(0.005)
+        task.cancel()
+        try:
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        finally:
+            release.set()
+            runner.close()
+
+    asyncio.run(main())
+    assert calls == [1]  # neither retried as a timeout nor followed by the next item
+
+
+def test_a_call_that_returns_in_time_leaves_no_timer_behind() -> None:
+    """Each call the runner times arms one timer; a call that returns must disarm it, or a
+    long run keeps every answered call's future for the whole timeout."""
+
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        with ThreadedBatchRunner(lambda x: x, batch_size=4, timeout=600.0,
+                                 progress=False) as runner:
+            result = await runner.arun(range(50))
+        assert result.all_succeeded
+        return sum(1 for h in loop._scheduled  # type: ignore[attr-defined]
+                   if not h.cancelled() and h.when() > loop.time() + 300)
+
+    assert asyncio.run(main()) == 0
+
+
 # ---- event loops: run inside a loop, arun, aimap ------------------------------------------
 
 
