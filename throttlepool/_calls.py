@@ -104,8 +104,10 @@ class Dispatcher:
             return await fut
         except asyncio.CancelledError:
             task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise  # the attempt itself is cancelled (an abort): not a timeout
+            if not fut.cancelled() or (task is not None and task.cancelling()):
+                # The function raised it, or the attempt itself is cancelled (an abort):
+                # not a timeout.
+                raise
             self.cfg.pool.abandon(fut)
             raise CallTimeout(f"call did not return within {timeout:g}s") from None
         finally:

@@ -355,6 +355,41 @@ def test_a_cancelled_run_whose_call_the_runner_times_is_cancelled_not_timed_out(
     assert calls == [1]  # neither retried as a timeout nor followed by the next item
 
 
+def test_a_cancelled_error_the_function_raises_is_not_taken_for_a_timeout() -> None:
+    """Only the timer's cancellation is a timeout: the function's own CancelledError goes
+    where it goes without a timeout, and no thread is counted as abandoned for it."""
+
+    def fn(x: int) -> int:
+        if x == 1:
+            raise asyncio.CancelledError
+        return x
+
+    seen = []
+    for timeout in (None, 30.0):
+        runner = ThreadedBatchRunner(fn, batch_size=1, timeout=timeout, breaker=False,
+                                     retry=Retry(attempts=2, base=0.0, cap=0.0), progress=False)
+        with runner, pytest.raises(asyncio.CancelledError):
+            runner.run([0, 1, 2])
+        seen.append(runner._pool._abandoned)
+    assert seen == [0, 0]
+
+
+def test_a_timeout_error_the_function_raises_stays_its_own() -> None:
+    """A read timeout inside the function is the function's error, reported as it is, not
+    relabelled as the runner's CallTimeout (and no thread counts as abandoned for it)."""
+
+    def fn(x: int) -> int:
+        raise TimeoutError("read timed out")
+
+    with ThreadedBatchRunner(fn, batch_size=1, timeout=30.0, breaker=False,
+                             retry=Retry(attempts=1), progress=False) as runner:
+        result = runner.run([0])
+    error = result.errors[0]
+    assert isinstance(error, TimeoutError) and not isinstance(error, CallTimeout)
+    assert str(error) == "read timed out"
+    assert runner._pool._abandoned == 0
+
+
 def test_a_call_that_returns_in_time_leaves_no_timer_behind() -> None:
     """Each call the runner times arms one timer; a call that returns must disarm it, or a
     long run keeps every answered call's future for the whole timeout."""
