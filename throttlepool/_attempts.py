@@ -17,8 +17,8 @@ from ._pacing_arrivals import CallTiming
 from ._progress_line import BREAKER, RATE_LIMIT, SERVER_429, SERVER_BUDGET
 from .adapters.base import CallResult
 from .adapters.structured import InvalidAnswer
-from .classify import ErrorKind, Verdict
-from .errors import CallTimeout, RetryHintTooLong, RunStopped
+from .classify import ErrorKind, Verdict, is_timeout
+from .errors import RetryHintTooLong, RunStopped
 from .limiter import Cost, Permit
 from .outcome import Outcome, RunStats, Source, Status, Usage
 
@@ -134,7 +134,7 @@ class Attempts:
                     # An answer that never came may still be billed: keep its estimate.
                     if billed is not None:
                         cfg.budget.settle(held, billed, item)
-                    elif isinstance(exc, CallTimeout):
+                    elif is_timeout(exc):  # ours or the SDK's: the request may have gone
                         cfg.budget.settle(held, None, item)
                     else:
                         cfg.budget.cancel(held)

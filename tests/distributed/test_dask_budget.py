@@ -71,3 +71,29 @@ def test_a_capped_dask_run_stops_within_its_budget_and_a_higher_cap_finishes_it(
     assert sorted(called_again) == sorted(set(ITEMS) - set(done))  # only the remaining ones
     [recorded] = list_runs(db)
     assert recorded["status"] == "completed" and recorded["ok"] == len(ITEMS)
+
+
+def test_a_dask_call_that_timed_out_keeps_its_estimate_as_spent(client: Any) -> None:
+    """As on threads: an SDK read timeout may still be billed, so the driver keeps its
+    estimate as spent; given back instead, a cap of 1.5 calls let a second call go."""
+    from throttlepool.adapters.openai import OpenAIAdapter
+    from throttlepool.distributed.dask import run_on_dask
+
+    items = ["[[fault:hang]] " + ITEMS[0], ITEMS[1], ITEMS[2]]
+    with Simulator(SimConfig(hang_seconds=2.0)) as sim:
+        adapter = OpenAIAdapter(openai.OpenAI(api_key="k-budget", base_url=sim.openai_base_url,
+                                              max_retries=0, timeout=0.3),
+                                model="gpt-4o-mini", max_tokens=20)
+        pricing = Pricing("openai", "gpt-4o-mini")
+        per_call = [pricing.estimate(e.tokens - e.output, e.output)
+                    for e in map(adapter.estimate, items)]
+        cap = 1.5 * max(p for p in per_call if p is not None)
+        # One item per chunk, one chunk at a time: the second item is reserved only after
+        # the first one's outcome was settled.
+        result = run_on_dask(adapter, items, client=client, batch_size=1, chunk_size=1,
+                             max_chunks_in_flight=1, retries=0, breaker=False,
+                             progress=False, max_cost=cap)
+        called = _asked(sim)
+    assert result.outcomes[0].error is not None
+    assert result.stopped is not None and "budget reached" in str(result.stopped)
+    assert len(called) == 1  # the hung call only: its estimate still counts

@@ -94,3 +94,25 @@ def test_an_unpriced_model_is_refused_before_any_call(sim: Simulator) -> None:
     with pytest.raises(ConfigError, match="max_cost needs a price"):
         ThreadedBatchRunner(_adapter(sim, "a-model-without-a-price"), max_cost=1.0)
     assert _asked(sim) == []
+
+
+def test_a_call_that_timed_out_keeps_its_estimate_as_spent(sim: Simulator) -> None:
+    """A call whose answer never came (the SDK's own read timeout) may still be billed: the
+    cap keeps its estimate as spent, as for the runner's own timeout. Given back instead, a
+    cap of 1.5 calls let the next call go too."""
+    sim.configure(hang_seconds=2.0)
+    client = openai.OpenAI(api_key="k-budget", base_url=sim.openai_base_url, max_retries=0,
+                           timeout=0.3)
+    adapter = OpenAIAdapter(client, model="gpt-4o-mini", max_tokens=20)
+    items = ["[[fault:hang]] " + ITEMS[0], ITEMS[1], ITEMS[2]]
+    pricing = Pricing("openai", "gpt-4o-mini")
+    estimates = [adapter.estimate(x) for x in items]
+    per_call = [pricing.estimate(e.tokens - e.output, e.output) for e in estimates]
+    assert all(p is not None for p in per_call)
+    cap = 1.5 * max(p for p in per_call if p is not None)
+    with ThreadedBatchRunner(adapter, batch_size=1, retries=0, breaker=False, progress=False,
+                             max_cost=cap) as runner:
+        result = runner.run(items)
+    assert isinstance(result.errors[0], openai.APITimeoutError)
+    assert result.stopped is not None and "budget reached" in str(result.stopped)
+    assert len(_asked(sim)) == 1  # the hung call only: its estimate still counts

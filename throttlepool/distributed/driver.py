@@ -39,8 +39,9 @@ from dataclasses import replace
 from typing import Any
 
 from .._ledger import Ending, RunLedger
+from ..classify import is_timeout
 from ..cost.budget import Reservation
-from ..errors import CallTimeout, LimiterUnavailable, RunStopped
+from ..errors import LimiterUnavailable, RunStopped
 from ..outcome import Outcome, RunStats, Source, Status
 from ..store.base import SpendRecords
 from .chunk import ChunkConfig, ChunkResult, announced_calls, call_of, run_chunk, stop_session
@@ -277,7 +278,8 @@ class DaskEngine:
         if held is None or budget is None:
             return
         if outcome is not None and (outcome.status is Status.OK
-                                    or isinstance(outcome.error, CallTimeout)):
+                                    or (outcome.error is not None
+                                        and is_timeout(outcome.error))):
             budget.settle(held, outcome.usage, item)
         else:
             budget.cancel(held)
