@@ -139,6 +139,25 @@ def shortfalls(report: Report) -> list[str]:
             f"{float(x.get('rate_limit_wait', 0.0)):.2f} s of rate-limit pauses; "
             f"1-minute load average after the run {r.load:.2f} on {report.machine['cores']} "
             "cores.")
+    lines += _overhead_shortfall(report)
     if not lines:
         return []
     return ["Where throttlepool falls short, the measured figures behind it:", "", *lines, ""]
+
+
+def _overhead_shortfall(report: Report) -> list[str]:
+    """When no-op run() trails ThreadPoolExecutor.map at batch_size 8: both ways' context
+    switches per item, and the same two on one CPU (the cause check)."""
+    by = {(t.name, t.batch_size): t for t in report.overhead}
+    run, pool = by.get(("throttlepool run()", 8)), by.get(("ThreadPoolExecutor.map", 8))
+    if run is None or pool is None or run.median >= pool.median:
+        return []
+    line = (f"- no-op run() at batch_size 8: {run.median:,.0f} items/s at "
+            f"{run.median_switches:.2f} voluntary context switches per item, against "
+            f"ThreadPoolExecutor.map's {pool.median:,.0f} at {pool.median_switches:.2f}")
+    one = {t.name: t for t in report.one_cpu}
+    run1, pool1 = one.get("throttlepool run()"), one.get("ThreadPoolExecutor.map")
+    if run1 is not None and pool1 is not None:
+        line += (f"; held to one CPU, {run1.median:,.0f} against {pool1.median:,.0f} items/s "
+                 "(the switches cost where each wakes an idle CPU: see the overhead section)")
+    return [line + "."]
