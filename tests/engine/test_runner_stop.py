@@ -146,8 +146,9 @@ def start_worker(seconds: float, n: int, batch: int) -> tuple[subprocess.Popen[s
     err_lines: list[str] = []
 
     def pump(stream: IO[str]) -> None:
-        for line in stream:
-            err_lines.append(line)
+        with stream:  # closed at the child's end: no reader is left on it
+            for line in stream:
+                err_lines.append(line)
 
     threading.Thread(target=pump, args=(proc.stderr,), daemon=True).start()
     assert proc.stdout is not None
@@ -157,7 +158,13 @@ def start_worker(seconds: float, n: int, batch: int) -> tuple[subprocess.Popen[s
 
 
 def last_json(proc: subprocess.Popen[str], timeout: float) -> tuple[dict[str, Any], int]:
-    out, _ = proc.communicate(timeout=timeout)
+    # Not communicate(): it would read and close stderr under start_worker's pump thread,
+    # which then raised "I/O operation on closed file" (a warning in a full suite). The
+    # worker's stdout is a line and a summary, far below a pipe's buffer.
+    proc.wait(timeout=timeout)
+    assert proc.stdout is not None
+    with proc.stdout:
+        out = proc.stdout.read()
     lines = [ln for ln in out.splitlines() if ln.strip()]
     assert lines, "the worker printed no summary"
     return json.loads(lines[-1]), proc.returncode
