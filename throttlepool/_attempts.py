@@ -8,16 +8,19 @@ run's policy.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from ._calls import Dispatcher, RunConfig
 from ._control import RunControl
 from ._ledger import RunLedger
 from ._pacing_arrivals import CallTiming
+from ._pool import NotStarted
 from ._progress_line import BREAKER, RATE_LIMIT, SERVER_429, SERVER_BUDGET
 from .adapters.base import CallResult
 from .adapters.structured import InvalidAnswer
 from .classify import ErrorKind, Verdict, is_timeout
+from .cost.budget import Reservation
 from .errors import RetryHintTooLong, RunStopped
 from .limiter import Cost, Permit
 from .outcome import Outcome, RunStats, Source, Status, Usage
@@ -37,6 +40,9 @@ class Attempts:
         # A limiter's limits are fixed when it is made: with any, every attempt reserves, and
         # asking unrestricted() each time would only say so again.
         self._limited = bool(cfg.limiter.limits)
+        # With lookahead, admitted calls beyond batch_size wait for a thread: shown as queued.
+        self._threads = (cfg.options.execution.batch_size if dispatch.gate is not None
+                         else sys.maxsize)
 
     async def process(self, index: int, item: Any) -> Outcome[Any]:
         """The item's outcome: from the checkpoint or cache, else from calls."""
@@ -107,10 +113,14 @@ class Attempts:
                 first_start = clock.now()
             attempts += 1
             stats.calls += 1
-            stats.in_flight += 1
+            if stats.in_flight < self._threads:
+                stats.in_flight += 1
+            else:
+                stats.queued += 1
             # The pacer's learned log bounds an answered call by when it ran (_pacing_arrivals).
             timing = (CallTiming() if seq is not None and pacer is not None
                       and pacer.times_calls else None)
+            fut = None
             try:
                 sending = (ledger.sending(index, key)
                            if ledger.journal is not None or ledger.on_call is not None else None)
@@ -120,7 +130,12 @@ class Attempts:
                 if not reachability.reached:
                     reachability.observe_success()
             except Exception as exc:
-                stats.in_flight -= 1
+                self._answered()
+                if exc.__class__ is NotStarted:
+                    # Withdrawn from the pool's queue before it started: no call was made.
+                    attempts -= 1
+                    self._withdrawn(attempts, permit, held, seq)
+                    continue  # admitted again, or not if the run is stopping
                 last_error = exc
                 verdict = adapter.classify(exc)
                 if permit is not None and verdict.kind is ErrorKind.RATE_LIMITED:
@@ -141,6 +156,8 @@ class Attempts:
                 if verdict.kind is ErrorKind.INVALID_OUTPUT:
                     invalid += 1
                 delay = self._after_failure(exc, verdict, attempts - invalid, seq, invalid)
+                if fut is not None and dispatch.gate is not None:
+                    dispatch.gate.acted_on()  # its pause, breaker or stop is in place
                 if delay is None or isinstance(delay, BaseException):
                     error = delay if isinstance(delay, BaseException) else exc
                     return Outcome(index, item, Status.FAILED, None, error, attempts,
@@ -151,7 +168,10 @@ class Attempts:
                     stats.retrying -= 1
                     return self._unfinished(index, item, attempts, last_error, key)
                 continue
-            stats.in_flight -= 1
+            if stats.queued:  # (inline: every answered call comes this way)
+                stats.queued -= 1  # one that waited took the freed thread
+            else:
+                stats.in_flight -= 1
             usage = result.usage
             if held is not None and cfg.budget is not None:
                 cfg.budget.settle(held, usage, item)
@@ -171,6 +191,28 @@ class Attempts:
             return Outcome(index, item, Status.OK, result.value, None, attempts,
                            answered_at - first_start, usage, Source.CALL, key,
                            ttft=result.ttft)
+
+    def _answered(self) -> None:
+        """One admitted call is over (answered, failed or withdrawn)."""
+        stats = self.stats
+        if stats.queued:
+            stats.queued -= 1  # one that waited took the freed thread
+        else:
+            stats.in_flight -= 1
+
+    def _withdrawn(self, attempts: int, permit: Permit | None, held: Reservation | None,
+                   seq: int | None) -> None:
+        """Undo the admission of a call that never started (see _pool.RunGate)."""
+        cfg, stats = self.cfg, self.stats
+        stats.calls -= 1
+        if attempts:
+            stats.retrying += 1
+        if permit is not None:
+            cfg.limiter.cancel(permit)
+        if held is not None and cfg.budget is not None:
+            cfg.budget.cancel(held)
+        if seq is not None and cfg.pacer is not None:
+            cfg.pacer.cancel(seq, cfg.clock.now())
 
     def _settle_tokens(self, permit: Permit | None, cost: Cost, usage: Usage | None) -> None:
         """Settle a billed call's permit to the tokens the server counted."""

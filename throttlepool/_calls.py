@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._pacing import Pacer
 from ._pacing_arrivals import CallTiming
-from ._pool import LoopHandoff, WorkerPool
+from ._pool import LoopHandoff, RunGate, WorkerPool
 from ._reachability import Reachability
 from .adapters.base import Adapter, CallResult
 from .breaker import CircuitBreaker
@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # options/ builds executors, which run the engine that import
     from .options import RunOptions
 
 _thread_state = threading.local()
+_NEVER = float("-inf")
 
 
 @dataclass
@@ -61,9 +62,14 @@ class RunConfig:
 class Dispatcher:
     """Runs attempts for one run on one event loop."""
 
-    def __init__(self, cfg: RunConfig, handoff: LoopHandoff) -> None:
+    def __init__(self, cfg: RunConfig, handoff: LoopHandoff, gate: RunGate | None = None
+                 ) -> None:
         self.cfg = cfg
         self.handoff = handoff
+        #: Lookahead (see _pool.py): jobs may wait in the pool's queue; ``gate`` withdraws
+        #: those that must not start any more.
+        self.gate = gate
+        self._pool_submit = partial(cfg.pool.submit_gated, gate)
         self._acall: Callable[[Any, float | None], Awaitable[CallResult[Any]]] | None = (
             cfg.adapter.acall if cfg.adapter.is_async else None)
         # Made once per run: a call pays for no attribute chains or bound method.
@@ -115,7 +121,7 @@ class Dispatcher:
 
     def _submit(self, item: Any, permit: Permit | None, sending: Callable[[], None] | None,
                 timing: CallTiming | None) -> asyncio.Future[CallResult[Any]]:
-        submit, handoff, timeout = self.cfg.pool.submit, self.handoff, self._timeout
+        submit, handoff, timeout = self._pool_submit, self.handoff, self._timeout
         fut: asyncio.Future[CallResult[Any]] = self._new_future()
         if permit is None and timing is not None:
             submit(handoff, fut, self._timed_call, timing, item, timeout, sending)
@@ -187,7 +193,10 @@ def _stamped_call(
         # thread's first call may also open a connection or initialise the SDK before the
         # server sees it; the limiter learns from its duration how late that may have been.
         first_on_thread = not getattr(state, "warm", False)
-        started = started_at(permit, first_on_thread=first_on_thread)
+        # A job may have waited in the pool's queue for this thread (lookahead): that wait
+        # is not hand-off delay, so the limiter counts it from when the thread was free.
+        started = started_at(permit, first_on_thread=first_on_thread,
+                             ready=getattr(state, "free_at", _NEVER))
         try:
             if sending is not None:
                 sending()
@@ -199,6 +208,7 @@ def _stamped_call(
                 timing.started, timing.ended = started, now()
                 timing.first_on_thread = first_on_thread
             ended(permit, started, first_on_thread=first_on_thread)
+            state.free_at = now()
     return stamped
 
 

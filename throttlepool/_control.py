@@ -10,6 +10,7 @@ import contextlib
 from collections.abc import Awaitable, Iterator
 from typing import Any
 
+from ._pool import RunGate
 from .clock import Clock
 from .outcome import RunStats
 
@@ -27,6 +28,8 @@ class RunControl:
         self._watchers = 0
         self._waiting: set[asyncio.Task[Any]] = set()
         self._waits: dict[object, tuple[float, str]] = {}  # shown in stats.waiting_for
+        #: Lookahead's gate (see _pool.RunGate): a stop withdraws the run's queued calls.
+        self.gate: RunGate | None = None
 
     def request_stop(self, reason: BaseException, *, interrupted: bool = False) -> None:
         """Stop dispatching; the waits in progress end at once."""
@@ -35,6 +38,8 @@ class RunControl:
         self.stopping = True
         self.stop_reason = reason
         self.interrupted = self.interrupted or interrupted
+        if self.gate is not None:
+            self.gate.stop()
         for task in list(self._waiting):
             task.cancel()
         self.notify()

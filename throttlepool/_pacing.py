@@ -77,6 +77,10 @@ class Pacer(Protocol):
         """The call ``seq`` was rejected with a 429 (``retry_after``: the server's hint)."""
         ...
 
+    def cancel(self, seq: int, now: float) -> None:
+        """The call ``seq`` was admitted but never made (withdrawn before it started)."""
+        ...
+
 
 class HeaderBudget:
     """A :class:`Pacer` that keeps a request bucket and token buckets synced to headers:
@@ -470,3 +474,17 @@ class HeaderBudget:
             bucket.level = min(bucket.level, 0.0)
             bucket.stamp = now
         self._learn(now)
+
+    def cancel(self, seq: int, now: float) -> None:
+        if self._blind:
+            self._blind_open.pop(seq, None)
+            return
+        self._tokens_at.pop(seq, None)  # (tokens_sent keeps it: later counts stay high)
+        cost = self._open.pop(seq, None)
+        sent = self._sent.pop(seq, None)
+        window = self._window
+        if window is not None and sent is not None and sent.ticket is not None:
+            window.cancel(sent.ticket, now)
+        if cost is not None:  # given back as admit took it (a sync since then counted it)
+            for bucket in self._buckets():
+                bucket.level = min(bucket.capacity, bucket.level + cost.of(bucket.unit))

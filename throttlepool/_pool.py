@@ -5,6 +5,13 @@ through the self-pipe. In a prototype of the hand-off alone on a 2-core machine,
 capped no-op calls near 12-15k/s, and coalescing wake-ups (one drain per burst of
 completions) gave 35-45k/s at 8 coroutines and >100k/s at 64. Through the whole runner,
 see docs/benchmarks.md (21.6k/s at batch_size 8, 47.8k/s at 64).
+
+Lookahead: a run may submit more jobs than the pool has threads, so a thread that finishes
+a call takes the next one at once instead of waiting for a round trip through the loop (on
+a 2-core machine each round trip wakes a thread on the other, idle CPU). A queued job is
+not yet a call: a :class:`RunGate` withdraws it (``NotStarted``) when the run stops or when
+a call failed in a way the loop has not acted on yet (a 429's pause, the breaker, a fatal
+error), so no call starts that would not have started without lookahead.
 """
 
 from __future__ import annotations
@@ -19,6 +26,72 @@ from typing import Any
 
 _STOP = object()
 _pool_ids = itertools.count(1)
+
+
+class NotStarted(Exception):
+    """A queued job was withdrawn before it started (see :class:`RunGate`): no call made."""
+
+
+class FailureCount:
+    """The runner's count of failed gated jobs, and of those its runs have acted on.
+
+    Shared by every run on one pool: a 429 in one run pauses the limiter they share, so
+    it holds back the queued jobs of all of them. Changed under ``lock`` (threads raise,
+    loops handle, possibly several loops)."""
+
+    __slots__ = ("handled", "lock", "raised")
+
+    def __init__(self) -> None:
+        self.raised = 0
+        self.handled = 0
+        self.lock = threading.Lock()
+
+
+class RunGate:
+    """Whether one run's queued jobs may still start.
+
+    A job carries ``count.handled`` as it was when it was admitted, and starts only if
+    ``count.raised`` still equals it (every failure raised before it starts was acted on
+    before it was admitted), the run is not stopping and the job was not cancelled. A run's
+    failures left unhandled when it ends (an abort) are written off by :meth:`retire`, so
+    they hold back no other run."""
+
+    __slots__ = ("count", "handled", "raised", "retired", "stopped")
+
+    def __init__(self, count: FailureCount) -> None:
+        self.count = count
+        self.raised = 0  # this run's share of count.raised ...
+        self.handled = 0  # ... and of count.handled
+        self.stopped = False
+        self.retired = False
+
+    def failed(self) -> None:
+        """A job of this run raised (worker thread, before the loop can see it)."""
+        count = self.count
+        with count.lock:
+            if not self.retired:
+                self.raised += 1
+                count.raised += 1
+
+    def acted_on(self) -> None:
+        """The loop has acted on one of this run's failures (pause, breaker, stop)."""
+        count = self.count
+        with count.lock:
+            if not self.retired:
+                self.handled += 1
+                count.handled += 1
+
+    def stop(self) -> None:
+        """No queued job of this run starts any more."""
+        self.stopped = True
+
+    def retire(self) -> None:
+        """The run ended: its failures never acted on no longer hold back other runs."""
+        count = self.count
+        with count.lock:
+            if not self.retired:
+                self.retired = self.stopped = True
+                count.handled += self.raised - self.handled
 
 
 class LoopHandoff:
@@ -71,6 +144,8 @@ class WorkerPool:
         self._abandoned = 0
         self._lock = threading.Lock()
         self._closed = False
+        #: Failures of gated jobs, for every run's :class:`RunGate` on this pool.
+        self.failures = FailureCount()
 
     @property
     def size(self) -> int:
@@ -81,9 +156,18 @@ class WorkerPool:
         self, handoff: LoopHandoff, fut: asyncio.Future[Any], fn: Callable[..., Any], *args: Any
     ) -> None:
         """Run ``fn(*args)`` on a worker thread and complete ``fut`` through ``handoff``."""
+        self.submit_gated(None, handoff, fut, fn, *args)
+
+    def submit_gated(
+        self, gate: RunGate | None, handoff: LoopHandoff, fut: asyncio.Future[Any],
+        fn: Callable[..., Any], *args: Any
+    ) -> None:
+        """As :meth:`submit`, for a job that may wait in the queue behind a busy thread: it
+        starts only if ``gate`` still allows it then, else ``fut`` gets :class:`NotStarted`."""
         if self._closed:
             raise RuntimeError("the runner's thread pool is closed")
-        self._inbox.put((handoff, fut, fn, args))
+        admitted = gate.count.handled if gate is not None else 0
+        self._inbox.put((handoff, fut, fn, args, gate, admitted))
         try:
             self._idle.get_nowait()
             return
@@ -108,17 +192,25 @@ class WorkerPool:
             job = get()
             if job is _STOP:
                 return
-            handoff, fut, fn, args = job
+            handoff, fut, fn, args, gate, admitted = job
+            if gate is not None and (gate.count.raised != admitted or gate.stopped
+                                     or fut.cancelled()):
+                handoff.complete(fut, False, NotStarted())
+                del job, handoff, fut, fn, args, gate
+                self._idle.put(None)
+                continue
             try:
                 result = fn(*args)
             except BaseException as exc:
+                if gate is not None:
+                    gate.failed()  # before the loop sees it: queued jobs wait for it
                 handoff.complete(fut, False, exc)
             else:
                 handoff.complete(fut, True, result)
             if fut.cancelled():
                 with self._lock:
                     self._abandoned = max(0, self._abandoned - 1)
-            del job, handoff, fut, fn, args
+            del job, handoff, fut, fn, args, gate
             self._idle.put(None)
 
     def shutdown(self, wait: bool = True) -> None:

@@ -84,6 +84,7 @@ class RunStats:
     failed: int = 0
     not_attempted: int = 0
     in_flight: int = 0
+    queued: int = 0  # admitted calls waiting for a free thread (lookahead)
     retrying: int = 0
     calls: int = 0  # every call that reached the API, repeated ones included
     repeated_calls: int = 0  # calls whose answers were lost (a worker died): made again

@@ -240,11 +240,15 @@ class RateLimiter(Waiting):
             moved = self.backend.restamp(permit, now)
         wake(moved)
 
-    def call_started(self, permit: Permit, *, first_on_thread: bool = False) -> float:
+    def call_started(self, permit: Permit, *, first_on_thread: bool = False,
+                     ready: float = float("-inf")) -> float:
         """The permit's call starts now: count it from now (or, while nothing is queued in
         our own log, from its grant until a reservation queues: see below), learn the
         hand-off delay; returns the start time for :meth:`call_ended`. A thread's first call
-        counts from the latest instant until it answers (see :meth:`call_ended`)."""
+        counts from the latest instant until it answers (see :meth:`call_ended`).
+        ``ready``: when the thread starting it became free; a job that waited in the pool's
+        queue for a thread (lookahead) learns its hand-off delay from then, not from its
+        grant, so waiting behind busy threads does not widen the margin."""
         with self._lock:
             now = self._now()
             if permit.provisional:
@@ -281,7 +285,7 @@ class RateLimiter(Waiting):
                 # and counted from when this step began it would leave our window that much
                 # too early.
                 start = self._now()
-            lag = start - granted
+            lag = start - (granted if granted > ready else ready)
             if lag < 0.0:
                 lag = 0.0
             if self.margin.handed_off(lag, start):
