@@ -8,6 +8,7 @@ run's policy.
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from typing import Any
 
@@ -19,11 +20,16 @@ from ._pool import NotStarted
 from ._progress_line import BREAKER, RATE_LIMIT, SERVER_429, SERVER_BUDGET
 from .adapters.base import CallResult
 from .adapters.structured import InvalidAnswer
+from .breaker import BreakerState
 from .classify import ErrorKind, Verdict, is_timeout
 from .cost.budget import Reservation
 from .errors import RetryHintTooLong, RunStopped
 from .limiter import Cost, Permit
 from .outcome import Outcome, RunStats, Source, Status, Usage
+
+#: How long a withdrawn call waits before it is admitted again while a failure raised in
+#: another run on the runner is not acted on yet (in this run's, it is acted on first).
+_RECHECK = 0.001
 
 
 class Attempts:
@@ -131,33 +137,26 @@ class Attempts:
                     reachability.observe_success()
             except Exception as exc:
                 self._answered()
+                gate = dispatch.gate
                 if exc.__class__ is NotStarted:
                     # Withdrawn from the pool's queue before it started: no call was made.
                     attempts -= 1
-                    self._withdrawn(attempts, permit, held, seq)
+                    self._withdrawn(permit, held, seq)
+                    if attempts:
+                        stats.retrying += 1
+                    if (gate is not None and gate.count.raised != gate.count.handled
+                            and not control.stopping):
+                        # A failure another run's loop has not acted on yet: do not spin.
+                        await control.pause(asyncio.sleep(_RECHECK))
                     continue  # admitted again, or not if the run is stopping
                 last_error = exc
-                verdict = adapter.classify(exc)
-                if permit is not None and verdict.kind is ErrorKind.RATE_LIMITED:
-                    # The server refused it unprocessed and did not count it: neither do we.
-                    limiter.cancel(permit)
-                billed = exc.usage if isinstance(exc, InvalidAnswer) else None
-                if billed is not None:  # an answer was rejected, but the server billed it
-                    self._count_billed(billed, item)
-                    self._settle_tokens(permit, cost, billed)
-                if held is not None and cfg.budget is not None:
-                    # An answer that never came may still be billed: keep its estimate.
-                    if billed is not None:
-                        cfg.budget.settle(held, billed, item)
-                    elif is_timeout(exc):  # ours or the SDK's: the request may have gone
-                        cfg.budget.settle(held, None, item)
-                    else:
-                        cfg.budget.cancel(held)
-                if verdict.kind is ErrorKind.INVALID_OUTPUT:
-                    invalid += 1
-                delay = self._after_failure(exc, verdict, attempts - invalid, seq, invalid)
-                if fut is not None and dispatch.gate is not None:
-                    dispatch.gate.acted_on()  # its pause, breaker or stop is in place
+                counted = gate is not None and _raised_on_thread(fut, exc)
+                try:
+                    delay, invalid = self._failed(exc, item, cost, permit, held, seq,
+                                                  attempts, invalid)
+                finally:
+                    if counted and gate is not None:
+                        gate.acted_on()  # its pause, breaker or stop is in place
                 if delay is None or isinstance(delay, BaseException):
                     error = delay if isinstance(delay, BaseException) else exc
                     return Outcome(index, item, Status.FAILED, None, error, attempts,
@@ -165,9 +164,12 @@ class Attempts:
                 stats.retries += 1
                 stats.retrying += 1
                 if delay > 0 and not await control.pause(clock.asleep(delay)):
-                    stats.retrying -= 1
                     return self._unfinished(index, item, attempts, last_error, key)
                 continue
+            except BaseException as exc:  # not an Exception: the run ends with it
+                if dispatch.gate is not None and _raised_on_thread(fut, exc):
+                    dispatch.gate.acted_on()
+                raise
             if stats.queued:  # (inline: every answered call comes this way)
                 stats.queued -= 1  # one that waited took the freed thread
             else:
@@ -192,6 +194,32 @@ class Attempts:
                            answered_at - first_start, usage, Source.CALL, key,
                            ttft=result.ttft)
 
+    def _failed(self, exc: Exception, item: Any, cost: Cost, permit: Permit | None,
+                held: Reservation | None, seq: int | None, attempts: int, invalid: int
+                ) -> tuple[float | BaseException | None, int]:
+        """Account for a failed call and decide what follows (see :meth:`_after_failure`);
+        returns that and the count of invalid answers so far."""
+        cfg = self.cfg
+        verdict = cfg.adapter.classify(exc)
+        if permit is not None and verdict.kind is ErrorKind.RATE_LIMITED:
+            # The server refused it unprocessed and did not count it: neither do we.
+            cfg.limiter.cancel(permit)
+        billed = exc.usage if isinstance(exc, InvalidAnswer) else None
+        if billed is not None:  # an answer was rejected, but the server billed it
+            self._count_billed(billed, item)
+            self._settle_tokens(permit, cost, billed)
+        if held is not None and cfg.budget is not None:
+            # An answer that never came may still be billed: keep its estimate.
+            if billed is not None:
+                cfg.budget.settle(held, billed, item)
+            elif is_timeout(exc):  # ours or the SDK's: the request may have gone
+                cfg.budget.settle(held, None, item)
+            else:
+                cfg.budget.cancel(held)
+        if verdict.kind is ErrorKind.INVALID_OUTPUT:
+            invalid += 1
+        return self._after_failure(exc, verdict, attempts - invalid, seq, invalid), invalid
+
     def _answered(self) -> None:
         """One admitted call is over (answered, failed or withdrawn)."""
         stats = self.stats
@@ -200,19 +228,22 @@ class Attempts:
         else:
             stats.in_flight -= 1
 
-    def _withdrawn(self, attempts: int, permit: Permit | None, held: Reservation | None,
-                   seq: int | None) -> None:
+    def _withdrawn(self, permit: Permit | None, held: Reservation | None, seq: int | None
+                   ) -> None:
         """Undo the admission of a call that never started (see _pool.RunGate)."""
-        cfg, stats = self.cfg, self.stats
-        stats.calls -= 1
-        if attempts:
-            stats.retrying += 1
+        cfg = self.cfg
+        self.stats.calls -= 1
         if permit is not None:
             cfg.limiter.cancel(permit)
         if held is not None and cfg.budget is not None:
             cfg.budget.cancel(held)
         if seq is not None and cfg.pacer is not None:
             cfg.pacer.cancel(seq, cfg.clock.now())
+        breaker = cfg.breaker
+        if breaker is not None and breaker.state is BreakerState.HALF_OPEN:
+            # It was the probe (a half-open breaker admits no other): free its slot.
+            breaker.record_neutral()
+            self.control.notify()
 
     def _settle_tokens(self, permit: Permit | None, cost: Cost, usage: Usage | None) -> None:
         """Settle a billed call's permit to the tokens the server counted."""
@@ -338,6 +369,8 @@ class Attempts:
     def _unfinished(
         self, index: int, item: Any, attempts: int, error: BaseException | None, key: str | None
     ) -> Outcome[Any]:
+        if attempts:
+            self.stats.retrying -= 1  # it was waiting to retry: it will not any more
         if attempts and error is not None:
             return Outcome(index, item, Status.FAILED, None, error, attempts, key=key)
         return self.ledger.not_attempted(index, item, self.control.stop_reason, key)
@@ -350,3 +383,9 @@ def _counted(cost: Cost, usage: Usage | None) -> Cost | None:
     # Prompt-cache writes count against input limits too (Anthropic's ITPM).
     written = usage.cache_creation_input_tokens
     return cost.settled(usage.input_tokens + written, usage.output_tokens)
+
+
+def _raised_on_thread(fut: asyncio.Future[Any] | None, exc: BaseException) -> bool:
+    """``exc`` is what the pool's thread raised (and counted, see _pool.RunGate)."""
+    return (fut is not None and fut.done() and not fut.cancelled()
+            and fut.exception() is exc)

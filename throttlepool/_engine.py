@@ -35,7 +35,7 @@ from ._pool import LoopHandoff, RunGate
 from ._run_engine import RunEngine
 from .adapters.structured import stored_value_reviver
 from .errors import RunStopped, StoreError
-from .outcome import BatchResult, Outcome, RunStats
+from .outcome import BatchResult, Outcome, RunStats, Source
 from .progress import ProgressSink
 from .store.base import SpendRecords
 
@@ -253,7 +253,8 @@ class Engine:
         control, backlog, has_space = self.control, self.ledger.backlog, self._has_space
         if lookahead and not await control.pause(self._first_outcome.wait()):
             # Until an answer came, a header pacer knows nothing of the server's budget: the
-            # calls it lets go blind number batch_size, as without lookahead.
+            # calls it lets go blind number batch_size, as without lookahead. (Set also when
+            # a worker without lookahead ends: the input is done, or the run stops.)
             return
         # Fixed for the run; read once here, not through attribute chains for every item.
         window = self.cfg.options.execution.window_size if self._ordered else None
@@ -274,7 +275,6 @@ class Engine:
                     item = next(items)
                 except StopIteration:
                     ending.exhausted = True
-                    self._first_outcome.set()  # none may come: lookahead's workers end too
                     return
                 except Exception as exc:  # the caller's generator failed: stop, drain, raise it
                     ending.input_error = exc
@@ -285,16 +285,21 @@ class Engine:
                 self._open += 1
                 deliver(await process(index, item))
                 self._open -= 1
-        except Exception as exc:  # e.g. LimiterUnavailable: the run fails; stop paying now
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # e.g. LimiterUnavailable: the run fails; stop paying now
             self._ending.crash = self._ending.crash or exc
             self.request_stop(RunStopped(f"{type(exc).__name__}: {exc}", exc))
             raise
+        finally:
+            if not lookahead:  # lookahead's workers wait for no outcome from a worker gone
+                self._first_outcome.set()
 
     # ---- delivery ------------------------------------------------------------------------
 
     def _deliver(self, outcome: Outcome[Any]) -> None:
-        if not self._first:
-            self._first = True
+        if not self._first and outcome.source is Source.CALL:
+            self._first = True  # an answer: a header pacer has seen the server's budget
             self._first_outcome.set()
         refused = self.ledger.deliver(outcome)
         if refused is not None:

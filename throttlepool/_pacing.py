@@ -479,12 +479,13 @@ class HeaderBudget:
         if self._blind:
             self._blind_open.pop(seq, None)
             return
-        self._tokens_at.pop(seq, None)  # (tokens_sent keeps it: later counts stay high)
-        cost = self._open.pop(seq, None)
+        # The buckets keep its cost until the next answer's headers re-sync them: a 429
+        # since its admission may have emptied them already, and giving it back on top
+        # would let calls go that the server refuses. (tokens_sent keeps it too: later
+        # counts err high.)
+        self._tokens_at.pop(seq, None)
+        self._open.pop(seq, None)
         sent = self._sent.pop(seq, None)
         window = self._window
         if window is not None and sent is not None and sent.ticket is not None:
             window.cancel(sent.ticket, now)
-        if cost is not None:  # given back as admit took it (a sync since then counted it)
-            for bucket in self._buckets():
-                bucket.level = min(bucket.capacity, bucket.level + cost.of(bucket.unit))

@@ -15,7 +15,9 @@ import pytest
 
 import throttlepool._engine as engine_module
 from throttlepool import ThreadedBatchRunner
-from throttlepool.limiter import RateLimiter
+from throttlepool._pacing import HeaderBudget
+from throttlepool.hints import RateInfo
+from throttlepool.limiter import Cost, RateLimiter
 from throttlepool.limiter.margin import LOAD_FLOOR_MAX, LOAD_FLOOR_MIN
 from throttlepool.outcome import Outcome, RunStats, Status
 from throttlepool.testing import FakeClock
@@ -204,3 +206,78 @@ def test_a_run_with_fewer_items_than_threads_ends(items: list[int]) -> None:
     """Lookahead's extra workers wait for the first outcome; an empty input has none."""
     with ThreadedBatchRunner(Recorder({}, duration=0.0), batch_size=4, progress=False) as runner:
         assert runner.run(items).results == items
+
+
+class Boom(BaseException):
+    """Not an Exception (as gevent's Timeout, func_timeout's FunctionTimedOut)."""
+
+
+@pytest.mark.parametrize("failing", ["one item", "every item"])
+def test_a_base_exception_from_the_function_ends_the_run(failing: str) -> None:
+    """Its failure is counted on the thread and acted on as the run ends with it: queued
+    calls are not withdrawn and re-admitted for ever, nor do workers wait for an outcome."""
+
+    def fn(item: int) -> int:
+        time.sleep(0.005)
+        if failing == "every item" or item == 3:
+            raise Boom(item)
+        return item
+
+    raised: list[BaseException] = []
+    with ThreadedBatchRunner(fn, batch_size=2, retries=1, progress=False) as runner:
+
+        def run() -> None:
+            try:
+                runner.run(range(30))
+            except BaseException as exc:  # what the run raised is the check
+                raised.append(exc)
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        thread.join(60)
+        assert not thread.is_alive()
+        count = runner._pool.failures
+        assert count.raised == count.handled
+    assert len(raised) == 1 and isinstance(raised[0], Boom)
+
+
+def test_a_retry_withdrawn_by_a_stop_leaves_nothing_retrying() -> None:
+    """Item 2's retry (after a 10 ms 429 pause) waits in the queue when item 1's 401 stops
+    the run: withdrawn, the item ends with its 429, and no counter is left up."""
+    seen: set[int] = set()
+    lock = threading.Lock()
+
+    def fn(item: int) -> int:
+        with lock:
+            first = item not in seen
+            seen.add(item)
+        if item == 2 and first:
+            raise APIError(429, {"retry-after": "0.01"})
+        if item == 1:
+            time.sleep(0.3)
+            raise APIError(401)
+        time.sleep(0.1)
+        return item
+
+    with ThreadedBatchRunner(fn, batch_size=2, retries=3, progress=False) as runner:
+        result = runner.run(range(40))
+    stats = result.stats
+    assert (stats.in_flight, stats.queued, stats.retrying) == (0, 0, 0)
+    assert stats.calls == sum(o.attempts for o in result.outcomes)
+
+
+def test_a_withdrawn_call_gives_the_pacer_back_no_budget_a_429_took() -> None:
+    """A 429 empties the header buckets, the admitted calls' share with them; the queued
+    calls it withdraws must not put their cost back on top (the server said none left)."""
+    pacer = HeaderBudget()
+    one = Cost(1)
+    first, _ = pacer.admit(one, 0.0)
+    pacer.observe(first, RateInfo(limit_requests=20, remaining_requests=19,
+                                  reset_requests=3.0), 0.1)
+    seqs = [pacer.admit(one, 0.2)[0] for _ in range(8)]
+    assert all(seq is not None for seq in seqs)
+    pacer.rate_limited(seqs[0], 0.3, 1.0)
+    for seq in seqs[2:]:
+        assert seq is not None
+        pacer.cancel(seq, 0.3)
+    assert pacer.admit(one, 0.3)[0] is None

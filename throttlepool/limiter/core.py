@@ -247,7 +247,7 @@ class RateLimiter(Waiting):
         hand-off delay; returns the start time for :meth:`call_ended`. A thread's first call
         counts from the latest instant until it answers (see :meth:`call_ended`).
         ``ready``: when the thread starting it became free; a job that waited in the pool's
-        queue for a thread (lookahead) learns its hand-off delay from then, not from its
+        queue for a thread (lookahead) counts its hand-off delay from then, not from its
         grant, so waiting behind busy threads does not widen the margin."""
         with self._lock:
             now = self._now()
@@ -285,10 +285,13 @@ class RateLimiter(Waiting):
                 # and counted from when this step began it would leave our window that much
                 # too early.
                 start = self._now()
-            lag = start - (granted if granted > ready else ready)
+            queued = ready > granted
+            lag = start - (ready if queued else granted)
             if lag < 0.0:
                 lag = 0.0
-            if self.margin.handed_off(lag, start):
+            # A queued job's start skips the thread's wake-up, the delay that shows the
+            # machine's load: the floor follows only calls handed to a waiting thread.
+            if not queued and self.margin.handed_off(lag, start):
                 moved = [*moved, *self._apply_margin(start)]
             if first_on_thread:
                 self._open_first_calls[permit] = (permit, lag)
