@@ -87,8 +87,8 @@ class AdmissionMargin:
     (a floor the user gave, or a shared store's).
     """
 
-    __slots__ = ("_ceiling", "_fastest_lag", "_horizon", "_load", "_load_least", "_peaks",
-                 "_widened", "floor", "follows_load", "shortest_duration")
+    __slots__ = ("_ceiling", "_fastest_lag", "_horizon", "_load", "_load_least", "_peak_floor",
+                 "_peaks", "_widened", "floor", "follows_load", "shortest_duration")
 
     def __init__(self, periods: Sequence[float], floor: float = DEFAULT_FLOOR, *,
                  follows_load: bool = False) -> None:
@@ -106,6 +106,9 @@ class AdmissionMargin:
         # window as (time fed, average), falling: the first is the largest.
         self._load = -1.0
         self._peaks: deque[tuple[float, float]] = deque()
+        # The floor the load gave last, with the peak and the widening it was given by: the
+        # peak mostly stays while a busy machine feeds every call's delay (see handed_off).
+        self._peak_floor = (-1.0, -1.0, floor)
         self._horizon = max(periods, default=0.0) + LOAD_FLOOR_MAX
         #: The shortest duration of a warm call yet (inf: none yet); see :attr:`fastest`.
         self.shortest_duration = _INF
@@ -176,9 +179,13 @@ class AdmissionMargin:
         peaks.append((now, load))
         while peaks[0][0] < now - self._horizon:
             peaks.popleft()
-        steps = math.ceil(LOAD_FLOOR_FACTOR * peaks[0][1] / _LOAD_FLOOR_STEP - 1e-6)
-        floor = max(min(max(steps * _LOAD_FLOOR_STEP, LOAD_FLOOR_MIN), LOAD_FLOOR_MAX),
-                    self._widened)
+        peak, widened = peaks[0][1], self._widened
+        known_peak, known_widened, floor = self._peak_floor
+        if peak != known_peak or widened != known_widened:
+            steps = math.ceil(LOAD_FLOOR_FACTOR * peak / _LOAD_FLOOR_STEP - 1e-6)
+            floor = max(min(max(steps * _LOAD_FLOOR_STEP, LOAD_FLOOR_MIN), LOAD_FLOOR_MAX),
+                        widened)
+            self._peak_floor = (peak, widened, floor)
         if floor == self.floor:
             return False
         self.floor = floor

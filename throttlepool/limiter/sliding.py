@@ -48,11 +48,14 @@ class _Window:
     decision and the moment the server stamps the request's arrival.
     """
 
-    __slots__ = ("limit", "log", "span", "unit", "used")
+    __slots__ = ("amount", "fit", "limit", "log", "span", "unit", "used")
 
     def __init__(self, limit: Limit, margin: float = 0.0) -> None:
         self.limit = limit
         self.unit = limit.unit
+        self.amount = limit.amount
+        #: The weight here of the log's last cost found to fit (see SlidingWindowLog._check).
+        self.fit = 0.0
         self.span = limit.period + margin
         self.log: deque[Ticket] = deque()
         self.used = 0.0
@@ -120,19 +123,25 @@ class SlidingWindowLog(BackendBase):
     def _check(self, cost: Cost) -> None:
         if cost is self._fits:
             return  # the same (immutable) cost as last time: most often every call's
-        for win in self._windows:
-            w = cost.of(win.limit.unit)
-            if w > win.limit.amount:
+        weights = [cost.of(win.unit) for win in self._windows]
+        for win, w in zip(self._windows, weights, strict=True):
+            if w > win.amount:
                 raise CostExceedsLimit(w, str(win.limit))
+        for win, w in zip(self._windows, weights, strict=True):
+            win.fit = w
         self._fits = cost
 
     def _place(self, ticket: Ticket, now: float) -> None:
-        t = now
-        if self._last_admit > t:
-            t = self._last_admit
-        if self._paused_until > t:
-            t = self._paused_until
+        t = self._last_admit
+        if t < now:
+            t = now
+        paused = self._paused_until
+        if paused > t:
+            t = paused
         cost = ticket.cost
+        # Its weights are known when it is the cost last checked, as every call's is (a
+        # plain function's calls share one cost).
+        fits = cost is self._fits
         # Every call of a run takes this step: the checks that almost always pass (nothing
         # yet to expire, room in the window) are made here before calling out.
         for win in self._windows:
@@ -143,15 +152,16 @@ class SlidingWindowLog(BackendBase):
                     self._expire(win, now)
             else:
                 win.used = 0.0
-            w = cost.of(win.unit)
+            w = win.fit if fits else cost.of(win.unit)
             if w > 0:
-                if win.used + w - win.limit.amount > _EPSILON:
+                used = win.used + w
+                if used - win.amount > _EPSILON:
                     t = self._place_late(ticket, now, t)
                     break
                 # It joins this log before a later window has fixed its time: at any time
                 # it is the newest entry, as it must be.
                 log.append(ticket)
-                win.used += w
+                win.used = used
         ticket.placed = ticket.admit_at = t
         self._last_admit = t
         if t > now:
