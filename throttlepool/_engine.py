@@ -42,6 +42,9 @@ from .store.base import SpendRecords
 #: Workers per pool thread where lookahead applies (1: none). Measured at batch_size 8 on
 #: 2 cores: 2 removed half the round trips, 4 nearly all (bench: the overhead section).
 LOOKAHEAD = 4
+#: At most this many calls wait in the queue: a few per thread is all a small pool needs,
+#: and with many threads each extra worker only costs the loop.
+LOOKAHEAD_MAX = 24
 
 
 class Engine:
@@ -153,7 +156,8 @@ class Engine:
         if execution.deadline is not None:
             timer = loop.call_later(
                 execution.deadline, self.request_stop, RunStopped("run deadline reached"))
-        count = execution.batch_size * (LOOKAHEAD if gate is not None else 1)
+        count = execution.batch_size + (
+            min((LOOKAHEAD - 1) * execution.batch_size, LOOKAHEAD_MAX) if gate is not None else 0)
         workers = [asyncio.create_task(self._worker(attempts, lookahead=n >= execution.batch_size))
                    for n in range(count)]
         try:
