@@ -177,11 +177,11 @@ def measure_one_cpu(n: int, repeats: int, processes: int = 1,
     """The cause check of the batch_size-8 figure: ThreadPoolExecutor.map and run() again, in
     fresh processes held to one CPU (empty where the platform cannot pin a process).
 
-    At batch_size 8, run() hands each round of 8 calls from its event loop thread to a
-    worker and back, and each hand-off may wake a CPU that went idle; ThreadPoolExecutor.map
-    queues every item at once, and its threads rarely block. On one CPU a woken thread takes
-    over a CPU that is already awake, so the gap between the two runs says what the
-    cross-CPU wake-ups cost.
+    Each hand-off between run()'s event loop thread and a worker may wake a CPU that went
+    idle (before lookahead, one round trip per 8 calls); ThreadPoolExecutor.map queues every
+    item at once, and its threads rarely block. On one CPU a woken thread takes over a CPU
+    that is already awake, so the gap between the two runs says what the cross-CPU wake-ups
+    cost.
     """
     if not hasattr(os, "sched_setaffinity"):
         log("  one CPU   not measured: this platform cannot pin a process to a CPU")

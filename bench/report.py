@@ -281,11 +281,13 @@ def _one_cpu_lines(report: Report) -> list[str]:
         return []
     return [
         "The same no-op runs at batch_size 8, each process held to one CPU "
-        "(`os.sched_setaffinity`), as the cause check of the batch_size-8 row: run() hands "
-        "each round of batch_size calls from its event loop thread to a worker thread and "
-        "back, and each hand-off may wake a CPU that went idle (costly on a virtual machine); "
-        "ThreadPoolExecutor.map queues every item at once and its threads rarely block. On "
-        "one CPU a woken thread runs on a CPU that is already awake.",
+        "(`os.sched_setaffinity`): what the cross-CPU wake-ups cost. Each hand-off between "
+        "run()'s event loop thread and a worker thread may wake a CPU that went idle (costly "
+        "on a virtual machine); ThreadPoolExecutor.map queues every item at once and its "
+        "threads rarely block. run() once made one such round trip per batch_size calls "
+        "(0.6 switches per item); with lookahead, calls wait in the pool's queue and a "
+        "thread goes from one to the next (docs/architecture.md). On one CPU a woken thread "
+        "runs on a CPU that is already awake.",
         "",
         "| way, one CPU | batch_size | median items/s | voluntary context switches per item "
         "| runs |",
