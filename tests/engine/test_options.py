@@ -121,6 +121,14 @@ def test_an_unknown_option_is_named_with_the_nearest() -> None:
         RunOptions.from_kwargs(batchsize=3)
 
 
+def test_a_group_given_something_else_names_what_it_takes() -> None:
+    """``checkpoint="runs.db"`` said "unknown option 'checkpoint'; did you mean
+    'checkpoint'?"."""
+    with pytest.raises(ConfigError, match=r"checkpoint: expected a Checkpoint object, got "
+                                          r"'runs.db' \(or give its fields as keywords: store"):
+        RunOptions.from_kwargs(checkpoint="runs.db")  # type: ignore[typeddict-item]
+
+
 def test_a_limiter_excludes_rates() -> None:
     with pytest.raises(ConfigError, match="not both"):
         Limits(limiter=RateLimiter(), rpm=5)

@@ -112,6 +112,10 @@ class RunOptions:
                 retries = value
             elif name in _OWNER:
                 fields_of[_OWNER[name]][name] = value
+            elif name in GROUPS:  # the group's name, given something else than its object
+                raise ConfigError(
+                    f"{name}: expected a {GROUPS[name].__name__} object, got {value!r}"
+                    f" (or give its fields as keywords: {', '.join(field_names(GROUPS[name]))})")
             else:
                 raise ConfigError(_unknown(name))
         retry = objects.pop("retry", None) or (
