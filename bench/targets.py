@@ -138,11 +138,40 @@ def shortfalls(report: Report) -> list[str]:
             f"{x.get('attempts', '?')} attempts, {x.get('retries', '?')} retries, "
             f"{float(x.get('rate_limit_wait', 0.0)):.2f} s of rate-limit pauses; "
             f"1-minute load average after the run {r.load:.2f} on {report.machine['cores']} "
-            "cores.")
+            f"cores{_per_call_work(report, r)}.")
     lines += _overhead_shortfall(report)
     if not lines:
         return []
     return ["Where throttlepool falls short, the measured figures behind it:", "", *lines, ""]
+
+
+def _per_call_work(report: Report, r: RunRecord) -> str:
+    """The work every request costs, which no scheduling removes: CPU per request in the
+    client (whose threads share one GIL) and in the server, the sequential contender's time
+    per call against the server's latency, and the best other contender in the same run."""
+    parts = []
+    wl = next((w for w in report.workloads if w.name == r.workload), None)
+    if r.cpu > 0 and r.requests:
+        per_request = r.cpu / r.requests
+        parts.append(f"the client process used {1000 * per_request:.1f} ms of CPU per "
+                     f"request and the server {1000 * r.server_cpu / r.requests:.1f} ms")
+        if wl is not None and r.limit_per_window is None:  # latency-bound: rounds of calls
+            c = wl.total_concurrency()
+            rounds = -(-r.items // c)
+            parts.append(f"the run took {1000 * (r.wall - r.ideal) / rounds:.0f} ms per round "
+                         f"of {c} calls over the ideal, against {c} x "
+                         f"{1000 * per_request:.1f} = {1000 * c * per_request:.0f} ms of client "
+                         "CPU per round, which the GIL lets only one thread spend at a time")
+    seq = _rec(report, r.workload, "sequential")
+    if seq is not None and seq.items and wl is not None:
+        parts.append(f"sequential took {1000 * seq.wall / seq.items:.1f} ms per call against "
+                     f"the server's {1000 * wl.latency:.0f} ms")
+    others = [o for o in report.records if o.workload == r.workload and o.status == "ok"
+              and o.contender not in (r.contender, "sequential") and not o.failed]
+    if others:
+        best = max(others, key=lambda o: o.efficiency)
+        parts.append(f"the best other contender, {best.contender}, reached {best.efficiency:.3f}")
+    return "; " + "; ".join(parts) if parts else ""
 
 
 def _overhead_shortfall(report: Report) -> list[str]:

@@ -157,6 +157,8 @@ class RunRecord:
     stamps: list[float] = field(default_factory=list)  # completion times since start
     extra: dict[str, Any] = field(default_factory=dict)  # the contender's own counters
     load: float = 0.0  # 1-minute load average right after the run
+    cpu: float = 0.0  # CPU seconds of the client process (every thread) during the run
+    server_cpu: float = 0.0  # CPU seconds of the simulator's process during the run
 
     @property
     def efficiency(self) -> float:
@@ -189,11 +191,25 @@ def server_figures(rec: RunRecord, sim: RemoteSim, results: list[Any], items: li
     rec.load = os.getloadavg()[0]
 
 
+def _server_cpu(sim: RemoteSim) -> float:
+    """User and system CPU seconds the simulator's process has used so far (0 if unknown)."""
+    try:
+        import psutil
+    except ImportError:
+        return 0.0
+    if sim.pid is None:
+        return 0.0
+    times = psutil.Process(sim.pid).cpu_times()
+    return float(times.user + times.system)
+
+
 def run_contender(sim: RemoteSim, wl: Workload, name: str, items: list[str]) -> RunRecord:
     """Reset the simulator, run one contender over the items, read its figures."""
     rec = new_record(wl, name)
     sim.reset()
     ctx = Ctx(sim.openai_base_url, items, wl.concurrency, wl.max_tokens, wl.timeout, wl.known())
+    server_cpu0 = _server_cpu(sim)
+    cpu0 = time.process_time()
     ctx.t0 = time.perf_counter()
     try:
         results = CONTENDERS[name](ctx)
@@ -201,6 +217,8 @@ def run_contender(sim: RemoteSim, wl: Workload, name: str, items: list[str]) -> 
         rec.status = f"n/a: {exc}"
         return rec
     rec.wall = time.perf_counter() - ctx.t0
+    rec.cpu = time.process_time() - cpu0
+    rec.server_cpu = _server_cpu(sim) - server_cpu0
     server_figures(rec, sim, results, items)
     rec.stamps = sorted(s - ctx.t0 for s in ctx.stamps)
     rec.extra = dict(ctx.extra)
