@@ -28,7 +28,8 @@ from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 from ._pacing_arrivals import CallTiming, LearnedArrivals
-from ._pacing_records import HeaderBucket, MergedCalls, SentCall
+from ._pacing_calls import CallRecords
+from ._pacing_records import HeaderBucket, SentCall
 from .errors import CostExceedsLimit
 from .hints import RateInfo
 from .limiter import (
@@ -45,11 +46,6 @@ from .limiter.pauses import NoPauses, PauseSource
 
 #: The token kinds a server may limit, each with a bucket of its own.
 _TOKEN_UNITS = (TOKENS, INPUT_TOKENS, OUTPUT_TOKENS)
-_INF = float("inf")
-#: Answered calls whose responses carried no rate headers share one entry per this many
-#: seconds (while no window is learned): at tens of thousands of calls a second, one entry
-#: each over the horizon would hold millions.
-_MERGE_SPAN = 0.01
 #: (remaining, limit, reset) of one unit, as a response's headers give them.
 _Figures = tuple[float | None, float | None, float | None]
 
@@ -82,7 +78,7 @@ class Pacer(Protocol):
         ...
 
 
-class HeaderBudget:
+class HeaderBudget(CallRecords):
     """A :class:`Pacer` that keeps a request bucket and token buckets synced to headers:
     tokens, and input and output tokens apart where the server limits them apart (Anthropic's
     ITPM and OTPM; its ``tokens-*`` then only repeats the tightest of them and is not used).
@@ -94,9 +90,6 @@ class HeaderBudget:
     runner's limiter's source), which the learned log's arrival bounds allow for.
     """
 
-    #: Calls answered this long ago are forgotten while no window is known yet.
-    _UNKNOWN_HORIZON = 60.0
-
     def __init__(self, configured: Sequence[Limit] = (),
                  pauses: PauseSource | None = None) -> None:
         self._configured = list(configured)
@@ -105,26 +98,13 @@ class HeaderBudget:
         self.tokens = HeaderBucket(TOKENS)
         self.input_tokens = HeaderBucket(INPUT_TOKENS)
         self.output_tokens = HeaderBucket(OUTPUT_TOKENS)
-        self._seq = 0
+        super().__init__()
         self._fresh = 0  # the newest dispatch whose response has synced the buckets
-        # Until a response carries rate headers (most servers never send any), calls are
-        # kept in a cheaper form: open ones here, answered ones only in merged entries. The
-        # first headers turn them into the records below (_see_headers).
-        self._blind = True
-        self._blind_open: dict[int, tuple[float, Cost]] = {}  # seq -> (let go, cost)
-        # While blind: the time from which the oldest merged entry may be forgotten (its
-        # answer plus the unknown horizon, a microsecond early: _forget_blind decides).
-        self._forget_from = _INF
         self._tokens_sent = dict.fromkeys(_TOKEN_UNITS, 0.0)
         # seq -> tokens of each kind sent up to it, until it ends
         self._tokens_at: dict[int, dict[str, float]] = {}
-        self._open: dict[int, Cost] = {}  # calls without an answer yet
-        self._sent: dict[int, SentCall] = {}  # calls that may still count at the server
         self._window: SlidingWindowLog | None = None
         self._arrivals = LearnedArrivals(None, self._pauses)  # the learned log's arrival bounds
-        self._merged: MergedCalls | None = None  # the newest entry of merged answered calls
-        self._merges = 0  # merged entries made: their keys (negative) are no call's seq
-        self._merged_since = 0.0  # the earliest answer in the newest merged entry
         self._learned_seq = 0  # the last call let go before the current window was learned
         #: 429s met by calls let go after their server's window was learned.
         self.rate_limited_after_learning = 0
@@ -266,69 +246,6 @@ class HeaderBudget:
             if not headers:
                 del self._sent[seq]
                 self._merge(sent.cost, sent.stamp)
-
-    def _merge(self, cost: Cost, stamp: float) -> None:
-        """Count a call answered at ``stamp`` in one entry with the calls answered just
-        before it.
-
-        The entry counts the sum of their costs from the latest of their answers, so a window
-        learned later counts each of them a little longer than it could, never shorter. Its
-        key is no call's seq: a 429 that follows (whose call the server did not count) finds
-        nothing to withdraw and the call stays counted, on the safe side too.
-        """
-        merged = self._merged
-        if (merged is not None and stamp - self._merged_since <= _MERGE_SPAN
-                and self._sent.get(-self._merges) is merged):  # not forgotten yet
-            merged.join(cost, stamp)
-            return
-        if merged is not None:
-            merged.close()  # its members' costs are one sum from now on
-        self._merges += 1
-        self._merged_since = stamp
-        self._merged = MergedCalls(stamp, cost, after=self._seq)
-        if self._blind and not self._sent:
-            self._forget_from = stamp + self._UNKNOWN_HORIZON - 1e-6
-        self._sent[-self._merges] = self._merged
-
-    def _forget_blind(self, now: float) -> None:
-        """:meth:`_forget` while blind, as it would run on the records the first headers
-        make (in dispatch order, an entry made after a call still open is kept)."""
-        sent, horizon = self._sent, now - self._UNKNOWN_HORIZON
-        oldest_open = next(iter(self._blind_open))  # the call just let go, at the latest
-        gone: list[int] = []  # deleted after the walk, as in _forget
-        self._forget_from = _INF
-        for key, entry in sent.items():
-            if isinstance(entry, MergedCalls) and entry.after >= oldest_open:
-                # A call let go before it is still open: kept, asked again at the next call.
-                self._forget_from = now
-                break
-            if entry.stamp > horizon:
-                self._forget_from = entry.stamp + self._UNKNOWN_HORIZON - 1e-6
-                break
-            gone.append(key)
-        for key in gone:
-            del sent[key]
-
-    def _see_headers(self) -> None:
-        """Leave the blind form: every open call gets the record the buckets and a learned
-        window work with (its answered calls are already merged entries in ``_sent``), in
-        dispatch order among them, as if there had been no blind form (_forget's order)."""
-        self._blind = False
-        pending = list(self._blind_open.items())  # in seq order: admit numbers them so
-        sent: dict[int, SentCall] = {}
-        taken = 0
-        for key, entry in self._sent.items():  # merged entries only, in the order made
-            after = entry.after if isinstance(entry, MergedCalls) else 0
-            while taken < len(pending) and pending[taken][0] <= after:
-                seq, (let_go, cost) = pending[taken]
-                sent[seq] = SentCall(let_go, cost)
-                taken += 1
-            sent[key] = entry
-        for seq, (let_go, cost) in pending[taken:]:
-            sent[seq] = SentCall(let_go, cost)
-        self._sent = sent
-        self._open = {seq: cost for seq, (_, cost) in self._blind_open.items()}
-        self._blind_open.clear()
 
     def _settle(self, seq: int, actual: Cost, now: float) -> None:
         """Count ``seq`` as what the server counted, not as reserved: a reply shorter than
