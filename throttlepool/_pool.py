@@ -3,8 +3,8 @@
 Why not ``loop.run_in_executor``: each completion there schedules its own loop wake-up
 through the self-pipe. In a prototype of the hand-off alone on a 2-core machine, that
 capped no-op calls near 12-15k/s, and coalescing wake-ups (one drain per burst of
-completions) gave 35-45k/s at 8 coroutines and >100k/s at 64. Through the whole runner,
-see docs/benchmarks.md (21.6k/s at batch_size 8, 47.8k/s at 64).
+completions) gave 35-45k/s at 8 coroutines and >100k/s at 64. Through the whole runner:
+docs/benchmarks.md, the overhead section.
 
 Lookahead: a run may submit more jobs than the pool has threads, so a thread that finishes
 a call takes the next one at once instead of waiting for a round trip through the loop (on
